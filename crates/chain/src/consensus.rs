@@ -106,7 +106,9 @@ pub(crate) fn verify_scripts(tx: &Transaction, spent: &[TxOut]) -> Result<(), Re
 
 /// Sum of amounts that cannot overflow.
 pub(crate) fn sum_amounts<'a>(amounts: impl Iterator<Item = &'a Amount>) -> Amount {
-    amounts.fold(Amount::ZERO, |acc, a| acc.checked_add(*a).unwrap_or(Amount::MAX))
+    amounts.fold(Amount::ZERO, |acc, a| {
+        acc.checked_add(*a).unwrap_or(Amount::MAX)
+    })
 }
 
 /// Core's `IsFinalTx` for a block at `height` whose predecessor has median time past `mtp`.

@@ -135,7 +135,9 @@ impl EmbeddedChain {
             .block_tree_db_in_memory(in_memory)
             .chainstate_db_in_memory(in_memory)
             .build()
-            .map_err(|e| ChainError::Storage(format!("cannot open chainstate in {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                ChainError::Storage(format!("cannot open chainstate in {}: {e}", dir.display()))
+            })?;
         chainman.import_blocks().map_err(kernel_err)?;
 
         let index = Self::rebuild_index(&chainman)?;
@@ -186,7 +188,12 @@ impl EmbeddedChain {
 
     /// Transactions waiting in the mempool, parents before children.
     pub fn mempool_transactions(&self) -> Vec<Transaction> {
-        self.lock().mempool.entries().into_iter().map(|e| e.tx.clone()).collect()
+        self.lock()
+            .mempool
+            .entries()
+            .into_iter()
+            .map(|e| e.tx.clone())
+            .collect()
     }
 
     /// Fee paid by a mempool transaction.
@@ -316,7 +323,10 @@ impl Inner {
                         prev_mtp: self.index.mtp_at(coin.height.saturating_sub(1)),
                     });
                 } else {
-                    return fail(RejectReason::MissingInput { input: i, outpoint: op });
+                    return fail(RejectReason::MissingInput {
+                        input: i,
+                        outpoint: op,
+                    });
                 }
             }
             let inputs = sum_amounts(spent.iter().map(|o| &o.value));
@@ -409,7 +419,10 @@ impl Chain for EmbeddedChain {
             let tip = inner.index.tip_height();
             return Ok(TxStatus::Confirmed {
                 height,
-                block_hash: inner.index.hash_at(height).unwrap_or_else(BlockHash::all_zeros),
+                block_hash: inner
+                    .index
+                    .hash_at(height)
+                    .unwrap_or_else(BlockHash::all_zeros),
                 confirmations: tip - height + 1,
             });
         }

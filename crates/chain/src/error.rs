@@ -108,7 +108,9 @@ pub enum RejectReason {
     #[error("TRUC violation: {0}")]
     Truc(String),
     /// A zero-fee transaction's dust output is not spent by its child in the package.
-    #[error("missing ephemeral spends: dust output {0} must be spent by a child in the same package")]
+    #[error(
+        "missing ephemeral spends: dust output {0} must be spent by a child in the same package"
+    )]
     MissingEphemeralSpend(OutPoint),
     /// An unconfirmed ancestor or descendant limit is exceeded.
     #[error("too long unconfirmed chain: {0}")]

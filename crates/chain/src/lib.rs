@@ -88,8 +88,11 @@ pub trait Chain: Send + Sync {
 
     /// Mine one block holding exactly `txs`, bypassing the mempool: consensus alone judges them
     /// (regtest only).
-    fn mine_block_with(&self, txs: &[Transaction], payout: &Script)
-        -> Result<BlockHash, ChainError>;
+    fn mine_block_with(
+        &self,
+        txs: &[Transaction],
+        payout: &Script,
+    ) -> Result<BlockHash, ChainError>;
 
     /// Where a transaction is.
     fn tx_status(&self, txid: &Txid) -> Result<TxStatus, ChainError>;

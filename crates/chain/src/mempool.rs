@@ -110,10 +110,14 @@ impl Mempool {
     }
 
     /// Accept one transaction alone.
-    pub(crate) fn accept(&mut self, tx: &Transaction, chain: &ChainIndex) -> Result<Txid, RejectReason> {
+    pub(crate) fn accept(
+        &mut self,
+        tx: &Transaction,
+        chain: &ChainIndex,
+    ) -> Result<Txid, RejectReason> {
         let checked = self.check(tx, chain, None)?;
         self.check_min_fee(checked.fee, checked.vsize)?;
-        self.check_ephemeral_spends(&checked, None)?;
+        self.check_ephemeral_spends(&checked, None, true)?;
         let txid = checked.txid;
         self.insert(checked);
         Ok(txid)
@@ -127,14 +131,19 @@ impl Mempool {
         chain: &ChainIndex,
     ) -> Result<PackageAcceptance, RejectReason> {
         let parent_txid = parent.compute_txid();
-        if !child.input.iter().any(|i| i.previous_output.txid == parent_txid) {
+        if !child
+            .input
+            .iter()
+            .any(|i| i.previous_output.txid == parent_txid)
+        {
             return Err(RejectReason::Package(format!(
                 "child {} does not spend parent {parent_txid}",
                 child.compute_txid()
             )));
         }
         // A parent already known is deduplicated: only the child is new.
-        if self.entries.contains_key(&parent_txid) || chain.confirmed_height(&parent_txid).is_some() {
+        if self.entries.contains_key(&parent_txid) || chain.confirmed_height(&parent_txid).is_some()
+        {
             let child_txid = self.accept(child, chain)?;
             let p = self.entries.get(&parent_txid);
             let c = &self.entries[&child_txid];
@@ -147,8 +156,8 @@ impl Mempool {
         }
         let p = self.check(parent, chain, None)?;
         let c = self.check(child, chain, Some(&p))?;
-        self.check_ephemeral_spends(&p, None)
-            .and_then(|_| self.check_ephemeral_spends(&c, Some(&p)))?;
+        self.check_ephemeral_spends(&p, None, false)
+            .and_then(|_| self.check_ephemeral_spends(&c, Some(&p), false))?;
         let parent_ok_alone = self.check_min_fee(p.fee, p.vsize).is_ok();
         let fee = p.fee + c.fee;
         let vsize = p.vsize + c.vsize;
@@ -191,7 +200,9 @@ impl Mempool {
         package_parent: Option<&Checked>,
     ) -> Result<Checked, RejectReason> {
         if tx.is_coinbase() {
-            return Err(RejectReason::Consensus("coinbase: a coinbase cannot be relayed".into()));
+            return Err(RejectReason::Consensus(
+                "coinbase: a coinbase cannot be relayed".into(),
+            ));
         }
         check_transaction(tx)?;
         check_standard(tx, &self.config)?;
@@ -302,7 +313,10 @@ impl Mempool {
                     "version=3 tx {txid} is {vsize} vB, more than {TRUC_MAX_VSIZE}"
                 )));
             }
-            if let Some(p) = parents.iter().find(|p| parent_tx(p).version.0 != TRUC_VERSION) {
+            if let Some(p) = parents
+                .iter()
+                .find(|p| parent_tx(p).version.0 != TRUC_VERSION)
+            {
                 return Err(RejectReason::Truc(format!(
                     "version=3 tx {txid} cannot spend from non-version=3 tx {p}"
                 )));
@@ -325,7 +339,10 @@ impl Mempool {
                     )));
                 }
             }
-        } else if let Some(p) = parents.iter().find(|p| parent_tx(p).version.0 == TRUC_VERSION) {
+        } else if let Some(p) = parents
+            .iter()
+            .find(|p| parent_tx(p).version.0 == TRUC_VERSION)
+        {
             return Err(RejectReason::Truc(format!(
                 "non-version=3 tx {txid} cannot spend from version=3 tx {p}"
             )));
@@ -338,7 +355,9 @@ impl Mempool {
             )));
         }
         for a in &ancestors {
-            if self.entries.contains_key(a) && self.descendants_of(a).len() + 1 > DEFAULT_ANCESTOR_LIMIT - 1 {
+            if self.entries.contains_key(a)
+                && self.descendants_of(a).len() + 1 > DEFAULT_ANCESTOR_LIMIT - 1
+            {
                 return Err(RejectReason::TooLongMempoolChain(format!(
                     "ancestor {a} would exceed {DEFAULT_ANCESTOR_LIMIT} descendants"
                 )));
@@ -352,6 +371,7 @@ impl Mempool {
         &self,
         tx: &Checked,
         package_parent: Option<&Checked>,
+        alone: bool,
     ) -> Result<(), RejectReason> {
         let spends: HashSet<OutPoint> = tx.tx.input.iter().map(|i| i.previous_output).collect();
         for parent in &tx.parents {
@@ -367,15 +387,21 @@ impl Mempool {
             }
         }
         // A dust-carrying transaction with no child in the package cannot enter alone.
-        if package_parent.is_none() && tx.fee == Amount::ZERO {
+        if alone && tx.fee == Amount::ZERO {
             if let Some(vout) = dust_outputs(&tx.tx, self.config.dust_relay_fee_rate).first() {
-                return Err(RejectReason::MissingEphemeralSpend(OutPoint::new(tx.txid, *vout)));
+                return Err(RejectReason::MissingEphemeralSpend(OutPoint::new(
+                    tx.txid, *vout,
+                )));
             }
         }
         Ok(())
     }
 
-    fn ancestors_of(&self, parents: &BTreeSet<Txid>, package_parent: Option<&Checked>) -> BTreeSet<Txid> {
+    fn ancestors_of(
+        &self,
+        parents: &BTreeSet<Txid>,
+        package_parent: Option<&Checked>,
+    ) -> BTreeSet<Txid> {
         let mut out = BTreeSet::new();
         let mut stack: Vec<Txid> = parents.iter().copied().collect();
         while let Some(t) = stack.pop() {
@@ -531,7 +557,7 @@ impl Mempool {
             .values()
             .map(|e| (e.fee_rate(), e.tx.weight()))
             .collect();
-        rates.sort_by(|a, b| b.0.cmp(&a.0));
+        rates.sort_by_key(|r| std::cmp::Reverse(r.0));
         let mut used = Weight::ZERO;
         for (rate, w) in rates {
             used += w;

@@ -220,13 +220,6 @@ pub fn check_standard(tx: &Transaction, config: &PolicyConfig) -> Result<(), Rej
             MAX_STANDARD_TX_WEIGHT
         )));
     }
-    if tx.base_size() < MIN_STANDARD_TX_NONWITNESS_SIZE {
-        return Err(RejectReason::NonStandard(format!(
-            "tx-size-small: {} bytes without witness, minimum {}",
-            tx.base_size(),
-            MIN_STANDARD_TX_NONWITNESS_SIZE
-        )));
-    }
     for (i, input) in tx.input.iter().enumerate() {
         if input.script_sig.len() > MAX_STANDARD_SCRIPTSIG_SIZE {
             return Err(RejectReason::NonStandard(format!(
@@ -272,6 +265,13 @@ pub fn check_standard(tx: &Transaction, config: &PolicyConfig) -> Result<(), Rej
         return Err(RejectReason::Dust(format!(
             "{} outputs below the dust threshold (at most {MAX_DUST_OUTPUTS_PER_TX}, as ephemeral dust)",
             dust.len()
+        )));
+    }
+    if tx.base_size() < MIN_STANDARD_TX_NONWITNESS_SIZE {
+        return Err(RejectReason::NonStandard(format!(
+            "tx-size-small: {} bytes without witness, minimum {}",
+            tx.base_size(),
+            MIN_STANDARD_TX_NONWITNESS_SIZE
         )));
     }
     Ok(())
@@ -388,7 +388,9 @@ mod tests {
             OutputKind::NonStandard
         );
         assert_eq!(
-            classify(&ScriptBuf::from_bytes([&[0x52, 0x20][..], &[1u8; 32]].concat())),
+            classify(&ScriptBuf::from_bytes(
+                [&[0x52, 0x20][..], &[1u8; 32]].concat()
+            )),
             OutputKind::WitnessUnknown
         );
         let mut ms = vec![0x51, 33];
