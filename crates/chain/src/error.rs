@@ -93,7 +93,7 @@ pub enum RejectReason {
     #[error("dust: {0}")]
     Dust(String),
     /// The fee rate is below the minimum relay fee rate.
-    #[error("fee too low: {fee} for {vsize} vB ({rate} sat/kvB) is below the minimum relay fee rate of {min} sat/kvB")]
+    #[error("fee too low: {} sat for {vsize} vB ({rate} sat/kvB) is below the minimum relay fee rate of {min} sat/kvB", .fee.to_sat())]
     FeeTooLow {
         /// Fee paid (for a package, by the whole package).
         fee: Amount,
