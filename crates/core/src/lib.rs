@@ -1,0 +1,17 @@
+//! SuperScalar protocol core: the factory tree, the Decker-Wattenhofer odometer, the timeout
+//! policies, the MuSig2 signing ceremony and the exit package. Pure code: no I/O, no clock.
+
+#![deny(missing_docs)]
+
+pub mod ceremony;
+pub mod factory;
+pub mod musig;
+pub mod odometer;
+pub mod shape;
+pub mod tree;
+pub mod types;
+
+pub use factory::{ClientSpec, Factory, FactoryError, FactoryParams, Signer, Slot, TxKind};
+pub use odometer::Odometer;
+pub use shape::{FactoryConfig, LeafKind, Shape, TimeoutPolicy};
+pub use types::{ClientId, FactoryId, Msat, NodeId, StateIndex};

@@ -1,0 +1,279 @@
+//! BIP-327 MuSig2 with KeySort, on libsecp256k1's own implementation (`secp256k1` 0.33), converted
+//! to and from rust-bitcoin 0.32 types through bytes.
+
+use bitcoin::hashes::Hash;
+use bitcoin::key::{Keypair, PublicKey, XOnlyPublicKey};
+use bitcoin::secp256k1::schnorr::Signature;
+use bitcoin::TapNodeHash;
+use musig::musig::{
+    AggregatedNonce, KeyAggCache, PartialSignature, PublicNonce, SecretNonce, Session,
+    SessionSecretRand,
+};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A MuSig2 failure.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MusigError {
+    /// No keys, or a key the library refuses.
+    #[error("invalid key set: {0}")]
+    Keys(String),
+    /// Bytes that are not a valid public nonce.
+    #[error("malformed public nonce")]
+    MalformedNonce,
+    /// Bytes that are not a valid partial signature.
+    #[error("malformed partial signature")]
+    MalformedPartialSignature,
+    /// The taproot tweak could not be applied (negligible probability).
+    #[error("taproot tweak failed")]
+    Tweak,
+    /// The aggregated signature does not verify.
+    #[error("aggregated signature does not verify")]
+    InvalidAggregate,
+}
+
+fn to_musig_pk(pk: &PublicKey) -> Result<musig::PublicKey, MusigError> {
+    musig::PublicKey::from_slice(&pk.inner.serialize()).map_err(|e| MusigError::Keys(e.to_string()))
+}
+
+fn from_musig_xonly(x: &musig::XOnlyPublicKey) -> XOnlyPublicKey {
+    XOnlyPublicKey::from_slice(&x.to_byte_array()).expect("libsecp x-only keys are valid")
+}
+
+/// Sort keys as BIP-327 KeySort does (lexicographically by compressed serialization).
+pub fn key_sort(keys: &mut [PublicKey]) {
+    keys.sort_by_key(|k| k.inner.serialize());
+}
+
+/// An aggregate key before the taproot tweak.
+#[derive(Clone)]
+pub struct AggregateKey {
+    cache: KeyAggCache,
+    internal: XOnlyPublicKey,
+}
+
+impl std::fmt::Debug for AggregateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AggregateKey({})", self.internal)
+    }
+}
+
+impl AggregateKey {
+    /// Aggregate `keys` after KeySort (so the order given does not matter).
+    pub fn new(keys: &[PublicKey]) -> Result<Self, MusigError> {
+        if keys.is_empty() {
+            return Err(MusigError::Keys("no keys to aggregate".into()));
+        }
+        let mut sorted = keys.to_vec();
+        key_sort(&mut sorted);
+        let converted: Vec<musig::PublicKey> =
+            sorted.iter().map(to_musig_pk).collect::<Result<_, _>>()?;
+        let refs: Vec<&musig::PublicKey> = converted.iter().collect();
+        let cache = KeyAggCache::new(&refs);
+        let internal = from_musig_xonly(&cache.agg_pk());
+        Ok(AggregateKey { cache, internal })
+    }
+
+    /// The aggregate key, used as a taproot internal key.
+    pub fn internal_key(&self) -> XOnlyPublicKey {
+        self.internal
+    }
+
+    /// The key that signs for a taproot output with this internal key and `merkle_root`.
+    pub fn tweaked(&self, merkle_root: Option<TapNodeHash>) -> Result<TweakedAggregateKey, MusigError> {
+        let tweak = bitcoin::taproot::TapTweakHash::from_key_and_tweak(self.internal, merkle_root);
+        let scalar = musig::Scalar::from_be_bytes(tweak.to_byte_array()).map_err(|_| MusigError::Tweak)?;
+        let mut cache = self.cache;
+        let full = cache
+            .pubkey_xonly_tweak_add(&scalar)
+            .map_err(|_| MusigError::Tweak)?;
+        let output = from_musig_xonly(&full.x_only_public_key().0);
+        Ok(TweakedAggregateKey { cache, output })
+    }
+}
+
+/// An aggregate key tweaked for one taproot output: the key its key-path signatures verify under.
+#[derive(Clone)]
+pub struct TweakedAggregateKey {
+    cache: KeyAggCache,
+    output: XOnlyPublicKey,
+}
+
+impl std::fmt::Debug for TweakedAggregateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TweakedAggregateKey({})", self.output)
+    }
+}
+
+/// A public nonce (66 bytes), as sent in round 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PubNonce(#[serde(with = "hex_bytes")] pub [u8; 66]);
+
+/// An aggregated nonce (66 bytes), as sent by the LSP in round 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggNonce(#[serde(with = "hex_bytes")] pub [u8; 66]);
+
+/// A partial signature (32 bytes), as returned in round 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialSig(pub [u8; 32]);
+
+/// A secret nonce: lives only in memory, is consumed by signing, and cannot be copied.
+pub struct SecNonce(SecretNonce);
+
+impl std::fmt::Debug for SecNonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecNonce(..)")
+    }
+}
+
+impl TweakedAggregateKey {
+    /// The taproot output key.
+    pub fn output_key(&self) -> XOnlyPublicKey {
+        self.output
+    }
+
+    /// Generate a nonce pair for signing `msg` with `signer` under this key.
+    pub fn nonce_gen(&self, signer: &Keypair, msg: &[u8; 32]) -> (SecNonce, PubNonce) {
+        let mut rand = [0u8; 32];
+        bitcoin::secp256k1::rand::RngCore::fill_bytes(&mut bitcoin::secp256k1::rand::thread_rng(), &mut rand);
+        // Zero randomness is refused by libsecp; thread_rng never yields it in practice.
+        rand[0] |= 1;
+        let secrand = SessionSecretRand::assume_uniformly_random(rand);
+        let pk = musig::PublicKey::from_slice(&signer.public_key().serialize())
+            .expect("a keypair's public key is valid");
+        let sk = musig::SecretKey::from_secret_bytes(signer.secret_bytes()).expect("valid secret key");
+        let (sec, public) =
+            musig::musig::new_nonce_pair(secrand, Some(&self.cache), Some(sk), pk, Some(msg), None);
+        (SecNonce(sec), PubNonce(public.serialize()))
+    }
+
+    /// Sign `msg` with `signer`, consuming the secret nonce.
+    pub fn partial_sign(
+        &self,
+        nonce: SecNonce,
+        signer: &Keypair,
+        agg_nonce: &AggNonce,
+        msg: &[u8; 32],
+    ) -> Result<PartialSig, MusigError> {
+        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0).map_err(|_| MusigError::MalformedNonce)?;
+        let session = Session::new(&self.cache, agg, msg);
+        let kp = musig::Keypair::from_secret_bytes(signer.secret_bytes())
+            .map_err(|e| MusigError::Keys(e.to_string()))?;
+        Ok(PartialSig(session.partial_sign(nonce.0, &kp, &self.cache).serialize()))
+    }
+
+    /// Check one signer's partial signature.
+    pub fn partial_verify(
+        &self,
+        partial: &PartialSig,
+        nonce: &PubNonce,
+        signer: &PublicKey,
+        agg_nonce: &AggNonce,
+        msg: &[u8; 32],
+    ) -> Result<bool, MusigError> {
+        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0).map_err(|_| MusigError::MalformedNonce)?;
+        let sig = PartialSignature::from_byte_array(&partial.0)
+            .map_err(|_| MusigError::MalformedPartialSignature)?;
+        let pubnonce = PublicNonce::from_byte_array(&nonce.0).map_err(|_| MusigError::MalformedNonce)?;
+        let session = Session::new(&self.cache, agg, msg);
+        Ok(session.partial_verify(&self.cache, &sig, &pubnonce, to_musig_pk(signer)?))
+    }
+
+    /// Combine partial signatures into a BIP-340 signature that verifies under the output key.
+    pub fn aggregate(
+        &self,
+        agg_nonce: &AggNonce,
+        msg: &[u8; 32],
+        partials: &[PartialSig],
+    ) -> Result<Signature, MusigError> {
+        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0).map_err(|_| MusigError::MalformedNonce)?;
+        let sigs: Vec<PartialSignature> = partials
+            .iter()
+            .map(|p| PartialSignature::from_byte_array(&p.0).map_err(|_| MusigError::MalformedPartialSignature))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&PartialSignature> = sigs.iter().collect();
+        let session = Session::new(&self.cache, agg, msg);
+        let out = musig::XOnlyPublicKey::from_byte_array(self.output.serialize())
+            .map_err(|e| MusigError::Keys(e.to_string()))?;
+        let sig = session
+            .partial_sig_agg(&refs)
+            .verify(&out, msg)
+            .map_err(|_| MusigError::InvalidAggregate)?;
+        Ok(Signature::from_slice(&sig.to_byte_array()).expect("64 bytes"))
+    }
+}
+
+/// Aggregate public nonces (all of a job's signers, in any order).
+pub fn aggregate_nonces(nonces: &[PubNonce]) -> Result<AggNonce, MusigError> {
+    if nonces.is_empty() {
+        return Err(MusigError::MalformedNonce);
+    }
+    let parsed: Vec<PublicNonce> = nonces
+        .iter()
+        .map(|n| PublicNonce::from_byte_array(&n.0).map_err(|_| MusigError::MalformedNonce))
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<&PublicNonce> = parsed.iter().collect();
+    Ok(AggNonce(AggregatedNonce::new(&refs).serialize()))
+}
+
+/// Check that bytes parse as a public nonce.
+pub fn check_pub_nonce(nonce: &PubNonce) -> Result<(), MusigError> {
+    PublicNonce::from_byte_array(&nonce.0).map(|_| ()).map_err(|_| MusigError::MalformedNonce)
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 66], s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 66], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 66];
+        if s.len() != 132 {
+            return Err(serde::de::Error::custom("expected 66 hex bytes"));
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::secp256k1::{Message, Secp256k1};
+
+    #[test]
+    fn three_signers_produce_a_valid_bip340_signature_and_bad_partials_are_caught() {
+        let secp = Secp256k1::new();
+        let kps: Vec<Keypair> = (1..=3u8).map(|i| Keypair::from_seckey_slice(&secp, &[i; 32]).unwrap()).collect();
+        let pks: Vec<PublicKey> = kps.iter().map(|k| PublicKey::new(k.public_key())).collect();
+        let agg = AggregateKey::new(&pks).unwrap();
+        let mut reversed = pks.clone();
+        reversed.reverse();
+        assert_eq!(AggregateKey::new(&reversed).unwrap().internal_key(), agg.internal_key(), "KeySort");
+        let key = agg.tweaked(None).unwrap();
+        let msg = [7u8; 32];
+        let (secs, pubs): (Vec<_>, Vec<_>) = kps.iter().map(|k| key.nonce_gen(k, &msg)).unzip();
+        let aggn = aggregate_nonces(&pubs).unwrap();
+        let partials: Vec<PartialSig> = secs
+            .into_iter()
+            .zip(&kps)
+            .map(|(s, k)| key.partial_sign(s, k, &aggn, &msg).unwrap())
+            .collect();
+        for i in 0..3 {
+            assert!(key.partial_verify(&partials[i], &pubs[i], &pks[i], &aggn, &msg).unwrap());
+        }
+        // Signer 1's signature checked as signer 2's: refused.
+        assert!(!key.partial_verify(&partials[1], &pubs[2], &pks[2], &aggn, &msg).unwrap());
+        let sig = key.aggregate(&aggn, &msg, &partials).unwrap();
+        secp.verify_schnorr(&sig, &Message::from_digest(msg), &key.output_key()).unwrap();
+        let mut bad = partials.clone();
+        bad[0].0[5] ^= 1;
+        assert!(key.aggregate(&aggn, &msg, &bad).is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! Vocabulary types of a factory: identifiers, state indices and amounts.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one factory of an LSP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FactoryId(pub [u8; 32]);
+
+impl fmt::Display for FactoryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A node of the factory tree (index into the tree's arena; the root is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u32);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {}", self.0)
+    }
+}
+
+/// A client of a factory (its position in the factory's client list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClientId(pub u32);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client {}", self.0)
+    }
+}
+
+/// Index of a Decker-Wattenhofer state within one layer: 0 is the first (oldest) state; a higher
+/// index is newer and has a shorter relative delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct StateIndex(pub u16);
+
+/// An amount in millisatoshis (Lightning balances).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct Msat(pub u64);
+
+impl Msat {
+    /// Whole satoshis, rounded down.
+    pub fn to_sat_floor(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// From satoshis.
+    pub fn from_sat(sat: u64) -> Self {
+        Msat(sat * 1000)
+    }
+}
