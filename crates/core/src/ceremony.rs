@@ -571,3 +571,34 @@ impl LspCeremony {
         self.ops
     }
 }
+
+/// Run the whole ceremony with every party in this process (tests, demo, benchmarks): both round
+/// trips, then every client verifies its final signatures.
+pub fn run_in_process(
+    factory: &Arc<Factory>,
+    lsp_key: Keypair,
+    client_keys: &[Keypair],
+    funding: OutPoint,
+) -> Result<(LspCeremony, Vec<ClientCeremony>), CeremonyError> {
+    let mut lsp = LspCeremony::new(Arc::clone(factory), lsp_key, funding)?;
+    let mut clients: Vec<ClientCeremony> = client_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ClientCeremony::new(Arc::clone(factory), ClientId(i as u32), *k, funding))
+        .collect::<Result<_, _>>()?;
+    for c in clients.iter_mut() {
+        let msg = c.round1()?;
+        lsp.receive_nonces(c.client(), &msg)?;
+    }
+    for c in clients.iter_mut() {
+        let agg = lsp.agg_nonces_for(c.client())?;
+        let partials = c.round2(&agg)?;
+        lsp.receive_partials(c.client(), &partials)?;
+    }
+    lsp.finalize()?;
+    for c in clients.iter_mut() {
+        let sigs = lsp.final_sigs_for(c.client())?;
+        c.finish(&sigs)?;
+    }
+    Ok((lsp, clients))
+}

@@ -165,6 +165,7 @@ pub struct Factory {
     node_keys: Vec<OnceLock<AggregateKey>>,
     channel_keys: Vec<OnceLock<AggregateKey>>,
     stock_keys: Vec<OnceLock<AggregateKey>>,
+    payout_scripts: Vec<OnceLock<ScriptBuf>>,
     secp: Secp256k1<VerifyOnly>,
 }
 
@@ -222,6 +223,7 @@ impl Factory {
             node_keys: (0..tree.nodes().len()).map(|_| OnceLock::new()).collect(),
             channel_keys: (0..params.clients.len()).map(|_| OnceLock::new()).collect(),
             stock_keys: (0..stocks.len()).map(|_| OnceLock::new()).collect(),
+            payout_scripts: (0..params.clients.len()).map(|_| OnceLock::new()).collect(),
             params,
             tree,
             timeout_height,
@@ -420,8 +422,57 @@ impl Factory {
 
     /// A key-path-only P2TR script of a client's factory key (timeout payouts, fee coins).
     pub fn client_payout_script(&self, client: ClientId) -> ScriptBuf {
-        let key: XOnlyPublicKey = self.params.clients[client.0 as usize].key.inner.x_only_public_key().0;
-        ScriptBuf::new_p2tr(&self.secp, key, None)
+        self.payout_scripts[client.0 as usize]
+            .get_or_init(|| {
+                let key: XOnlyPublicKey = self.params.clients[client.0 as usize].key.inner.x_only_public_key().0;
+                ScriptBuf::new_p2tr(&self.secp, key, None)
+            })
+            .clone()
+    }
+
+    /// The LSP's sweep of `slot` through its `<T-1> CLTV` leaf (lsp-sweep policy): a transaction
+    /// with nLockTime T-1 paying `destination`, signed with the LSP's key.
+    pub fn lsp_sweep(
+        &self,
+        slot: Slot,
+        outpoint: OutPoint,
+        value: Amount,
+        destination: ScriptBuf,
+        fee: Amount,
+        lsp: &bitcoin::key::Keypair,
+    ) -> Result<Transaction, FactoryError> {
+        let leaf = self.sweep_leaf();
+        let info = self
+            .spend_info(slot)?
+            .filter(|_| self.leaves(slot).contains(&leaf))
+            .ok_or_else(|| ShapeError::Amount(format!("{slot:?} has no sweep leaf")))?;
+        let spent = TxOut { value, script_pubkey: self.script_pubkey(slot)? };
+        let lock = LockTime::from_height(self.timeout_height - 1)
+            .map_err(|_| ShapeError::Amount("timeout height".into()))?;
+        let out_value = value
+            .checked_sub(fee)
+            .filter(|v| *v >= P2TR_DUST)
+            .ok_or_else(|| ShapeError::Amount(format!("fee {fee} leaves dust from {value}")))?;
+        let mut tx = one_input_tx(
+            outpoint,
+            Sequence::ENABLE_LOCKTIME_NO_RBF,
+            lock,
+            vec![TxOut { value: out_value, script_pubkey: destination }],
+        );
+        tx.version = transaction::Version::TWO;
+        let leaf_hash = bitcoin::TapLeafHash::from_script(&leaf, LeafVersion::TapScript);
+        let sighash = SighashCache::new(&tx)
+            .taproot_script_spend_signature_hash(0, &Prevouts::All(&[spent]), leaf_hash, TapSighashType::Default)
+            .map_err(|e| ShapeError::Amount(e.to_string()))?;
+        let secp = Secp256k1::signing_only();
+        let sig = secp.sign_schnorr(&bitcoin::secp256k1::Message::from_digest(sighash.to_byte_array()), lsp);
+        let control = control_block(&info, &leaf).ok_or_else(|| ShapeError::Amount("control block".into()))?;
+        let mut w = Witness::new();
+        w.push(sig.as_ref());
+        w.push(leaf.as_bytes());
+        w.push(control.serialize());
+        tx.input[0].witness = w;
+        Ok(tx)
     }
 
     // ---- amounts ----------------------------------------------------------------------------

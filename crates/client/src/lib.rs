@@ -1,0 +1,10 @@
+//! The client side of SuperScalar: unilateral exit through the chain interface and the exit
+//! package a wallet keeps.
+
+#![deny(missing_docs)]
+
+pub mod exit;
+pub mod package;
+
+pub use exit::{ExitError, ExitProgress, UnilateralExit};
+pub use package::ExitPackage;
