@@ -191,6 +191,8 @@ pub struct ClientCeremony {
     me: ClientId,
     keypair: Keypair,
     jobs: BTreeMap<TxKind, Prepared>,
+    /// Job order: the exit path in publishing order, then the timeouts.
+    order: Vec<TxKind>,
     phase: ClientPhase,
     signed: Vec<SignedTx>,
 }
@@ -204,16 +206,17 @@ impl std::fmt::Debug for ClientCeremony {
 impl ClientCeremony {
     /// Start: build this client's exit path and timeout transactions from the shared parameters.
     pub fn new(factory: Arc<Factory>, me: ClientId, keypair: Keypair, funding: OutPoint) -> Result<Self, CeremonyError> {
-        let jobs = factory.client_jobs(me)?;
+        let order = factory.client_jobs(me)?;
         if factory.key_of(Signer::Client(me)).inner != keypair.public_key() {
             return Err(CeremonyError::WrongKey(Signer::Client(me)));
         }
-        let jobs = prepare(&factory, &jobs, funding, &factory.initial_odometer())?;
+        let jobs = prepare(&factory, &order, funding, &factory.initial_odometer())?;
         Ok(ClientCeremony {
             factory,
             me,
             keypair,
             jobs,
+            order,
             phase: ClientPhase::Ready,
             signed: Vec::new(),
         })
@@ -277,7 +280,8 @@ impl ClientCeremony {
         let sigs: HashMap<TxKind, Signature> = msg.signatures.iter().copied().collect();
         let secp = Secp256k1::verification_only();
         let mut signed = Vec::with_capacity(self.jobs.len());
-        for (kind, p) in &self.jobs {
+        for kind in &self.order {
+            let p = &self.jobs[kind];
             let Some(sig) = sigs.get(kind) else {
                 return Err(CeremonyError::BadFinalSignature { job: *kind, problem: "missing" });
             };

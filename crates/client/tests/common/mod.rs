@@ -1,0 +1,117 @@
+//! A factory built, funded and signed in process on the embedded chain.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use bitcoin::key::{Keypair, PublicKey, Secp256k1};
+use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
+use superscalar_chain::{Chain, EmbeddedChain, RejectReason};
+use superscalar_client::{ExitProgress, UnilateralExit};
+use superscalar_core::ceremony::{run_in_process, ClientCeremony, LspCeremony};
+use superscalar_core::{ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Shape};
+use superscalar_wallet::{burn_script, Faucet, OnchainWallet};
+
+pub struct Harness {
+    pub chain: EmbeddedChain,
+    pub faucet: Faucet,
+    pub lsp_wallet: OnchainWallet,
+    pub lsp_key: Keypair,
+    pub client_keys: Vec<Keypair>,
+    pub factory: Arc<Factory>,
+    pub funding_tx: Transaction,
+    pub funding: OutPoint,
+    pub lsp: LspCeremony,
+    pub clients: Vec<ClientCeremony>,
+}
+
+pub fn keypair(seed: u32) -> Keypair {
+    let secp = Secp256k1::new();
+    let mut sk = [0u8; 32];
+    sk[..4].copy_from_slice(&seed.to_be_bytes());
+    sk[31] = 1;
+    Keypair::from_seckey_slice(&secp, &sk).unwrap()
+}
+
+/// Capacity of client i's channel: uneven on purpose.
+pub fn capacity(i: u32) -> Amount {
+    Amount::from_sat(50_000 + 1_000 * u64::from(i % 7))
+}
+
+pub fn build(n: u32, config: FactoryConfig) -> Harness {
+    let chain = EmbeddedChain::in_memory().unwrap();
+    let mut faucet = Faucet::new(&chain, 2).unwrap();
+    let lsp_key = keypair(0xffff_0000);
+    let client_keys: Vec<Keypair> = (0..n).map(|i| keypair(i + 1)).collect();
+    let params = FactoryParams {
+        id: FactoryId([n as u8; 32]),
+        config,
+        lsp_key: PublicKey::new(lsp_key.public_key()),
+        clients: client_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ClientSpec { key: PublicKey::new(k.public_key()), capacity: capacity(i as u32) })
+            .collect(),
+        creation_height: chain.tip().unwrap().height,
+    };
+    let factory = Arc::new(Factory::new(params).unwrap());
+    let funding_out = factory.funding_output().unwrap();
+    let mut lsp_wallet = OnchainWallet::from_seed([0x15; 32]).unwrap();
+    let addr = lsp_wallet.new_address();
+    faucet.fund(&chain, &addr, funding_out.value + Amount::from_sat(1_000_000)).unwrap();
+    lsp_wallet.sync(&chain).unwrap();
+    // Built, not broadcast: the funding transaction goes out only after everything is signed.
+    let funding_tx = lsp_wallet
+        .build_payment(&funding_out.script_pubkey, funding_out.value, FeeRate::from_sat_per_vb_u32(2))
+        .unwrap();
+    let vout = funding_tx.output.iter().position(|o| *o == funding_out).unwrap() as u32;
+    let funding = OutPoint::new(funding_tx.compute_txid(), vout);
+    let (lsp, clients) = run_in_process(&factory, lsp_key, &client_keys, funding).unwrap();
+    assert!(clients.iter().all(|c| c.is_live()));
+    chain.submit_transaction(&funding_tx).unwrap();
+    chain.mine_blocks(1, &burn_script()).unwrap();
+    Harness { chain, faucet, lsp_wallet, lsp_key, client_keys, factory, funding_tx, funding, lsp, clients }
+}
+
+/// Exit `client` alone (no wallet), checking that every delayed transaction is refused before its
+/// lock. Returns the number of blocks the exit took.
+pub fn exit_alone(h: &Harness, client: ClientId) -> u32 {
+    let c = &h.clients[client.0 as usize];
+    let mut exit = UnilateralExit::new(c.signed()).unwrap();
+    let start = h.chain.tip().unwrap().height;
+    let mut premature_refusals = 0;
+    loop {
+        match exit.step(&h.chain, None).unwrap() {
+            ExitProgress::Broadcast { .. } => {
+                h.chain.mine_blocks(1, &burn_script()).unwrap();
+            }
+            ExitProgress::Waiting { kind, height } => {
+                let tip = h.chain.tip().unwrap().height;
+                if height > tip + 1 {
+                    // Too early: the mempool refuses it for its relative lock.
+                    let tx = &exit.path().iter().find(|s| s.kind == kind).unwrap().tx;
+                    let err = h.chain.submit_transaction(tx).unwrap_err();
+                    assert!(matches!(err.reject_reason(), Some(RejectReason::SequenceLocked { .. })), "{err}");
+                    premature_refusals += 1;
+                    h.chain.mine_blocks(height - 1 - tip, &burn_script()).unwrap();
+                } else {
+                    h.chain.mine_blocks(1, &burn_script()).unwrap();
+                }
+            }
+            ExitProgress::Done => break,
+        }
+        assert!(h.chain.tip().unwrap().height < start + 10_000, "exit does not finish");
+    }
+    let _ = premature_refusals;
+    h.chain.tip().unwrap().height - start
+}
+
+pub fn default_shapes() -> Vec<(&'static str, Shape)> {
+    use superscalar_core::LeafKind;
+    let base = FactoryConfig::regtest().shape;
+    vec![
+        ("binary-dw", Shape { arity: vec![2], leaf: LeafKind::Dw, static_levels: 0, ..base.clone() }),
+        ("mixed-8-4-2-dw", Shape { arity: vec![8, 4, 2], leaf: LeafKind::Dw, static_levels: 0, ..base.clone() }),
+        ("static1-ps2", Shape { arity: vec![4, 2], leaf: LeafKind::PseudoSpilman { arity: 2 }, static_levels: 1, ..base.clone() }),
+        ("ps3", Shape { arity: vec![2], leaf: LeafKind::PseudoSpilman { arity: 3 }, static_levels: 0, ..base }),
+    ]
+}

@@ -1,0 +1,79 @@
+//! Factories of many sizes and shapes, funded and signed, and one client with no on-chain coins
+//! of its own exiting alone on the embedded chain (Bitcoin Core's engine).
+
+mod common;
+
+use bitcoin::OutPoint;
+use common::*;
+use superscalar_chain::Chain;
+use superscalar_core::factory::Slot;
+use superscalar_core::{ClientId, FactoryConfig, TxKind};
+
+fn check_exit(name: &str, n: u32, shape: superscalar_core::Shape, client: u32) {
+    let config = FactoryConfig { shape, ..FactoryConfig::regtest() };
+    let h = build(n, config);
+    let c = ClientId(client);
+    let blocks = exit_alone(&h, c);
+    // The client's leaf outputs are confirmed with the expected amounts.
+    let signed = h.clients[client as usize].signed();
+    let leaf_state = signed.iter().rev().find(|s| matches!(s.kind, TxKind::State(_))).unwrap();
+    let outputs = h.factory.outputs_of(leaf_state.kind);
+    let txid = leaf_state.tx.compute_txid();
+    let pos = |slot| outputs.iter().position(|s| *s == slot).unwrap() as u32;
+    let channel = h.chain.get_utxo(&OutPoint::new(txid, pos(Slot::Channel(c)))).unwrap().expect("channel output confirmed");
+    assert_eq!(channel.txout.value, capacity(client), "{name} n={n}");
+    assert_eq!(channel.txout.script_pubkey, h.factory.script_pubkey(Slot::Channel(c)).unwrap());
+    let coin = h.chain.get_utxo(&OutPoint::new(txid, pos(Slot::FeeCoin(c)))).unwrap().expect("fee coin confirmed");
+    assert_eq!(coin.txout.value, h.factory.params().config.client_fee_coin);
+    assert!(blocks <= h.factory.ewt_max() + 5, "{name} n={n}: exit took {blocks} blocks, EWT_max {}", h.factory.ewt_max());
+}
+
+macro_rules! exit_tests {
+    ($($name:ident: $shape:expr, $n:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            let shapes = default_shapes();
+            let (label, shape) = shapes[$shape].clone();
+            let n: u32 = $n;
+            // The last client: it sits in the smallest, last subtree.
+            check_exit(label, n, shape, n - 1);
+        }
+    )*};
+}
+
+exit_tests! {
+    binary_n1: 0, 1;
+    binary_n2: 0, 2;
+    binary_n3: 0, 3;
+    binary_n5: 0, 5;
+    binary_n8: 0, 8;
+    binary_n13: 0, 13;
+    binary_n64: 0, 64;
+    mixed_n1: 1, 1;
+    mixed_n2: 1, 2;
+    mixed_n3: 1, 3;
+    mixed_n5: 1, 5;
+    mixed_n8: 1, 8;
+    mixed_n13: 1, 13;
+    mixed_n64: 1, 64;
+    static_ps2_n1: 2, 1;
+    static_ps2_n2: 2, 2;
+    static_ps2_n3: 2, 3;
+    static_ps2_n5: 2, 5;
+    static_ps2_n8: 2, 8;
+    static_ps2_n13: 2, 13;
+    static_ps2_n64: 2, 64;
+    ps3_n1: 3, 1;
+    ps3_n2: 3, 2;
+    ps3_n3: 3, 3;
+    ps3_n5: 3, 5;
+    ps3_n8: 3, 8;
+    ps3_n13: 3, 13;
+    ps3_n64: 3, 64;
+}
+
+#[test]
+fn first_client_of_a_binary_factory_exits_too() {
+    let shapes = default_shapes();
+    check_exit("binary-dw", 13, shapes[0].1.clone(), 0);
+}
