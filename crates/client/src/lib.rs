@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bump;
 pub mod exit;
 pub mod package;
 

@@ -1,0 +1,72 @@
+//! Paying for a zero-fee transaction with the client's own fee coin (the coin the factory gives
+//! every client inside its leaf), through the transaction's P2A anchor.
+
+use bitcoin::key::{Keypair, TapTweak};
+use bitcoin::secp256k1::{Message, Secp256k1};
+use bitcoin::sighash::{Prevouts, SighashCache};
+use bitcoin::{
+    absolute, transaction, Amount, FeeRate, OutPoint, ScriptBuf, Sequence, TapSighashType, Transaction, TxIn, TxOut,
+    Witness,
+};
+use thiserror::Error;
+
+/// A bump that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BumpError {
+    /// The parent has no P2A anchor.
+    #[error("the transaction has no P2A anchor")]
+    NoAnchor,
+    /// The fee coin cannot pay the package fee and leave a non-dust output.
+    #[error("the fee coin ({coin}) cannot pay {needed} and keep a non-dust change")]
+    CoinTooSmall {
+        /// The coin's value.
+        coin: Amount,
+        /// The fee needed.
+        needed: Amount,
+    },
+}
+
+/// A v3 child spending `parent`'s anchor and the client's fee coin (a key-path P2TR of `key`),
+/// paying `destination` the change, so that parent and child together pay `package_rate`.
+pub fn fee_coin_child(
+    parent: &Transaction,
+    parent_fee: Amount,
+    coin: (OutPoint, TxOut),
+    key: &Keypair,
+    destination: ScriptBuf,
+    package_rate: FeeRate,
+) -> Result<Transaction, BumpError> {
+    let vout = parent
+        .output
+        .iter()
+        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
+        .ok_or(BumpError::NoAnchor)? as u32;
+    let anchor = parent.output[vout as usize].clone();
+    let mut tx = Transaction {
+        version: transaction::Version(3),
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![
+            TxIn { previous_output: OutPoint::new(parent.compute_txid(), vout), script_sig: ScriptBuf::new(), sequence: Sequence::ENABLE_LOCKTIME_NO_RBF, witness: Witness::new() },
+            TxIn { previous_output: coin.0, script_sig: ScriptBuf::new(), sequence: Sequence::ENABLE_LOCKTIME_NO_RBF, witness: Witness::new() },
+        ],
+        output: vec![TxOut { value: Amount::ZERO, script_pubkey: destination }],
+    };
+    // Anchor input: empty witness; fee-coin input: one 64-byte signature.
+    let child_vsize = (tx.weight().to_wu() + 2 + 66).div_ceil(4);
+    let total_vsize = parent.vsize() as u64 + child_vsize;
+    let needed = package_rate.fee_vb(total_vsize).unwrap_or(Amount::MAX).checked_sub(parent_fee).unwrap_or(Amount::ZERO);
+    let value = (coin.1.value + anchor.value)
+        .checked_sub(needed)
+        .filter(|v| *v >= Amount::from_sat(330))
+        .ok_or(BumpError::CoinTooSmall { coin: coin.1.value, needed })?;
+    tx.output[0].value = value;
+    let prevouts = [anchor, coin.1];
+    let sighash = SighashCache::new(&tx)
+        .taproot_key_spend_signature_hash(1, &Prevouts::All(&prevouts), TapSighashType::Default)
+        .expect("two inputs, two prevouts");
+    let secp = Secp256k1::new();
+    let tweaked = key.tap_tweak(&secp, None);
+    let sig = secp.sign_schnorr(&Message::from(sighash), &tweaked.to_keypair());
+    tx.input[1].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature { signature: sig, sighash_type: TapSighashType::Default });
+    Ok(tx)
+}
