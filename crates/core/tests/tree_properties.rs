@@ -1,0 +1,194 @@
+//! Property tests over random shapes and client counts: conservation of money, DW ordering,
+//! timeout coverage and EWT_max.
+
+use std::collections::HashMap;
+
+use bitcoin::hashes::Hash;
+use bitcoin::key::{Keypair, PublicKey, Secp256k1};
+use bitcoin::{Amount, OutPoint, Txid};
+use proptest::prelude::*;
+use superscalar_core::factory::Slot;
+use superscalar_core::tree::NodeKind;
+use superscalar_core::{ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, LeafKind, Shape, TimeoutPolicy, TxKind};
+
+fn factory(n: usize, shape: Shape, policy: TimeoutPolicy) -> Factory {
+    let secp = Secp256k1::new();
+    let key = |i: usize| {
+        let mut sk = [1u8; 32];
+        sk[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+        PublicKey::new(Keypair::from_seckey_slice(&secp, &sk).unwrap().public_key())
+    };
+    let params = FactoryParams {
+        id: FactoryId([1; 32]),
+        config: FactoryConfig { shape, timeout_policy: policy, ..FactoryConfig::regtest() },
+        lsp_key: key(10_000),
+        clients: (0..n).map(|i| ClientSpec { key: key(i), capacity: Amount::from_sat(20_000 + 37 * i as u64) }).collect(),
+        creation_height: 500,
+    };
+    Factory::new(params).unwrap()
+}
+
+fn shapes() -> impl Strategy<Value = Shape> {
+    (
+        prop::collection::vec(1u8..=5, 1..4),
+        0u8..3,
+        prop_oneof![Just(LeafKind::Dw), (2u8..=3).prop_map(|arity| LeafKind::PseudoSpilman { arity })],
+        2u16..6,
+        1u16..4,
+    )
+        .prop_map(|(arity, static_levels, leaf, states_per_layer, step_blocks)| Shape {
+            arity,
+            static_levels,
+            leaf,
+            states_per_layer,
+            step_blocks,
+        })
+}
+
+fn funding() -> OutPoint {
+    OutPoint::new(Txid::from_byte_array([3; 32]), 1)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn money_is_conserved_and_each_client_is_in_exactly_one_leaf(n in 1usize..40, shape in shapes(), advances in 0usize..6) {
+        let f = factory(n, shape, TimeoutPolicy::Inverted);
+        let mut odo = f.initial_odometer();
+        // Advance a random-ish leaf a few times (stopping at exhaustion).
+        let leaf = f.tree().leaf_of(ClientId((n as u32 - 1) / 2)).unwrap();
+        for _ in 0..advances {
+            if odo.advance(f.tree(), leaf).is_err() { break; }
+        }
+        let all = f.all_jobs();
+        let built = f.build_set(&all, funding(), &odo).unwrap();
+        let amounts = f.amounts(&odo).unwrap();
+        prop_assert_eq!(amounts.funding_value(), f.amounts(&f.initial_odometer()).unwrap().funding_value());
+        for (kind, b) in &built {
+            let out: Amount = b.tx.output.iter().map(|o| o.value).sum();
+            prop_assert!(b.spent.value >= out, "{:?} spends more than its input", kind);
+            if let Some(fee) = amounts.fee(*kind) {
+                prop_assert_eq!(b.spent.value, out + fee, "{:?}: input != outputs + fee", kind);
+                prop_assert!(fee.to_sat() >= b.tx.vsize() as u64, "{:?} pays below 1 sat/vB", kind);
+            }
+        }
+        // Each client's channel appears in exactly one leaf state, with its capacity.
+        let mut seen: HashMap<u32, usize> = HashMap::new();
+        for node in f.tree().nodes().iter().filter(|n| n.kind == NodeKind::Leaf) {
+            let st = &built[&TxKind::State(node.id)];
+            for (slot, out) in f.outputs_of(TxKind::State(node.id)).iter().zip(&st.tx.output) {
+                if let Slot::Channel(c) = slot {
+                    *seen.entry(c.0).or_default() += 1;
+                    prop_assert_eq!(out.value, f.params().clients[c.0 as usize].capacity);
+                }
+            }
+        }
+        prop_assert_eq!(seen.len(), n);
+        prop_assert!(seen.values().all(|v| *v == 1));
+    }
+
+    #[test]
+    fn newer_states_have_shorter_delays_and_pay_at_least_as_much(n in 1usize..30, shape in shapes()) {
+        let f = factory(n, shape, TimeoutPolicy::Inverted);
+        let leaf = f.tree().leaf_of(ClientId(0)).unwrap();
+        let mut odo = f.initial_odometer();
+        loop {
+            let before = odo.clone();
+            let Ok(changed) = odo.advance(f.tree(), leaf) else { break };
+            let old = f.amounts(&before).unwrap();
+            let new = f.amounts(&odo).unwrap();
+            let kind = TxKind::State(changed);
+            prop_assert!(odo.sequence(changed).unwrap().0 < before.sequence(changed).unwrap().0);
+            prop_assert!(new.fee(kind).unwrap() >= old.fee(kind).unwrap());
+            prop_assert!(new.fee(kind).unwrap() > old.fee(kind).unwrap() || f.params().config.fees.state_fee_step == bitcoin::FeeRate::ZERO);
+        }
+        prop_assert!(odo.is_exhausted(f.tree(), leaf));
+    }
+
+    #[test]
+    fn every_output_holding_a_clients_money_has_a_timeout_paying_it(n in 1usize..30, shape in shapes()) {
+        let f = factory(n, shape, TimeoutPolicy::Inverted);
+        let odo = f.initial_odometer();
+        let amounts = f.amounts(&odo).unwrap();
+        for c in 0..n as u32 {
+            let jobs = f.client_jobs(ClientId(c)).unwrap();
+            for slot in f.client_slots(ClientId(c)) {
+                prop_assert!(jobs.contains(&TxKind::Timeout(slot)));
+                let pays = f.timeout_payouts(slot, &amounts);
+                prop_assert!(pays.iter().any(|(who, v)| who.0 == c && *v > Amount::ZERO), "{:?} does not pay client {}", slot, c);
+            }
+        }
+        // And the funding output's timeout pays everyone exactly capacity + stock share.
+        let pays = f.timeout_payouts(Slot::NodeInput(superscalar_core::NodeId(0)), &amounts);
+        let total: Amount = pays.iter().map(|p| p.1).sum();
+        let caps: Amount = f.params().clients.iter().map(|c| c.capacity).sum();
+        let stock = f.params().config.stock_per_client * n as u64;
+        prop_assert_eq!(total, caps + stock);
+    }
+
+    #[test]
+    fn ewt_max_is_the_sum_along_the_deepest_path(n in 1usize..60, shape in shapes()) {
+        let f = factory(n, shape.clone(), TimeoutPolicy::Inverted);
+        let budget = f.params().config.confirmation_budget;
+        let mut worst = 0;
+        for c in 0..n as u32 {
+            let mut sum = 0;
+            for node in f.tree().path_of(ClientId(c)) {
+                let nd = f.tree().node(node);
+                if nd.has_state() {
+                    sum += u32::from(shape.step_blocks) * u32::from(shape.states_per_layer - 1) + 2 * budget;
+                } else {
+                    sum += budget;
+                }
+            }
+            worst = worst.max(sum);
+        }
+        prop_assert_eq!(f.ewt_max(), worst);
+        prop_assert_eq!(f.timeout_height(), 500 + f.params().config.active_blocks + f.params().config.dying_blocks + worst);
+    }
+}
+
+#[test]
+fn unsafe_configurations_are_refused() {
+    use superscalar_core::shape::ShapeError;
+    use superscalar_core::FactoryError;
+    let secp = Secp256k1::new();
+    let k = PublicKey::new(Keypair::from_seckey_slice(&secp, &[5; 32]).unwrap().public_key());
+    let mk = |config: FactoryConfig, n: usize| {
+        Factory::new(FactoryParams {
+            id: FactoryId([0; 32]),
+            config,
+            lsp_key: k,
+            clients: (0..n).map(|_| ClientSpec { key: k, capacity: Amount::from_sat(50_000) }).collect(),
+            creation_height: 0,
+        })
+    };
+    // Mainnet with a step below 144.
+    let mut c = FactoryConfig::default();
+    c.shape.step_blocks = 100;
+    assert!(matches!(mk(c, 4), Err(FactoryError::Shape(ShapeError::StepBlocks { .. }))));
+    // Too many DW layers for the 2016-block ceiling on mainnet (binary, 64 clients: 6 layers).
+    let mut c = FactoryConfig::default();
+    c.shape.arity = vec![2];
+    assert!(matches!(mk(c.clone(), 64), Err(FactoryError::Shape(ShapeError::EwtAboveCeiling { .. }))));
+    // Static levels bring it back under.
+    c.shape.static_levels = 3;
+    assert!(mk(c, 64).is_ok());
+    // The default shape works on mainnet.
+    assert!(mk(FactoryConfig::default(), 128).is_ok());
+    // No clients, bad arity, bad states, dust capacity.
+    assert!(matches!(mk(FactoryConfig::regtest(), 0), Err(FactoryError::Shape(ShapeError::NoClients))));
+    let mut c = FactoryConfig::regtest();
+    c.shape.arity = vec![0];
+    assert!(mk(c, 3).is_err());
+    let mut c = FactoryConfig::regtest();
+    c.shape.states_per_layer = 1;
+    assert!(mk(c, 3).is_err());
+    let mut c = FactoryConfig::regtest();
+    c.shape.leaf = LeafKind::PseudoSpilman { arity: 1 };
+    assert!(mk(c, 3).is_err());
+    let mut c = FactoryConfig::regtest();
+    c.stock_per_client = Amount::from_sat(400);
+    assert!(matches!(mk(c, 3), Err(FactoryError::StockExhausted(_))));
+}
