@@ -1,6 +1,8 @@
 //! The `superscalar` command.
 
+mod bench;
 mod demo;
+mod export;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,12 +25,39 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Build, sign and verify factories of N clients and compare with the crypto floor.
+    Bench {
+        /// Client counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "8,64,256,1024,4096")]
+        clients: Vec<usize>,
+        /// Threads for the clients' work (the clients are independent devices in reality).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Print one client's signed exit package (JSON) for a factory of N clients.
+    ExportExit {
+        /// Clients in the factory.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// The client whose package to print.
+        #[arg(long, default_value_t = 0)]
+        client: u32,
+        /// Print totals instead of the JSON.
+        #[arg(long)]
+        summary: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { data_dir } => demo::run(data_dir),
+        Command::Bench { clients, threads } => bench::run(&clients, threads.max(1)),
+        Command::ExportExit {
+            clients,
+            client,
+            summary,
+        } => export::run(clients, client, summary),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

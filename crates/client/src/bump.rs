@@ -5,8 +5,8 @@ use bitcoin::key::{Keypair, TapTweak};
 use bitcoin::secp256k1::{Message, Secp256k1};
 use bitcoin::sighash::{Prevouts, SighashCache};
 use bitcoin::{
-    absolute, transaction, Amount, FeeRate, OutPoint, ScriptBuf, Sequence, TapSighashType, Transaction, TxIn, TxOut,
-    Witness,
+    absolute, transaction, Amount, FeeRate, OutPoint, ScriptBuf, Sequence, TapSighashType,
+    Transaction, TxIn, TxOut, Witness,
 };
 use thiserror::Error;
 
@@ -46,19 +46,39 @@ pub fn fee_coin_child(
         version: transaction::Version(3),
         lock_time: absolute::LockTime::ZERO,
         input: vec![
-            TxIn { previous_output: OutPoint::new(parent.compute_txid(), vout), script_sig: ScriptBuf::new(), sequence: Sequence::ENABLE_LOCKTIME_NO_RBF, witness: Witness::new() },
-            TxIn { previous_output: coin.0, script_sig: ScriptBuf::new(), sequence: Sequence::ENABLE_LOCKTIME_NO_RBF, witness: Witness::new() },
+            TxIn {
+                previous_output: OutPoint::new(parent.compute_txid(), vout),
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
+                witness: Witness::new(),
+            },
+            TxIn {
+                previous_output: coin.0,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
+                witness: Witness::new(),
+            },
         ],
-        output: vec![TxOut { value: Amount::ZERO, script_pubkey: destination }],
+        output: vec![TxOut {
+            value: Amount::ZERO,
+            script_pubkey: destination,
+        }],
     };
     // Anchor input: empty witness; fee-coin input: one 64-byte signature.
     let child_vsize = (tx.weight().to_wu() + 2 + 66).div_ceil(4);
     let total_vsize = parent.vsize() as u64 + child_vsize;
-    let needed = package_rate.fee_vb(total_vsize).unwrap_or(Amount::MAX).checked_sub(parent_fee).unwrap_or(Amount::ZERO);
+    let needed = package_rate
+        .fee_vb(total_vsize)
+        .unwrap_or(Amount::MAX)
+        .checked_sub(parent_fee)
+        .unwrap_or(Amount::ZERO);
     let value = (coin.1.value + anchor.value)
         .checked_sub(needed)
         .filter(|v| *v >= Amount::from_sat(330))
-        .ok_or(BumpError::CoinTooSmall { coin: coin.1.value, needed })?;
+        .ok_or(BumpError::CoinTooSmall {
+            coin: coin.1.value,
+            needed,
+        })?;
     tx.output[0].value = value;
     let prevouts = [anchor, coin.1];
     let sighash = SighashCache::new(&tx)
@@ -67,6 +87,9 @@ pub fn fee_coin_child(
     let secp = Secp256k1::new();
     let tweaked = key.tap_tweak(&secp, None);
     let sig = secp.sign_schnorr(&Message::from(sighash), &tweaked.to_keypair());
-    tx.input[1].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature { signature: sig, sighash_type: TapSighashType::Default });
+    tx.input[1].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature {
+        signature: sig,
+        sighash_type: TapSighashType::Default,
+    });
     Ok(tx)
 }

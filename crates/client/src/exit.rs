@@ -20,7 +20,7 @@ pub enum ExitError {
         /// Its txid.
         txid: Txid,
         /// The chain's reason.
-        source: ChainError,
+        source: Box<ChainError>,
     },
     /// The chain backend failed.
     #[error(transparent)]
@@ -89,7 +89,10 @@ impl UnilateralExit {
         };
         for w in path.windows(2) {
             if w[1].tx.input[0].previous_output.txid != w[0].tx.compute_txid() {
-                return Err(ExitError::InvalidPath(format!("{:?} does not spend {:?}", w[1].kind, w[0].kind)));
+                return Err(ExitError::InvalidPath(format!(
+                    "{:?} does not spend {:?}",
+                    w[1].kind, w[0].kind
+                )));
             }
         }
         Ok(UnilateralExit {
@@ -105,11 +108,19 @@ impl UnilateralExit {
 
     /// Make progress: broadcast the next transaction if its lock has passed, else say what it
     /// waits for. Call again after each new block.
-    pub fn step(&mut self, chain: &dyn Chain, wallet: Option<&mut OnchainWallet>) -> Result<ExitProgress, ExitError> {
+    pub fn step(
+        &mut self,
+        chain: &dyn Chain,
+        wallet: Option<&mut OnchainWallet>,
+    ) -> Result<ExitProgress, ExitError> {
         let tip = chain.tip()?.height;
         let mut parent_height = match chain.tx_status(&self.funding_txid)? {
             TxStatus::Confirmed { height, .. } => height,
-            _ => return Err(ExitError::InvalidPath("the funding transaction is not confirmed".into())),
+            _ => {
+                return Err(ExitError::InvalidPath(
+                    "the funding transaction is not confirmed".into(),
+                ))
+            }
         };
         for s in &self.path {
             let txid = s.tx.compute_txid();
@@ -119,7 +130,10 @@ impl UnilateralExit {
                     continue;
                 }
                 TxStatus::InMempool => {
-                    return Ok(ExitProgress::Waiting { kind: s.kind, height: tip + 1 });
+                    return Ok(ExitProgress::Waiting {
+                        kind: s.kind,
+                        height: tip + 1,
+                    });
                 }
                 TxStatus::Unknown => {}
             }
@@ -128,27 +142,46 @@ impl UnilateralExit {
             }
             let valid_at = parent_height + relative_delay(&s.tx);
             if tip + 1 < valid_at {
-                return Ok(ExitProgress::Waiting { kind: s.kind, height: valid_at });
+                return Ok(ExitProgress::Waiting {
+                    kind: s.kind,
+                    height: valid_at,
+                });
             }
             let cpfp = self.broadcast(chain, s, wallet)?;
-            return Ok(ExitProgress::Broadcast { kind: s.kind, txid, cpfp });
+            return Ok(ExitProgress::Broadcast {
+                kind: s.kind,
+                txid,
+                cpfp,
+            });
         }
         Ok(ExitProgress::Done)
     }
 
-    fn broadcast(&self, chain: &dyn Chain, s: &SignedTx, wallet: Option<&mut OnchainWallet>) -> Result<bool, ExitError> {
+    fn broadcast(
+        &self,
+        chain: &dyn Chain,
+        s: &SignedTx,
+        wallet: Option<&mut OnchainWallet>,
+    ) -> Result<bool, ExitError> {
         let txid = s.tx.compute_txid();
         let fee = s.spent.value - s.tx.output.iter().map(|o| o.value).sum::<Amount>();
         let own_rate = FeeRate::from_sat_per_kwu(fee.to_sat() * 250 / (s.tx.vsize() as u64).max(1));
         let market = chain.estimate_fee_rate(6)?;
-        let anchor = s.tx.output.iter().position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey));
+        let anchor =
+            s.tx.output
+                .iter()
+                .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey));
         if let (Some(w), Some(vout), true) = (wallet, anchor, market > own_rate) {
             w.sync(chain).map_err(ExitError::Wallet)?;
             if w.balance().confirmed > Amount::ZERO {
                 let child = w.build_anchor_child(&s.tx, fee, vout as u32, market)?;
                 w.broadcast_package(chain, &s.tx, &child)
                     .map_err(|e| match e {
-                        WalletError::Chain(source) => ExitError::Refused { kind: s.kind, txid, source },
+                        WalletError::Chain(source) => ExitError::Refused {
+                            kind: s.kind,
+                            txid,
+                            source: Box::new(source),
+                        },
                         other => ExitError::Wallet(other),
                     })?;
                 return Ok(true);
@@ -156,7 +189,11 @@ impl UnilateralExit {
         }
         chain
             .submit_transaction(&s.tx)
-            .map_err(|source| ExitError::Refused { kind: s.kind, txid, source })?;
+            .map_err(|source| ExitError::Refused {
+                kind: s.kind,
+                txid,
+                source: Box::new(source),
+            })?;
         Ok(false)
     }
 }

@@ -54,7 +54,11 @@ pub struct ExitPackage {
 fn packaged(s: &SignedTx) -> PackagedTx {
     let out: Amount = s.tx.output.iter().map(|o| o.value).sum();
     let seq = s.tx.input[0].sequence;
-    let relative_delay = if seq.is_relative_lock_time() && seq.is_height_locked() { seq.0 & 0xffff } else { 0 };
+    let relative_delay = if seq.is_relative_lock_time() && seq.is_height_locked() {
+        seq.0 & 0xffff
+    } else {
+        0
+    };
     let lock = s.tx.lock_time.to_consensus_u32();
     PackagedTx {
         role: match s.kind {
@@ -74,7 +78,12 @@ fn packaged(s: &SignedTx) -> PackagedTx {
 
 impl ExitPackage {
     /// Assemble a client's package from its verified signed transactions.
-    pub fn new(factory: &Factory, client: ClientId, funding_outpoint: OutPoint, signed: &[SignedTx]) -> Self {
+    pub fn new(
+        factory: &Factory,
+        client: ClientId,
+        funding_outpoint: OutPoint,
+        signed: &[SignedTx],
+    ) -> Self {
         let path: Vec<PackagedTx> = signed
             .iter()
             .filter(|s| !matches!(s.kind, TxKind::Timeout(_)))

@@ -10,22 +10,44 @@ use superscalar_core::factory::Slot;
 use superscalar_core::{ClientId, FactoryConfig, TxKind};
 
 fn check_exit(name: &str, n: u32, shape: superscalar_core::Shape, client: u32) {
-    let config = FactoryConfig { shape, ..FactoryConfig::regtest() };
+    let config = FactoryConfig {
+        shape,
+        ..FactoryConfig::regtest()
+    };
     let h = build(n, config);
     let c = ClientId(client);
     let blocks = exit_alone(&h, c);
     // The client's leaf outputs are confirmed with the expected amounts.
     let signed = h.clients[client as usize].signed();
-    let leaf_state = signed.iter().rev().find(|s| matches!(s.kind, TxKind::State(_))).unwrap();
+    let leaf_state = signed
+        .iter()
+        .rev()
+        .find(|s| matches!(s.kind, TxKind::State(_)))
+        .unwrap();
     let outputs = h.factory.outputs_of(leaf_state.kind);
     let txid = leaf_state.tx.compute_txid();
     let pos = |slot| outputs.iter().position(|s| *s == slot).unwrap() as u32;
-    let channel = h.chain.get_utxo(&OutPoint::new(txid, pos(Slot::Channel(c)))).unwrap().expect("channel output confirmed");
+    let channel = h
+        .chain
+        .get_utxo(&OutPoint::new(txid, pos(Slot::Channel(c))))
+        .unwrap()
+        .expect("channel output confirmed");
     assert_eq!(channel.txout.value, capacity(client), "{name} n={n}");
-    assert_eq!(channel.txout.script_pubkey, h.factory.script_pubkey(Slot::Channel(c)).unwrap());
-    let coin = h.chain.get_utxo(&OutPoint::new(txid, pos(Slot::FeeCoin(c)))).unwrap().expect("fee coin confirmed");
+    assert_eq!(
+        channel.txout.script_pubkey,
+        h.factory.script_pubkey(Slot::Channel(c)).unwrap()
+    );
+    let coin = h
+        .chain
+        .get_utxo(&OutPoint::new(txid, pos(Slot::FeeCoin(c))))
+        .unwrap()
+        .expect("fee coin confirmed");
     assert_eq!(coin.txout.value, h.factory.params().config.client_fee_coin);
-    assert!(blocks <= h.factory.ewt_max() + 5, "{name} n={n}: exit took {blocks} blocks, EWT_max {}", h.factory.ewt_max());
+    assert!(
+        blocks <= h.factory.ewt_max() + 5,
+        "{name} n={n}: exit took {blocks} blocks, EWT_max {}",
+        h.factory.ewt_max()
+    );
 }
 
 macro_rules! exit_tests {

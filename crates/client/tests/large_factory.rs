@@ -11,7 +11,11 @@ use superscalar_core::{ClientId, FactoryConfig};
 fn one_client_of_1024_exits_alone() {
     let h = build(1024, FactoryConfig::regtest());
     let tip_before = h.chain.tip().unwrap().height;
-    let path_len = h.clients[700].signed().iter().filter(|s| !matches!(s.kind, superscalar_core::TxKind::Timeout(_))).count();
+    let path_len = h.clients[700]
+        .signed()
+        .iter()
+        .filter(|s| !matches!(s.kind, superscalar_core::TxKind::Timeout(_)))
+        .count();
     exit_alone(&h, ClientId(700));
     // Only its path went on chain.
     let mut published = 0;
@@ -19,5 +23,8 @@ fn one_client_of_1024_exits_alone() {
         published += h.chain.block_at(height).unwrap().unwrap().txdata.len() - 1;
     }
     assert_eq!(published, path_len);
-    assert_eq!(path_len, 14, "levels 8,4,2,2,2,2 and the leaf: seven kickoffs and seven states");
+    assert_eq!(
+        path_len, 14,
+        "levels 8,4,2,2,2,2 and the leaf: seven kickoffs and seven states"
+    );
 }

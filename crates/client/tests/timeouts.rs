@@ -15,30 +15,56 @@ use superscalar_wallet::burn_script;
 fn inverted_timeout_pays_every_client_at_t_and_not_before() {
     let h = build(5, FactoryConfig::regtest());
     let t = h.factory.timeout_height();
-    let timeout = h.lsp.signed(TxKind::Timeout(Slot::NodeInput(NodeId(0)))).unwrap().tx.clone();
+    let timeout = h
+        .lsp
+        .signed(TxKind::Timeout(Slot::NodeInput(NodeId(0))))
+        .unwrap()
+        .tx
+        .clone();
     // Two blocks before T: refused by the mempool, and by the kernel in a block.
     let tip = h.chain.tip().unwrap().height;
     assert!(tip + 2 < t);
     h.chain.mine_blocks(t - 2 - tip, &burn_script()).unwrap();
     let err = h.chain.submit_transaction(&timeout).unwrap_err();
-    assert!(matches!(err.reject_reason(), Some(RejectReason::NonFinal { .. })), "{err}");
-    let err = h.chain.mine_block_with(std::slice::from_ref(&timeout), &burn_script()).unwrap_err();
+    assert!(
+        matches!(err.reject_reason(), Some(RejectReason::NonFinal { .. })),
+        "{err}"
+    );
+    let err = h
+        .chain
+        .mine_block_with(std::slice::from_ref(&timeout), &burn_script())
+        .unwrap_err();
     assert!(matches!(err, ChainError::BlockRejected { .. }), "{err}");
     // The next block is T: accepted and confirmed.
     h.chain.mine_blocks(1, &burn_script()).unwrap();
     assert_eq!(h.chain.tip().unwrap().height, t - 1);
     h.chain.submit_transaction(&timeout).unwrap();
     h.chain.mine_blocks(1, &burn_script()).unwrap();
-    assert_eq!(h.chain.tx_status(&timeout.compute_txid()).unwrap().confirmations(), 1);
+    assert_eq!(
+        h.chain
+            .tx_status(&timeout.compute_txid())
+            .unwrap()
+            .confirmations(),
+        1
+    );
     // Each client gets exactly its capacity and its share of its leaf's stock; the LSP nothing.
     let stock = h.factory.params().config.stock_per_client;
     for i in 0..5u32 {
         let script = h.factory.client_payout_script(ClientId(i));
-        let paid: Amount = timeout.output.iter().filter(|o| o.script_pubkey == script).map(|o| o.value).sum();
+        let paid: Amount = timeout
+            .output
+            .iter()
+            .filter(|o| o.script_pubkey == script)
+            .map(|o| o.value)
+            .sum();
         // Leaves hold 2 clients; the last leaf of 5 holds one, so its stock is one share.
         assert_eq!(paid, capacity(i) + stock, "client {i}");
     }
-    assert_eq!(timeout.output.len(), 5, "one output per client, none for the LSP");
+    assert_eq!(
+        timeout.output.len(),
+        5,
+        "one output per client, none for the LSP"
+    );
 }
 
 #[test]
@@ -52,54 +78,113 @@ fn inverted_timeout_of_a_channel_is_paid_with_the_fee_coin_after_an_exit() {
         h.chain.mine_blocks(t - 1 - tip, &burn_script()).unwrap();
     }
     let signed = h.clients[2].signed();
-    let channel_timeout = signed.iter().find(|s| s.kind == TxKind::Timeout(Slot::Channel(c))).unwrap().tx.clone();
+    let channel_timeout = signed
+        .iter()
+        .find(|s| s.kind == TxKind::Timeout(Slot::Channel(c)))
+        .unwrap()
+        .tx
+        .clone();
     // Zero fee: refused alone.
     assert!(matches!(
-        h.chain.submit_transaction(&channel_timeout).unwrap_err().reject_reason(),
+        h.chain
+            .submit_transaction(&channel_timeout)
+            .unwrap_err()
+            .reject_reason(),
         Some(RejectReason::FeeTooLow { .. })
     ));
-    let leaf_state = signed.iter().rev().find(|s| matches!(s.kind, TxKind::State(_))).unwrap();
-    let vout = h.factory.outputs_of(leaf_state.kind).iter().position(|s| *s == Slot::FeeCoin(c)).unwrap() as u32;
+    let leaf_state = signed
+        .iter()
+        .rev()
+        .find(|s| matches!(s.kind, TxKind::State(_)))
+        .unwrap();
+    let vout = h
+        .factory
+        .outputs_of(leaf_state.kind)
+        .iter()
+        .position(|s| *s == Slot::FeeCoin(c))
+        .unwrap() as u32;
     let coin_op = OutPoint::new(leaf_state.tx.compute_txid(), vout);
     let coin = h.chain.get_utxo(&coin_op).unwrap().unwrap().txout;
     let dest = h.factory.client_payout_script(c);
-    let child = fee_coin_child(&channel_timeout, Amount::ZERO, (coin_op, coin), &h.client_keys[2], dest.clone(), FeeRate::from_sat_per_vb_u32(3)).unwrap();
+    let child = fee_coin_child(
+        &channel_timeout,
+        Amount::ZERO,
+        (coin_op, coin),
+        &h.client_keys[2],
+        dest.clone(),
+        FeeRate::from_sat_per_vb_u32(3),
+    )
+    .unwrap();
     h.chain.submit_package(&channel_timeout, &child).unwrap();
     h.chain.mine_blocks(1, &burn_script()).unwrap();
-    let paid = h.chain.get_utxo(&OutPoint::new(channel_timeout.compute_txid(), 0)).unwrap().unwrap();
+    let paid = h
+        .chain
+        .get_utxo(&OutPoint::new(channel_timeout.compute_txid(), 0))
+        .unwrap()
+        .unwrap();
     assert_eq!(paid.txout.value, capacity(2));
     assert_eq!(paid.txout.script_pubkey, dest);
 }
 
 #[test]
 fn lsp_sweep_recovers_the_factory_at_t_and_not_one_block_before() {
-    let config = FactoryConfig { timeout_policy: TimeoutPolicy::LspSweep, ..FactoryConfig::regtest() };
+    let config = FactoryConfig {
+        timeout_policy: TimeoutPolicy::LspSweep,
+        ..FactoryConfig::regtest()
+    };
     let h = build(8, config);
     let t = h.factory.timeout_height();
     let value = h.factory.funding_output().unwrap().value;
     let dest = burn_script();
     let sweep = h
         .factory
-        .lsp_sweep(Slot::NodeInput(NodeId(0)), h.funding, value, dest, Amount::from_sat(500), &h.lsp_key)
+        .lsp_sweep(
+            Slot::NodeInput(NodeId(0)),
+            h.funding,
+            value,
+            dest,
+            Amount::from_sat(500),
+            &h.lsp_key,
+        )
         .unwrap();
     // No pre-signed timeout transactions under lsp-sweep.
-    assert!(h.lsp.all_signed().all(|s| !matches!(s.kind, TxKind::Timeout(_))));
+    assert!(h
+        .lsp
+        .all_signed()
+        .all(|s| !matches!(s.kind, TxKind::Timeout(_))));
     let tip = h.chain.tip().unwrap().height;
     h.chain.mine_blocks(t - 2 - tip, &burn_script()).unwrap();
     // Next block is T - 1: one block too early, for the mempool and for the kernel.
-    assert!(matches!(h.chain.submit_transaction(&sweep).unwrap_err().reject_reason(), Some(RejectReason::NonFinal { .. })));
-    assert!(matches!(h.chain.mine_block_with(std::slice::from_ref(&sweep), &burn_script()), Err(ChainError::BlockRejected { .. })));
+    assert!(matches!(
+        h.chain
+            .submit_transaction(&sweep)
+            .unwrap_err()
+            .reject_reason(),
+        Some(RejectReason::NonFinal { .. })
+    ));
+    assert!(matches!(
+        h.chain
+            .mine_block_with(std::slice::from_ref(&sweep), &burn_script()),
+        Err(ChainError::BlockRejected { .. })
+    ));
     h.chain.mine_blocks(1, &burn_script()).unwrap();
     h.chain.submit_transaction(&sweep).unwrap();
     h.chain.mine_blocks(1, &burn_script()).unwrap();
-    let out = h.chain.get_utxo(&OutPoint::new(sweep.compute_txid(), 0)).unwrap().unwrap();
+    let out = h
+        .chain
+        .get_utxo(&OutPoint::new(sweep.compute_txid(), 0))
+        .unwrap()
+        .unwrap();
     assert_eq!(out.txout.value, value - Amount::from_sat(500));
     assert_eq!(out.height, t);
 }
 
 #[test]
 fn lsp_sweep_also_takes_state_outputs_after_an_exit_started() {
-    let config = FactoryConfig { timeout_policy: TimeoutPolicy::LspSweep, ..FactoryConfig::regtest() };
+    let config = FactoryConfig {
+        timeout_policy: TimeoutPolicy::LspSweep,
+        ..FactoryConfig::regtest()
+    };
     let h = build(4, config);
     // Publish the root kickoff and state, then the LSP sweeps a state output at T.
     let root_state = h.lsp.signed(TxKind::State(NodeId(0))).unwrap().tx.clone();
@@ -114,14 +199,37 @@ fn lsp_sweep_also_takes_state_outputs_after_an_exit_started() {
     let value = root_state.output[0].value;
     let sweep = h
         .factory
-        .lsp_sweep(Slot::NodeInput(child), OutPoint::new(root_state.compute_txid(), 0), value, burn_script(), Amount::from_sat(500), &h.lsp_key)
+        .lsp_sweep(
+            Slot::NodeInput(child),
+            OutPoint::new(root_state.compute_txid(), 0),
+            value,
+            burn_script(),
+            Amount::from_sat(500),
+            &h.lsp_key,
+        )
         .unwrap();
     let t = h.factory.timeout_height();
     let tip = h.chain.tip().unwrap().height;
     h.chain.mine_blocks(t - 1 - tip, &burn_script()).unwrap();
     h.chain.submit_transaction(&sweep).unwrap();
     h.chain.mine_blocks(1, &burn_script()).unwrap();
-    assert_eq!(h.chain.tx_status(&sweep.compute_txid()).unwrap().confirmations(), 1);
+    assert_eq!(
+        h.chain
+            .tx_status(&sweep.compute_txid())
+            .unwrap()
+            .confirmations(),
+        1
+    );
     // A kickoff output carries no sweep leaf.
-    assert!(h.factory.lsp_sweep(Slot::KickoffOut(NodeId(0)), OutPoint::null(), value, burn_script(), Amount::from_sat(500), &h.lsp_key).is_err());
+    assert!(h
+        .factory
+        .lsp_sweep(
+            Slot::KickoffOut(NodeId(0)),
+            OutPoint::null(),
+            value,
+            burn_script(),
+            Amount::from_sat(500),
+            &h.lsp_key
+        )
+        .is_err());
 }

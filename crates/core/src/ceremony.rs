@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::factory::{Factory, FactoryError, Signer, TxKind};
-use crate::musig::{aggregate_nonces, check_pub_nonce, AggNonce, MusigError, PartialSig, PubNonce, SecNonce, TweakedAggregateKey};
+use crate::musig::{
+    aggregate_nonces, check_pub_nonce, AggNonce, MusigError, PartialSig, PubNonce, SecNonce,
+    TweakedAggregateKey,
+};
 use crate::odometer::Odometer;
 use crate::types::{ClientId, FactoryId};
 
@@ -133,7 +136,12 @@ struct Prepared {
     signers: Vec<Signer>,
 }
 
-fn prepare(factory: &Factory, kinds: &[TxKind], funding: OutPoint, odo: &Odometer) -> Result<BTreeMap<TxKind, Prepared>, FactoryError> {
+fn prepare(
+    factory: &Factory,
+    kinds: &[TxKind],
+    funding: OutPoint,
+    odo: &Odometer,
+) -> Result<BTreeMap<TxKind, Prepared>, FactoryError> {
     let built = factory.build_set(kinds, funding, odo)?;
     let mut out = BTreeMap::new();
     for kind in kinds {
@@ -195,17 +203,25 @@ pub struct ClientCeremony {
     order: Vec<TxKind>,
     phase: ClientPhase,
     signed: Vec<SignedTx>,
+    ops: CryptoOps,
 }
 
 impl std::fmt::Debug for ClientCeremony {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCeremony").field("client", &self.me).finish_non_exhaustive()
+        f.debug_struct("ClientCeremony")
+            .field("client", &self.me)
+            .finish_non_exhaustive()
     }
 }
 
 impl ClientCeremony {
     /// Start: build this client's exit path and timeout transactions from the shared parameters.
-    pub fn new(factory: Arc<Factory>, me: ClientId, keypair: Keypair, funding: OutPoint) -> Result<Self, CeremonyError> {
+    pub fn new(
+        factory: Arc<Factory>,
+        me: ClientId,
+        keypair: Keypair,
+        funding: OutPoint,
+    ) -> Result<Self, CeremonyError> {
         let order = factory.client_jobs(me)?;
         if factory.key_of(Signer::Client(me)).inner != keypair.public_key() {
             return Err(CeremonyError::WrongKey(Signer::Client(me)));
@@ -219,6 +235,7 @@ impl ClientCeremony {
             order,
             phase: ClientPhase::Ready,
             signed: Vec::new(),
+            ops: CryptoOps::default(),
         })
     }
 
@@ -231,6 +248,7 @@ impl ClientCeremony {
         let mut nonces = Vec::new();
         for (kind, p) in &self.jobs {
             let (sec, public) = p.key.nonce_gen(&self.keypair, &p.sighash);
+            self.ops.nonces += 1;
             secrets.insert(*kind, sec);
             nonces.push((*kind, public));
         }
@@ -245,7 +263,9 @@ impl ClientCeremony {
     pub fn round2(&mut self, msg: &AggNonceMsg) -> Result<PartialSigMsg, CeremonyError> {
         check_factory(self.factory.params().id, msg.factory)?;
         let ClientPhase::AwaitingAggNonces(_) = &self.phase else {
-            return Err(CeremonyError::WrongPhase("round 2 needs round 1 first, and runs once"));
+            return Err(CeremonyError::WrongPhase(
+                "round 2 needs round 1 first, and runs once",
+            ));
         };
         let agg: HashMap<TxKind, AggNonce> = msg.nonces.iter().copied().collect();
         if agg.len() != self.jobs.len() || !self.jobs.keys().all(|k| agg.contains_key(k)) {
@@ -255,13 +275,18 @@ impl ClientCeremony {
                 got: msg.nonces.len(),
             });
         }
-        let ClientPhase::AwaitingAggNonces(mut secrets) = std::mem::replace(&mut self.phase, ClientPhase::Failed) else {
+        let ClientPhase::AwaitingAggNonces(mut secrets) =
+            std::mem::replace(&mut self.phase, ClientPhase::Failed)
+        else {
             unreachable!("checked above");
         };
         let mut partials = Vec::with_capacity(self.jobs.len());
         for (kind, p) in &self.jobs {
             let sec = secrets.remove(kind).expect("one secret nonce per job");
-            let sig = p.key.partial_sign(sec, &self.keypair, &agg[kind], &p.sighash)?;
+            let sig = p
+                .key
+                .partial_sign(sec, &self.keypair, &agg[kind], &p.sighash)?;
+            self.ops.partial_signs += 1;
             partials.push((*kind, sig));
         }
         self.phase = ClientPhase::AwaitingFinal;
@@ -275,7 +300,9 @@ impl ClientCeremony {
     pub fn finish(&mut self, msg: &FinalSigMsg) -> Result<&[SignedTx], CeremonyError> {
         check_factory(self.factory.params().id, msg.factory)?;
         if !matches!(self.phase, ClientPhase::AwaitingFinal) {
-            return Err(CeremonyError::WrongPhase("final signatures come after round 2"));
+            return Err(CeremonyError::WrongPhase(
+                "final signatures come after round 2",
+            ));
         }
         let sigs: HashMap<TxKind, Signature> = msg.signatures.iter().copied().collect();
         let secp = Secp256k1::verification_only();
@@ -283,10 +310,17 @@ impl ClientCeremony {
         for kind in &self.order {
             let p = &self.jobs[kind];
             let Some(sig) = sigs.get(kind) else {
-                return Err(CeremonyError::BadFinalSignature { job: *kind, problem: "missing" });
+                return Err(CeremonyError::BadFinalSignature {
+                    job: *kind,
+                    problem: "missing",
+                });
             };
+            self.ops.final_verifies += 1;
             secp.verify_schnorr(sig, &Message::from_digest(p.sighash), &p.key.output_key())
-                .map_err(|_| CeremonyError::BadFinalSignature { job: *kind, problem: "invalid" })?;
+                .map_err(|_| CeremonyError::BadFinalSignature {
+                    job: *kind,
+                    problem: "invalid",
+                })?;
             signed.push(attach(p, *kind, sig));
         }
         self.signed = signed;
@@ -308,6 +342,11 @@ impl ClientCeremony {
     pub fn client(&self) -> ClientId {
         self.me
     }
+
+    /// Crypto operations this client performed.
+    pub fn ops(&self) -> CryptoOps {
+        self.ops
+    }
 }
 
 fn check_factory(expected: FactoryId, got: FactoryId) -> Result<(), CeremonyError> {
@@ -320,8 +359,6 @@ fn check_factory(expected: FactoryId, got: FactoryId) -> Result<(), CeremonyErro
 /// Counts of the cryptographic work a ceremony did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CryptoOps {
-    /// Key aggregations (sum of keys aggregated).
-    pub keys_aggregated: u64,
     /// Nonces generated.
     pub nonces: u64,
     /// Partial signatures made.
@@ -330,6 +367,8 @@ pub struct CryptoOps {
     pub partial_verifies: u64,
     /// Final signatures aggregated (and verified).
     pub aggregations: u64,
+    /// Final signatures verified by a client.
+    pub final_verifies: u64,
 }
 
 /// The LSP's side of the ceremony: it signs and coordinates every transaction.
@@ -350,13 +389,19 @@ pub struct LspCeremony {
 
 impl std::fmt::Debug for LspCeremony {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LspCeremony").field("jobs", &self.jobs.len()).finish_non_exhaustive()
+        f.debug_struct("LspCeremony")
+            .field("jobs", &self.jobs.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl LspCeremony {
     /// Start: build every transaction and the LSP's own nonces.
-    pub fn new(factory: Arc<Factory>, keypair: Keypair, funding: OutPoint) -> Result<Self, CeremonyError> {
+    pub fn new(
+        factory: Arc<Factory>,
+        keypair: Keypair,
+        funding: OutPoint,
+    ) -> Result<Self, CeremonyError> {
         if factory.key_of(Signer::Lsp).inner != keypair.public_key() {
             return Err(CeremonyError::WrongKey(Signer::Lsp));
         }
@@ -366,7 +411,6 @@ impl LspCeremony {
         let mut nonces = HashMap::with_capacity(jobs.len());
         let mut ops = CryptoOps::default();
         for (kind, p) in &jobs {
-            ops.keys_aggregated += p.signers.len() as u64;
             let (sec, public) = p.key.nonce_gen(&keypair, &p.sighash);
             ops.nonces += 1;
             own_secrets.insert(*kind, sec);
@@ -390,7 +434,11 @@ impl LspCeremony {
     }
 
     fn position(&self, kind: TxKind, signer: Signer) -> Option<usize> {
-        self.jobs.get(&kind)?.signers.iter().position(|s| *s == signer)
+        self.jobs
+            .get(&kind)?
+            .signers
+            .iter()
+            .position(|s| *s == signer)
     }
 
     fn expect_jobs(&self, client: ClientId, kinds: &[TxKind]) -> Result<(), CeremonyError> {
@@ -411,7 +459,11 @@ impl LspCeremony {
     }
 
     /// Round 1: take a client's nonces.
-    pub fn receive_nonces(&mut self, client: ClientId, msg: &NonceMsg) -> Result<(), CeremonyError> {
+    pub fn receive_nonces(
+        &mut self,
+        client: ClientId,
+        msg: &NonceMsg,
+    ) -> Result<(), CeremonyError> {
         check_factory(self.factory.params().id, msg.factory)?;
         if !self.agg.is_empty() {
             return Err(CeremonyError::WrongPhase("nonces are closed"));
@@ -423,14 +475,17 @@ impl LspCeremony {
         self.expect_jobs(client, &kinds)?;
         let signer = Signer::Client(client);
         for (kind, nonce) in &msg.nonces {
-            check_pub_nonce(nonce).map_err(|_| CeremonyError::MalformedNonce { signer, job: *kind })?;
+            check_pub_nonce(nonce)
+                .map_err(|_| CeremonyError::MalformedNonce { signer, job: *kind })?;
         }
         for (kind, nonce) in &msg.nonces {
-            let pos = self.position(*kind, signer).ok_or(CeremonyError::WrongJobs {
-                signer,
-                expected: 0,
-                got: msg.nonces.len(),
-            })?;
+            let pos = self
+                .position(*kind, signer)
+                .ok_or(CeremonyError::WrongJobs {
+                    signer,
+                    expected: 0,
+                    got: msg.nonces.len(),
+                })?;
             self.nonces.get_mut(kind).expect("job exists")[pos] = Some(*nonce);
         }
         self.nonce_senders.insert(client, ());
@@ -454,7 +509,10 @@ impl LspCeremony {
             return Err(CeremonyError::Incomplete(missing.len()));
         }
         for (kind, list) in &self.nonces {
-            let all: Vec<PubNonce> = list.iter().map(|n| n.expect("all nonces received")).collect();
+            let all: Vec<PubNonce> = list
+                .iter()
+                .map(|n| n.expect("all nonces received"))
+                .collect();
             self.agg.insert(*kind, aggregate_nonces(&all)?);
         }
         Ok(())
@@ -476,10 +534,16 @@ impl LspCeremony {
     }
 
     /// Round 2: take and check a client's partial signatures; a bad one names its signer.
-    pub fn receive_partials(&mut self, client: ClientId, msg: &PartialSigMsg) -> Result<(), CeremonyError> {
+    pub fn receive_partials(
+        &mut self,
+        client: ClientId,
+        msg: &PartialSigMsg,
+    ) -> Result<(), CeremonyError> {
         check_factory(self.factory.params().id, msg.factory)?;
         if self.agg.is_empty() {
-            return Err(CeremonyError::WrongPhase("partial signatures come after the aggregated nonces"));
+            return Err(CeremonyError::WrongPhase(
+                "partial signatures come after the aggregated nonces",
+            ));
         }
         if self.partial_senders.contains_key(&client) {
             return Err(CeremonyError::Duplicate(Signer::Client(client)));
@@ -522,11 +586,19 @@ impl LspCeremony {
         let mut secrets = std::mem::take(&mut self.own_secrets);
         for (kind, p) in &self.jobs {
             let sec = secrets.remove(kind).expect("one LSP nonce per job");
-            let own = p.key.partial_sign(sec, &self.keypair, &self.agg[kind], &p.sighash)?;
+            let own = p
+                .key
+                .partial_sign(sec, &self.keypair, &self.agg[kind], &p.sighash)?;
             self.ops.partial_signs += 1;
-            let list = self.partials.entry(*kind).or_insert_with(|| vec![None; p.signers.len()]);
+            let list = self
+                .partials
+                .entry(*kind)
+                .or_insert_with(|| vec![None; p.signers.len()]);
             list[0] = Some(own);
-            let all: Vec<PartialSig> = list.iter().map(|s| s.expect("every partial received")).collect();
+            let all: Vec<PartialSig> = list
+                .iter()
+                .map(|s| s.expect("every partial received"))
+                .collect();
             let sig = p.key.aggregate(&self.agg[kind], &p.sighash, &all)?;
             self.ops.aggregations += 1;
             self.finals.insert(*kind, attach(p, *kind, &sig));

@@ -3,14 +3,15 @@
 //! policy, built as pure functions of those.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use bitcoin::absolute::LockTime;
 use bitcoin::hashes::Hash;
-use bitcoin::key::{PublicKey, TweakedPublicKey, XOnlyPublicKey};
+use bitcoin::key::{PublicKey, TweakedPublicKey};
 use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP};
 use bitcoin::script::Builder;
-use bitcoin::secp256k1::{Secp256k1, VerifyOnly};
+use bitcoin::secp256k1::Secp256k1;
 use bitcoin::sighash::{Prevouts, SighashCache};
 use bitcoin::taproot::{LeafVersion, TaprootBuilder, TaprootSpendInfo};
 use bitcoin::{
@@ -38,6 +39,21 @@ pub struct ClientSpec {
     pub key: PublicKey,
     /// Capacity of the client's channel with the LSP.
     pub capacity: Amount,
+    /// Where the client's fee coin and timeout payouts go (chosen by the client).
+    pub payout: ScriptBuf,
+}
+
+impl ClientSpec {
+    /// A client paid to a key-path-only P2TR of its factory key.
+    pub fn new(key: PublicKey, capacity: Amount) -> Self {
+        let secp = Secp256k1::verification_only();
+        let payout = ScriptBuf::new_p2tr(&secp, key.inner.x_only_public_key().0, None);
+        ClientSpec {
+            key,
+            capacity,
+            payout,
+        }
+    }
 }
 
 /// Everything all parties must agree on to build the same tree.
@@ -147,7 +163,13 @@ impl Amounts {
 /// vsize of a one-input key-path-spend transaction with `p2tr` P2TR outputs and `p2a` anchors.
 pub fn tree_tx_vsize(p2tr: usize, p2a: usize) -> u64 {
     let n = p2tr + p2a;
-    let varint = if n < 0xfd { 1 } else if n <= 0xffff { 3 } else { 5 };
+    let varint = if n < 0xfd {
+        1
+    } else if n <= 0xffff {
+        3
+    } else {
+        5
+    };
     // version + input count + input + output count + outputs + lock time, then (marker, flag and
     // a 64-byte signature witness) / 4 = 17 vbytes.
     (4 + 1 + 41 + varint + 43 * p2tr + 13 * p2a + 4 + 17) as u64
@@ -165,8 +187,7 @@ pub struct Factory {
     node_keys: Vec<OnceLock<AggregateKey>>,
     channel_keys: Vec<OnceLock<AggregateKey>>,
     stock_keys: Vec<OnceLock<AggregateKey>>,
-    payout_scripts: Vec<OnceLock<ScriptBuf>>,
-    secp: Secp256k1<VerifyOnly>,
+    keys_aggregated: AtomicU64,
 }
 
 impl Factory {
@@ -184,6 +205,12 @@ impl Factory {
             .into());
         }
         for (i, c) in params.clients.iter().enumerate() {
+            if !c.payout.is_witness_program() {
+                return Err(ShapeError::Amount(format!(
+                    "client {i} payout script must be a segwit output (dust limits assume one)"
+                ))
+                .into());
+            }
             if c.capacity < P2TR_DUST {
                 return Err(ShapeError::Amount(format!(
                     "client {i} capacity {} is below the {} dust limit",
@@ -193,10 +220,18 @@ impl Factory {
             }
         }
         if cfg.client_fee_coin < P2TR_DUST {
-            return Err(ShapeError::Amount(format!("client fee coin {} is dust", cfg.client_fee_coin)).into());
+            return Err(ShapeError::Amount(format!(
+                "client fee coin {} is dust",
+                cfg.client_fee_coin
+            ))
+            .into());
         }
         if cfg.stock_per_client < P2TR_DUST {
-            return Err(ShapeError::Amount(format!("stock per client {} is dust", cfg.stock_per_client)).into());
+            return Err(ShapeError::Amount(format!(
+                "stock per client {} is dust",
+                cfg.stock_per_client
+            ))
+            .into());
         }
         let total = params
             .clients
@@ -223,18 +258,22 @@ impl Factory {
             node_keys: (0..tree.nodes().len()).map(|_| OnceLock::new()).collect(),
             channel_keys: (0..params.clients.len()).map(|_| OnceLock::new()).collect(),
             stock_keys: (0..stocks.len()).map(|_| OnceLock::new()).collect(),
-            payout_scripts: (0..params.clients.len()).map(|_| OnceLock::new()).collect(),
+            keys_aggregated: AtomicU64::new(0),
             params,
             tree,
             timeout_height,
             ewt,
             stocks,
             leaf_stocks,
-            secp: Secp256k1::verification_only(),
         };
         // The stock must be able to pay for the newest state of every layer.
         factory.check_worst_case_fees()?;
         Ok(factory)
+    }
+
+    /// Public keys aggregated so far (for benchmarks).
+    pub fn keys_aggregated(&self) -> u64 {
+        self.keys_aggregated.load(Ordering::Relaxed)
     }
 
     /// The parameters.
@@ -301,7 +340,11 @@ impl Factory {
             Slot::NodeInput(n) | Slot::KickoffOut(n) => self.tree.node(n).client_ids().collect(),
             Slot::Channel(c) => vec![c],
             Slot::FeeCoin(c) => return vec![Signer::Client(c)],
-            Slot::Stock(s) => self.stocks[s as usize].clients.clone().map(ClientId).collect(),
+            Slot::Stock(s) => self.stocks[s as usize]
+                .clients
+                .clone()
+                .map(ClientId)
+                .collect(),
         };
         std::iter::once(Signer::Lsp)
             .chain(clients.into_iter().map(Signer::Client))
@@ -321,12 +364,20 @@ impl Factory {
             Slot::NodeInput(n) | Slot::KickoffOut(n) => &self.node_keys[n.0 as usize],
             Slot::Channel(c) => &self.channel_keys[c.0 as usize],
             Slot::Stock(s) => &self.stock_keys[s as usize],
-            Slot::FeeCoin(_) => return Err(MusigError::Keys("a fee coin is single-key".into()).into()),
+            Slot::FeeCoin(_) => {
+                return Err(MusigError::Keys("a fee coin is single-key".into()).into())
+            }
         };
         if let Some(k) = cell.get() {
             return Ok(k);
         }
-        let keys: Vec<PublicKey> = self.signers(slot).into_iter().map(|s| self.key_of(s)).collect();
+        let keys: Vec<PublicKey> = self
+            .signers(slot)
+            .into_iter()
+            .map(|s| self.key_of(s))
+            .collect();
+        self.keys_aggregated
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
         let key = AggregateKey::new(&keys)?;
         Ok(cell.get_or_init(|| key))
     }
@@ -417,17 +468,14 @@ impl Factory {
             return Ok(self.client_payout_script(c));
         }
         let key = self.signing_key(slot)?.output_key();
-        Ok(ScriptBuf::new_p2tr_tweaked(TweakedPublicKey::dangerous_assume_tweaked(key)))
+        Ok(ScriptBuf::new_p2tr_tweaked(
+            TweakedPublicKey::dangerous_assume_tweaked(key),
+        ))
     }
 
-    /// A key-path-only P2TR script of a client's factory key (timeout payouts, fee coins).
+    /// Where a client's timeout payouts and fee coin go.
     pub fn client_payout_script(&self, client: ClientId) -> ScriptBuf {
-        self.payout_scripts[client.0 as usize]
-            .get_or_init(|| {
-                let key: XOnlyPublicKey = self.params.clients[client.0 as usize].key.inner.x_only_public_key().0;
-                ScriptBuf::new_p2tr(&self.secp, key, None)
-            })
-            .clone()
+        self.params.clients[client.0 as usize].payout.clone()
     }
 
     /// The LSP's sweep of `slot` through its `<T-1> CLTV` leaf (lsp-sweep policy): a transaction
@@ -446,7 +494,10 @@ impl Factory {
             .spend_info(slot)?
             .filter(|_| self.leaves(slot).contains(&leaf))
             .ok_or_else(|| ShapeError::Amount(format!("{slot:?} has no sweep leaf")))?;
-        let spent = TxOut { value, script_pubkey: self.script_pubkey(slot)? };
+        let spent = TxOut {
+            value,
+            script_pubkey: self.script_pubkey(slot)?,
+        };
         let lock = LockTime::from_height(self.timeout_height - 1)
             .map_err(|_| ShapeError::Amount("timeout height".into()))?;
         let out_value = value
@@ -457,16 +508,28 @@ impl Factory {
             outpoint,
             Sequence::ENABLE_LOCKTIME_NO_RBF,
             lock,
-            vec![TxOut { value: out_value, script_pubkey: destination }],
+            vec![TxOut {
+                value: out_value,
+                script_pubkey: destination,
+            }],
         );
         tx.version = transaction::Version::TWO;
         let leaf_hash = bitcoin::TapLeafHash::from_script(&leaf, LeafVersion::TapScript);
         let sighash = SighashCache::new(&tx)
-            .taproot_script_spend_signature_hash(0, &Prevouts::All(&[spent]), leaf_hash, TapSighashType::Default)
+            .taproot_script_spend_signature_hash(
+                0,
+                &Prevouts::All(&[spent]),
+                leaf_hash,
+                TapSighashType::Default,
+            )
             .map_err(|e| ShapeError::Amount(e.to_string()))?;
         let secp = Secp256k1::signing_only();
-        let sig = secp.sign_schnorr(&bitcoin::secp256k1::Message::from_digest(sighash.to_byte_array()), lsp);
-        let control = control_block(&info, &leaf).ok_or_else(|| ShapeError::Amount("control block".into()))?;
+        let sig = secp.sign_schnorr(
+            &bitcoin::secp256k1::Message::from_digest(sighash.to_byte_array()),
+            lsp,
+        );
+        let control = control_block(&info, &leaf)
+            .ok_or_else(|| ShapeError::Amount("control block".into()))?;
         let mut w = Witness::new();
         w.push(sig.as_ref());
         w.push(leaf.as_bytes());
@@ -496,12 +559,20 @@ impl Factory {
                 NodeKind::Static => node.children.len(),
                 _ => 1,
             };
-            kickoff_fee[i] = cfg.fees.tree_fee_rate.fee_vb(tree_tx_vsize(kick_outputs, 1)).unwrap_or(Amount::MAX);
+            kickoff_fee[i] = cfg
+                .fees
+                .tree_fee_rate
+                .fee_vb(tree_tx_vsize(kick_outputs, 1))
+                .unwrap_or(Amount::MAX);
             if node.has_state() {
                 let vsize = self.state_vsize(node.id);
                 let idx = u64::from(odo.state(node.id).map_or(0, |s| s.0));
                 let base = cfg.fees.tree_fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
-                let extra = cfg.fees.state_fee_step.fee_vb(vsize * idx).unwrap_or(Amount::MAX);
+                let extra = cfg
+                    .fees
+                    .state_fee_step
+                    .fee_vb(vsize * idx)
+                    .unwrap_or(Amount::MAX);
                 state_fee[i] = base + extra;
                 if extra > Amount::ZERO {
                     self.deduct(node.id, extra, &mut stock)?;
@@ -526,7 +597,8 @@ impl Factory {
                         .client_ids()
                         .map(|c| self.params.clients[c.0 as usize].capacity)
                         .sum();
-                    let coins = cfg.client_fee_coin * u64::from(node.clients.end - node.clients.start);
+                    let coins =
+                        cfg.client_fee_coin * u64::from(node.clients.end - node.clients.start);
                     let stocks: Amount = self.leaf_stocks(node.id).map(|s| stock[s as usize]).sum();
                     kickoff_out[i] = channels + coins + stocks + state_fee[i];
                     node_input[i] = kickoff_out[i] + ANCHOR_VALUE + kickoff_fee[i];
@@ -543,10 +615,18 @@ impl Factory {
     }
 
     /// Take `extra` from the stock outputs under `node`, evenly, the remainder from the first.
-    fn deduct(&self, node: NodeId, extra: Amount, stock: &mut [Amount]) -> Result<(), FactoryError> {
+    fn deduct(
+        &self,
+        node: NodeId,
+        extra: Amount,
+        stock: &mut [Amount],
+    ) -> Result<(), FactoryError> {
         let n = self.tree.node(node);
         let first_leaf = self.tree.leaf_of(ClientId(n.clients.start)).unwrap_or(node);
-        let last_leaf = self.tree.leaf_of(ClientId(n.clients.end - 1)).unwrap_or(node);
+        let last_leaf = self
+            .tree
+            .leaf_of(ClientId(n.clients.end - 1))
+            .unwrap_or(node);
         let start = self.leaf_stocks(first_leaf).start;
         let end = self.leaf_stocks(last_leaf).end;
         let count = u64::from(end - start).max(1);
@@ -705,10 +785,16 @@ impl Factory {
 
     /// Whether `slot` has a timeout transaction under the inverted policy.
     pub fn has_timeout(&self, slot: Slot) -> bool {
-        self.params.config.timeout_policy == TimeoutPolicy::Inverted && !matches!(slot, Slot::FeeCoin(_))
+        self.params.config.timeout_policy == TimeoutPolicy::Inverted
+            && !matches!(slot, Slot::FeeCoin(_))
     }
 
-    fn build_timeout(&self, slot: Slot, spends: OutPoint, amounts: &Amounts) -> Result<Transaction, FactoryError> {
+    fn build_timeout(
+        &self,
+        slot: Slot,
+        spends: OutPoint,
+        amounts: &Amounts,
+    ) -> Result<Transaction, FactoryError> {
         let value = amounts.value(self, slot);
         let payouts = self.timeout_payouts(slot, amounts);
         let paid: Amount = payouts.iter().map(|p| p.1).sum();
@@ -727,15 +813,27 @@ impl Factory {
             });
         }
         let lock = LockTime::from_height(self.timeout_height - 1).map_err(|_| {
-            ShapeError::Amount(format!("timeout height {} is not a block height", self.timeout_height))
+            ShapeError::Amount(format!(
+                "timeout height {} is not a block height",
+                self.timeout_height
+            ))
         })?;
-        Ok(one_input_tx(spends, Sequence::ENABLE_LOCKTIME_NO_RBF, lock, output))
+        Ok(one_input_tx(
+            spends,
+            Sequence::ENABLE_LOCKTIME_NO_RBF,
+            lock,
+            output,
+        ))
     }
 
     /// The BIP-341 key-path sighash of a one-input transaction spending `spent`.
     pub fn sighash(tx: &Transaction, spent: &TxOut) -> [u8; 32] {
         SighashCache::new(tx)
-            .taproot_key_spend_signature_hash(0, &Prevouts::All(&[spent.clone()]), TapSighashType::Default)
+            .taproot_key_spend_signature_hash(
+                0,
+                &Prevouts::All(std::slice::from_ref(spent)),
+                TapSighashType::Default,
+            )
             .map(|h| h.to_byte_array())
             .unwrap_or([0u8; 32])
     }
@@ -764,7 +862,12 @@ impl std::fmt::Display for Signer {
     }
 }
 
-fn one_input_tx(spends: OutPoint, sequence: Sequence, lock_time: LockTime, output: Vec<TxOut>) -> Transaction {
+fn one_input_tx(
+    spends: OutPoint,
+    sequence: Sequence,
+    lock_time: LockTime,
+    output: Vec<TxOut>,
+) -> Transaction {
     let mut tx = Transaction {
         version: transaction::Version(3),
         lock_time,
@@ -793,7 +896,12 @@ pub struct BuiltTx {
 
 impl Factory {
     /// Outpoint of `slot`, given its creator's txid (the funding outpoint for the root's input).
-    fn outpoint_of(&self, slot: Slot, built: &HashMap<TxKind, BuiltTx>, funding: OutPoint) -> Option<OutPoint> {
+    fn outpoint_of(
+        &self,
+        slot: Slot,
+        built: &HashMap<TxKind, BuiltTx>,
+        funding: OutPoint,
+    ) -> Option<OutPoint> {
         match self.creator_of(slot) {
             None => Some(funding),
             Some(creator) => {
@@ -926,6 +1034,9 @@ impl Factory {
 }
 
 /// Spend info helper for tests and the LSP's sweep: the control block of `leaf`.
-pub fn control_block(info: &TaprootSpendInfo, leaf: &ScriptBuf) -> Option<bitcoin::taproot::ControlBlock> {
+pub fn control_block(
+    info: &TaprootSpendInfo,
+    leaf: &ScriptBuf,
+) -> Option<bitcoin::taproot::ControlBlock> {
     info.control_block(&(leaf.clone(), LeafVersion::TapScript))
 }

@@ -80,9 +80,13 @@ impl AggregateKey {
     }
 
     /// The key that signs for a taproot output with this internal key and `merkle_root`.
-    pub fn tweaked(&self, merkle_root: Option<TapNodeHash>) -> Result<TweakedAggregateKey, MusigError> {
+    pub fn tweaked(
+        &self,
+        merkle_root: Option<TapNodeHash>,
+    ) -> Result<TweakedAggregateKey, MusigError> {
         let tweak = bitcoin::taproot::TapTweakHash::from_key_and_tweak(self.internal, merkle_root);
-        let scalar = musig::Scalar::from_be_bytes(tweak.to_byte_array()).map_err(|_| MusigError::Tweak)?;
+        let scalar =
+            musig::Scalar::from_be_bytes(tweak.to_byte_array()).map_err(|_| MusigError::Tweak)?;
         let mut cache = self.cache;
         let full = cache
             .pubkey_xonly_tweak_add(&scalar)
@@ -135,13 +139,17 @@ impl TweakedAggregateKey {
     /// Generate a nonce pair for signing `msg` with `signer` under this key.
     pub fn nonce_gen(&self, signer: &Keypair, msg: &[u8; 32]) -> (SecNonce, PubNonce) {
         let mut rand = [0u8; 32];
-        bitcoin::secp256k1::rand::RngCore::fill_bytes(&mut bitcoin::secp256k1::rand::thread_rng(), &mut rand);
+        bitcoin::secp256k1::rand::RngCore::fill_bytes(
+            &mut bitcoin::secp256k1::rand::thread_rng(),
+            &mut rand,
+        );
         // Zero randomness is refused by libsecp; thread_rng never yields it in practice.
         rand[0] |= 1;
         let secrand = SessionSecretRand::assume_uniformly_random(rand);
         let pk = musig::PublicKey::from_slice(&signer.public_key().serialize())
             .expect("a keypair's public key is valid");
-        let sk = musig::SecretKey::from_secret_bytes(signer.secret_bytes()).expect("valid secret key");
+        let sk =
+            musig::SecretKey::from_secret_bytes(signer.secret_bytes()).expect("valid secret key");
         let (sec, public) =
             musig::musig::new_nonce_pair(secrand, Some(&self.cache), Some(sk), pk, Some(msg), None);
         (SecNonce(sec), PubNonce(public.serialize()))
@@ -155,11 +163,14 @@ impl TweakedAggregateKey {
         agg_nonce: &AggNonce,
         msg: &[u8; 32],
     ) -> Result<PartialSig, MusigError> {
-        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0).map_err(|_| MusigError::MalformedNonce)?;
+        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0)
+            .map_err(|_| MusigError::MalformedNonce)?;
         let session = Session::new(&self.cache, agg, msg);
         let kp = musig::Keypair::from_secret_bytes(signer.secret_bytes())
             .map_err(|e| MusigError::Keys(e.to_string()))?;
-        Ok(PartialSig(session.partial_sign(nonce.0, &kp, &self.cache).serialize()))
+        Ok(PartialSig(
+            session.partial_sign(nonce.0, &kp, &self.cache).serialize(),
+        ))
     }
 
     /// Check one signer's partial signature.
@@ -171,10 +182,12 @@ impl TweakedAggregateKey {
         agg_nonce: &AggNonce,
         msg: &[u8; 32],
     ) -> Result<bool, MusigError> {
-        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0).map_err(|_| MusigError::MalformedNonce)?;
+        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0)
+            .map_err(|_| MusigError::MalformedNonce)?;
         let sig = PartialSignature::from_byte_array(&partial.0)
             .map_err(|_| MusigError::MalformedPartialSignature)?;
-        let pubnonce = PublicNonce::from_byte_array(&nonce.0).map_err(|_| MusigError::MalformedNonce)?;
+        let pubnonce =
+            PublicNonce::from_byte_array(&nonce.0).map_err(|_| MusigError::MalformedNonce)?;
         let session = Session::new(&self.cache, agg, msg);
         Ok(session.partial_verify(&self.cache, &sig, &pubnonce, to_musig_pk(signer)?))
     }
@@ -186,10 +199,14 @@ impl TweakedAggregateKey {
         msg: &[u8; 32],
         partials: &[PartialSig],
     ) -> Result<Signature, MusigError> {
-        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0).map_err(|_| MusigError::MalformedNonce)?;
+        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0)
+            .map_err(|_| MusigError::MalformedNonce)?;
         let sigs: Vec<PartialSignature> = partials
             .iter()
-            .map(|p| PartialSignature::from_byte_array(&p.0).map_err(|_| MusigError::MalformedPartialSignature))
+            .map(|p| {
+                PartialSignature::from_byte_array(&p.0)
+                    .map_err(|_| MusigError::MalformedPartialSignature)
+            })
             .collect::<Result<_, _>>()?;
         let refs: Vec<&PartialSignature> = sigs.iter().collect();
         let session = Session::new(&self.cache, agg, msg);
@@ -218,7 +235,9 @@ pub fn aggregate_nonces(nonces: &[PubNonce]) -> Result<AggNonce, MusigError> {
 
 /// Check that bytes parse as a public nonce.
 pub fn check_pub_nonce(nonce: &PubNonce) -> Result<(), MusigError> {
-    PublicNonce::from_byte_array(&nonce.0).map(|_| ()).map_err(|_| MusigError::MalformedNonce)
+    PublicNonce::from_byte_array(&nonce.0)
+        .map(|_| ())
+        .map_err(|_| MusigError::MalformedNonce)
 }
 
 mod hex_bytes {
@@ -250,12 +269,18 @@ mod tests {
     #[test]
     fn three_signers_produce_a_valid_bip340_signature_and_bad_partials_are_caught() {
         let secp = Secp256k1::new();
-        let kps: Vec<Keypair> = (1..=3u8).map(|i| Keypair::from_seckey_slice(&secp, &[i; 32]).unwrap()).collect();
+        let kps: Vec<Keypair> = (1..=3u8)
+            .map(|i| Keypair::from_seckey_slice(&secp, &[i; 32]).unwrap())
+            .collect();
         let pks: Vec<PublicKey> = kps.iter().map(|k| PublicKey::new(k.public_key())).collect();
         let agg = AggregateKey::new(&pks).unwrap();
         let mut reversed = pks.clone();
         reversed.reverse();
-        assert_eq!(AggregateKey::new(&reversed).unwrap().internal_key(), agg.internal_key(), "KeySort");
+        assert_eq!(
+            AggregateKey::new(&reversed).unwrap().internal_key(),
+            agg.internal_key(),
+            "KeySort"
+        );
         let key = agg.tweaked(None).unwrap();
         let msg = [7u8; 32];
         let (secs, pubs): (Vec<_>, Vec<_>) = kps.iter().map(|k| key.nonce_gen(k, &msg)).unzip();
@@ -266,12 +291,17 @@ mod tests {
             .map(|(s, k)| key.partial_sign(s, k, &aggn, &msg).unwrap())
             .collect();
         for i in 0..3 {
-            assert!(key.partial_verify(&partials[i], &pubs[i], &pks[i], &aggn, &msg).unwrap());
+            assert!(key
+                .partial_verify(&partials[i], &pubs[i], &pks[i], &aggn, &msg)
+                .unwrap());
         }
         // Signer 1's signature checked as signer 2's: refused.
-        assert!(!key.partial_verify(&partials[1], &pubs[2], &pks[2], &aggn, &msg).unwrap());
+        assert!(!key
+            .partial_verify(&partials[1], &pubs[2], &pks[2], &aggn, &msg)
+            .unwrap());
         let sig = key.aggregate(&aggn, &msg, &partials).unwrap();
-        secp.verify_schnorr(&sig, &Message::from_digest(msg), &key.output_key()).unwrap();
+        secp.verify_schnorr(&sig, &Message::from_digest(msg), &key.output_key())
+            .unwrap();
         let mut bad = partials.clone();
         bad[0].0[5] ^= 1;
         assert!(key.aggregate(&aggn, &msg, &bad).is_err());

@@ -58,7 +58,8 @@ impl Odometer {
 
     /// nSequence of the state transaction of `node` at its current state.
     pub fn sequence(&self, node: NodeId) -> Option<Sequence> {
-        self.state(node).map(|s| Sequence::from_height(self.delay_blocks(s)))
+        self.state(node)
+            .map(|s| Sequence::from_height(self.delay_blocks(s)))
     }
 
     /// Digits along the path to `leaf`, from the outermost layer in.
@@ -147,7 +148,10 @@ mod tests {
         assert_eq!(seen.len(), 16);
         assert_eq!(seen[4], vec![StateIndex(1), StateIndex(0)]);
         assert!(odo.is_exhausted(&tree, leaf));
-        assert!(matches!(odo.advance(&tree, leaf), Err(OdometerError::Exhausted { .. })));
+        assert!(matches!(
+            odo.advance(&tree, leaf),
+            Err(OdometerError::Exhausted { .. })
+        ));
         assert_eq!(odo.delay_blocks(StateIndex(0)), 30);
         assert_eq!(odo.delay_blocks(StateIndex(3)), 0);
     }

@@ -172,7 +172,9 @@ pub enum ShapeError {
     #[error("a factory needs at least one client")]
     NoClients,
     /// An arity below 1 or an empty arity list.
-    #[error("invalid arity list {0:?}: every level needs arity >= 1 and the list must not be empty")]
+    #[error(
+        "invalid arity list {0:?}: every level needs arity >= 1 and the list must not be empty"
+    )]
     Arity(Vec<u8>),
     /// PS leaves need k >= 2.
     #[error("pseudo-Spilman leaves need arity >= 2 (got {0}); with one client a PS factory is pointless")]

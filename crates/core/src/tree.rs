@@ -132,12 +132,22 @@ impl Tree {
             }
             return id;
         }
-        let below: u64 = self.levels[level + 1..].iter().map(|a| u64::from(*a)).product();
+        let below: u64 = self.levels[level + 1..]
+            .iter()
+            .map(|a| u64::from(*a))
+            .product();
         let mut start = leaves.start;
         let mut children = Vec::new();
         while start < leaves.end {
             let end = (u64::from(start) + below).min(u64::from(leaves.end)) as u32;
-            children.push(self.build(Some(id), level + 1, start..end, clients, per_leaf, static_levels));
+            children.push(self.build(
+                Some(id),
+                level + 1,
+                start..end,
+                clients,
+                per_leaf,
+                static_levels,
+            ));
             start = end;
         }
         self.nodes[id.0 as usize].children = children;

@@ -39,11 +39,15 @@ impl fmt::Display for ClientId {
 
 /// Index of a Decker-Wattenhofer state within one layer: 0 is the first (oldest) state; a higher
 /// index is newer and has a shorter relative delay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub struct StateIndex(pub u16);
 
 /// An amount in millisatoshis (Lightning balances).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub struct Msat(pub u64);
 
 impl Msat {

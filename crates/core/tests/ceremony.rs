@@ -7,7 +7,9 @@ use bitcoin::hashes::Hash;
 use bitcoin::key::{Keypair, PublicKey, Secp256k1};
 use bitcoin::{Amount, OutPoint, Txid};
 use superscalar_core::ceremony::{run_in_process, CeremonyError, ClientCeremony, LspCeremony};
-use superscalar_core::{ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Signer};
+use superscalar_core::{
+    ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Signer,
+};
 
 fn keypair(i: u8) -> Keypair {
     Keypair::from_seckey_slice(&Secp256k1::new(), &[i + 1; 32]).unwrap()
@@ -27,7 +29,10 @@ fn setup(n: u8) -> Setup {
         id: FactoryId([7; 32]),
         config: FactoryConfig::regtest(),
         lsp_key: PublicKey::new(lsp.public_key()),
-        clients: clients.iter().map(|k| ClientSpec { key: PublicKey::new(k.public_key()), capacity: Amount::from_sat(40_000) }).collect(),
+        clients: clients
+            .iter()
+            .map(|k| ClientSpec::new(PublicKey::new(k.public_key()), Amount::from_sat(40_000)))
+            .collect(),
         creation_height: 100,
     };
     Setup {
@@ -45,7 +50,9 @@ fn to_round2(s: &Setup) -> (LspCeremony, Vec<ClientCeremony>) {
         .clients
         .iter()
         .enumerate()
-        .map(|(i, k)| ClientCeremony::new(s.factory.clone(), ClientId(i as u32), *k, s.funding).unwrap())
+        .map(|(i, k)| {
+            ClientCeremony::new(s.factory.clone(), ClientId(i as u32), *k, s.funding).unwrap()
+        })
         .collect();
     for c in cs.iter_mut() {
         let m = c.round1().unwrap();
@@ -79,7 +86,10 @@ fn a_wrong_partial_signature_is_refused_and_names_its_signer() {
     }
     // Garbage bytes (not a scalar) are refused the same way.
     partials.partials[1].1 .0 = [0xff; 32];
-    assert!(matches!(lsp.receive_partials(ClientId(3), &partials), Err(CeremonyError::BadPartialSignature { .. })));
+    assert!(matches!(
+        lsp.receive_partials(ClientId(3), &partials),
+        Err(CeremonyError::BadPartialSignature { .. })
+    ));
     // Another client's valid partials presented as client 3's: refused.
     let agg1 = lsp.agg_nonces_for(ClientId(1)).unwrap();
     let p1 = cs[1].round2(&agg1).unwrap();
@@ -92,31 +102,50 @@ fn a_wrong_partial_signature_is_refused_and_names_its_signer() {
 fn nonce_messages_are_checked() {
     let s = setup(4);
     let mut lsp = LspCeremony::new(s.factory.clone(), s.lsp, s.funding).unwrap();
-    let mut c0 = ClientCeremony::new(s.factory.clone(), ClientId(0), s.clients[0], s.funding).unwrap();
+    let mut c0 =
+        ClientCeremony::new(s.factory.clone(), ClientId(0), s.clients[0], s.funding).unwrap();
     let m = c0.round1().unwrap();
     // Round 1 runs once.
     assert!(matches!(c0.round1(), Err(CeremonyError::WrongPhase(_))));
     // Wrong factory.
     let mut wrong = m.clone();
     wrong.factory = FactoryId([8; 32]);
-    assert!(matches!(lsp.receive_nonces(ClientId(0), &wrong), Err(CeremonyError::WrongFactory { .. })));
+    assert!(matches!(
+        lsp.receive_nonces(ClientId(0), &wrong),
+        Err(CeremonyError::WrongFactory { .. })
+    ));
     // Nonces for another client's job set.
-    assert!(matches!(lsp.receive_nonces(ClientId(3), &m), Err(CeremonyError::WrongJobs { .. })));
+    assert!(matches!(
+        lsp.receive_nonces(ClientId(3), &m),
+        Err(CeremonyError::WrongJobs { .. })
+    ));
     // A missing entry.
     let mut short = m.clone();
     short.nonces.pop();
-    assert!(matches!(lsp.receive_nonces(ClientId(0), &short), Err(CeremonyError::WrongJobs { .. })));
+    assert!(matches!(
+        lsp.receive_nonces(ClientId(0), &short),
+        Err(CeremonyError::WrongJobs { .. })
+    ));
     // A malformed nonce names its sender.
     let mut bad = m.clone();
     bad.nonces[0].1 .0 = [0xee; 66];
     assert!(matches!(
         lsp.receive_nonces(ClientId(0), &bad),
-        Err(CeremonyError::MalformedNonce { signer: Signer::Client(ClientId(0)), .. })
+        Err(CeremonyError::MalformedNonce {
+            signer: Signer::Client(ClientId(0)),
+            ..
+        })
     ));
     lsp.receive_nonces(ClientId(0), &m).unwrap();
-    assert!(matches!(lsp.receive_nonces(ClientId(0), &m), Err(CeremonyError::Duplicate(_))));
+    assert!(matches!(
+        lsp.receive_nonces(ClientId(0), &m),
+        Err(CeremonyError::Duplicate(_))
+    ));
     // Aggregated nonces wait for everyone.
-    assert!(matches!(lsp.agg_nonces_for(ClientId(0)), Err(CeremonyError::Incomplete(3))));
+    assert!(matches!(
+        lsp.agg_nonces_for(ClientId(0)),
+        Err(CeremonyError::Incomplete(3))
+    ));
     // A key that is not the client's.
     assert!(matches!(
         ClientCeremony::new(s.factory.clone(), ClientId(1), s.clients[2], s.funding),
@@ -136,7 +165,10 @@ fn a_client_refuses_to_go_live_on_a_bad_or_missing_final_signature() {
     }
     // Round 2 runs once: the secret nonces are gone.
     let agg = lsp.agg_nonces_for(ClientId(0)).unwrap();
-    assert!(matches!(cs[0].round2(&agg), Err(CeremonyError::WrongPhase(_))));
+    assert!(matches!(
+        cs[0].round2(&agg),
+        Err(CeremonyError::WrongPhase(_))
+    ));
     lsp.finalize().unwrap();
     let good = lsp.final_sigs_for(ClientId(2)).unwrap();
     // A missing signature (a timeout transaction's, the last entry).
@@ -144,13 +176,22 @@ fn a_client_refuses_to_go_live_on_a_bad_or_missing_final_signature() {
     let gone = missing.signatures.pop().unwrap().0;
     assert_eq!(
         cs[2].finish(&missing).unwrap_err(),
-        CeremonyError::BadFinalSignature { job: gone, problem: "missing" }
+        CeremonyError::BadFinalSignature {
+            job: gone,
+            problem: "missing"
+        }
     );
     assert!(!cs[2].is_live());
     // A signature of another transaction in place of an exit-path one.
     let mut swapped = good.clone();
     swapped.signatures[0].1 = swapped.signatures[1].1;
-    assert!(matches!(cs[2].finish(&swapped), Err(CeremonyError::BadFinalSignature { problem: "invalid", .. })));
+    assert!(matches!(
+        cs[2].finish(&swapped),
+        Err(CeremonyError::BadFinalSignature {
+            problem: "invalid",
+            ..
+        })
+    ));
     assert!(!cs[2].is_live());
     assert!(cs[2].signed().is_empty());
     // The real ones.

@@ -9,7 +9,10 @@ use bitcoin::{Amount, OutPoint, Txid};
 use proptest::prelude::*;
 use superscalar_core::factory::Slot;
 use superscalar_core::tree::NodeKind;
-use superscalar_core::{ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, LeafKind, Shape, TimeoutPolicy, TxKind};
+use superscalar_core::{
+    ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, LeafKind, Shape,
+    TimeoutPolicy, TxKind,
+};
 
 fn factory(n: usize, shape: Shape, policy: TimeoutPolicy) -> Factory {
     let secp = Secp256k1::new();
@@ -20,9 +23,15 @@ fn factory(n: usize, shape: Shape, policy: TimeoutPolicy) -> Factory {
     };
     let params = FactoryParams {
         id: FactoryId([1; 32]),
-        config: FactoryConfig { shape, timeout_policy: policy, ..FactoryConfig::regtest() },
+        config: FactoryConfig {
+            shape,
+            timeout_policy: policy,
+            ..FactoryConfig::regtest()
+        },
         lsp_key: key(10_000),
-        clients: (0..n).map(|i| ClientSpec { key: key(i), capacity: Amount::from_sat(20_000 + 37 * i as u64) }).collect(),
+        clients: (0..n)
+            .map(|i| ClientSpec::new(key(i), Amount::from_sat(20_000 + 37 * i as u64)))
+            .collect(),
         creation_height: 500,
     };
     Factory::new(params).unwrap()
@@ -32,17 +41,22 @@ fn shapes() -> impl Strategy<Value = Shape> {
     (
         prop::collection::vec(1u8..=5, 1..4),
         0u8..3,
-        prop_oneof![Just(LeafKind::Dw), (2u8..=3).prop_map(|arity| LeafKind::PseudoSpilman { arity })],
+        prop_oneof![
+            Just(LeafKind::Dw),
+            (2u8..=3).prop_map(|arity| LeafKind::PseudoSpilman { arity })
+        ],
         2u16..6,
         1u16..4,
     )
-        .prop_map(|(arity, static_levels, leaf, states_per_layer, step_blocks)| Shape {
-            arity,
-            static_levels,
-            leaf,
-            states_per_layer,
-            step_blocks,
-        })
+        .prop_map(
+            |(arity, static_levels, leaf, states_per_layer, step_blocks)| Shape {
+                arity,
+                static_levels,
+                leaf,
+                states_per_layer,
+                step_blocks,
+            },
+        )
 }
 
 fn funding() -> OutPoint {
@@ -154,31 +168,46 @@ fn unsafe_configurations_are_refused() {
     use superscalar_core::shape::ShapeError;
     use superscalar_core::FactoryError;
     let secp = Secp256k1::new();
-    let k = PublicKey::new(Keypair::from_seckey_slice(&secp, &[5; 32]).unwrap().public_key());
+    let k = PublicKey::new(
+        Keypair::from_seckey_slice(&secp, &[5; 32])
+            .unwrap()
+            .public_key(),
+    );
     let mk = |config: FactoryConfig, n: usize| {
         Factory::new(FactoryParams {
             id: FactoryId([0; 32]),
             config,
             lsp_key: k,
-            clients: (0..n).map(|_| ClientSpec { key: k, capacity: Amount::from_sat(50_000) }).collect(),
+            clients: (0..n)
+                .map(|_| ClientSpec::new(k, Amount::from_sat(50_000)))
+                .collect(),
             creation_height: 0,
         })
     };
     // Mainnet with a step below 144.
     let mut c = FactoryConfig::default();
     c.shape.step_blocks = 100;
-    assert!(matches!(mk(c, 4), Err(FactoryError::Shape(ShapeError::StepBlocks { .. }))));
+    assert!(matches!(
+        mk(c, 4),
+        Err(FactoryError::Shape(ShapeError::StepBlocks { .. }))
+    ));
     // Too many DW layers for the 2016-block ceiling on mainnet (binary, 64 clients: 6 layers).
     let mut c = FactoryConfig::default();
     c.shape.arity = vec![2];
-    assert!(matches!(mk(c.clone(), 64), Err(FactoryError::Shape(ShapeError::EwtAboveCeiling { .. }))));
+    assert!(matches!(
+        mk(c.clone(), 64),
+        Err(FactoryError::Shape(ShapeError::EwtAboveCeiling { .. }))
+    ));
     // Static levels bring it back under.
     c.shape.static_levels = 3;
     assert!(mk(c, 64).is_ok());
     // The default shape works on mainnet.
     assert!(mk(FactoryConfig::default(), 128).is_ok());
     // No clients, bad arity, bad states, dust capacity.
-    assert!(matches!(mk(FactoryConfig::regtest(), 0), Err(FactoryError::Shape(ShapeError::NoClients))));
+    assert!(matches!(
+        mk(FactoryConfig::regtest(), 0),
+        Err(FactoryError::Shape(ShapeError::NoClients))
+    ));
     let mut c = FactoryConfig::regtest();
     c.shape.arity = vec![0];
     assert!(mk(c, 3).is_err());

@@ -8,7 +8,9 @@ use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
 use superscalar_chain::{Chain, EmbeddedChain, RejectReason};
 use superscalar_client::{ExitProgress, UnilateralExit};
 use superscalar_core::ceremony::{run_in_process, ClientCeremony, LspCeremony};
-use superscalar_core::{ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Shape};
+use superscalar_core::{
+    ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Shape,
+};
 use superscalar_wallet::{burn_script, Faucet, OnchainWallet};
 
 pub struct Harness {
@@ -49,7 +51,7 @@ pub fn build(n: u32, config: FactoryConfig) -> Harness {
         clients: client_keys
             .iter()
             .enumerate()
-            .map(|(i, k)| ClientSpec { key: PublicKey::new(k.public_key()), capacity: capacity(i as u32) })
+            .map(|(i, k)| ClientSpec::new(PublicKey::new(k.public_key()), capacity(i as u32)))
             .collect(),
         creation_height: chain.tip().unwrap().height,
     };
@@ -57,19 +59,44 @@ pub fn build(n: u32, config: FactoryConfig) -> Harness {
     let funding_out = factory.funding_output().unwrap();
     let mut lsp_wallet = OnchainWallet::from_seed([0x15; 32]).unwrap();
     let addr = lsp_wallet.new_address();
-    faucet.fund(&chain, &addr, funding_out.value + Amount::from_sat(1_000_000)).unwrap();
+    faucet
+        .fund(
+            &chain,
+            &addr,
+            funding_out.value + Amount::from_sat(1_000_000),
+        )
+        .unwrap();
     lsp_wallet.sync(&chain).unwrap();
     // Built, not broadcast: the funding transaction goes out only after everything is signed.
     let funding_tx = lsp_wallet
-        .build_payment(&funding_out.script_pubkey, funding_out.value, FeeRate::from_sat_per_vb_u32(2))
+        .build_payment(
+            &funding_out.script_pubkey,
+            funding_out.value,
+            FeeRate::from_sat_per_vb_u32(2),
+        )
         .unwrap();
-    let vout = funding_tx.output.iter().position(|o| *o == funding_out).unwrap() as u32;
+    let vout = funding_tx
+        .output
+        .iter()
+        .position(|o| *o == funding_out)
+        .unwrap() as u32;
     let funding = OutPoint::new(funding_tx.compute_txid(), vout);
     let (lsp, clients) = run_in_process(&factory, lsp_key, &client_keys, funding).unwrap();
     assert!(clients.iter().all(|c| c.is_live()));
     chain.submit_transaction(&funding_tx).unwrap();
     chain.mine_blocks(1, &burn_script()).unwrap();
-    Harness { chain, faucet, lsp_wallet, lsp_key, client_keys, factory, funding_tx, funding, lsp, clients }
+    Harness {
+        chain,
+        faucet,
+        lsp_wallet,
+        lsp_key,
+        client_keys,
+        factory,
+        funding_tx,
+        funding,
+        lsp,
+        clients,
+    }
 }
 
 /// Exit `client` alone (no wallet), checking that every delayed transaction is refused before its
@@ -90,16 +117,27 @@ pub fn exit_alone(h: &Harness, client: ClientId) -> u32 {
                     // Too early: the mempool refuses it for its relative lock.
                     let tx = &exit.path().iter().find(|s| s.kind == kind).unwrap().tx;
                     let err = h.chain.submit_transaction(tx).unwrap_err();
-                    assert!(matches!(err.reject_reason(), Some(RejectReason::SequenceLocked { .. })), "{err}");
+                    assert!(
+                        matches!(
+                            err.reject_reason(),
+                            Some(RejectReason::SequenceLocked { .. })
+                        ),
+                        "{err}"
+                    );
                     premature_refusals += 1;
-                    h.chain.mine_blocks(height - 1 - tip, &burn_script()).unwrap();
+                    h.chain
+                        .mine_blocks(height - 1 - tip, &burn_script())
+                        .unwrap();
                 } else {
                     h.chain.mine_blocks(1, &burn_script()).unwrap();
                 }
             }
             ExitProgress::Done => break,
         }
-        assert!(h.chain.tip().unwrap().height < start + 10_000, "exit does not finish");
+        assert!(
+            h.chain.tip().unwrap().height < start + 10_000,
+            "exit does not finish"
+        );
     }
     let _ = premature_refusals;
     h.chain.tip().unwrap().height - start
@@ -109,9 +147,41 @@ pub fn default_shapes() -> Vec<(&'static str, Shape)> {
     use superscalar_core::LeafKind;
     let base = FactoryConfig::regtest().shape;
     vec![
-        ("binary-dw", Shape { arity: vec![2], leaf: LeafKind::Dw, static_levels: 0, ..base.clone() }),
-        ("mixed-8-4-2-dw", Shape { arity: vec![8, 4, 2], leaf: LeafKind::Dw, static_levels: 0, ..base.clone() }),
-        ("static1-ps2", Shape { arity: vec![4, 2], leaf: LeafKind::PseudoSpilman { arity: 2 }, static_levels: 1, ..base.clone() }),
-        ("ps3", Shape { arity: vec![2], leaf: LeafKind::PseudoSpilman { arity: 3 }, static_levels: 0, ..base }),
+        (
+            "binary-dw",
+            Shape {
+                arity: vec![2],
+                leaf: LeafKind::Dw,
+                static_levels: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "mixed-8-4-2-dw",
+            Shape {
+                arity: vec![8, 4, 2],
+                leaf: LeafKind::Dw,
+                static_levels: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "static1-ps2",
+            Shape {
+                arity: vec![4, 2],
+                leaf: LeafKind::PseudoSpilman { arity: 2 },
+                static_levels: 1,
+                ..base.clone()
+            },
+        ),
+        (
+            "ps3",
+            Shape {
+                arity: vec![2],
+                leaf: LeafKind::PseudoSpilman { arity: 3 },
+                static_levels: 0,
+                ..base
+            },
+        ),
     ]
 }
