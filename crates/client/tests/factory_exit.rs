@@ -99,3 +99,40 @@ fn first_client_of_a_binary_factory_exits_too() {
     let shapes = default_shapes();
     check_exit("binary-dw", 13, shapes[0].1.clone(), 0);
 }
+
+#[test]
+fn a_client_with_coins_cpfps_kickoffs_when_fees_are_high() {
+    use bitcoin::{Amount, FeeRate};
+    use superscalar_client::{ExitProgress, UnilateralExit};
+    use superscalar_wallet::{burn_script, OnchainWallet};
+    let mut h = build(4, FactoryConfig::regtest());
+    let mut wallet = OnchainWallet::from_seed([0x77; 32]).unwrap();
+    let addr = wallet.new_address();
+    h.faucet
+        .fund(&h.chain, &addr, Amount::from_sat(200_000))
+        .unwrap();
+    wallet.sync(&h.chain).unwrap();
+    h.chain.set_fee_floor(FeeRate::from_sat_per_vb_u32(40));
+    let mut exit = UnilateralExit::new(h.clients[1].signed()).unwrap();
+    let mut bumped = 0;
+    loop {
+        match exit.step(&h.chain, Some(&mut wallet)).unwrap() {
+            ExitProgress::Broadcast { kind, cpfp, .. } => {
+                // Kickoffs have anchors and get a child; states rely on their own fee.
+                assert_eq!(cpfp, matches!(kind, TxKind::Kickoff(_)), "{kind:?}");
+                bumped += usize::from(cpfp);
+                h.chain.mine_blocks(1, &burn_script()).unwrap();
+            }
+            ExitProgress::Waiting { .. } => {
+                h.chain.mine_blocks(1, &burn_script()).unwrap();
+            }
+            ExitProgress::Done => break,
+        }
+    }
+    assert_eq!(bumped, h.factory.tree().path_of(ClientId(1)).len());
+    wallet.sync(&h.chain).unwrap();
+    assert!(
+        wallet.balance().confirmed < Amount::from_sat(200_000),
+        "the wallet paid for the bumps"
+    );
+}

@@ -226,6 +226,20 @@ impl Factory {
             ))
             .into());
         }
+        let max_each = Amount::MAX_MONEY / params.clients.len().max(1) as u64;
+        if cfg.stock_per_client > max_each || cfg.client_fee_coin > max_each {
+            return Err(ShapeError::Amount(
+                "stock or fee coin per client exceeds the money supply".into(),
+            )
+            .into());
+        }
+        let max_rate = bitcoin::FeeRate::from_sat_per_vb_u32(10_000);
+        if cfg.fees.tree_fee_rate > max_rate || cfg.fees.state_fee_step > max_rate {
+            return Err(ShapeError::Amount(
+                "tree fee rates above 10,000 sat/vB are refused".into(),
+            )
+            .into());
+        }
         if cfg.stock_per_client < P2TR_DUST {
             return Err(ShapeError::Amount(format!(
                 "stock per client {} is dust",
@@ -329,7 +343,15 @@ impl Factory {
             }
         }
         std::mem::swap(&mut odo, &mut last);
-        self.amounts(&odo).map(|_| ())
+        let worst = self.amounts(&odo)?;
+        if worst.funding_value() > Amount::MAX_MONEY {
+            return Err(ShapeError::Amount(format!(
+                "the factory needs {}, more than exists",
+                worst.funding_value()
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     // ---- keys and scripts -------------------------------------------------------------------
