@@ -1,5 +1,6 @@
-//! The end-to-end demo on the embedded chain: mine, fund, pay, and bump a zero-fee TRUC
-//! transaction through its P2A anchor, every block judged by Bitcoin Core's engine.
+//! The end-to-end demo on the embedded chain: mine, fund, pay, bump a zero-fee TRUC transaction
+//! through its P2A anchor, then build, sign and fund a factory, let one client exit alone and pay
+//! the others at the timeout; every block judged by Bitcoin Core's engine.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,10 +15,10 @@ use superscalar_wallet::{Faucet, OnchainWallet};
 type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// One on-chain transaction of the demo, for the summary.
-struct Row {
-    what: &'static str,
-    tx: Transaction,
-    fee: Amount,
+pub struct Row {
+    pub what: &'static str,
+    pub tx: Transaction,
+    pub fee: Amount,
 }
 
 pub fn run(data_dir: Option<PathBuf>) -> DemoResult<()> {
@@ -119,6 +120,9 @@ pub fn run(data_dir: Option<PathBuf>) -> DemoResult<()> {
     lsp.sync(&chain)?;
     client.sync(&chain)?;
 
+    // 4. A factory of 8 clients with no coins of their own.
+    let factory_rows = crate::demo_factory::run(&chain, &mut faucet, &mut lsp)?;
+
     // Summary.
     let tip = chain.tip()?;
     println!();
@@ -146,6 +150,16 @@ pub fn run(data_dir: Option<PathBuf>) -> DemoResult<()> {
         "  package fee rate of parent + child: {:.2} sat/vB",
         child_fee.to_sat() as f64 / package_vsize
     );
+    for r in &factory_rows {
+        let vsize = r.tx.vsize() as u64;
+        println!(
+            "  {:<28} {} {vsize:>6} {:>8} {:>9.2}",
+            r.what,
+            r.tx.compute_txid(),
+            r.fee.to_sat(),
+            r.fee.to_sat() as f64 / vsize as f64
+        );
+    }
     println!();
     println!("final state:");
     println!("  tip height {} ({})", tip.height, tip.hash);

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod demo_factory;
 mod export;
 
 use std::path::PathBuf;

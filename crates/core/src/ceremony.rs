@@ -627,6 +627,30 @@ impl LspCeremony {
         })
     }
 
+    /// Release the funding transaction for broadcast: only once every transaction of the tree and
+    /// every timeout transaction is fully signed, and only if it creates the funding output the
+    /// tree spends.
+    pub fn release_funding(&self, funding_tx: Transaction) -> Result<Transaction, CeremonyError> {
+        if self.finals.len() != self.jobs.len() || self.finals.is_empty() {
+            return Err(CeremonyError::WrongPhase(
+                "the funding transaction waits until everything is signed",
+            ));
+        }
+        let root = crate::factory::TxKind::Kickoff(crate::types::NodeId(0));
+        let spends = self.jobs[&root].tx.input[0].previous_output;
+        let expected = &self.jobs[&root].spent;
+        let ok = spends.txid == funding_tx.compute_txid()
+            && funding_tx.output.get(spends.vout as usize) == Some(expected);
+        if !ok {
+            return Err(CeremonyError::Factory(FactoryError::Shape(
+                crate::shape::ShapeError::Amount(
+                    "the funding transaction does not create the output the tree spends".into(),
+                ),
+            )));
+        }
+        Ok(funding_tx)
+    }
+
     /// A fully signed transaction of the factory.
     pub fn signed(&self, kind: TxKind) -> Option<&SignedTx> {
         self.finals.get(&kind)

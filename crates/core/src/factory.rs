@@ -184,9 +184,10 @@ pub struct Factory {
     ewt: u32,
     stocks: Vec<Stock>,
     leaf_stocks: HashMap<NodeId, std::ops::Range<u32>>,
-    node_keys: Vec<OnceLock<AggregateKey>>,
-    channel_keys: Vec<OnceLock<AggregateKey>>,
-    stock_keys: Vec<OnceLock<AggregateKey>>,
+    // Boxed so that a client, which computes only its path's keys, pays 8 bytes per other key.
+    node_keys: Vec<OnceLock<Box<AggregateKey>>>,
+    channel_keys: Vec<OnceLock<Box<AggregateKey>>>,
+    stock_keys: Vec<OnceLock<Box<AggregateKey>>>,
     keys_aggregated: AtomicU64,
 }
 
@@ -400,7 +401,7 @@ impl Factory {
             .collect();
         self.keys_aggregated
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
-        let key = AggregateKey::new(&keys)?;
+        let key = Box::new(AggregateKey::new(&keys)?);
         Ok(cell.get_or_init(|| key))
     }
 
@@ -930,6 +931,22 @@ impl Factory {
                 let tx = &built.get(&creator)?.tx;
                 let vout = self.outputs_of(creator).iter().position(|s| *s == slot)? as u32;
                 Some(OutPoint::new(tx.compute_txid(), vout))
+            }
+        }
+    }
+
+    /// Where `slot` is on chain, given the txids of the factory's transactions.
+    pub fn slot_outpoint(
+        &self,
+        slot: Slot,
+        funding: OutPoint,
+        txid_of: impl Fn(TxKind) -> Option<Txid>,
+    ) -> Option<OutPoint> {
+        match self.creator_of(slot) {
+            None => Some(funding),
+            Some(creator) => {
+                let vout = self.outputs_of(creator).iter().position(|s| *s == slot)? as u32;
+                Some(OutPoint::new(txid_of(creator)?, vout))
             }
         }
     }

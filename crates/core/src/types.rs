@@ -5,12 +5,33 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Identifies one factory of an LSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FactoryId(pub [u8; 32]);
+
+impl Serialize for FactoryId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+}
+
+impl<'de> Deserialize<'de> for FactoryId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() != 64 || !s.is_ascii() {
+            return Err(serde::de::Error::custom("a factory id is 32 bytes of hex"));
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
+        }
+        Ok(FactoryId(out))
+    }
+}
 
 impl fmt::Display for FactoryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0[..8] {
+        for b in &self.0 {
             write!(f, "{b:02x}")?;
         }
         Ok(())
@@ -59,5 +80,20 @@ impl Msat {
     /// From satoshis.
     pub fn from_sat(sat: u64) -> Self {
         Msat(sat * 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factory_id_round_trips_as_hex_and_rejects_garbage() {
+        let id = FactoryId([0xab; 32]);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json.len(), 66);
+        assert_eq!(serde_json::from_str::<FactoryId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<FactoryId>("\"zz\"").is_err());
+        assert!(serde_json::from_str::<FactoryId>(&format!("\"{}\"", "é".repeat(32))).is_err());
     }
 }

@@ -171,6 +171,15 @@ fn a_client_refuses_to_go_live_on_a_bad_or_missing_final_signature() {
     ));
     lsp.finalize().unwrap();
     let good = lsp.final_sigs_for(ClientId(2)).unwrap();
+    // The funding transaction is not released before finalize (checked above by order) and only
+    // when it creates the right output.
+    let bogus = bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![],
+        output: vec![],
+    };
+    assert!(lsp.release_funding(bogus).is_err());
     // A missing signature (a timeout transaction's, the last entry).
     let mut missing = good.clone();
     let gone = missing.signatures.pop().unwrap().0;

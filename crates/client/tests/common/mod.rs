@@ -83,6 +83,7 @@ pub fn build(n: u32, config: FactoryConfig) -> Harness {
     let funding = OutPoint::new(funding_tx.compute_txid(), vout);
     let (lsp, clients) = run_in_process(&factory, lsp_key, &client_keys, funding).unwrap();
     assert!(clients.iter().all(|c| c.is_live()));
+    let funding_tx = lsp.release_funding(funding_tx).unwrap();
     chain.submit_transaction(&funding_tx).unwrap();
     chain.mine_blocks(1, &burn_script()).unwrap();
     Harness {
