@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use bitcoin::key::{Keypair, PublicKey, Secp256k1};
-use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
-use superscalar_chain::{Chain, EmbeddedChain, TxStatus};
-use superscalar_client::bump::fee_coin_child;
+use bitcoin::{Amount, FeeRate, OutPoint};
+use superscalar_chain::{Chain, EmbeddedChain};
+use superscalar_client::timeout::{claim_timeouts, ClientView};
 use superscalar_client::{ExitProgress, UnilateralExit};
 use superscalar_core::ceremony::run_in_process;
-use superscalar_core::factory::Slot;
 use superscalar_core::{
     ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, TxKind,
 };
@@ -136,46 +135,57 @@ pub fn run(
     if tip + 1 < t {
         faucet.mine(chain, t - 1 - tip)?;
     }
-    let txid_of = |k: TxKind| ceremony.signed(k).map(|s| s.tx.compute_txid());
-    let mut paid = vec![Amount::ZERO; CLIENTS as usize];
-    let mut coins_used = Vec::new();
-    for c in (0..CLIENTS).filter(|c| *c != LEAVER) {
-        for slot in factory.client_slots(ClientId(c)) {
-            let Some(op) = factory.slot_outpoint(slot, funding, txid_of) else {
-                continue;
-            };
-            if chain.get_utxo(&op)?.is_none() {
-                continue;
-            }
-            let Some(signed) = ceremony.signed(TxKind::Timeout(slot)) else {
-                continue;
-            };
-            let tx = signed.tx.clone();
-            if let TxStatus::Unknown = chain.tx_status(&tx.compute_txid())? {
-                publish_timeout(
-                    chain,
-                    &factory,
-                    &tx,
-                    slot,
-                    &client_keys,
-                    funding,
-                    &txid_of,
-                    &mut coins_used,
-                )?;
-                let fee = signed.spent.value - tx.output.iter().map(|o| o.value).sum::<Amount>();
-                rows.push(Row {
-                    what: "timeout payout",
-                    fee,
-                    tx,
-                });
-            }
-            // A tree output's timeout covers everything below it; leaf outputs go one by one.
-            if matches!(slot, Slot::NodeInput(_) | Slot::KickoffOut(_)) {
-                break;
-            }
+    let rate = FeeRate::from_sat_per_vb_u32(2);
+    let mut sent = Vec::new();
+    let mut unpaid = Vec::new();
+    for c in 0..CLIENTS {
+        let i = c as usize;
+        let claim = claim_timeouts(
+            chain,
+            &ClientView {
+                factory: &factory,
+                client: ClientId(c),
+                signed: clients[i].signed(),
+                funding,
+                key: &client_keys[i],
+            },
+            rate,
+            None,
+        )?;
+        sent.extend(claim.sent);
+        if !claim.unpaid.is_empty() {
+            unpaid.push(c);
+        }
+    }
+    // Zero-fee timeouts whose fee coins are taken: the LSP's wallet pays for them.
+    for c in unpaid {
+        let i = c as usize;
+        let claim = claim_timeouts(
+            chain,
+            &ClientView {
+                factory: &factory,
+                client: ClientId(c),
+                signed: clients[i].signed(),
+                funding,
+                key: &client_keys[i],
+            },
+            rate,
+            Some(&mut *lsp),
+        )?;
+        sent.extend(claim.sent);
+    }
+    for txid in sent {
+        if let Some(s) = ceremony.all_signed().find(|s| s.tx.compute_txid() == txid) {
+            let fee = s.spent.value - s.tx.output.iter().map(|o| o.value).sum::<Amount>();
+            rows.push(Row {
+                what: "timeout payout",
+                fee,
+                tx: s.tx.clone(),
+            });
         }
     }
     faucet.mine(chain, 1)?;
+    let mut paid = vec![Amount::ZERO; CLIENTS as usize];
     for r in rows.iter().filter(|r| r.what == "timeout payout") {
         for o in &r.tx.output {
             for (i, spec) in factory.params().clients.iter().enumerate() {
@@ -205,50 +215,4 @@ fn faucet_lsp(
     faucet.fund(chain, &addr, out.value + Amount::from_sat(100_000))?;
     lsp.sync(chain)?;
     Ok(out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn publish_timeout(
-    chain: &EmbeddedChain,
-    factory: &Factory,
-    tx: &Transaction,
-    slot: Slot,
-    keys: &[Keypair],
-    funding: OutPoint,
-    txid_of: &dyn Fn(TxKind) -> Option<bitcoin::Txid>,
-    coins_used: &mut Vec<ClientId>,
-) -> DemoResult<()> {
-    if chain.submit_transaction(tx).is_ok() {
-        return Ok(());
-    }
-    // Zero fee: a client of that output whose fee coin is on chain pays through the anchor.
-    let mut payer = None;
-    for s in factory.signers(slot) {
-        let superscalar_core::Signer::Client(c) = s else {
-            continue;
-        };
-        let Some(op) = factory.slot_outpoint(Slot::FeeCoin(c), funding, txid_of) else {
-            continue;
-        };
-        if !coins_used.contains(&c) && chain.get_utxo(&op)?.is_some() {
-            payer = Some(c);
-            break;
-        }
-    }
-    let payer = payer.ok_or("no fee coin to pay for a zero-fee timeout")?;
-    let coin_op = factory
-        .slot_outpoint(Slot::FeeCoin(payer), funding, txid_of)
-        .ok_or("fee coin")?;
-    let coin = chain.get_utxo(&coin_op)?.ok_or("fee coin not on chain")?;
-    let child = fee_coin_child(
-        tx,
-        Amount::ZERO,
-        (coin_op, coin.txout),
-        &keys[payer.0 as usize],
-        factory.params().clients[payer.0 as usize].payout.clone(),
-        FeeRate::from_sat_per_vb_u32(2),
-    )?;
-    chain.submit_package(tx, &child)?;
-    coins_used.push(payer);
-    Ok(())
 }

@@ -233,3 +233,69 @@ fn lsp_sweep_also_takes_state_outputs_after_an_exit_started() {
         )
         .is_err());
 }
+
+#[test]
+fn claim_timeouts_collects_each_clients_payout_after_another_client_exited() {
+    use superscalar_client::timeout::{claim_timeouts, ClientView, TimeoutError};
+    fn view(h: &Harness, c: u32) -> ClientView<'_> {
+        ClientView {
+            factory: &h.factory,
+            client: ClientId(c),
+            signed: h.clients[c as usize].signed(),
+            funding: h.funding,
+            key: &h.client_keys[c as usize],
+        }
+    }
+    use superscalar_wallet::OnchainWallet;
+    let mut h = build(6, FactoryConfig::regtest());
+    exit_alone(&h, ClientId(3));
+    let rate = FeeRate::from_sat_per_vb_u32(2);
+    let t = h.factory.timeout_height();
+    let tip = h.chain.tip().unwrap().height;
+    if tip + 2 < t {
+        h.chain.mine_blocks(t - 2 - tip, &burn_script()).unwrap();
+        let err = claim_timeouts(&h.chain, &view(&h, 0), rate, None).unwrap_err();
+        assert!(matches!(err, TimeoutError::TooEarly { .. }), "{err}");
+        h.chain.mine_blocks(1, &burn_script()).unwrap();
+    }
+    for c in 0..6u32 {
+        let claim = claim_timeouts(&h.chain, &view(&h, c), rate, None).unwrap();
+        if c == 2 || c == 3 {
+            // The exited leaf: the channel is bumped with the fee coin; the stock waits.
+            assert_eq!(claim.sent.len(), 1, "client {c}");
+            assert_eq!(claim.unpaid.len(), 1, "client {c}");
+        } else {
+            assert!(claim.unpaid.is_empty());
+        }
+    }
+    // Client 2 pays for the stock's timeout from its wallet.
+    let mut wallet = OnchainWallet::from_seed([0x42; 32]).unwrap();
+    let addr = wallet.new_address();
+    h.faucet
+        .fund(&h.chain, &addr, Amount::from_sat(50_000))
+        .unwrap();
+    let claim = claim_timeouts(&h.chain, &view(&h, 2), rate, Some(&mut wallet)).unwrap();
+    assert_eq!(claim.sent.len(), 1);
+    assert!(claim.unpaid.is_empty());
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(h.chain.mempool_len(), 0);
+    // Every client but 3 now holds its capacity and its stock share at its payout script.
+    let stock = h.factory.params().config.stock_per_client;
+    let tip = h.chain.tip().unwrap().height;
+    for c in [0u32, 1, 2, 4, 5] {
+        let script = h.factory.client_payout_script(ClientId(c));
+        let mut got = Amount::ZERO;
+        for height in t..=tip {
+            let block = h.chain.block_at(height).unwrap().unwrap();
+            for tx in &block.txdata {
+                got += tx
+                    .output
+                    .iter()
+                    .filter(|o| o.script_pubkey == script)
+                    .map(|o| o.value)
+                    .sum::<Amount>();
+            }
+        }
+        assert!(got >= capacity(c) + stock, "client {c} got {got}");
+    }
+}
