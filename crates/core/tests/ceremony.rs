@@ -207,3 +207,65 @@ fn a_client_refuses_to_go_live_on_a_bad_or_missing_final_signature() {
     cs[2].finish(&good).unwrap();
     assert!(cs[2].is_live());
 }
+
+#[test]
+fn a_lying_lsp_cannot_make_a_client_panic_or_sign_twice() {
+    let s = setup(3);
+    let (mut lsp, mut cs) = to_round2(&s);
+    let mut agg = lsp.agg_nonces_for(ClientId(1)).unwrap();
+    // Garbage aggregated nonce bytes: a typed error, and the secret nonces are gone.
+    agg.nonces[0].1 .0 = [0xab; 66];
+    assert!(cs[1].round2(&agg).is_err());
+    let good = lsp.agg_nonces_for(ClientId(1)).unwrap();
+    assert!(matches!(
+        cs[1].round2(&good),
+        Err(CeremonyError::WrongPhase(_))
+    ));
+    // Aggregated nonces for another client's transactions: refused before signing anything.
+    let other = lsp.agg_nonces_for(ClientId(0)).unwrap();
+    assert!(matches!(
+        cs[2].round2(&other),
+        Err(CeremonyError::WrongJobs { .. })
+    ));
+    // The honest path still works for that client.
+    let mine = lsp.agg_nonces_for(ClientId(2)).unwrap();
+    assert!(cs[2].round2(&mine).is_ok());
+}
+
+#[test]
+fn tiny_and_huge_amounts() {
+    use superscalar_core::shape::ShapeError;
+    use superscalar_core::FactoryError;
+    let lsp = keypair(200);
+    let clients: Vec<Keypair> = (0..3).map(keypair).collect();
+    let make = |cap: Amount| {
+        Factory::new(FactoryParams {
+            id: FactoryId([7; 32]),
+            config: FactoryConfig::regtest(),
+            lsp_key: PublicKey::new(lsp.public_key()),
+            clients: clients
+                .iter()
+                .map(|k| ClientSpec::new(PublicKey::new(k.public_key()), cap))
+                .collect(),
+            creation_height: 100,
+        })
+    };
+    // The dust limit itself works end to end (signing included).
+    let f = Arc::new(make(Amount::from_sat(330)).unwrap());
+    let funding = OutPoint::new(Txid::from_byte_array([9; 32]), 0);
+    run_in_process(&f, lsp, &clients, funding).unwrap();
+    assert!(matches!(
+        make(Amount::from_sat(329)),
+        Err(FactoryError::Shape(ShapeError::Amount(_)))
+    ));
+    // More than exists: a typed error, no overflow panic.
+    assert!(matches!(
+        make(Amount::MAX_MONEY),
+        Err(FactoryError::Shape(ShapeError::Amount(_)))
+    ));
+    assert!(matches!(
+        make(Amount::MAX),
+        Err(FactoryError::Shape(ShapeError::Amount(_)))
+    ));
+    assert!(make(Amount::from_btc(1_000.0).unwrap()).is_ok());
+}
