@@ -7,6 +7,7 @@ pub mod ceremony;
 pub mod factory;
 pub mod musig;
 pub mod odometer;
+pub mod shachain;
 pub mod shape;
 pub mod tree;
 pub mod types;
