@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod ceremony;
+pub mod channel;
 pub mod factory;
 pub mod musig;
 pub mod odometer;
