@@ -130,6 +130,27 @@ impl std::fmt::Debug for SecNonce {
     }
 }
 
+impl SecNonce {
+    /// A secret nonce from its BIP-327 serialization (k1 || k2 || signer public key): only for
+    /// reproducing published test vectors. Never sign twice with the same secret nonce.
+    pub fn dangerous_from_bip327(bytes: &[u8; 97]) -> Result<Self, MusigError> {
+        let pk = musig::PublicKey::from_slice(&bytes[64..])
+            .map_err(|e| MusigError::Keys(e.to_string()))?;
+        // Let libsecp write its own layout (magic, stored key), then put the two scalars in.
+        let (template, _) = musig::musig::new_nonce_pair(
+            SessionSecretRand::assume_uniformly_random([0x5a; 32]),
+            None,
+            None,
+            pk,
+            None,
+            None,
+        );
+        let mut raw = template.dangerous_into_bytes();
+        raw[4..68].copy_from_slice(&bytes[..64]);
+        Ok(SecNonce(SecretNonce::dangerous_from_bytes(raw)))
+    }
+}
+
 impl TweakedAggregateKey {
     /// The taproot output key.
     pub fn output_key(&self) -> XOnlyPublicKey {
