@@ -200,7 +200,7 @@ fn client_closes_with_its_commitment_paid_by_the_fee_coin_and_claims_to_local_af
     let sighash = SighashCache::new(&claim)
         .taproot_script_spend_signature_hash(
             0,
-            &Prevouts::All(&[spent.clone()]),
+            &Prevouts::All(std::slice::from_ref(&spent)),
             TapLeafHash::from_script(&leaf, LeafVersion::TapScript),
             TapSighashType::Default,
         )
