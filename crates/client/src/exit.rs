@@ -87,6 +87,13 @@ impl UnilateralExit {
         let Some(first) = path.first() else {
             return Err(ExitError::InvalidPath("no tree transactions".into()));
         };
+        if let Some(bad) = path.iter().find(|s| s.tx.input.len() != 1) {
+            return Err(ExitError::InvalidPath(format!(
+                "{:?} has {} inputs; tree transactions have exactly one",
+                bad.kind,
+                bad.tx.input.len()
+            )));
+        }
         for w in path.windows(2) {
             if w[1].tx.input[0].previous_output.txid != w[0].tx.compute_txid() {
                 return Err(ExitError::InvalidPath(format!(

@@ -53,7 +53,8 @@ pub struct ExitPackage {
 
 fn packaged(s: &SignedTx) -> PackagedTx {
     let out: Amount = s.tx.output.iter().map(|o| o.value).sum();
-    let seq = s.tx.input[0].sequence;
+    let input = s.tx.input.first();
+    let seq = input.map_or(bitcoin::Sequence::MAX, |i| i.sequence);
     let relative_delay = if seq.is_relative_lock_time() && seq.is_height_locked() {
         seq.0 & 0xffff
     } else {
@@ -68,7 +69,7 @@ fn packaged(s: &SignedTx) -> PackagedTx {
         },
         txid: s.tx.compute_txid(),
         hex: serialize_hex(&s.tx),
-        parent: s.tx.input[0].previous_output.txid,
+        parent: input.map_or(OutPoint::null().txid, |i| i.previous_output.txid),
         relative_delay,
         absolute_lock: (lock > 0).then_some(lock + 1),
         vbytes: s.tx.vsize() as u64,
@@ -96,7 +97,7 @@ impl ExitPackage {
             .collect();
         let funding = signed
             .iter()
-            .find(|s| s.tx.input[0].previous_output == funding_outpoint)
+            .find(|s| s.tx.input.first().map(|i| i.previous_output) == Some(funding_outpoint))
             .map(|s| s.spent.clone());
         ExitPackage {
             factory: factory.params().id,

@@ -136,3 +136,29 @@ fn a_client_with_coins_cpfps_kickoffs_when_fees_are_high() {
         "the wallet paid for the bumps"
     );
 }
+
+#[test]
+fn a_corrupted_exit_path_is_refused_not_a_panic() {
+    use superscalar_client::{ExitError, UnilateralExit};
+    let h = build(2, FactoryConfig::regtest());
+    let mut signed = h.clients[0].signed().to_vec();
+    assert!(matches!(
+        UnilateralExit::new(&[]),
+        Err(ExitError::InvalidPath(_))
+    ));
+    // Out of order.
+    signed.swap(0, 1);
+    assert!(matches!(
+        UnilateralExit::new(&signed),
+        Err(ExitError::InvalidPath(_))
+    ));
+    // A transaction without inputs.
+    signed.swap(0, 1);
+    signed[1].tx.input.clear();
+    assert!(matches!(
+        UnilateralExit::new(&signed),
+        Err(ExitError::InvalidPath(_))
+    ));
+    let package = superscalar_client::ExitPackage::new(&h.factory, ClientId(0), h.funding, &signed);
+    assert!(!package.to_json().is_empty());
+}
