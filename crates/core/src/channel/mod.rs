@@ -2,4 +2,5 @@
 //! output, in the BOLT taproot zero-fee-commitment format.
 
 pub mod commitment;
+pub mod deadlines;
 pub mod keys;
