@@ -176,6 +176,19 @@ impl TweakedAggregateKey {
         (SecNonce(sec), PubNonce(public.serialize()))
     }
 
+    /// A nonce pair that is a function of `seed` (and the signer's key): re-derivable after a
+    /// restart instead of stored. `seed` must never be used for two different messages.
+    pub fn deterministic_nonce(&self, signer: &Keypair, seed: [u8; 32]) -> (SecNonce, PubNonce) {
+        let pk = musig::PublicKey::from_slice(&signer.public_key().serialize())
+            .expect("a keypair's public key is valid");
+        let sk =
+            musig::SecretKey::from_secret_bytes(signer.secret_bytes()).expect("valid secret key");
+        let secrand = SessionSecretRand::assume_unique_per_nonce_gen(seed, &sk);
+        let (sec, public) =
+            musig::musig::new_nonce_pair(secrand, Some(&self.cache), Some(sk), pk, None, None);
+        (SecNonce(sec), PubNonce(public.serialize()))
+    }
+
     /// Sign `msg` with `signer`, consuming the secret nonce.
     pub fn partial_sign(
         &self,

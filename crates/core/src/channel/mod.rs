@@ -4,3 +4,4 @@
 pub mod commitment;
 pub mod deadlines;
 pub mod keys;
+pub mod state;

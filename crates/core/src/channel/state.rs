@@ -1,0 +1,902 @@
+//! The channel state machine of one side of a leaf channel: HTLC updates, commitment signatures
+//! (MuSig2 over the factory's channel output) and revocation, in lock step.
+//!
+//! A round: one side proposes updates (add, fulfill, fail) and sends `CommitmentSigned`; the other
+//! answers `RevokeAndAck` and its own `CommitmentSigned`; the first answers `RevokeAndAck`. The
+//! updates then count on both sides. Every message is checked before anything changes: a refused
+//! message leaves the channel exactly as it was.
+//!
+//! Commitment signatures: each side publishes, ahead of time, the public "verification nonce"
+//! for its next commitment, derived deterministically from its seed and the commitment number
+//! (re-derivable, never stored); the signer adds a fresh nonce, sends its partial signature, and
+//! the holder completes the signature only when it publishes its commitment.
+
+use std::collections::BTreeMap;
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::key::{Keypair, PublicKey as BtcPublicKey};
+use bitcoin::secp256k1::schnorr::Signature;
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::{Amount, OutPoint, TapSighashType, Transaction, TxOut, Witness};
+use thiserror::Error;
+
+use super::commitment::{
+    build_commitment, build_htlc_tx, htlc_leaves, htlc_sighash, htlc_spend_info, htlc_witness,
+    obscure_factor, ChannelStatic, CommitmentKeys, CommitmentOutput, Htlc,
+};
+use super::keys::{derive_privkey, derive_pubkey, per_commitment_point, revocation_pubkey};
+use crate::factory::Factory;
+use crate::musig::{aggregate_nonces, MusigError, PartialSig, PubNonce, TweakedAggregateKey};
+use crate::shachain::{index_of, SecretGenerator, SecretStore, ShachainError};
+
+/// Limits one side imposes on what the other may add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelLimits {
+    /// Most HTLCs the other side may have pending towards us.
+    pub max_accepted_htlcs: u16,
+    /// Most msat in flight in HTLCs.
+    pub max_htlc_value_in_flight_msat: u64,
+    /// Smallest HTLC accepted.
+    pub htlc_minimum_msat: u64,
+    /// Balance each side must keep (msat).
+    pub channel_reserve_msat: u64,
+    /// Dust limit of commitments.
+    pub dust_limit: Amount,
+    /// Relative delay on the holder's own outputs.
+    pub to_self_delay: u16,
+    /// Smallest distance between the current height and an HTLC's expiry.
+    pub min_cltv_expiry_delta: u32,
+}
+
+impl Default for ChannelLimits {
+    fn default() -> Self {
+        ChannelLimits {
+            max_accepted_htlcs: 114,
+            max_htlc_value_in_flight_msat: u64::MAX,
+            htlc_minimum_msat: 1,
+            channel_reserve_msat: 0,
+            dust_limit: Amount::from_sat(330),
+            to_self_delay: 144,
+            min_cltv_expiry_delta: 18,
+        }
+    }
+}
+
+/// The public basepoints of one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Basepoints {
+    /// Payment basepoint (to_remote of the other side's commitments).
+    pub payment: PublicKey,
+    /// Delayed payment basepoint.
+    pub delayed_payment: PublicKey,
+    /// HTLC basepoint.
+    pub htlc: PublicKey,
+    /// Revocation basepoint.
+    pub revocation: PublicKey,
+}
+
+/// The secrets of one side.
+#[derive(Clone)]
+pub struct ChannelSecrets {
+    /// Payment base secret.
+    pub payment: SecretKey,
+    /// Delayed payment base secret.
+    pub delayed_payment: SecretKey,
+    /// HTLC base secret.
+    pub htlc: SecretKey,
+    /// Revocation base secret.
+    pub revocation: SecretKey,
+    /// Seed of the per-commitment secrets (shachain) and of the verification nonces.
+    pub seed: [u8; 32],
+    /// The funding key (this side's key in the channel output's MuSig2).
+    pub funding: Keypair,
+}
+
+impl std::fmt::Debug for ChannelSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelSecrets(..)")
+    }
+}
+
+impl ChannelSecrets {
+    /// The public basepoints.
+    pub fn basepoints(&self) -> Basepoints {
+        let secp = Secp256k1::signing_only();
+        Basepoints {
+            payment: PublicKey::from_secret_key(&secp, &self.payment),
+            delayed_payment: PublicKey::from_secret_key(&secp, &self.delayed_payment),
+            htlc: PublicKey::from_secret_key(&secp, &self.htlc),
+            revocation: PublicKey::from_secret_key(&secp, &self.revocation),
+        }
+    }
+
+    fn per_commitment_secret(&self, n: u64) -> SecretKey {
+        let s = SecretGenerator::new(self.seed)
+            .secret(index_of(n))
+            .expect("index_of stays in range");
+        SecretKey::from_slice(&s)
+            .expect("a shachain secret is a valid key with overwhelming probability")
+    }
+
+    fn verification_seed(&self, n: u64) -> [u8; 32] {
+        let mut data = b"superscalar/verification-nonce".to_vec();
+        data.extend_from_slice(&self.seed);
+        data.extend_from_slice(&n.to_be_bytes());
+        sha256::Hash::hash(&data).to_byte_array()
+    }
+}
+
+/// What the other side must know to start: its view of this side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelAnnouncement {
+    /// Basepoints.
+    pub basepoints: Basepoints,
+    /// This side's key in the channel output's MuSig2.
+    pub funding_key: PublicKey,
+    /// Per-commitment points of commitments 0 and 1.
+    pub points: [PublicKey; 2],
+    /// Verification nonce of commitment 1 (the first one signed).
+    pub nonce: PubNonce,
+}
+
+/// Add an HTLC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateAddHtlc {
+    /// Sender's id for it (strictly increasing).
+    pub id: u64,
+    /// Amount.
+    pub amount_msat: u64,
+    /// Payment hash.
+    pub payment_hash: [u8; 32],
+    /// Absolute expiry.
+    pub cltv_expiry: u32,
+}
+
+/// Settle an HTLC the sender received, with its preimage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateFulfillHtlc {
+    /// The HTLC (the id its offerer gave it).
+    pub id: u64,
+    /// The preimage.
+    pub preimage: [u8; 32],
+}
+
+/// Fail an HTLC the sender received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateFailHtlc {
+    /// The HTLC (the id its offerer gave it).
+    pub id: u64,
+}
+
+/// A signature of the receiver's next commitment and of its HTLC transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitmentSigned {
+    /// The sender's MuSig2 partial signature.
+    pub partial_sig: PartialSig,
+    /// The sender's nonce for it.
+    pub nonce: PubNonce,
+    /// One signature per HTLC output, in output order.
+    pub htlc_signatures: Vec<Signature>,
+}
+
+/// Revocation of the sender's previous commitment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokeAndAck {
+    /// The per-commitment secret of the revoked commitment.
+    pub per_commitment_secret: [u8; 32],
+    /// The point of the commitment after the next one.
+    pub next_point: PublicKey,
+    /// The verification nonce for the sender's next commitment after the current one.
+    pub next_nonce: PubNonce,
+}
+
+/// A refused message or request; the channel is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ChannelError {
+    /// An HTLC amount below the minimum.
+    #[error("HTLC of {amount} msat is below the minimum of {min} msat")]
+    HtlcTooSmall {
+        /// The amount.
+        amount: u64,
+        /// The minimum.
+        min: u64,
+    },
+    /// The offerer cannot afford it (balance minus reserve and pending HTLCs).
+    #[error("cannot afford {amount} msat: {available} msat available above the reserve")]
+    InsufficientBalance {
+        /// The amount.
+        amount: u64,
+        /// What is available.
+        available: u64,
+    },
+    /// Too many HTLCs pending.
+    #[error("too many HTLCs pending (max {0})")]
+    TooManyHtlcs(u16),
+    /// Too much value in flight.
+    #[error("value in flight would exceed {0} msat")]
+    TooMuchInFlight(u64),
+    /// The expiry is too close or in the past.
+    #[error(
+        "HTLC expiry {expiry} is too close to the current height {height} (min delta {delta})"
+    )]
+    ExpiryTooSoon {
+        /// The expiry.
+        expiry: u32,
+        /// The current height.
+        height: u32,
+        /// The minimum delta.
+        delta: u32,
+    },
+    /// HTLC ids must increase.
+    #[error("HTLC id {0} is not the next one")]
+    BadHtlcId(u64),
+    /// No such HTLC, or not one the sender may settle.
+    #[error("no pending HTLC {0} that this side may settle")]
+    UnknownHtlc(u64),
+    /// The preimage does not hash to the payment hash.
+    #[error("wrong preimage for HTLC {0}")]
+    WrongPreimage(u64),
+    /// A commitment or HTLC signature does not verify.
+    #[error("invalid signature: {0}")]
+    BadSignature(&'static str),
+    /// A revocation secret that does not match the revoked commitment.
+    #[error("the revocation secret does not match the revoked commitment")]
+    WrongSecret,
+    /// Shachain inconsistency.
+    #[error(transparent)]
+    Shachain(#[from] ShachainError),
+    /// A message out of order.
+    #[error("out of order: {0}")]
+    WrongPhase(&'static str),
+    /// MuSig2 failure.
+    #[error(transparent)]
+    Musig(#[from] MusigError),
+}
+
+/// An HTLC as tracked by a channel side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HtlcEntry {
+    offered_by_us: bool,
+    id: u64,
+    amount_msat: u64,
+    payment_hash: [u8; 32],
+    cltv_expiry: u32,
+}
+
+/// Balances and HTLCs of one state of the channel, from this side's point of view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct State {
+    ours_msat: u64,
+    theirs_msat: u64,
+    htlcs: BTreeMap<(bool, u64), HtlcEntry>,
+}
+
+impl State {
+    fn in_flight(&self, offered_by_us: bool) -> (u64, usize) {
+        self.htlcs
+            .values()
+            .filter(|h| h.offered_by_us == offered_by_us)
+            .fold((0, 0), |(a, n), h| (a + h.amount_msat, n + 1))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No round in progress.
+    Idle,
+    /// We started the round with our signature; waiting for their revocation, then their
+    /// signature.
+    SentSignature { got_revocation: bool },
+    /// They started the round; we revoked and owe them our signature.
+    OweSignature,
+    /// We signed after revoking; their revocation ends the round.
+    AwaitingFinalRevocation,
+}
+
+/// One side of a leaf channel.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    secrets: ChannelSecrets,
+    their: Basepoints,
+    limits: ChannelLimits,
+    their_limits: ChannelLimits,
+    funding_key: TweakedAggregateKey,
+    funding: TxOut,
+    funding_outpoint: OutPoint,
+    obscure: u64,
+    committed: State,
+    next: State,
+    our_commitment_number: u64,
+    their_commitment_number: u64,
+    their_points: BTreeMap<u64, PublicKey>,
+    their_nonces: BTreeMap<u64, PubNonce>,
+    their_funding: PublicKey,
+    their_secrets: SecretStore,
+    /// Their signature of our latest commitment: (partial, their nonce, HTLC signatures, state).
+    our_latest_sig: Option<(PartialSig, PubNonce, Vec<Signature>, State)>,
+    next_our_id: u64,
+    next_their_id: u64,
+    phase: Phase,
+}
+
+/// Parameters both sides agree on.
+#[derive(Debug, Clone)]
+pub struct ChannelSetup {
+    /// The channel output (a factory leaf output).
+    pub funding_outpoint: OutPoint,
+    /// Its script and value.
+    pub funding: TxOut,
+    /// The MuSig2 key of the channel output (both funding keys, taproot-tweaked).
+    pub funding_key: TweakedAggregateKey,
+    /// Whether this side opened the channel (the LSP does).
+    pub we_opened: bool,
+    /// Our balance at start (msat); the rest of the capacity is theirs.
+    pub our_balance_msat: u64,
+}
+
+impl Channel {
+    /// What the other side needs from us to start.
+    pub fn announcement(
+        secrets: &ChannelSecrets,
+        funding_key: &TweakedAggregateKey,
+    ) -> ChannelAnnouncement {
+        let point = |n| per_commitment_point(&secrets.per_commitment_secret(n));
+        let (_, nonce) =
+            funding_key.deterministic_nonce(&secrets.funding, secrets.verification_seed(1));
+        ChannelAnnouncement {
+            basepoints: secrets.basepoints(),
+            funding_key: secrets.funding.public_key(),
+            points: [point(0), point(1)],
+            nonce,
+        }
+    }
+
+    /// Open one side, given the other side's announcement.
+    pub fn new(
+        setup: ChannelSetup,
+        secrets: ChannelSecrets,
+        limits: ChannelLimits,
+        theirs: ChannelAnnouncement,
+        their_limits: ChannelLimits,
+    ) -> Self {
+        let capacity_msat = setup.funding.value.to_sat() * 1000;
+        let ours = setup.our_balance_msat.min(capacity_msat);
+        let state = State {
+            ours_msat: ours,
+            theirs_msat: capacity_msat - ours,
+            htlcs: BTreeMap::new(),
+        };
+        let mine = secrets.basepoints();
+        let obscure = if setup.we_opened {
+            obscure_factor(&mine.payment, &theirs.basepoints.payment)
+        } else {
+            obscure_factor(&theirs.basepoints.payment, &mine.payment)
+        };
+        Channel {
+            secrets,
+            their: theirs.basepoints,
+            limits,
+            their_limits,
+            funding_key: setup.funding_key,
+            funding: setup.funding,
+            funding_outpoint: setup.funding_outpoint,
+            obscure,
+            committed: state.clone(),
+            next: state,
+            our_commitment_number: 0,
+            their_commitment_number: 0,
+            their_points: BTreeMap::from([(0, theirs.points[0]), (1, theirs.points[1])]),
+            their_nonces: BTreeMap::from([(1, theirs.nonce)]),
+            their_funding: theirs.funding_key,
+            their_secrets: SecretStore::new(),
+            our_latest_sig: None,
+            next_our_id: 0,
+            next_their_id: 0,
+            phase: Phase::Idle,
+        }
+    }
+
+    /// Our balance in the latest state both sides committed to (msat).
+    pub fn balance_msat(&self) -> u64 {
+        self.committed.ours_msat
+    }
+
+    /// Their balance in the latest committed state (msat).
+    pub fn their_balance_msat(&self) -> u64 {
+        self.committed.theirs_msat
+    }
+
+    /// HTLCs pending in the committed state.
+    pub fn pending_htlcs(&self) -> usize {
+        self.committed.htlcs.len()
+    }
+
+    /// Whether a round is in progress.
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle && self.next == self.committed
+    }
+
+    // ---- updates --------------------------------------------------------------------------
+
+    fn check_add(
+        &self,
+        state: &State,
+        offered_by_us: bool,
+        add: &UpdateAddHtlc,
+        height: u32,
+    ) -> Result<(), ChannelError> {
+        // The receiver's limits apply.
+        let limits = if offered_by_us {
+            &self.their_limits
+        } else {
+            &self.limits
+        };
+        if add.amount_msat < limits.htlc_minimum_msat || add.amount_msat == 0 {
+            return Err(ChannelError::HtlcTooSmall {
+                amount: add.amount_msat,
+                min: limits.htlc_minimum_msat.max(1),
+            });
+        }
+        let (flight, count) = state.in_flight(offered_by_us);
+        if count + 1 > usize::from(limits.max_accepted_htlcs) {
+            return Err(ChannelError::TooManyHtlcs(limits.max_accepted_htlcs));
+        }
+        if flight.saturating_add(add.amount_msat) > limits.max_htlc_value_in_flight_msat {
+            return Err(ChannelError::TooMuchInFlight(
+                limits.max_htlc_value_in_flight_msat,
+            ));
+        }
+        let balance = if offered_by_us {
+            state.ours_msat
+        } else {
+            state.theirs_msat
+        };
+        let available = balance.saturating_sub(limits.channel_reserve_msat);
+        if add.amount_msat > available {
+            return Err(ChannelError::InsufficientBalance {
+                amount: add.amount_msat,
+                available,
+            });
+        }
+        if add.cltv_expiry < height.saturating_add(limits.min_cltv_expiry_delta) {
+            return Err(ChannelError::ExpiryTooSoon {
+                expiry: add.cltv_expiry,
+                height,
+                delta: limits.min_cltv_expiry_delta,
+            });
+        }
+        Ok(())
+    }
+
+    fn apply_add(state: &mut State, offered_by_us: bool, add: &UpdateAddHtlc) {
+        if offered_by_us {
+            state.ours_msat -= add.amount_msat;
+        } else {
+            state.theirs_msat -= add.amount_msat;
+        }
+        state.htlcs.insert(
+            (offered_by_us, add.id),
+            HtlcEntry {
+                offered_by_us,
+                id: add.id,
+                amount_msat: add.amount_msat,
+                payment_hash: add.payment_hash,
+                cltv_expiry: add.cltv_expiry,
+            },
+        );
+    }
+
+    fn ensure_can_update(&self) -> Result<(), ChannelError> {
+        match self.phase {
+            Phase::Idle => Ok(()),
+            _ => Err(ChannelError::WrongPhase(
+                "updates wait until the current round is complete",
+            )),
+        }
+    }
+
+    /// Offer an HTLC to the other side.
+    pub fn add_htlc(
+        &mut self,
+        amount_msat: u64,
+        payment_hash: [u8; 32],
+        cltv_expiry: u32,
+        height: u32,
+    ) -> Result<UpdateAddHtlc, ChannelError> {
+        self.ensure_can_update()?;
+        let add = UpdateAddHtlc {
+            id: self.next_our_id,
+            amount_msat,
+            payment_hash,
+            cltv_expiry,
+        };
+        self.check_add(&self.next, true, &add, height)?;
+        Self::apply_add(&mut self.next, true, &add);
+        self.next_our_id += 1;
+        Ok(add)
+    }
+
+    /// Take an HTLC the other side offers.
+    pub fn receive_add(&mut self, add: &UpdateAddHtlc, height: u32) -> Result<(), ChannelError> {
+        self.ensure_can_update()?;
+        if add.id != self.next_their_id {
+            return Err(ChannelError::BadHtlcId(add.id));
+        }
+        self.check_add(&self.next, false, add, height)?;
+        Self::apply_add(&mut self.next, false, add);
+        self.next_their_id += 1;
+        Ok(())
+    }
+
+    fn settle(state: &mut State, offered_by_us: bool, id: u64, success: bool) {
+        let h = state
+            .htlcs
+            .remove(&(offered_by_us, id))
+            .expect("checked by the caller");
+        // Fulfilled: the receiver of the HTLC gets it; failed: it returns to its offerer.
+        let to_us = offered_by_us != success;
+        if to_us {
+            state.ours_msat += h.amount_msat;
+        } else {
+            state.theirs_msat += h.amount_msat;
+        }
+    }
+
+    fn find(&self, offered_by_us: bool, id: u64) -> Result<HtlcEntry, ChannelError> {
+        // Only HTLCs already committed by both sides can be settled.
+        match (
+            self.committed.htlcs.get(&(offered_by_us, id)),
+            self.next.htlcs.get(&(offered_by_us, id)),
+        ) {
+            (Some(h), Some(_)) => Ok(*h),
+            _ => Err(ChannelError::UnknownHtlc(id)),
+        }
+    }
+
+    /// Settle an HTLC the other side offered us, with its preimage.
+    pub fn fulfill_htlc(
+        &mut self,
+        id: u64,
+        preimage: [u8; 32],
+    ) -> Result<UpdateFulfillHtlc, ChannelError> {
+        self.ensure_can_update()?;
+        let h = self.find(false, id)?;
+        if sha256::Hash::hash(&preimage).to_byte_array() != h.payment_hash {
+            return Err(ChannelError::WrongPreimage(id));
+        }
+        Self::settle(&mut self.next, false, id, true);
+        Ok(UpdateFulfillHtlc { id, preimage })
+    }
+
+    /// The other side settles an HTLC we offered; returns the preimage to pass upstream.
+    pub fn receive_fulfill(&mut self, msg: &UpdateFulfillHtlc) -> Result<[u8; 32], ChannelError> {
+        self.ensure_can_update()?;
+        let h = self.find(true, msg.id)?;
+        if sha256::Hash::hash(&msg.preimage).to_byte_array() != h.payment_hash {
+            return Err(ChannelError::WrongPreimage(msg.id));
+        }
+        Self::settle(&mut self.next, true, msg.id, true);
+        Ok(msg.preimage)
+    }
+
+    /// Fail an HTLC the other side offered us.
+    pub fn fail_htlc(&mut self, id: u64) -> Result<UpdateFailHtlc, ChannelError> {
+        self.ensure_can_update()?;
+        self.find(false, id)?;
+        Self::settle(&mut self.next, false, id, false);
+        Ok(UpdateFailHtlc { id })
+    }
+
+    /// The other side fails an HTLC we offered.
+    pub fn receive_fail(&mut self, msg: &UpdateFailHtlc) -> Result<(), ChannelError> {
+        self.ensure_can_update()?;
+        self.find(true, msg.id)?;
+        Self::settle(&mut self.next, true, msg.id, false);
+        Ok(())
+    }
+
+    // ---- commitments ----------------------------------------------------------------------
+
+    fn chan_static(&self, holder_is_us: bool) -> ChannelStatic {
+        let (to_self_delay, dust_limit) = if holder_is_us {
+            // Our outputs wait for the delay they require of us.
+            (self.their_limits.to_self_delay, self.limits.dust_limit)
+        } else {
+            (self.limits.to_self_delay, self.their_limits.dust_limit)
+        };
+        ChannelStatic {
+            funding_outpoint: self.funding_outpoint,
+            funding_amount: self.funding.value,
+            obscure_factor: self.obscure,
+            to_self_delay,
+            dust_limit,
+        }
+    }
+
+    /// Keys of a commitment: ours (`holder_is_us`) at our point, or theirs at their point.
+    fn commitment_keys(&self, holder_is_us: bool, point: &PublicKey) -> CommitmentKeys {
+        let mine = self.secrets.basepoints();
+        let (holder, counter) = if holder_is_us {
+            (mine, self.their)
+        } else {
+            (self.their, mine)
+        };
+        CommitmentKeys {
+            revocation: revocation_pubkey(&counter.revocation, point),
+            local_delayed: derive_pubkey(&holder.delayed_payment, point),
+            local_htlc: derive_pubkey(&holder.htlc, point),
+            remote_htlc: derive_pubkey(&counter.htlc, point),
+            remote_payment: counter.payment,
+        }
+    }
+
+    fn htlc_list(state: &State, holder_is_us: bool) -> Vec<Htlc> {
+        state
+            .htlcs
+            .values()
+            .map(|h| Htlc {
+                offered: h.offered_by_us == holder_is_us,
+                amount_msat: h.amount_msat,
+                payment_hash: h.payment_hash,
+                cltv_expiry: h.cltv_expiry,
+            })
+            .collect()
+    }
+
+    /// Build the commitment of `holder_is_us` side, number `n`, at `state`.
+    fn commitment(
+        &self,
+        holder_is_us: bool,
+        n: u64,
+        state: &State,
+        point: &PublicKey,
+    ) -> (Transaction, Vec<(u32, Htlc)>, CommitmentKeys) {
+        let keys = self.commitment_keys(holder_is_us, point);
+        let htlcs = Self::htlc_list(state, holder_is_us);
+        let (local, remote) = if holder_is_us {
+            (state.ours_msat, state.theirs_msat)
+        } else {
+            (state.theirs_msat, state.ours_msat)
+        };
+        let c = build_commitment(
+            &self.chan_static(holder_is_us),
+            &keys,
+            n,
+            local,
+            remote,
+            &htlcs,
+        );
+        let htlc_outputs = c
+            .outputs
+            .iter()
+            .enumerate()
+            .filter_map(|(vout, o)| match o {
+                CommitmentOutput::Htlc(i) => Some((vout as u32, htlcs[*i])),
+                _ => None,
+            })
+            .collect();
+        (c.tx, htlc_outputs, keys)
+    }
+
+    fn htlc_txs(
+        &self,
+        commitment: &Transaction,
+        htlcs: &[(u32, Htlc)],
+        keys: &CommitmentKeys,
+        to_self_delay: u16,
+    ) -> Vec<(Transaction, TxOut, bitcoin::ScriptBuf)> {
+        let txid = commitment.compute_txid();
+        htlcs
+            .iter()
+            .map(|(vout, h)| {
+                let tx = build_htlc_tx(txid, *vout, h, keys, to_self_delay);
+                let (timeout, success) = htlc_leaves(keys, h);
+                let leaf = if h.offered { timeout } else { success };
+                (tx, commitment.output[*vout as usize].clone(), leaf)
+            })
+            .collect()
+    }
+
+    /// Sign the other side's next commitment (with every update proposed so far).
+    pub fn sign_commitment(&mut self) -> Result<CommitmentSigned, ChannelError> {
+        let next_phase = match self.phase {
+            Phase::Idle => Phase::SentSignature {
+                got_revocation: false,
+            },
+            Phase::OweSignature => Phase::AwaitingFinalRevocation,
+            _ => {
+                return Err(ChannelError::WrongPhase(
+                    "a signature is already outstanding",
+                ))
+            }
+        };
+        let n = self.their_commitment_number + 1;
+        let point = *self.their_points.get(&n).ok_or(ChannelError::WrongPhase(
+            "their next point is not known yet",
+        ))?;
+        let their_nonce = *self.their_nonces.get(&n).ok_or(ChannelError::WrongPhase(
+            "their next verification nonce is not known yet",
+        ))?;
+        let (tx, htlcs, keys) = self.commitment(false, n, &self.next, &point);
+        let msg = Factory::sighash(&tx, &self.funding);
+        let (sec, nonce) = self.funding_key.nonce_gen(&self.secrets.funding, &msg);
+        let agg = aggregate_nonces(&[their_nonce, nonce])?;
+        let partial_sig = self
+            .funding_key
+            .partial_sign(sec, &self.secrets.funding, &agg, &msg)?;
+        let secp = Secp256k1::signing_only();
+        let htlc_key = Keypair::from_secret_key(&secp, &derive_privkey(&self.secrets.htlc, &point));
+        let htlc_signatures = self
+            .htlc_txs(&tx, &htlcs, &keys, self.limits.to_self_delay)
+            .iter()
+            .map(|(htx, spent, leaf)| {
+                let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
+                secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), &htlc_key)
+            })
+            .collect();
+        self.phase = next_phase;
+        Ok(CommitmentSigned {
+            partial_sig,
+            nonce,
+            htlc_signatures,
+        })
+    }
+
+    /// Check their signature of our next commitment; revoke our previous one.
+    pub fn receive_commitment_signed(
+        &mut self,
+        msg: &CommitmentSigned,
+    ) -> Result<RevokeAndAck, ChannelError> {
+        let next_phase = match self.phase {
+            Phase::Idle => Phase::OweSignature,
+            Phase::SentSignature {
+                got_revocation: true,
+            } => Phase::Idle,
+            _ => return Err(ChannelError::WrongPhase("unexpected commitment signature")),
+        };
+        let n = self.our_commitment_number + 1;
+        let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
+        let (tx, htlcs, keys) = self.commitment(true, n, &self.next, &point);
+        let sighash = Factory::sighash(&tx, &self.funding);
+        let (_, our_nonce) = self
+            .funding_key
+            .deterministic_nonce(&self.secrets.funding, self.secrets.verification_seed(n));
+        let agg = aggregate_nonces(&[our_nonce, msg.nonce])
+            .map_err(|_| ChannelError::BadSignature("commitment nonce"))?;
+        let their_funding = BtcPublicKey::new(self.their_funding_key());
+        if !self
+            .funding_key
+            .partial_verify(&msg.partial_sig, &msg.nonce, &their_funding, &agg, &sighash)
+            .unwrap_or(false)
+        {
+            return Err(ChannelError::BadSignature("commitment partial signature"));
+        }
+        let htlc_txs = self.htlc_txs(&tx, &htlcs, &keys, self.their_limits.to_self_delay);
+        if htlc_txs.len() != msg.htlc_signatures.len() {
+            return Err(ChannelError::BadSignature(
+                "wrong number of HTLC signatures",
+            ));
+        }
+        let secp = Secp256k1::verification_only();
+        for ((htx, spent, leaf), sig) in htlc_txs.iter().zip(&msg.htlc_signatures) {
+            let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
+            secp.verify_schnorr(
+                sig,
+                &Message::from_digest(m),
+                &keys.remote_htlc.x_only_public_key().0,
+            )
+            .map_err(|_| ChannelError::BadSignature("HTLC signature"))?;
+        }
+        // Revoke the previous commitment: reveal its secret, announce the one after next.
+        let revoked = self.secrets.per_commitment_secret(n - 1);
+        let next_point = per_commitment_point(&self.secrets.per_commitment_secret(n + 1));
+        let (_, next_nonce) = self
+            .funding_key
+            .deterministic_nonce(&self.secrets.funding, self.secrets.verification_seed(n + 1));
+        self.our_commitment_number = n;
+        self.our_latest_sig = Some((
+            msg.partial_sig,
+            msg.nonce,
+            msg.htlc_signatures.clone(),
+            self.next.clone(),
+        ));
+        self.phase = next_phase;
+        self.finish_round_if_done();
+        Ok(RevokeAndAck {
+            per_commitment_secret: revoked.secret_bytes(),
+            next_point,
+            next_nonce,
+        })
+    }
+
+    /// Check their revocation of their previous commitment.
+    pub fn receive_revoke_and_ack(&mut self, msg: &RevokeAndAck) -> Result<(), ChannelError> {
+        let next_phase = match self.phase {
+            Phase::SentSignature {
+                got_revocation: false,
+            } => Phase::SentSignature {
+                got_revocation: true,
+            },
+            Phase::AwaitingFinalRevocation => Phase::Idle,
+            _ => return Err(ChannelError::WrongPhase("unexpected revocation")),
+        };
+        let revoked_n = self.their_commitment_number;
+        let expected = self
+            .their_points
+            .get(&revoked_n)
+            .ok_or(ChannelError::WrongSecret)?;
+        let secret = SecretKey::from_slice(&msg.per_commitment_secret)
+            .map_err(|_| ChannelError::WrongSecret)?;
+        if per_commitment_point(&secret) != *expected {
+            return Err(ChannelError::WrongSecret);
+        }
+        let mut store = self.their_secrets.clone();
+        store.provide(index_of(revoked_n), msg.per_commitment_secret)?;
+        self.their_secrets = store;
+        self.their_commitment_number = revoked_n + 1;
+        self.their_points.insert(revoked_n + 2, msg.next_point);
+        self.their_nonces.insert(revoked_n + 2, msg.next_nonce);
+        self.their_points.retain(|k, _| *k > revoked_n);
+        self.their_nonces.retain(|k, _| *k > revoked_n + 1);
+        self.phase = next_phase;
+        self.finish_round_if_done();
+        Ok(())
+    }
+
+    fn finish_round_if_done(&mut self) {
+        if self.phase == Phase::Idle {
+            self.committed = self.next.clone();
+        }
+    }
+
+    fn their_funding_key(&self) -> PublicKey {
+        self.their_funding
+    }
+
+    /// Secrets of their revoked commitments, for penalties.
+    pub fn their_revocation_secret(&self, n: u64) -> Option<[u8; 32]> {
+        self.their_secrets.get(index_of(n))
+    }
+
+    /// Our latest commitment, fully signed (completes the MuSig2 signature with our nonce).
+    pub fn signed_latest_commitment(
+        &self,
+    ) -> Result<(Transaction, Vec<Transaction>), ChannelError> {
+        let n = self.our_commitment_number;
+        let Some((their_partial, their_nonce, htlc_sigs, state)) = &self.our_latest_sig else {
+            return Err(ChannelError::WrongPhase(
+                "no commitment signed by the other side yet",
+            ));
+        };
+        let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
+        let (mut tx, htlcs, keys) = self.commitment(true, n, state, &point);
+        let sighash = Factory::sighash(&tx, &self.funding);
+        let (sec, our_nonce) = self
+            .funding_key
+            .deterministic_nonce(&self.secrets.funding, self.secrets.verification_seed(n));
+        let agg = aggregate_nonces(&[our_nonce, *their_nonce])?;
+        let ours = self
+            .funding_key
+            .partial_sign(sec, &self.secrets.funding, &agg, &sighash)?;
+        let sig = self
+            .funding_key
+            .aggregate(&agg, &sighash, &[ours, *their_partial])?;
+        tx.input[0].witness = Witness::from_slice(&[sig.as_ref()]);
+        let secp = Secp256k1::signing_only();
+        let htlc_key = Keypair::from_secret_key(&secp, &derive_privkey(&self.secrets.htlc, &point));
+        let mut second = Vec::new();
+        for ((mut htx, spent, leaf), (their_sig, (_, h))) in self
+            .htlc_txs(&tx, &htlcs, &keys, self.their_limits.to_self_delay)
+            .into_iter()
+            .zip(htlc_sigs.iter().zip(&htlcs))
+        {
+            let m = htlc_sighash(&htx, &spent, &leaf, TapSighashType::Default);
+            let ours = secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), &htlc_key);
+            // The preimage of a received HTLC is added by the caller when it has it.
+            let info = htlc_spend_info(&keys, h);
+            htx.input[0].witness = htlc_witness(their_sig, &ours, None, &leaf, &info);
+            second.push(htx);
+        }
+        Ok((tx, second))
+    }
+}
