@@ -248,6 +248,9 @@ pub enum ChannelError {
     /// A message out of order.
     #[error("out of order: {0}")]
     WrongPhase(&'static str),
+    /// The transaction is not a revoked commitment of the other side that we can punish.
+    #[error("not a revoked commitment of this channel: {0}")]
+    NotRevoked(&'static str),
     /// MuSig2 failure.
     #[error(transparent)]
     Musig(#[from] MusigError),
@@ -856,6 +859,94 @@ impl Channel {
     /// Secrets of their revoked commitments, for penalties.
     pub fn their_revocation_secret(&self, n: u64) -> Option<[u8; 32]> {
         self.their_secrets.get(index_of(n))
+    }
+
+    /// A justice transaction for a revoked commitment of the other side published on chain: it
+    /// takes their to_local output at once with the revocation key, paying `destination`.
+    pub fn justice_transaction(
+        &self,
+        revoked: &Transaction,
+        destination: bitcoin::ScriptBuf,
+        fee_rate: bitcoin::FeeRate,
+    ) -> Result<Transaction, ChannelError> {
+        use bitcoin::key::TapTweak;
+        use bitcoin::sighash::{Prevouts, SighashCache};
+        let input = revoked
+            .input
+            .first()
+            .ok_or(ChannelError::NotRevoked("no input"))?;
+        if input.previous_output != self.funding_outpoint {
+            return Err(ChannelError::NotRevoked(
+                "it does not spend the channel output",
+            ));
+        }
+        let obscured = (u64::from(input.sequence.0 & 0xff_ffff) << 24)
+            | u64::from(revoked.lock_time.to_consensus_u32() & 0xff_ffff);
+        let n = obscured ^ self.obscure;
+        let secret = self
+            .their_secrets
+            .get(index_of(n))
+            .ok_or(ChannelError::NotRevoked(
+                "its revocation secret was never received",
+            ))?;
+        let secret = SecretKey::from_slice(&secret).map_err(|_| ChannelError::WrongSecret)?;
+        let point = per_commitment_point(&secret);
+        let keys = self.commitment_keys(false, &point);
+        let info = super::commitment::to_local_spend_info(&keys, self.limits.to_self_delay);
+        let spk = bitcoin::ScriptBuf::new_p2tr_tweaked(info.output_key());
+        let txid = revoked.compute_txid();
+        let spent: Vec<(u32, TxOut)> = revoked
+            .output
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.script_pubkey == spk)
+            .map(|(i, o)| (i as u32, o.clone()))
+            .collect();
+        if spent.is_empty() {
+            return Err(ChannelError::NotRevoked(
+                "it has no to_local output to take",
+            ));
+        }
+        let total: Amount = spent.iter().map(|s| s.1.value).sum();
+        let mut tx = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: spent
+                .iter()
+                .map(|(vout, _)| bitcoin::TxIn {
+                    previous_output: OutPoint::new(txid, *vout),
+                    script_sig: bitcoin::ScriptBuf::new(),
+                    sequence: bitcoin::Sequence::ENABLE_RBF_NO_LOCKTIME,
+                    witness: Witness::new(),
+                })
+                .collect(),
+            output: vec![TxOut {
+                value: total,
+                script_pubkey: destination,
+            }],
+        };
+        let vsize = (tx.weight().to_wu() + 2 + 66 * tx.input.len() as u64).div_ceil(4);
+        let fee = fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
+        tx.output[0].value = total
+            .checked_sub(fee)
+            .filter(|v| *v >= Amount::from_sat(330))
+            .ok_or(ChannelError::NotRevoked("the output cannot pay the fee"))?;
+        let secp = Secp256k1::new();
+        let key = super::keys::revocation_privkey(&self.secrets.revocation, &secret);
+        let tweaked = Keypair::from_secret_key(&secp, &key).tap_tweak(&secp, info.merkle_root());
+        let prevouts: Vec<TxOut> = spent.iter().map(|s| s.1.clone()).collect();
+        for i in 0..tx.input.len() {
+            let sighash = SighashCache::new(&tx)
+                .taproot_key_spend_signature_hash(
+                    i,
+                    &Prevouts::All(&prevouts),
+                    TapSighashType::Default,
+                )
+                .map_err(|_| ChannelError::NotRevoked("sighash"))?;
+            let sig = secp.sign_schnorr(&Message::from(sighash), &tweaked.to_keypair());
+            tx.input[i].witness = Witness::from_slice(&[sig.as_ref()]);
+        }
+        Ok(tx)
     }
 
     /// Our latest commitment, fully signed (completes the MuSig2 signature with our nonce).

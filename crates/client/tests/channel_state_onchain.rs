@@ -1,0 +1,188 @@
+//! The channel state machine's own commitments on chain (Bitcoin Core's engine), after the
+//! client's unilateral exit of the factory: the client closes with its latest commitment, paid for
+//! with its fee coin; when the LSP publishes a revoked commitment, the client's justice transaction
+//! takes the LSP's balance at once.
+
+mod common;
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::key::Keypair;
+use bitcoin::secp256k1::SecretKey;
+use bitcoin::{Amount, FeeRate, OutPoint, TxOut};
+use common::*;
+use superscalar_chain::{Chain, RejectReason};
+use superscalar_client::bump::fee_coin_child;
+use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSecrets, ChannelSetup};
+use superscalar_core::factory::Slot;
+use superscalar_core::{ClientId, FactoryConfig, TxKind};
+use superscalar_wallet::burn_script;
+
+const CLIENT: u32 = 2;
+
+fn secrets(seed: u8, funding: Keypair) -> ChannelSecrets {
+    let k = |i: u8| SecretKey::from_slice(&[seed.wrapping_add(i); 32]).unwrap();
+    ChannelSecrets {
+        payment: k(1),
+        delayed_payment: k(2),
+        htlc: k(3),
+        revocation: k(4),
+        seed: [seed; 32],
+        funding,
+    }
+}
+
+fn round(a: &mut Channel, b: &mut Channel) {
+    let s = a.sign_commitment().unwrap();
+    let r = b.receive_commitment_signed(&s).unwrap();
+    let s = b.sign_commitment().unwrap();
+    a.receive_revoke_and_ack(&r).unwrap();
+    let r = a.receive_commitment_signed(&s).unwrap();
+    b.receive_revoke_and_ack(&r).unwrap();
+}
+
+/// The leaf channel of client 2, opened by the LSP with 40,000 of its 52,000 sat; returns the LSP
+/// side before and after a 10,000-sat payment to the client, and the client side after.
+fn channel(h: &Harness) -> (Channel, Channel, Channel) {
+    let c = ClientId(CLIENT);
+    let txid_of = |k: TxKind| h.lsp.signed(k).map(|s| s.tx.compute_txid());
+    let setup = |we_opened, our| ChannelSetup {
+        funding_outpoint: h
+            .factory
+            .slot_outpoint(Slot::Channel(c), h.funding, txid_of)
+            .unwrap(),
+        funding: TxOut {
+            value: capacity(CLIENT),
+            script_pubkey: h.factory.script_pubkey(Slot::Channel(c)).unwrap(),
+        },
+        funding_key: h.factory.signing_key(Slot::Channel(c)).unwrap(),
+        we_opened,
+        our_balance_msat: our,
+    };
+    let key = h.factory.signing_key(Slot::Channel(c)).unwrap();
+    let (ls, cs) = (
+        secrets(50, h.lsp_key),
+        secrets(80, h.client_keys[CLIENT as usize]),
+    );
+    let limits = ChannelLimits {
+        to_self_delay: 6,
+        ..ChannelLimits::default()
+    };
+    let (la, ca) = (
+        Channel::announcement(&ls, &key),
+        Channel::announcement(&cs, &key),
+    );
+    let mut lsp = Channel::new(setup(true, 40_000_000), ls, limits, ca, limits);
+    let mut client = Channel::new(
+        setup(false, capacity(CLIENT).to_sat() * 1000 - 40_000_000),
+        cs,
+        limits,
+        la,
+        limits,
+    );
+    round(&mut lsp, &mut client);
+    let old_lsp = lsp.clone();
+    let preimage = [7u8; 32];
+    let hash = sha256::Hash::hash(&preimage).to_byte_array();
+    let tip = h.chain.tip().unwrap().height;
+    let add = lsp.add_htlc(10_000_000, hash, tip + 500, tip).unwrap();
+    client.receive_add(&add, tip).unwrap();
+    round(&mut lsp, &mut client);
+    let f = client.fulfill_htlc(add.id, preimage).unwrap();
+    lsp.receive_fulfill(&f).unwrap();
+    round(&mut client, &mut lsp);
+    assert_eq!(
+        client.balance_msat(),
+        capacity(CLIENT).to_sat() * 1000 - 30_000_000
+    );
+    (old_lsp, lsp, client)
+}
+
+fn fee_coin(h: &Harness) -> (OutPoint, TxOut) {
+    let txid_of = |k: TxKind| h.lsp.signed(k).map(|s| s.tx.compute_txid());
+    let op = h
+        .factory
+        .slot_outpoint(Slot::FeeCoin(ClientId(CLIENT)), h.funding, txid_of)
+        .unwrap();
+    (op, h.chain.get_utxo(&op).unwrap().unwrap().txout)
+}
+
+#[test]
+fn client_closes_with_the_latest_commitment_of_the_state_machine() {
+    let h = build(3, FactoryConfig::regtest());
+    let (_, lsp, client) = channel(&h);
+    exit_alone(&h, ClientId(CLIENT));
+    let (commit, htlc_txs) = client.signed_latest_commitment().unwrap();
+    assert!(htlc_txs.is_empty());
+    assert!(matches!(
+        h.chain
+            .submit_transaction(&commit)
+            .unwrap_err()
+            .reject_reason(),
+        Some(RejectReason::FeeTooLow { .. })
+    ));
+    let payout = h.factory.client_payout_script(ClientId(CLIENT));
+    let child = fee_coin_child(
+        &commit,
+        Amount::ZERO,
+        fee_coin(&h),
+        &h.client_keys[CLIENT as usize],
+        payout,
+        FeeRate::from_sat_per_vb_u32(2),
+    )
+    .unwrap();
+    h.chain.submit_package(&commit, &child).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(
+        h.chain
+            .tx_status(&commit.compute_txid())
+            .unwrap()
+            .confirmations(),
+        1
+    );
+    let mut values: Vec<u64> = commit.output.iter().map(|o| o.value.to_sat()).collect();
+    values.sort();
+    assert_eq!(values, vec![0, 22_000, 30_000], "anchor, client, LSP");
+    assert_eq!(lsp.balance_msat(), 30_000_000);
+}
+
+#[test]
+fn a_revoked_lsp_commitment_is_punished_by_the_client() {
+    let mut h = build(3, FactoryConfig::regtest());
+    let (old_lsp, lsp, client) = channel(&h);
+    exit_alone(&h, ClientId(CLIENT));
+    // The LSP publishes its revoked commitment (40,000 sat to itself) and pays for it.
+    let (old, _) = old_lsp.signed_latest_commitment().unwrap();
+    let anchor = old
+        .output
+        .iter()
+        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
+        .unwrap() as u32;
+    h.lsp_wallet.sync(&h.chain).unwrap();
+    let child = h
+        .lsp_wallet
+        .build_anchor_child(&old, Amount::ZERO, anchor, FeeRate::from_sat_per_vb_u32(2))
+        .unwrap();
+    h.lsp_wallet
+        .broadcast_package(&h.chain, &old, &child)
+        .unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    // The client takes the LSP's to_local at once with the revocation key.
+    let justice = client
+        .justice_transaction(&old, burn_script(), FeeRate::from_sat_per_vb_u32(2))
+        .unwrap();
+    h.chain.submit_transaction(&justice).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(
+        h.chain
+            .tx_status(&justice.compute_txid())
+            .unwrap()
+            .confirmations(),
+        1
+    );
+    assert!(justice.output[0].value > Amount::from_sat(39_000));
+    // Its latest commitment is not revoked: no justice against it.
+    let (latest, _) = lsp.signed_latest_commitment().unwrap();
+    assert!(client
+        .justice_transaction(&latest, burn_script(), FeeRate::from_sat_per_vb_u32(2))
+        .is_err());
+}
