@@ -186,3 +186,136 @@ fn a_revoked_lsp_commitment_is_punished_by_the_client() {
         .justice_transaction(&latest, burn_script(), FeeRate::from_sat_per_vb_u32(2))
         .is_err());
 }
+
+/// Both HTLC directions in flight on client 2's channel: X (10,000 sat, LSP -> client, whose
+/// preimage the client knows) and Y (8,000 sat, client -> LSP, expiring at `expiry`).
+fn channel_with_htlcs(h: &Harness, expiry: u32) -> (u64, Channel, Channel, [u8; 32], [u8; 32]) {
+    let (_, mut lsp, mut client) = channel(h);
+    let tip = h.chain.tip().unwrap().height;
+    let px = [0x11u8; 32];
+    let hx = sha256::Hash::hash(&px).to_byte_array();
+    let hy = sha256::Hash::hash(&[0x22u8; 32]).to_byte_array();
+    let x = lsp.add_htlc(10_000_000, hx, tip + 500, tip).unwrap();
+    client.receive_add(&x, tip).unwrap();
+    round(&mut lsp, &mut client);
+    let y = client.add_htlc(8_000_000, hy, expiry, tip).unwrap();
+    lsp.receive_add(&y, tip).unwrap();
+    round(&mut client, &mut lsp);
+    (x.id, lsp, client, px, hx)
+}
+
+#[test]
+fn htlcs_in_flight_are_claimed_by_preimage_and_by_timeout() {
+    let mut h = build(3, FactoryConfig::regtest());
+    let expiry = h.chain.tip().unwrap().height + 60;
+    let (_, lsp, client, px, hx) = channel_with_htlcs(&h, expiry);
+    exit_alone(&h, ClientId(CLIENT));
+    // The LSP publishes its latest commitment with both HTLCs in flight.
+    let (commit, _) = lsp.signed_latest_commitment().unwrap();
+    assert_eq!(commit.output.len(), 5, "anchor, two balances, two HTLCs");
+    let anchor = commit
+        .output
+        .iter()
+        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
+        .unwrap() as u32;
+    h.lsp_wallet.sync(&h.chain).unwrap();
+    let child = h
+        .lsp_wallet
+        .build_anchor_child(
+            &commit,
+            Amount::ZERO,
+            anchor,
+            FeeRate::from_sat_per_vb_u32(2),
+        )
+        .unwrap();
+    h.lsp_wallet
+        .broadcast_package(&h.chain, &commit, &child)
+        .unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    let rate = FeeRate::from_sat_per_vb_u32(2);
+    let preimages = std::collections::BTreeMap::from([(hx, px)]);
+    // Now: only X, by preimage.
+    let tip = h.chain.tip().unwrap().height;
+    let claims = client
+        .claim_htlcs(&commit, &preimages, tip, burn_script(), rate)
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    h.chain.submit_transaction(&claims[0]).unwrap();
+    // Y's timeout claim with its lock not reached: refused by the mempool.
+    let early = client
+        .claim_htlcs(&commit, &Default::default(), expiry, burn_script(), rate)
+        .unwrap();
+    assert_eq!(early.len(), 1);
+    assert!(matches!(
+        h.chain
+            .submit_transaction(&early[0])
+            .unwrap_err()
+            .reject_reason(),
+        Some(RejectReason::NonFinal { .. })
+    ));
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(
+        h.chain
+            .tx_status(&claims[0].compute_txid())
+            .unwrap()
+            .confirmations(),
+        1
+    );
+    // At the expiry: Y back to the client by timeout.
+    let tip = h.chain.tip().unwrap().height;
+    h.chain.mine_blocks(expiry - tip, &burn_script()).unwrap();
+    h.chain.submit_transaction(&early[0]).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(
+        h.chain
+            .tx_status(&early[0].compute_txid())
+            .unwrap()
+            .confirmations(),
+        1
+    );
+}
+
+#[test]
+fn a_revoked_client_commitment_is_punished_by_the_lsp_whole_channel() {
+    let h = build(3, FactoryConfig::regtest());
+    let expiry = h.chain.tip().unwrap().height + 300;
+    // The client's commitment with both HTLCs in flight, then revoked by two more rounds.
+    let (x, mut lsp, mut client, px, _) = channel_with_htlcs(&h, expiry);
+    let revoked_client = client.clone();
+    let f = client.fulfill_htlc(x, px).unwrap();
+    lsp.receive_fulfill(&f).unwrap();
+    round(&mut client, &mut lsp);
+    exit_alone(&h, ClientId(CLIENT));
+    let (old, _) = revoked_client.signed_latest_commitment().unwrap();
+    let payout = h.factory.client_payout_script(ClientId(CLIENT));
+    let child = fee_coin_child(
+        &old,
+        Amount::ZERO,
+        fee_coin(&h),
+        &h.client_keys[CLIENT as usize],
+        payout,
+        FeeRate::from_sat_per_vb_u32(2),
+    )
+    .unwrap();
+    h.chain.submit_package(&old, &child).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    let justice = lsp
+        .justice_transaction(&old, burn_script(), FeeRate::from_sat_per_vb_u32(2))
+        .unwrap();
+    // Every output but the anchor: the client's to_local, the LSP's to_remote, both HTLCs.
+    assert_eq!(justice.input.len(), old.output.len() - 1);
+    h.chain.submit_transaction(&justice).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(
+        h.chain
+            .tx_status(&justice.compute_txid())
+            .unwrap()
+            .confirmations(),
+        1
+    );
+    let total: u64 = old.output.iter().map(|o| o.value.to_sat()).sum();
+    assert!(
+        justice.output[0].value.to_sat() + 1_000 > total,
+        "the whole channel, less the fee"
+    );
+}

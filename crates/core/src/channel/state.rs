@@ -314,6 +314,8 @@ pub struct Channel {
     their_points: BTreeMap<u64, PublicKey>,
     their_nonces: BTreeMap<u64, PubNonce>,
     their_funding: PublicKey,
+    /// The state of each of their commitments we signed (for claims and penalties on chain).
+    their_states: BTreeMap<u64, State>,
     their_secrets: SecretStore,
     /// Their signature of our latest commitment: (partial, their nonce, HTLC signatures, state).
     our_latest_sig: Option<(PartialSig, PubNonce, Vec<Signature>, State)>,
@@ -391,6 +393,7 @@ impl Channel {
             their_points: BTreeMap::from([(0, theirs.points[0]), (1, theirs.points[1])]),
             their_nonces: BTreeMap::from([(1, theirs.nonce)]),
             their_funding: theirs.funding_key,
+            their_states: BTreeMap::new(),
             their_secrets: SecretStore::new(),
             our_latest_sig: None,
             next_our_id: 0,
@@ -737,6 +740,7 @@ impl Channel {
                 secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), &htlc_key)
             })
             .collect();
+        self.their_states.insert(n, self.next.clone());
         self.phase = next_phase;
         Ok(CommitmentSigned {
             partial_sig,
@@ -861,17 +865,13 @@ impl Channel {
         self.their_secrets.get(index_of(n))
     }
 
-    /// A justice transaction for a revoked commitment of the other side published on chain: it
-    /// takes their to_local output at once with the revocation key, paying `destination`.
-    pub fn justice_transaction(
+    /// Which of their commitments `tx` is: its number, point, revocation secret (if revoked),
+    /// keys and state.
+    fn their_commitment(
         &self,
-        revoked: &Transaction,
-        destination: bitcoin::ScriptBuf,
-        fee_rate: bitcoin::FeeRate,
-    ) -> Result<Transaction, ChannelError> {
-        use bitcoin::key::TapTweak;
-        use bitcoin::sighash::{Prevouts, SighashCache};
-        let input = revoked
+        tx: &Transaction,
+    ) -> Result<(u64, Option<SecretKey>, CommitmentKeys, State), ChannelError> {
+        let input = tx
             .input
             .first()
             .ok_or(ChannelError::NotRevoked("no input"))?;
@@ -881,31 +881,76 @@ impl Channel {
             ));
         }
         let obscured = (u64::from(input.sequence.0 & 0xff_ffff) << 24)
-            | u64::from(revoked.lock_time.to_consensus_u32() & 0xff_ffff);
+            | u64::from(tx.lock_time.to_consensus_u32() & 0xff_ffff);
         let n = obscured ^ self.obscure;
         let secret = self
             .their_secrets
             .get(index_of(n))
-            .ok_or(ChannelError::NotRevoked(
-                "its revocation secret was never received",
-            ))?;
-        let secret = SecretKey::from_slice(&secret).map_err(|_| ChannelError::WrongSecret)?;
-        let point = per_commitment_point(&secret);
-        let keys = self.commitment_keys(false, &point);
-        let info = super::commitment::to_local_spend_info(&keys, self.limits.to_self_delay);
-        let spk = bitcoin::ScriptBuf::new_p2tr_tweaked(info.output_key());
-        let txid = revoked.compute_txid();
-        let spent: Vec<(u32, TxOut)> = revoked
-            .output
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.script_pubkey == spk)
-            .map(|(i, o)| (i as u32, o.clone()))
-            .collect();
-        if spent.is_empty() {
-            return Err(ChannelError::NotRevoked(
-                "it has no to_local output to take",
+            .map(|s| SecretKey::from_slice(&s).map_err(|_| ChannelError::WrongSecret))
+            .transpose()?;
+        let point = match &secret {
+            Some(s) => per_commitment_point(s),
+            None => *self
+                .their_points
+                .get(&n)
+                .ok_or(ChannelError::NotRevoked("not one of their commitments"))?,
+        };
+        let state = self
+            .their_states
+            .get(&n)
+            .cloned()
+            .ok_or(ChannelError::NotRevoked("a commitment we never signed"))?;
+        Ok((n, secret, self.commitment_keys(false, &point), state))
+    }
+
+    /// A justice transaction for a revoked commitment of the other side published on chain: it
+    /// takes the whole channel at once (their to_local and every HTLC output with the revocation
+    /// key, and our own to_remote), paying `destination`.
+    pub fn justice_transaction(
+        &self,
+        revoked: &Transaction,
+        destination: bitcoin::ScriptBuf,
+        fee_rate: bitcoin::FeeRate,
+    ) -> Result<Transaction, ChannelError> {
+        use bitcoin::key::TapTweak;
+        use bitcoin::sighash::{Prevouts, SighashCache};
+        let (_, secret, keys, state) = self.their_commitment(revoked)?;
+        let secret = secret.ok_or(ChannelError::NotRevoked(
+            "its revocation secret was never received",
+        ))?;
+        let secp = Secp256k1::new();
+        let revocation = Keypair::from_secret_key(
+            &secp,
+            &super::keys::revocation_privkey(&self.secrets.revocation, &secret),
+        );
+        let payment = Keypair::from_secret_key(&secp, &self.secrets.payment);
+        // Each output we can take, with the key (already tweaked) that signs for it.
+        let mut candidates: Vec<(bitcoin::ScriptBuf, bitcoin::key::TweakedKeypair)> = Vec::new();
+        let to_local = super::commitment::to_local_spend_info(&keys, self.limits.to_self_delay);
+        candidates.push((
+            bitcoin::ScriptBuf::new_p2tr_tweaked(to_local.output_key()),
+            revocation.tap_tweak(&secp, to_local.merkle_root()),
+        ));
+        candidates.push((
+            super::commitment::to_remote_script(&keys),
+            payment.tap_tweak(&secp, None),
+        ));
+        for h in Self::htlc_list(&state, false) {
+            let info = htlc_spend_info(&keys, &h);
+            candidates.push((
+                bitcoin::ScriptBuf::new_p2tr_tweaked(info.output_key()),
+                revocation.tap_tweak(&secp, info.merkle_root()),
             ));
+        }
+        let txid = revoked.compute_txid();
+        let mut spent: Vec<(u32, TxOut, bitcoin::key::TweakedKeypair)> = Vec::new();
+        for (vout, out) in revoked.output.iter().enumerate() {
+            if let Some((_, key)) = candidates.iter().find(|(spk, _)| *spk == out.script_pubkey) {
+                spent.push((vout as u32, out.clone(), *key));
+            }
+        }
+        if spent.is_empty() {
+            return Err(ChannelError::NotRevoked("nothing to take"));
         }
         let total: Amount = spent.iter().map(|s| s.1.value).sum();
         let mut tx = Transaction {
@@ -913,7 +958,7 @@ impl Channel {
             lock_time: bitcoin::absolute::LockTime::ZERO,
             input: spent
                 .iter()
-                .map(|(vout, _)| bitcoin::TxIn {
+                .map(|(vout, _, _)| bitcoin::TxIn {
                     previous_output: OutPoint::new(txid, *vout),
                     script_sig: bitcoin::ScriptBuf::new(),
                     sequence: bitcoin::Sequence::ENABLE_RBF_NO_LOCKTIME,
@@ -930,12 +975,9 @@ impl Channel {
         tx.output[0].value = total
             .checked_sub(fee)
             .filter(|v| *v >= Amount::from_sat(330))
-            .ok_or(ChannelError::NotRevoked("the output cannot pay the fee"))?;
-        let secp = Secp256k1::new();
-        let key = super::keys::revocation_privkey(&self.secrets.revocation, &secret);
-        let tweaked = Keypair::from_secret_key(&secp, &key).tap_tweak(&secp, info.merkle_root());
+            .ok_or(ChannelError::NotRevoked("the outputs cannot pay the fee"))?;
         let prevouts: Vec<TxOut> = spent.iter().map(|s| s.1.clone()).collect();
-        for i in 0..tx.input.len() {
+        for (i, (_, _, key)) in spent.iter().enumerate() {
             let sighash = SighashCache::new(&tx)
                 .taproot_key_spend_signature_hash(
                     i,
@@ -943,10 +985,118 @@ impl Channel {
                     TapSighashType::Default,
                 )
                 .map_err(|_| ChannelError::NotRevoked("sighash"))?;
-            let sig = secp.sign_schnorr(&Message::from(sighash), &tweaked.to_keypair());
+            let sig = secp.sign_schnorr(&Message::from(sighash), &key.to_keypair());
             tx.input[i].witness = Witness::from_slice(&[sig.as_ref()]);
         }
         Ok(tx)
+    }
+
+    /// Claims of HTLC outputs of their published commitment: those they offered us, by preimage
+    /// (when `preimages` has it), and those we offered them, by timeout once `height` has reached
+    /// their expiry. One transaction per HTLC, paying `destination`.
+    pub fn claim_htlcs(
+        &self,
+        commitment: &Transaction,
+        preimages: &BTreeMap<[u8; 32], [u8; 32]>,
+        height: u32,
+        destination: bitcoin::ScriptBuf,
+        fee_rate: bitcoin::FeeRate,
+    ) -> Result<Vec<Transaction>, ChannelError> {
+        use bitcoin::sighash::{Prevouts, SighashCache};
+        use bitcoin::taproot::LeafVersion;
+        let (_, _, keys, state) = self.their_commitment(commitment)?;
+        let secp = Secp256k1::new();
+        let point_key = Keypair::from_secret_key(
+            &secp,
+            &derive_privkey(&self.secrets.htlc, &self.their_point_of(commitment)?),
+        );
+        let txid = commitment.compute_txid();
+        let mut claims = Vec::new();
+        for h in Self::htlc_list(&state, false) {
+            let info = htlc_spend_info(&keys, &h);
+            let spk = bitcoin::ScriptBuf::new_p2tr_tweaked(info.output_key());
+            let Some(vout) = commitment
+                .output
+                .iter()
+                .position(|o| o.script_pubkey == spk)
+            else {
+                continue;
+            };
+            let out = commitment.output[vout].clone();
+            let (timeout_leaf, success_leaf) = htlc_leaves(&keys, &h);
+            // `h.offered` is from their side: offered by them means we receive it.
+            let (leaf, preimage, lock) = if h.offered {
+                match preimages.get(&h.payment_hash) {
+                    Some(p) => (success_leaf, Some(*p), 0),
+                    None => continue,
+                }
+            } else if height >= h.cltv_expiry {
+                (timeout_leaf, None, h.cltv_expiry)
+            } else {
+                continue;
+            };
+            let mut tx = Transaction {
+                version: bitcoin::transaction::Version::TWO,
+                lock_time: bitcoin::absolute::LockTime::from_consensus(lock),
+                input: vec![bitcoin::TxIn {
+                    previous_output: OutPoint::new(txid, vout as u32),
+                    script_sig: bitcoin::ScriptBuf::new(),
+                    sequence: bitcoin::Sequence::ENABLE_LOCKTIME_NO_RBF,
+                    witness: Witness::new(),
+                }],
+                output: vec![TxOut {
+                    value: out.value,
+                    script_pubkey: destination.clone(),
+                }],
+            };
+            let vsize =
+                (tx.weight().to_wu() + 2 + 1 + 65 + 33 + leaf.len() as u64 + 66).div_ceil(4);
+            let fee = fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
+            let Some(value) = out
+                .value
+                .checked_sub(fee)
+                .filter(|v| *v >= Amount::from_sat(330))
+            else {
+                continue;
+            };
+            tx.output[0].value = value;
+            let leaf_hash = bitcoin::TapLeafHash::from_script(&leaf, LeafVersion::TapScript);
+            let sighash = SighashCache::new(&tx)
+                .taproot_script_spend_signature_hash(
+                    0,
+                    &Prevouts::All(&[out]),
+                    leaf_hash,
+                    TapSighashType::Default,
+                )
+                .map_err(|_| ChannelError::NotRevoked("sighash"))?;
+            let sig = secp.sign_schnorr(&Message::from(sighash), &point_key);
+            let control = info
+                .control_block(&(leaf.clone(), LeafVersion::TapScript))
+                .ok_or(ChannelError::NotRevoked("control block"))?;
+            // The signature is checked first, so it sits on top of the stack (pushed last).
+            let mut w = Witness::new();
+            if let Some(p) = preimage {
+                w.push(p);
+            }
+            w.push(sig.as_ref());
+            w.push(leaf.as_bytes());
+            w.push(control.serialize());
+            tx.input[0].witness = w;
+            claims.push(tx);
+        }
+        Ok(claims)
+    }
+
+    fn their_point_of(&self, tx: &Transaction) -> Result<PublicKey, ChannelError> {
+        let (n, secret, _, _) = self.their_commitment(tx)?;
+        match secret {
+            Some(s) => Ok(per_commitment_point(&s)),
+            None => self
+                .their_points
+                .get(&n)
+                .copied()
+                .ok_or(ChannelError::NotRevoked("unknown point")),
+        }
     }
 
     /// Our latest commitment, fully signed (completes the MuSig2 signature with our nonce).
