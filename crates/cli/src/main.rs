@@ -1,6 +1,7 @@
 //! The `superscalar` command.
 
 mod bench;
+mod bench_payments;
 mod demo;
 mod demo_factory;
 mod export;
@@ -35,6 +36,12 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Payments per second through the LSP between two leaf channels, in process.
+    BenchPayments {
+        /// Payments to make.
+        #[arg(long, default_value_t = 2000)]
+        count: u64,
+    },
     /// Print one client's signed exit package (JSON) for a factory of N clients.
     ExportExit {
         /// Clients in the factory.
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { data_dir } => demo::run(data_dir),
         Command::Bench { clients, threads } => bench::run(&clients, threads.max(1)),
+        Command::BenchPayments { count } => bench_payments::run(count),
         Command::ExportExit {
             clients,
             client,

@@ -143,6 +143,29 @@ fn client_closes_with_the_latest_commitment_of_the_state_machine() {
     values.sort();
     assert_eq!(values, vec![0, 22_000, 30_000], "anchor, client, LSP");
     assert_eq!(lsp.balance_msat(), 30_000_000);
+    // The client's to_local after to_self_delay (6 blocks), refused one block early.
+    let claim = client
+        .claim_to_local(&commit, burn_script(), FeeRate::from_sat_per_vb_u32(2))
+        .unwrap();
+    h.chain.mine_blocks(4, &burn_script()).unwrap();
+    assert!(matches!(
+        h.chain
+            .submit_transaction(&claim)
+            .unwrap_err()
+            .reject_reason(),
+        Some(RejectReason::SequenceLocked { .. })
+    ));
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    h.chain.submit_transaction(&claim).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(
+        h.chain
+            .tx_status(&claim.compute_txid())
+            .unwrap()
+            .confirmations(),
+        1
+    );
+    assert!(claim.output[0].value > Amount::from_sat(21_500));
 }
 
 #[test]

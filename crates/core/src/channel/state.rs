@@ -296,6 +296,33 @@ enum Phase {
     AwaitingFinalRevocation,
 }
 
+/// What a channel side holds, without its secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    /// Our latest commitment number.
+    pub our_commitment: u64,
+    /// Their latest commitment number.
+    pub their_commitment: u64,
+    /// Our committed balance.
+    pub balance_msat: u64,
+    /// Their committed balance.
+    pub their_balance_msat: u64,
+    /// Our balance with the updates proposed so far.
+    pub next_balance_msat: u64,
+    /// Their balance with the updates proposed so far.
+    pub next_their_balance_msat: u64,
+    /// Committed HTLCs.
+    pub htlcs: usize,
+    /// HTLCs with the updates proposed so far.
+    pub next_htlcs: usize,
+    /// Next HTLC ids (ours, theirs).
+    pub next_ids: (u64, u64),
+    /// Round phase.
+    pub phase: String,
+    /// Lowest shachain index of their revocation secrets held.
+    pub revocations_held: u64,
+}
+
 /// One side of a leaf channel.
 #[derive(Debug, Clone)]
 pub struct Channel {
@@ -1096,6 +1123,101 @@ impl Channel {
                 .get(&n)
                 .copied()
                 .ok_or(ChannelError::NotRevoked("unknown point")),
+        }
+    }
+
+    /// After our own commitment `commitment` (number `n` of ours) confirmed and `to_self_delay`
+    /// passed: take our to_local output through its delayed script path.
+    pub fn claim_to_local(
+        &self,
+        commitment: &Transaction,
+        destination: bitcoin::ScriptBuf,
+        fee_rate: bitcoin::FeeRate,
+    ) -> Result<Transaction, ChannelError> {
+        use bitcoin::sighash::{Prevouts, SighashCache};
+        use bitcoin::taproot::LeafVersion;
+        let input = commitment
+            .input
+            .first()
+            .ok_or(ChannelError::NotRevoked("no input"))?;
+        if input.previous_output != self.funding_outpoint {
+            return Err(ChannelError::NotRevoked(
+                "it does not spend the channel output",
+            ));
+        }
+        let obscured = (u64::from(input.sequence.0 & 0xff_ffff) << 24)
+            | u64::from(commitment.lock_time.to_consensus_u32() & 0xff_ffff);
+        let n = obscured ^ self.obscure;
+        let secret = self.secrets.per_commitment_secret(n);
+        let point = per_commitment_point(&secret);
+        let keys = self.commitment_keys(true, &point);
+        let delay = self.their_limits.to_self_delay;
+        let info = super::commitment::to_local_spend_info(&keys, delay);
+        let leaf = super::commitment::to_local_leaf(&keys, delay);
+        let spk = bitcoin::ScriptBuf::new_p2tr_tweaked(info.output_key());
+        let vout = commitment
+            .output
+            .iter()
+            .position(|o| o.script_pubkey == spk)
+            .ok_or(ChannelError::NotRevoked("no to_local output of ours"))?;
+        let out = commitment.output[vout].clone();
+        let mut tx = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![bitcoin::TxIn {
+                previous_output: OutPoint::new(commitment.compute_txid(), vout as u32),
+                script_sig: bitcoin::ScriptBuf::new(),
+                sequence: bitcoin::Sequence::from_height(delay),
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut {
+                value: out.value,
+                script_pubkey: destination,
+            }],
+        };
+        let vsize = (tx.weight().to_wu() + 2 + 1 + 65 + 34 + leaf.len() as u64 + 2).div_ceil(4);
+        let fee = fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
+        tx.output[0].value = out
+            .value
+            .checked_sub(fee)
+            .filter(|v| *v >= Amount::from_sat(330))
+            .ok_or(ChannelError::NotRevoked("to_local cannot pay the fee"))?;
+        let secp = Secp256k1::new();
+        let key = Keypair::from_secret_key(
+            &secp,
+            &derive_privkey(&self.secrets.delayed_payment, &point),
+        );
+        let sighash = SighashCache::new(&tx)
+            .taproot_script_spend_signature_hash(
+                0,
+                &Prevouts::All(&[out]),
+                bitcoin::TapLeafHash::from_script(&leaf, LeafVersion::TapScript),
+                TapSighashType::Default,
+            )
+            .map_err(|_| ChannelError::NotRevoked("sighash"))?;
+        let sig = secp.sign_schnorr(&Message::from(sighash), &key);
+        let control = info
+            .control_block(&(leaf.clone(), LeafVersion::TapScript))
+            .ok_or(ChannelError::NotRevoked("control block"))?;
+        tx.input[0].witness =
+            Witness::from_slice(&[sig.as_ref().to_vec(), leaf.to_bytes(), control.serialize()]);
+        Ok(tx)
+    }
+
+    /// A summary of the channel's state (for checks that a refused message changed nothing).
+    pub fn summary(&self) -> ChannelSummary {
+        ChannelSummary {
+            our_commitment: self.our_commitment_number,
+            their_commitment: self.their_commitment_number,
+            balance_msat: self.committed.ours_msat,
+            their_balance_msat: self.committed.theirs_msat,
+            next_balance_msat: self.next.ours_msat,
+            next_their_balance_msat: self.next.theirs_msat,
+            htlcs: self.committed.htlcs.len(),
+            next_htlcs: self.next.htlcs.len(),
+            next_ids: (self.next_our_id, self.next_their_id),
+            phase: format!("{:?}", self.phase),
+            revocations_held: self.their_secrets.lowest_index(),
         }
     }
 
