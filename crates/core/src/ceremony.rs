@@ -222,11 +222,29 @@ impl ClientCeremony {
         keypair: Keypair,
         funding: OutPoint,
     ) -> Result<Self, CeremonyError> {
-        let order = factory.client_jobs(me)?;
+        let odo = factory.initial_odometer();
+        Self::for_jobs(factory, me, keypair, funding, &odo, None)
+    }
+
+    /// Start a ceremony over some transactions only (a state update): this client's share of
+    /// `kinds` (all its transactions when `None`), built at odometer state `odo`.
+    pub fn for_jobs(
+        factory: Arc<Factory>,
+        me: ClientId,
+        keypair: Keypair,
+        funding: OutPoint,
+        odo: &Odometer,
+        kinds: Option<&[TxKind]>,
+    ) -> Result<Self, CeremonyError> {
+        let order: Vec<TxKind> = factory
+            .client_jobs(me)?
+            .into_iter()
+            .filter(|k| kinds.map_or(true, |ks| ks.contains(k)))
+            .collect();
         if factory.key_of(Signer::Client(me)).inner != keypair.public_key() {
             return Err(CeremonyError::WrongKey(Signer::Client(me)));
         }
-        let jobs = prepare(&factory, &order, funding, &factory.initial_odometer())?;
+        let jobs = prepare(&factory, &order, funding, odo)?;
         Ok(ClientCeremony {
             factory,
             me,
@@ -385,6 +403,8 @@ pub struct LspCeremony {
     partial_senders: HashMap<ClientId, ()>,
     finals: HashMap<TxKind, SignedTx>,
     ops: CryptoOps,
+    /// The clients taking part and the transactions each signs.
+    participants: BTreeMap<ClientId, Vec<TxKind>>,
 }
 
 impl std::fmt::Debug for LspCeremony {
@@ -402,11 +422,35 @@ impl LspCeremony {
         keypair: Keypair,
         funding: OutPoint,
     ) -> Result<Self, CeremonyError> {
+        let odo = factory.initial_odometer();
+        let kinds = factory.all_jobs();
+        Self::for_jobs(factory, keypair, funding, &odo, &kinds)
+    }
+
+    /// Start a ceremony over `kinds` only (a state update), built at odometer state `odo`; the
+    /// clients taking part are those who sign any of them.
+    pub fn for_jobs(
+        factory: Arc<Factory>,
+        keypair: Keypair,
+        funding: OutPoint,
+        odo: &Odometer,
+        kinds: &[TxKind],
+    ) -> Result<Self, CeremonyError> {
         if factory.key_of(Signer::Lsp).inner != keypair.public_key() {
             return Err(CeremonyError::WrongKey(Signer::Lsp));
         }
-        let kinds = factory.all_jobs();
-        let jobs = prepare(&factory, &kinds, funding, &factory.initial_odometer())?;
+        let jobs = prepare(&factory, kinds, funding, odo)?;
+        let mut participants: BTreeMap<ClientId, Vec<TxKind>> = BTreeMap::new();
+        for c in 0..factory.params().clients.len() as u32 {
+            let mine: Vec<TxKind> = factory
+                .client_jobs(ClientId(c))?
+                .into_iter()
+                .filter(|k| jobs.contains_key(k))
+                .collect();
+            if !mine.is_empty() {
+                participants.insert(ClientId(c), mine);
+            }
+        }
         let mut own_secrets = HashMap::with_capacity(jobs.len());
         let mut nonces = HashMap::with_capacity(jobs.len());
         let mut ops = CryptoOps::default();
@@ -430,7 +474,14 @@ impl LspCeremony {
             partial_senders: HashMap::new(),
             finals: HashMap::new(),
             ops,
+            participants,
         })
+    }
+
+    fn jobs_of(&self, client: ClientId) -> Result<&Vec<TxKind>, CeremonyError> {
+        self.participants
+            .get(&client)
+            .ok_or(CeremonyError::Factory(FactoryError::UnknownClient(client)))
     }
 
     fn position(&self, kind: TxKind, signer: Signer) -> Option<usize> {
@@ -442,7 +493,7 @@ impl LspCeremony {
     }
 
     fn expect_jobs(&self, client: ClientId, kinds: &[TxKind]) -> Result<(), CeremonyError> {
-        let expected = self.factory.client_jobs(client)?;
+        let expected = self.jobs_of(client)?.clone();
         let mut got: Vec<TxKind> = kinds.to_vec();
         got.sort();
         got.dedup();
@@ -494,8 +545,9 @@ impl LspCeremony {
 
     /// Clients whose nonces are still missing.
     pub fn missing_nonces(&self) -> Vec<ClientId> {
-        (0..self.factory.params().clients.len() as u32)
-            .map(ClientId)
+        self.participants
+            .keys()
+            .copied()
             .filter(|c| !self.nonce_senders.contains_key(c))
             .collect()
     }
@@ -522,10 +574,9 @@ impl LspCeremony {
     pub fn agg_nonces_for(&mut self, client: ClientId) -> Result<AggNonceMsg, CeremonyError> {
         self.close_nonces()?;
         let nonces = self
-            .factory
-            .client_jobs(client)?
-            .into_iter()
-            .map(|k| (k, self.agg[&k]))
+            .jobs_of(client)?
+            .iter()
+            .map(|k| (*k, self.agg[k]))
             .collect();
         Ok(AggNonceMsg {
             factory: self.factory.params().id,
@@ -579,7 +630,7 @@ impl LspCeremony {
         if !self.finals.is_empty() {
             return Ok(());
         }
-        let missing = self.factory.params().clients.len() - self.partial_senders.len();
+        let missing = self.participants.len() - self.partial_senders.len();
         if missing > 0 || self.agg.is_empty() {
             return Err(CeremonyError::Incomplete(missing));
         }
@@ -612,10 +663,10 @@ impl LspCeremony {
             return Err(CeremonyError::WrongPhase("finalize first"));
         }
         let signatures = self
-            .factory
-            .client_jobs(client)?
-            .into_iter()
+            .jobs_of(client)?
+            .iter()
             .map(|k| {
+                let k = *k;
                 let w = &self.finals[&k].tx.input[0].witness;
                 let sig = Signature::from_slice(&w.to_vec()[0]).expect("64-byte signature");
                 (k, sig)
@@ -625,6 +676,11 @@ impl LspCeremony {
             factory: self.factory.params().id,
             signatures,
         })
+    }
+
+    /// The clients taking part.
+    pub fn participants(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.participants.keys().copied()
     }
 
     /// Release the funding transaction for broadcast: only once every transaction of the tree and
@@ -637,8 +693,11 @@ impl LspCeremony {
             ));
         }
         let root = crate::factory::TxKind::Kickoff(crate::types::NodeId(0));
-        let spends = self.jobs[&root].tx.input[0].previous_output;
-        let expected = &self.jobs[&root].spent;
+        let root_job = self.jobs.get(&root).ok_or(CeremonyError::WrongPhase(
+            "only the factory's first ceremony releases the funding transaction",
+        ))?;
+        let spends = root_job.tx.input[0].previous_output;
+        let expected = &root_job.spent;
         let ok = spends.txid == funding_tx.compute_txid()
             && funding_tx.output.get(spends.vout as usize) == Some(expected);
         if !ok {

@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod advance;
 pub mod ceremony;
 pub mod channel;
 pub mod factory;

@@ -98,6 +98,17 @@ impl Odometer {
         Err(OdometerError::Exhausted { leaf })
     }
 
+    /// Move `node` to its next state and reset every layer beneath it (one DW step of `node`).
+    pub fn tick(&mut self, tree: &Tree, node: NodeId) -> Result<(), OdometerError> {
+        let s = self.state(node).ok_or(OdometerError::NotDw(node))?;
+        if s.0 + 1 >= self.states_per_layer {
+            return Err(OdometerError::Exhausted { leaf: node });
+        }
+        self.digits[node.0 as usize] = Some(StateIndex(s.0 + 1));
+        self.reset_below(tree, node);
+        Ok(())
+    }
+
     fn reset_below(&mut self, tree: &Tree, node: NodeId) {
         let mut stack: Vec<NodeId> = tree.node(node).children.clone();
         while let Some(n) = stack.pop() {
