@@ -61,8 +61,8 @@ fn pair(
     };
     let limits = ChannelLimits::default();
     let (la, ca) = (
-        Channel::announcement(&ls, &key),
-        Channel::announcement(&cs, &key),
+        Channel::announcement(&ls, &key, OutPoint::null()),
+        Channel::announcement(&cs, &key, OutPoint::null()),
     );
     let mut lsp = Channel::new(
         setup(true, 10_000_000_000 - client_msat),

@@ -68,8 +68,8 @@ fn channel(h: &Harness) -> (Channel, Channel, Channel) {
         ..ChannelLimits::default()
     };
     let (la, ca) = (
-        Channel::announcement(&ls, &key),
-        Channel::announcement(&cs, &key),
+        Channel::announcement(&ls, &key, setup(true, 0).funding_outpoint),
+        Channel::announcement(&cs, &key, setup(true, 0).funding_outpoint),
     );
     let mut lsp = Channel::new(setup(true, 40_000_000), ls, limits, ca, limits);
     let mut client = Channel::new(

@@ -58,8 +58,8 @@ fn leaf_channel(h: &Harness, client: u32, client_msat: u64) -> (Channel, Channel
     let cs = secrets(10 + client as u8, h.client_keys[client as usize]);
     let limits = ChannelLimits::default();
     let (la, ca) = (
-        Channel::announcement(&ls, &key),
-        Channel::announcement(&cs, &key),
+        Channel::announcement(&ls, &key, setup(true, 0).funding_outpoint),
+        Channel::announcement(&cs, &key, setup(true, 0).funding_outpoint),
     );
     let mut lsp = Channel::new(
         setup(true, capacity_msat - client_msat),

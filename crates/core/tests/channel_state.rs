@@ -41,8 +41,8 @@ fn pair(lsp_seed: u8, client_seed: u8, lsp_msat: u64) -> (Channel, Channel) {
         script_pubkey: superscalar_core::channel::commitment::funding_script(&key),
     };
     let outpoint = OutPoint::new(Txid::from_byte_array([lsp_seed ^ client_seed; 32]), 0);
-    let la = Channel::announcement(&ls, &key);
-    let ca = Channel::announcement(&cs, &key);
+    let la = Channel::announcement(&ls, &key, outpoint);
+    let ca = Channel::announcement(&cs, &key, outpoint);
     let limits = ChannelLimits {
         to_self_delay: 144,
         ..ChannelLimits::default()
@@ -289,14 +289,14 @@ fn htlc_limits_are_enforced() {
             setup(true, 0),
             secrets(9),
             limits,
-            Channel::announcement(&cs, &key),
+            Channel::announcement(&cs, &key, OutPoint::null()),
             default,
         );
         let client = Channel::new(
             setup(false, CAPACITY_SAT * 1000),
             secrets(10),
             default,
-            Channel::announcement(&ls, &key),
+            Channel::announcement(&ls, &key, OutPoint::null()),
             limits,
         );
         (lsp, client)

@@ -118,9 +118,13 @@ impl ChannelSecrets {
             .expect("a shachain secret is a valid key with overwhelming probability")
     }
 
-    fn verification_seed(&self, n: u64) -> [u8; 32] {
+    /// Seed of the verification nonce of commitment `n` spending `funding`: distinct for every
+    /// (outpoint, commitment) pair, so that one nonce never signs two messages (a channel may have
+    /// commitments on two funding outpoints at once while a factory state changes).
+    fn verification_seed(&self, funding: &OutPoint, n: u64) -> [u8; 32] {
         let mut data = b"superscalar/verification-nonce".to_vec();
         data.extend_from_slice(&self.seed);
+        data.extend_from_slice(&bitcoin::consensus::serialize(funding));
         data.extend_from_slice(&n.to_be_bytes());
         sha256::Hash::hash(&data).to_byte_array()
     }
@@ -371,10 +375,13 @@ impl Channel {
     pub fn announcement(
         secrets: &ChannelSecrets,
         funding_key: &TweakedAggregateKey,
+        funding_outpoint: OutPoint,
     ) -> ChannelAnnouncement {
         let point = |n| per_commitment_point(&secrets.per_commitment_secret(n));
-        let (_, nonce) =
-            funding_key.deterministic_nonce(&secrets.funding, secrets.verification_seed(1));
+        let (_, nonce) = funding_key.deterministic_nonce(
+            &secrets.funding,
+            secrets.verification_seed(&funding_outpoint, 1),
+        );
         ChannelAnnouncement {
             basepoints: secrets.basepoints(),
             funding_key: secrets.funding.public_key(),
@@ -792,9 +799,10 @@ impl Channel {
         let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
         let (tx, htlcs, keys) = self.commitment(true, n, &self.next, &point);
         let sighash = Factory::sighash(&tx, &self.funding);
-        let (_, our_nonce) = self
-            .funding_key
-            .deterministic_nonce(&self.secrets.funding, self.secrets.verification_seed(n));
+        let (_, our_nonce) = self.funding_key.deterministic_nonce(
+            &self.secrets.funding,
+            self.secrets.verification_seed(&self.funding_outpoint, n),
+        );
         let agg = aggregate_nonces(&[our_nonce, msg.nonce])
             .map_err(|_| ChannelError::BadSignature("commitment nonce"))?;
         let their_funding = BtcPublicKey::new(self.their_funding_key());
@@ -824,9 +832,11 @@ impl Channel {
         // Revoke the previous commitment: reveal its secret, announce the one after next.
         let revoked = self.secrets.per_commitment_secret(n - 1);
         let next_point = per_commitment_point(&self.secrets.per_commitment_secret(n + 1));
-        let (_, next_nonce) = self
-            .funding_key
-            .deterministic_nonce(&self.secrets.funding, self.secrets.verification_seed(n + 1));
+        let (_, next_nonce) = self.funding_key.deterministic_nonce(
+            &self.secrets.funding,
+            self.secrets
+                .verification_seed(&self.funding_outpoint, n + 1),
+        );
         self.our_commitment_number = n;
         self.our_latest_sig = Some((
             msg.partial_sig,
@@ -1234,9 +1244,10 @@ impl Channel {
         let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
         let (mut tx, htlcs, keys) = self.commitment(true, n, state, &point);
         let sighash = Factory::sighash(&tx, &self.funding);
-        let (sec, our_nonce) = self
-            .funding_key
-            .deterministic_nonce(&self.secrets.funding, self.secrets.verification_seed(n));
+        let (sec, our_nonce) = self.funding_key.deterministic_nonce(
+            &self.secrets.funding,
+            self.secrets.verification_seed(&self.funding_outpoint, n),
+        );
         let agg = aggregate_nonces(&[our_nonce, *their_nonce])?;
         let ours = self
             .funding_key
