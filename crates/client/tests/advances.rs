@@ -242,3 +242,34 @@ fn bad_proposals_are_refused_and_change_nothing() {
         Err(AdvanceError::Stale { .. })
     ));
 }
+
+#[test]
+fn exits_stay_valid_after_a_rollover_and_exhaustion_asks_for_rotation() {
+    let h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    // 4 states per layer, 2 layers: 16 states in all, 15 advances, then exhaustion.
+    let leaf = h.factory.tree().leaf_of(ClientId(3)).unwrap();
+    for _ in 0..15 {
+        advance(&h, &mut s, 3);
+    }
+    match s.lsp.propose(leaf, &h.lsp_key) {
+        Err(AdvanceError::Odometer(e)) => assert!(e.to_string().contains("rotate"), "{e}"),
+        other => panic!("expected exhaustion, got {other:?}"),
+    }
+    // Client 0, in the other leaf, was re-signed by the root rollovers: its newest path exits.
+    let mut exit = UnilateralExit::new(&s.clients[0].exit_path(ClientId(0))).unwrap();
+    finish(&h, &mut exit);
+    // And client 3's newest path too (the kickoffs it shares with client 0 are already on chain).
+    let mut exit = UnilateralExit::new(&s.clients[3].exit_path(ClientId(3))).unwrap();
+    finish(&h, &mut exit);
+    let leaf_state = s.clients[3].latest(TxKind::State(leaf)).unwrap();
+    assert!(
+        h.chain
+            .tx_status(&leaf_state.tx.compute_txid())
+            .unwrap()
+            .confirmations()
+            > 0
+    );
+    // The newest states have the shortest delays: 0 blocks on both layers.
+    assert_eq!(leaf_state.tx.input[0].sequence.0 & 0xffff, 0);
+}
