@@ -9,7 +9,8 @@ use bitcoin::{Amount, FeeRate, OutPoint};
 use superscalar_chain::{Chain, EmbeddedChain};
 use superscalar_client::timeout::{claim_timeouts, ClientView};
 use superscalar_client::{ExitProgress, UnilateralExit};
-use superscalar_core::ceremony::run_in_process;
+use superscalar_core::advance::FactoryState;
+use superscalar_core::ceremony::{run_in_process, LspCeremony, SignedTx};
 use superscalar_core::{
     ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, TxKind,
 };
@@ -94,9 +95,167 @@ pub fn run(
         tx: funding_tx,
     });
 
-    // One client leaves alone: its path only, each state after its relative delay.
-    let leaver = &clients[LEAVER as usize];
-    let mut exit = UnilateralExit::new(leaver.signed())?;
+    // Clients 0 and 1 pay each other through the LSP over their leaf channels (funded by the
+    // factory's channel outputs, MuSig2 of the factory keys).
+    let (mut lsp_0, mut ch_0) = crate::demo_channels::open(
+        &factory,
+        funding,
+        &ceremony,
+        lsp_key,
+        &client_keys,
+        0,
+        150_000_000,
+    )?;
+    let (mut lsp_1, mut ch_1) = crate::demo_channels::open(
+        &factory,
+        funding,
+        &ceremony,
+        lsp_key,
+        &client_keys,
+        1,
+        20_000_000,
+    )?;
+    let before = (ch_0.balance_msat(), ch_1.balance_msat());
+    let height = chain.tip()?.height;
+    let started = std::time::Instant::now();
+    for i in 0..20u64 {
+        crate::demo_channels::pay(
+            &mut ch_0,
+            &mut lsp_0,
+            &mut lsp_1,
+            &mut ch_1,
+            1_000_000 + i * 1_001,
+            i,
+            height,
+        )?;
+    }
+    for i in 20..25u64 {
+        crate::demo_channels::pay(
+            &mut ch_1, &mut lsp_1, &mut lsp_0, &mut ch_0, 333_333, i, height,
+        )?;
+    }
+    println!(
+        "  25 payments between clients 0 and 1 through the LSP in {:.2} s: client 0 {} -> {} msat, client 1 {} -> {} msat",
+        started.elapsed().as_secs_f64(),
+        before.0,
+        ch_0.balance_msat(),
+        before.1,
+        ch_1.balance_msat()
+    );
+
+    // The state of client 5's leaf advances twice (only clients 4 and 5 and the LSP sign).
+    let mut lsp_state = FactoryState::new(
+        Arc::clone(&factory),
+        funding,
+        ceremony.all_signed().cloned(),
+    );
+    let mut states: Vec<FactoryState> = clients
+        .iter()
+        .map(|c| FactoryState::new(Arc::clone(&factory), funding, c.signed().iter().cloned()))
+        .collect();
+    let leaf = factory.tree().leaf_of(ClientId(LEAVER)).ok_or("leaf")?;
+    for _ in 0..2 {
+        let (proposal, mut lsp_c) = lsp_state.propose(leaf, &lsp_key)?;
+        let participants: Vec<ClientId> = lsp_c.participants().collect();
+        let mut ccs = Vec::new();
+        for c in &participants {
+            let mut cc = states[c.0 as usize].accept(&proposal, *c, client_keys[c.0 as usize])?;
+            lsp_c.receive_nonces(*c, &cc.round1()?)?;
+            ccs.push((*c, cc));
+        }
+        for (c, cc) in ccs.iter_mut() {
+            let agg = lsp_c.agg_nonces_for(*c)?;
+            lsp_c.receive_partials(*c, &cc.round2(&agg)?)?;
+        }
+        lsp_c.finalize()?;
+        for (c, cc) in ccs.iter_mut() {
+            cc.finish(&lsp_c.final_sigs_for(*c)?)?;
+            states[c.0 as usize].complete(cc.signed().iter().cloned())?;
+        }
+        lsp_state.complete(lsp_c.all_signed().cloned())?;
+    }
+    let delay = |s: &FactoryState| {
+        s.latest(TxKind::State(leaf))
+            .map(|t| t.tx.input[0].sequence.0 & 0xffff)
+            .unwrap_or(0)
+    };
+    println!(
+        "  client {LEAVER}'s leaf advanced twice: its state now waits {} blocks instead of {}",
+        delay(&states[LEAVER as usize]),
+        ceremony
+            .signed(TxKind::State(leaf))
+            .map(|t| t.tx.input[0].sequence.0 & 0xffff)
+            .unwrap_or(0)
+    );
+
+    // The LSP publishes client 5's path with the superseded leaf state; client 5's watcher
+    // publishes the newest one, which wins because its delay is shorter.
+    let old_leaf_state = ceremony
+        .signed(TxKind::State(leaf))
+        .ok_or("old state")?
+        .tx
+        .clone();
+    let mut watcher = UnilateralExit::new(&states[LEAVER as usize].exit_path(ClientId(LEAVER)))?;
+    let mut attacker = UnilateralExit::new(&lsp_old_path(&ceremony, &factory, ClientId(LEAVER)))?;
+    let start = chain.tip()?.height;
+    let mut defeated = false;
+    loop {
+        if let Ok(ExitProgress::Broadcast { txid, .. }) = attacker.step(chain, None) {
+            if let Some(s) = attacker.path().iter().find(|s| s.tx.compute_txid() == txid) {
+                let fee = s.spent.value - s.tx.output.iter().map(|o| o.value).sum::<Amount>();
+                rows.push(Row {
+                    what: "old path (LSP)",
+                    fee,
+                    tx: s.tx.clone(),
+                });
+            }
+        }
+        match watcher.step(chain, None)? {
+            ExitProgress::Broadcast { kind, txid, .. } => {
+                let s = watcher
+                    .path()
+                    .iter()
+                    .find(|s| s.tx.compute_txid() == txid)
+                    .ok_or("path")?;
+                let fee = s.spent.value - s.tx.output.iter().map(|o| o.value).sum::<Amount>();
+                let what = if matches!(kind, TxKind::Kickoff(_)) {
+                    "newest path: kickoff"
+                } else {
+                    "newest path: state"
+                };
+                rows.push(Row {
+                    what,
+                    fee,
+                    tx: s.tx.clone(),
+                });
+            }
+            ExitProgress::Done => break,
+            ExitProgress::Waiting { .. } => {}
+        }
+        faucet.mine(chain, 1)?;
+        if chain
+            .tx_status(&old_leaf_state.compute_txid())?
+            .confirmations()
+            > 0
+        {
+            return Err("the superseded state confirmed".into());
+        }
+    }
+    if let Err(e) = chain.submit_transaction(&old_leaf_state) {
+        defeated = true;
+        println!("  the LSP's superseded leaf state is refused: {e}");
+    }
+    if !defeated {
+        return Err("the superseded state was not refused".into());
+    }
+    println!(
+        "  client {LEAVER}'s watcher confirmed the newest state first ({} blocks); its channel of {} is on chain",
+        chain.tip()?.height - start,
+        factory.params().clients[LEAVER as usize].capacity
+    );
+
+    // Client 2 leaves alone, with no coins of its own: its path only.
+    let mut exit = UnilateralExit::new(&states[2].exit_path(ClientId(2)))?;
     let start = chain.tip()?.height;
     loop {
         match exit.step(chain, None)? {
@@ -107,12 +266,13 @@ pub fn run(
                     .find(|s| s.tx.compute_txid() == txid)
                     .ok_or("path")?;
                 let fee = s.spent.value - s.tx.output.iter().map(|o| o.value).sum::<Amount>();
+                let what = if matches!(kind, TxKind::Kickoff(_)) {
+                    "exit: kickoff"
+                } else {
+                    "exit: state"
+                };
                 rows.push(Row {
-                    what: if matches!(kind, TxKind::Kickoff(_)) {
-                        "exit: kickoff"
-                    } else {
-                        "exit: state"
-                    },
+                    what,
                     fee,
                     tx: s.tx.clone(),
                 });
@@ -123,9 +283,9 @@ pub fn run(
         }
     }
     println!(
-        "  client {LEAVER} exited alone in {} blocks: channel of {} and its fee coin confirmed",
+        "  client 2 exited alone in {} blocks: channel of {} and its fee coin confirmed",
         chain.tip()?.height - start,
-        factory.params().clients[LEAVER as usize].capacity
+        factory.params().clients[2].capacity
     );
 
     // At T the timeout transactions pay every other client; zero-fee ones (channel and stock
@@ -136,6 +296,8 @@ pub fn run(
         faucet.mine(chain, t - 1 - tip)?;
     }
     let rate = FeeRate::from_sat_per_vb_u32(2);
+    let latest: Vec<Vec<superscalar_core::ceremony::SignedTx>> =
+        states.iter().map(|s| s.signed()).collect();
     let mut sent = Vec::new();
     let mut unpaid = Vec::new();
     for c in 0..CLIENTS {
@@ -145,7 +307,7 @@ pub fn run(
             &ClientView {
                 factory: &factory,
                 client: ClientId(c),
-                signed: clients[i].signed(),
+                signed: &latest[i],
                 funding,
                 key: &client_keys[i],
             },
@@ -165,7 +327,7 @@ pub fn run(
             &ClientView {
                 factory: &factory,
                 client: ClientId(c),
-                signed: clients[i].signed(),
+                signed: &latest[i],
                 funding,
                 key: &client_keys[i],
             },
@@ -175,7 +337,11 @@ pub fn run(
         sent.extend(claim.sent);
     }
     for txid in sent {
-        if let Some(s) = ceremony.all_signed().find(|s| s.tx.compute_txid() == txid) {
+        if let Some(s) = lsp_state
+            .signed()
+            .into_iter()
+            .find(|s| s.tx.compute_txid() == txid)
+        {
             let fee = s.spent.value - s.tx.output.iter().map(|o| o.value).sum::<Amount>();
             rows.push(Row {
                 what: "timeout payout",
@@ -197,7 +363,7 @@ pub fn run(
     }
     println!("  at T = {t} the timeout transactions paid (capacity + share of the stock; the LSP gets nothing):");
     for (i, p) in paid.iter().enumerate() {
-        if i as u32 != LEAVER {
+        if i as u32 != LEAVER && i != 2 {
             println!("    client {i}: {p}");
         }
     }
@@ -215,4 +381,17 @@ fn faucet_lsp(
     faucet.fund(chain, &addr, out.value + Amount::from_sat(100_000))?;
     lsp.sync(chain)?;
     Ok(out)
+}
+
+/// The LSP's copy of a client's path from the first ceremony (superseded after an advance).
+fn lsp_old_path(ceremony: &LspCeremony, factory: &Factory, client: ClientId) -> Vec<SignedTx> {
+    let mut path = Vec::new();
+    for n in factory.tree().path_of(client) {
+        for k in [TxKind::Kickoff(n), TxKind::State(n)] {
+            if let Some(s) = ceremony.signed(k) {
+                path.push(s.clone());
+            }
+        }
+    }
+    path
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_payments;
 mod demo;
+mod demo_channels;
 mod demo_factory;
 mod export;
 

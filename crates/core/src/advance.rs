@@ -168,6 +168,11 @@ impl FactoryState {
         self.latest.get(&kind)
     }
 
+    /// Every latest signed transaction this party holds (exit paths and timeouts).
+    pub fn signed(&self) -> Vec<SignedTx> {
+        self.latest.values().cloned().collect()
+    }
+
     /// The latest signed exit path of `client` (kickoffs and states, in publishing order).
     pub fn exit_path(&self, client: ClientId) -> Vec<SignedTx> {
         let mut path = Vec::new();
