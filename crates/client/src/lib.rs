@@ -7,6 +7,7 @@ pub mod bump;
 pub mod exit;
 pub mod package;
 pub mod timeout;
+pub mod watch;
 
 pub use exit::{ExitError, ExitProgress, UnilateralExit};
 pub use package::ExitPackage;

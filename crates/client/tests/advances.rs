@@ -273,3 +273,61 @@ fn exits_stay_valid_after_a_rollover_and_exhaustion_asks_for_rotation() {
     // The newest states have the shortest delays: 0 blocks on both layers.
     assert_eq!(leaf_state.tx.input[0].sequence.0 & 0xffff, 0);
 }
+
+#[test]
+fn the_watcher_answers_a_published_kickoff_with_the_newest_state_only() {
+    use superscalar_client::watch::{WatchEvent, Watcher};
+    let h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    advance(&h, &mut s, 0);
+    advance(&h, &mut s, 0);
+    let tip = h.chain.tip().unwrap().height;
+    let mut watcher = Watcher::new(
+        vec![s.clients[0].exit_path(ClientId(0))],
+        vec![],
+        burn_script(),
+        bitcoin::FeeRate::from_sat_per_vb_u32(2),
+        tip + 1,
+    );
+    // The LSP pushes client 0's original path; the watcher only reacts.
+    let mut attacker = UnilateralExit::new(h.clients[0].signed()).unwrap();
+    let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
+    let newest = s.clients[0]
+        .latest(TxKind::State(leaf))
+        .unwrap()
+        .tx
+        .compute_txid();
+    let mut answered = 0;
+    for _ in 0..60 {
+        let _ = attacker.step(&h.chain, None);
+        for e in watcher.poll(&h.chain).unwrap() {
+            if matches!(e, WatchEvent::NewestState { .. }) {
+                answered += 1;
+            }
+        }
+        h.chain.mine_blocks(1, &burn_script()).unwrap();
+        if h.chain.tx_status(&newest).unwrap().confirmations() > 0 {
+            break;
+        }
+    }
+    assert!(
+        h.chain.tx_status(&newest).unwrap().confirmations() > 0,
+        "the newest leaf state won"
+    );
+    assert!(answered >= 1);
+    assert!(matches!(
+        attacker.step(&h.chain, None),
+        Err(ExitError::Conflicted(_))
+    ));
+    // Client 2's subtree stays off chain: the watcher of client 0 never publishes its kickoff.
+    let other_leaf = h.factory.tree().leaf_of(ClientId(2)).unwrap();
+    let other_kickoff = s.clients[2]
+        .latest(TxKind::Kickoff(other_leaf))
+        .unwrap()
+        .tx
+        .compute_txid();
+    assert_eq!(
+        h.chain.tx_status(&other_kickoff).unwrap(),
+        TxStatus::Unknown
+    );
+}

@@ -342,3 +342,53 @@ fn a_revoked_client_commitment_is_punished_by_the_lsp_whole_channel() {
         "the whole channel, less the fee"
     );
 }
+
+#[test]
+fn the_watcher_punishes_a_revoked_commitment_it_sees_in_a_block() {
+    use superscalar_client::watch::{WatchEvent, Watcher};
+    let mut h = build(3, FactoryConfig::regtest());
+    let (old_lsp, _lsp, client) = channel(&h);
+    exit_alone(&h, ClientId(CLIENT));
+    let c = ClientId(CLIENT);
+    let txid_of = |k: TxKind| h.lsp.signed(k).map(|s| s.tx.compute_txid());
+    let funding = h
+        .factory
+        .slot_outpoint(Slot::Channel(c), h.funding, txid_of)
+        .unwrap();
+    let tip = h.chain.tip().unwrap().height;
+    let mut watcher = Watcher::new(
+        vec![],
+        vec![(client, funding)],
+        burn_script(),
+        FeeRate::from_sat_per_vb_u32(2),
+        tip + 1,
+    );
+    assert!(watcher.poll(&h.chain).unwrap().is_empty());
+    let (old, _) = old_lsp.signed_latest_commitment().unwrap();
+    let anchor = old
+        .output
+        .iter()
+        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
+        .unwrap() as u32;
+    h.lsp_wallet.sync(&h.chain).unwrap();
+    let child = h
+        .lsp_wallet
+        .build_anchor_child(&old, Amount::ZERO, anchor, FeeRate::from_sat_per_vb_u32(2))
+        .unwrap();
+    h.lsp_wallet
+        .broadcast_package(&h.chain, &old, &child)
+        .unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    let events = watcher.poll(&h.chain).unwrap();
+    let justice = match events.as_slice() {
+        [WatchEvent::Justice {
+            revoked, justice, ..
+        }] => {
+            assert_eq!(*revoked, old.compute_txid());
+            *justice
+        }
+        other => panic!("expected one justice transaction, got {other:?}"),
+    };
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(h.chain.tx_status(&justice).unwrap().confirmations(), 1);
+}
