@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use bitcoin::key::{Keypair, PublicKey, Secp256k1};
-use bitcoin::{Amount, FeeRate, OutPoint};
+use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf};
 use superscalar_chain::{Chain, EmbeddedChain};
 use superscalar_client::timeout::{claim_timeouts, ClientView};
+use superscalar_client::watch::{WatchEvent, Watcher};
 use superscalar_client::{ExitProgress, UnilateralExit};
 use superscalar_core::advance::FactoryState;
 use superscalar_core::ceremony::{run_in_process, LspCeremony, SignedTx};
@@ -195,11 +196,19 @@ pub fn run(
         .ok_or("old state")?
         .tx
         .clone();
-    let mut watcher = UnilateralExit::new(&states[LEAVER as usize].exit_path(ClientId(LEAVER)))?;
+    let newest_path = states[LEAVER as usize].exit_path(ClientId(LEAVER));
+    let newest_leaf_state = newest_path.last().ok_or("path")?.tx.compute_txid();
+    let mut watcher = Watcher::new(
+        vec![newest_path.clone()],
+        vec![],
+        ScriptBuf::new(),
+        FeeRate::from_sat_per_vb_u32(2),
+        chain.tip()?.height + 1,
+    );
     let mut attacker = UnilateralExit::new(&lsp_old_path(&ceremony, &factory, ClientId(LEAVER)))?;
     let start = chain.tip()?.height;
     let mut defeated = false;
-    loop {
+    for _ in 0..200 {
         if let Ok(ExitProgress::Broadcast { txid, .. }) = attacker.step(chain, None) {
             if let Some(s) = attacker.path().iter().find(|s| s.tx.compute_txid() == txid) {
                 let fee = s.spent.value - s.tx.output.iter().map(|o| o.value).sum::<Amount>();
@@ -210,27 +219,17 @@ pub fn run(
                 });
             }
         }
-        match watcher.step(chain, None)? {
-            ExitProgress::Broadcast { kind, txid, .. } => {
-                let s = watcher
-                    .path()
-                    .iter()
-                    .find(|s| s.tx.compute_txid() == txid)
-                    .ok_or("path")?;
-                let fee = s.spent.value - s.tx.output.iter().map(|o| o.value).sum::<Amount>();
-                let what = if matches!(kind, TxKind::Kickoff(_)) {
-                    "newest path: kickoff"
-                } else {
-                    "newest path: state"
-                };
-                rows.push(Row {
-                    what,
-                    fee,
-                    tx: s.tx.clone(),
-                });
+        for event in watcher.poll(chain)? {
+            if let WatchEvent::NewestState { state, .. } = event {
+                if let Some(s) = newest_path.iter().find(|s| s.tx.compute_txid() == state) {
+                    let fee = s.spent.value - s.tx.output.iter().map(|o| o.value).sum::<Amount>();
+                    rows.push(Row {
+                        what: "watcher: newest state",
+                        fee,
+                        tx: s.tx.clone(),
+                    });
+                }
             }
-            ExitProgress::Done => break,
-            ExitProgress::Waiting { .. } => {}
         }
         faucet.mine(chain, 1)?;
         if chain
@@ -239,6 +238,9 @@ pub fn run(
             > 0
         {
             return Err("the superseded state confirmed".into());
+        }
+        if chain.tx_status(&newest_leaf_state)?.confirmations() > 0 {
+            break;
         }
     }
     if let Err(e) = chain.submit_transaction(&old_leaf_state) {
@@ -319,22 +321,33 @@ pub fn run(
             unpaid.push(c);
         }
     }
-    // Zero-fee timeouts whose fee coins are taken: the LSP's wallet pays for them.
-    for c in unpaid {
-        let i = c as usize;
-        let claim = claim_timeouts(
-            chain,
-            &ClientView {
+    // Zero-fee timeouts whose fee coins are taken: the LSP's wallet pays for them, one confirmed
+    // coin per child (a TRUC child cannot build on unconfirmed ones), mining between rounds.
+    for _ in 0..unpaid.len() + 1 {
+        if unpaid.is_empty() {
+            break;
+        }
+        let mut still = Vec::new();
+        for c in unpaid {
+            let i = c as usize;
+            let view = ClientView {
                 factory: &factory,
                 client: ClientId(c),
                 signed: &latest[i],
                 funding,
                 key: &client_keys[i],
-            },
-            rate,
-            Some(&mut *lsp),
-        )?;
-        sent.extend(claim.sent);
+            };
+            let claim = claim_timeouts(chain, &view, rate, Some(&mut *lsp))?;
+            sent.extend(claim.sent);
+            if !claim.unpaid.is_empty() {
+                still.push(c);
+            }
+        }
+        unpaid = still;
+        if !unpaid.is_empty() {
+            faucet.mine(chain, 1)?;
+            lsp.sync(chain)?;
+        }
     }
     for txid in sent {
         if let Some(s) = lsp_state

@@ -189,7 +189,12 @@ fn pay_zero_fee(
         .iter()
         .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
         .ok_or(BumpError::NoAnchor)? as u32;
-    let child = w.build_anchor_child(&timeout.tx, Amount::ZERO, vout, fee_rate)?;
+    let child = match w.build_anchor_child(&timeout.tx, Amount::ZERO, vout, fee_rate) {
+        Ok(child) => child,
+        // No confirmed coin left (a TRUC child cannot stack on unconfirmed ones): later.
+        Err(WalletError::InsufficientFunds { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
     w.broadcast_package(chain, &timeout.tx, &child)?;
     Ok(true)
 }

@@ -236,6 +236,8 @@ impl OnchainWallet {
             .next_unused_address(KeychainKind::Internal)
             .script_pubkey();
         let mut builder = self.wallet.build_tx();
+        // A TRUC child may have one unconfirmed ancestor only (its parent): spend confirmed coins.
+        builder.exclude_below_confirmations(1);
         builder
             .version(3)
             .only_witness_utxo()
