@@ -1,0 +1,54 @@
+//! The README's main command keeps working: the demo runs to the end on the embedded chain.
+
+use std::process::Command;
+
+#[test]
+fn demo_runs_to_the_end() {
+    let out = Command::new(env!("CARGO_BIN_EXE_superscalar"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "signed 32 transactions in two round trips",
+        "25 payments between clients 0 and 1",
+        "advanced twice",
+        "superseded leaf state is refused",
+        "watcher confirmed the newest state first",
+        "client 2 exited alone",
+        "the LSP gets nothing",
+        "mempool       0 transactions",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn export_exit_prints_a_parsable_package() {
+    let out = Command::new(env!("CARGO_BIN_EXE_superscalar"))
+        .args(["export-exit", "--clients", "5", "--client", "4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["client"], 4);
+    assert!(!v["path"].as_array().unwrap().is_empty());
+    assert!(!v["timeouts"].as_array().unwrap().is_empty());
+    let bad = Command::new(env!("CARGO_BIN_EXE_superscalar"))
+        .args(["export-exit", "--clients", "5", "--client", "9"])
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success(),
+        "a client outside the factory is an error"
+    );
+}
