@@ -9,9 +9,7 @@ use bitcoin::key::{Keypair, PublicKey};
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::{Amount, OutPoint, TxOut};
 use superscalar_core::channel::commitment::funding_script;
-use superscalar_core::channel::state::{
-    Channel, ChannelError, ChannelLimits, ChannelSecrets, ChannelSetup,
-};
+use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSecrets, ChannelSetup};
 use superscalar_core::musig::AggregateKey;
 
 fn secrets(seed: u8) -> ChannelSecrets {
@@ -28,14 +26,7 @@ fn secrets(seed: u8) -> ChannelSecrets {
     }
 }
 
-fn round(a: &mut Channel, b: &mut Channel) -> Result<(), ChannelError> {
-    let s = a.sign_commitment()?;
-    let r = b.receive_commitment_signed(&s)?;
-    let s = b.sign_commitment()?;
-    a.receive_revoke_and_ack(&r)?;
-    let r = a.receive_commitment_signed(&s)?;
-    b.receive_revoke_and_ack(&r)
-}
+use superscalar_core::channel::state::run_round as round;
 
 fn pair(
     lsp_seed: u8,

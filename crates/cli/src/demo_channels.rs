@@ -6,9 +6,7 @@ use bitcoin::key::Keypair;
 use bitcoin::secp256k1::SecretKey;
 use bitcoin::{OutPoint, TxOut};
 use superscalar_core::ceremony::LspCeremony;
-use superscalar_core::channel::state::{
-    Channel, ChannelError, ChannelLimits, ChannelSecrets, ChannelSetup,
-};
+use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSecrets, ChannelSetup};
 use superscalar_core::factory::Slot;
 use superscalar_core::{ClientId, Factory, TxKind};
 
@@ -39,14 +37,7 @@ fn secrets(seed: u8, funding: Keypair) -> DemoResult<ChannelSecrets> {
     })
 }
 
-fn round(a: &mut Channel, b: &mut Channel) -> Result<(), ChannelError> {
-    let s = a.sign_commitment()?;
-    let r = b.receive_commitment_signed(&s)?;
-    let s = b.sign_commitment()?;
-    a.receive_revoke_and_ack(&r)?;
-    let r = a.receive_commitment_signed(&s)?;
-    b.receive_revoke_and_ack(&r)
-}
+use superscalar_core::channel::state::run_round as round;
 
 /// Open `client`'s leaf channel: (LSP side, client side); the client starts with `client_msat`.
 pub fn open(

@@ -355,6 +355,16 @@ pub struct Channel {
     phase: Phase,
 }
 
+/// One lock-step round started by `a`, with both sides in this process (tests, demo, benchmarks).
+pub fn run_round(a: &mut Channel, b: &mut Channel) -> Result<(), ChannelError> {
+    let sig_a = a.sign_commitment()?;
+    let raa_b = b.receive_commitment_signed(&sig_a)?;
+    let sig_b = b.sign_commitment()?;
+    a.receive_revoke_and_ack(&raa_b)?;
+    let raa_a = a.receive_commitment_signed(&sig_b)?;
+    b.receive_revoke_and_ack(&raa_a)
+}
+
 /// Parameters both sides agree on.
 #[derive(Debug, Clone)]
 pub struct ChannelSetup {
@@ -902,12 +912,9 @@ impl Channel {
         self.their_secrets.get(index_of(n))
     }
 
-    /// Which of their commitments `tx` is: its number, point, revocation secret (if revoked),
-    /// keys and state.
-    fn their_commitment(
-        &self,
-        tx: &Transaction,
-    ) -> Result<(u64, Option<SecretKey>, CommitmentKeys, State), ChannelError> {
+    /// The commitment number a commitment transaction of this channel carries (obscured in its
+    /// nSequence and nLockTime).
+    fn commitment_number_of(&self, tx: &Transaction) -> Result<u64, ChannelError> {
         let input = tx
             .input
             .first()
@@ -919,7 +926,16 @@ impl Channel {
         }
         let obscured = (u64::from(input.sequence.0 & 0xff_ffff) << 24)
             | u64::from(tx.lock_time.to_consensus_u32() & 0xff_ffff);
-        let n = obscured ^ self.obscure;
+        Ok(obscured ^ self.obscure)
+    }
+
+    /// Which of their commitments `tx` is: its number, point, revocation secret (if revoked),
+    /// keys and state.
+    fn their_commitment(
+        &self,
+        tx: &Transaction,
+    ) -> Result<(u64, Option<SecretKey>, CommitmentKeys, State), ChannelError> {
+        let n = self.commitment_number_of(tx)?;
         let secret = self
             .their_secrets
             .get(index_of(n))
@@ -1146,18 +1162,7 @@ impl Channel {
     ) -> Result<Transaction, ChannelError> {
         use bitcoin::sighash::{Prevouts, SighashCache};
         use bitcoin::taproot::LeafVersion;
-        let input = commitment
-            .input
-            .first()
-            .ok_or(ChannelError::NotRevoked("no input"))?;
-        if input.previous_output != self.funding_outpoint {
-            return Err(ChannelError::NotRevoked(
-                "it does not spend the channel output",
-            ));
-        }
-        let obscured = (u64::from(input.sequence.0 & 0xff_ffff) << 24)
-            | u64::from(commitment.lock_time.to_consensus_u32() & 0xff_ffff);
-        let n = obscured ^ self.obscure;
+        let n = self.commitment_number_of(commitment)?;
         let secret = self.secrets.per_commitment_secret(n);
         let point = per_commitment_point(&secret);
         let keys = self.commitment_keys(true, &point);
