@@ -6,39 +6,16 @@
 mod common;
 
 use bitcoin::hashes::{sha256, Hash};
-use bitcoin::key::Keypair;
-use bitcoin::secp256k1::SecretKey;
 use bitcoin::{Amount, FeeRate, OutPoint, TxOut};
 use common::*;
 use superscalar_chain::{Chain, RejectReason};
 use superscalar_client::bump::fee_coin_child;
-use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSecrets, ChannelSetup};
+use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSetup};
 use superscalar_core::factory::Slot;
 use superscalar_core::{ClientId, FactoryConfig, TxKind};
 use superscalar_wallet::burn_script;
 
 const CLIENT: u32 = 2;
-
-fn secrets(seed: u8, funding: Keypair) -> ChannelSecrets {
-    let k = |i: u8| SecretKey::from_slice(&[seed.wrapping_add(i); 32]).unwrap();
-    ChannelSecrets {
-        payment: k(1),
-        delayed_payment: k(2),
-        htlc: k(3),
-        revocation: k(4),
-        seed: [seed; 32],
-        funding,
-    }
-}
-
-fn round(a: &mut Channel, b: &mut Channel) {
-    let s = a.sign_commitment().unwrap();
-    let r = b.receive_commitment_signed(&s).unwrap();
-    let s = b.sign_commitment().unwrap();
-    a.receive_revoke_and_ack(&r).unwrap();
-    let r = a.receive_commitment_signed(&s).unwrap();
-    b.receive_revoke_and_ack(&r).unwrap();
-}
 
 /// The leaf channel of client 2, opened by the LSP with 40,000 of its 52,000 sat; returns the LSP
 /// side before and after a 10,000-sat payment to the client, and the client side after.
@@ -60,8 +37,8 @@ fn channel(h: &Harness) -> (Channel, Channel, Channel) {
     };
     let key = h.factory.signing_key(Slot::Channel(c)).unwrap();
     let (ls, cs) = (
-        secrets(50, h.lsp_key),
-        secrets(80, h.client_keys[CLIENT as usize]),
+        channel_secrets(50, h.lsp_key),
+        channel_secrets(80, h.client_keys[CLIENT as usize]),
     );
     let limits = ChannelLimits {
         to_self_delay: 6,

@@ -5,34 +5,11 @@
 mod common;
 
 use bitcoin::hashes::{sha256, Hash};
-use bitcoin::key::Keypair;
-use bitcoin::secp256k1::SecretKey;
 use bitcoin::TxOut;
 use common::*;
-use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSecrets, ChannelSetup};
+use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSetup};
 use superscalar_core::factory::Slot;
 use superscalar_core::{ClientId, FactoryConfig, TxKind};
-
-fn secrets(seed: u8, funding: Keypair) -> ChannelSecrets {
-    let k = |i: u8| SecretKey::from_slice(&[seed.wrapping_add(i); 32]).unwrap();
-    ChannelSecrets {
-        payment: k(1),
-        delayed_payment: k(2),
-        htlc: k(3),
-        revocation: k(4),
-        seed: [seed; 32],
-        funding,
-    }
-}
-
-fn round(a: &mut Channel, b: &mut Channel) {
-    let s = a.sign_commitment().unwrap();
-    let r = b.receive_commitment_signed(&s).unwrap();
-    let s = b.sign_commitment().unwrap();
-    a.receive_revoke_and_ack(&r).unwrap();
-    let r = a.receive_commitment_signed(&s).unwrap();
-    b.receive_revoke_and_ack(&r).unwrap();
-}
 
 /// The channel of `client` in the harness' factory: (LSP side, client side); the client starts
 /// with `client_msat`.
@@ -54,8 +31,8 @@ fn leaf_channel(h: &Harness, client: u32, client_msat: u64) -> (Channel, Channel
         we_opened,
         our_balance_msat: our,
     };
-    let ls = secrets(100 + client as u8, h.lsp_key);
-    let cs = secrets(10 + client as u8, h.client_keys[client as usize]);
+    let ls = channel_secrets(100 + client as u8, h.lsp_key);
+    let cs = channel_secrets(10 + client as u8, h.client_keys[client as usize]);
     let limits = ChannelLimits::default();
     let (la, ca) = (
         Channel::announcement(&ls, &key, setup(true, 0).funding_outpoint),

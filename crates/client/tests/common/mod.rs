@@ -187,3 +187,27 @@ pub fn default_shapes() -> Vec<(&'static str, Shape)> {
         ),
     ]
 }
+
+/// Channel secrets from a seed, with the given funding key (a factory key).
+pub fn channel_secrets(
+    seed: u8,
+    funding: Keypair,
+) -> superscalar_core::channel::state::ChannelSecrets {
+    let k = |i: u8| bitcoin::secp256k1::SecretKey::from_slice(&[seed.wrapping_add(i); 32]).unwrap();
+    superscalar_core::channel::state::ChannelSecrets {
+        payment: k(1),
+        delayed_payment: k(2),
+        htlc: k(3),
+        revocation: k(4),
+        seed: [seed; 32],
+        funding,
+    }
+}
+
+/// One lock-step channel round started by `a`.
+pub fn round(
+    a: &mut superscalar_core::channel::state::Channel,
+    b: &mut superscalar_core::channel::state::Channel,
+) {
+    superscalar_core::channel::state::run_round(a, b).unwrap();
+}
