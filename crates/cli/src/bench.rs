@@ -36,7 +36,9 @@ pub fn params(lsp: &Keypair, clients: &[Keypair]) -> FactoryParams {
             .map(|k| ClientSpec::new(PublicKey::new(k.public_key()), Amount::from_sat(100_000)))
             .collect(),
         creation_height: 1_000,
+        stock_hashes: Vec::new(),
     }
+    .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32]))
 }
 
 #[derive(Default, Clone, Copy)]

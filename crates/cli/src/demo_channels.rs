@@ -54,7 +54,12 @@ pub fn open(
     let key = factory.signing_key(Slot::Channel(c))?;
     let capacity = factory.params().clients[client as usize].capacity;
     let outpoint = factory
-        .slot_outpoint(Slot::Channel(c), funding, txid_of)
+        .slot_outpoint(
+            Slot::Channel(c),
+            funding,
+            &factory.initial_version(),
+            txid_of,
+        )
         .ok_or("channel output")?;
     let setup = |we_opened, our| ChannelSetup {
         funding_outpoint: outpoint,

@@ -12,8 +12,9 @@ use superscalar_client::watch::{WatchEvent, Watcher};
 use superscalar_client::{ExitProgress, UnilateralExit};
 use superscalar_core::advance::FactoryState;
 use superscalar_core::ceremony::{run_in_process, LspCeremony, SignedTx};
+use superscalar_core::revocation::StockSecrets;
 use superscalar_core::{
-    ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, TxKind,
+    ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Signer, TxKind,
 };
 use superscalar_wallet::{Faucet, OnchainWallet};
 
@@ -43,6 +44,9 @@ pub fn run(
     };
     let lsp_key = key(0xff)?;
     let client_keys: Vec<Keypair> = (0..CLIENTS as u8).map(key).collect::<Result<_, _>>()?;
+    let mut stock_seed = seed;
+    stock_seed[31] ^= 0x5e;
+    let stock_secrets = StockSecrets::new(stock_seed);
     let params = FactoryParams {
         id: FactoryId(seed),
         config: FactoryConfig::regtest(),
@@ -58,7 +62,9 @@ pub fn run(
             })
             .collect(),
         creation_height: chain.tip()?.height,
-    };
+        stock_hashes: Vec::new(),
+    }
+    .with_stock_secrets(&stock_secrets);
     let factory = Arc::new(Factory::new(params)?);
     println!();
     println!(
@@ -148,11 +154,20 @@ pub fn run(
     let mut lsp_state = FactoryState::new(
         Arc::clone(&factory),
         funding,
+        Signer::Lsp,
         ceremony.all_signed().cloned(),
-    );
+    )
+    .with_secrets(stock_secrets.clone());
     let mut states: Vec<FactoryState> = clients
         .iter()
-        .map(|c| FactoryState::new(Arc::clone(&factory), funding, c.signed().iter().cloned()))
+        .map(|c| {
+            FactoryState::new(
+                Arc::clone(&factory),
+                funding,
+                Signer::Client(c.client()),
+                c.signed().iter().cloned(),
+            )
+        })
         .collect();
     let leaf = factory.tree().leaf_of(ClientId(LEAVER)).ok_or("leaf")?;
     for _ in 0..2 {
@@ -174,6 +189,11 @@ pub fn run(
             states[c.0 as usize].complete(cc.signed().iter().cloned())?;
         }
         lsp_state.complete(lsp_c.all_signed().cloned())?;
+        // The superseded stock version's secret: the clients accept nothing new without it.
+        let revealed = lsp_state.reveal()?;
+        for (c, _) in &ccs {
+            states[c.0 as usize].receive_revocations(&revealed)?;
+        }
     }
     let delay = |s: &FactoryState| {
         s.latest(TxKind::State(leaf))
@@ -312,6 +332,7 @@ pub fn run(
                 signed: &latest[i],
                 funding,
                 key: &client_keys[i],
+                version: states[i].version(),
             },
             rate,
             None,
@@ -336,6 +357,7 @@ pub fn run(
                 signed: &latest[i],
                 funding,
                 key: &client_keys[i],
+                version: states[i].version(),
             };
             let claim = claim_timeouts(chain, &view, rate, Some(&mut *lsp))?;
             sent.extend(claim.sent);

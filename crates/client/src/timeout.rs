@@ -7,7 +7,7 @@ use bitcoin::{Amount, FeeRate, OutPoint, Txid};
 use superscalar_chain::{Chain, ChainError, TxStatus};
 use superscalar_core::ceremony::SignedTx;
 use superscalar_core::factory::Slot;
-use superscalar_core::{ClientId, Factory, TxKind};
+use superscalar_core::{ClientId, Factory, TxKind, Version};
 use thiserror::Error;
 
 use superscalar_chain::RejectReason;
@@ -65,6 +65,8 @@ pub struct ClientView<'a> {
     pub funding: OutPoint,
     /// The client's factory key (spends its fee coin).
     pub key: &'a Keypair,
+    /// The factory version `signed` belongs to.
+    pub version: &'a Version,
 }
 
 /// Publish what the client needs at T (already-published timeouts are skipped).
@@ -79,6 +81,7 @@ pub fn claim_timeouts(
         client,
         signed,
         funding,
+        version,
         ..
     } = *view;
     let next = chain.tip()?.height + 1;
@@ -96,8 +99,8 @@ pub fn claim_timeouts(
     };
     let mut claim = TimeoutClaim::default();
     let mut fee_coin_used = false;
-    for slot in factory.client_slots(client) {
-        let Some(op) = factory.slot_outpoint(slot, funding, txid_of) else {
+    for slot in factory.client_slots(client, version) {
+        let Some(op) = factory.slot_outpoint(slot, funding, version, txid_of) else {
             continue;
         };
         let Some(timeout) = signed.iter().find(|s| s.kind == TxKind::Timeout(slot)) else {
@@ -151,10 +154,13 @@ fn pay_zero_fee(
         client,
         funding,
         key,
+        version,
         ..
     } = *view;
     if !*fee_coin_used {
-        if let Some(coin_op) = factory.slot_outpoint(Slot::FeeCoin(client), funding, txid_of) {
+        if let Some(coin_op) =
+            factory.slot_outpoint(Slot::FeeCoin(client), funding, version, txid_of)
+        {
             if let Some(coin) = chain.get_utxo(&coin_op)? {
                 let payout = factory.params().clients[client.0 as usize].payout.clone();
                 let child = fee_coin_child(

@@ -6,67 +6,11 @@ mod common;
 
 use common::*;
 use superscalar_chain::{Chain, ChainError, TxStatus};
-use superscalar_client::{ExitError, ExitProgress, UnilateralExit};
-use superscalar_core::advance::{AdvanceError, FactoryState};
+use superscalar_client::{ExitError, UnilateralExit};
+use superscalar_core::advance::AdvanceError;
 use superscalar_core::factory::Slot;
 use superscalar_core::{ClientId, FactoryConfig, StateIndex, TxKind};
 use superscalar_wallet::burn_script;
-
-struct States {
-    lsp: FactoryState,
-    clients: Vec<FactoryState>,
-}
-
-fn states(h: &Harness) -> States {
-    States {
-        lsp: FactoryState::new(h.factory.clone(), h.funding, h.lsp.all_signed().cloned()),
-        clients: h
-            .clients
-            .iter()
-            .map(|c| FactoryState::new(h.factory.clone(), h.funding, c.signed().iter().cloned()))
-            .collect(),
-    }
-}
-
-/// One advance of the path of `client`'s leaf, every participant online.
-fn advance(h: &Harness, s: &mut States, client: u32) {
-    let leaf = h.factory.tree().leaf_of(ClientId(client)).unwrap();
-    let (proposal, mut lsp) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
-    let participants: Vec<ClientId> = lsp.participants().collect();
-    let mut ceremonies = Vec::new();
-    for c in &participants {
-        let mut cc = s.clients[c.0 as usize]
-            .accept(&proposal, *c, h.client_keys[c.0 as usize])
-            .unwrap();
-        lsp.receive_nonces(*c, &cc.round1().unwrap()).unwrap();
-        ceremonies.push((*c, cc));
-    }
-    for (c, cc) in ceremonies.iter_mut() {
-        let agg = lsp.agg_nonces_for(*c).unwrap();
-        lsp.receive_partials(*c, &cc.round2(&agg).unwrap()).unwrap();
-    }
-    lsp.finalize().unwrap();
-    for (c, cc) in ceremonies.iter_mut() {
-        cc.finish(&lsp.final_sigs_for(*c).unwrap()).unwrap();
-        s.clients[c.0 as usize]
-            .complete(cc.signed().iter().cloned())
-            .unwrap();
-    }
-    s.lsp.complete(lsp.all_signed().cloned()).unwrap();
-}
-
-/// Drive `exit` to completion, mining as needed; every other party's broadcasts are refused.
-fn finish(h: &Harness, exit: &mut UnilateralExit) {
-    for _ in 0..200 {
-        match exit.step(&h.chain, None).unwrap() {
-            ExitProgress::Done => return,
-            _ => {
-                h.chain.mine_blocks(1, &burn_script()).unwrap();
-            }
-        }
-    }
-    panic!("exit did not finish");
-}
 
 #[test]
 fn an_old_state_published_by_the_lsp_loses_to_the_clients_newest() {
@@ -130,7 +74,7 @@ fn an_old_state_published_by_the_lsp_loses_to_the_clients_newest() {
     let leaf_state = s.clients[0].latest(TxKind::State(leaf)).unwrap();
     let vout = h
         .factory
-        .outputs_of(TxKind::State(leaf))
+        .outputs_of(TxKind::State(leaf), s.clients[0].version())
         .iter()
         .position(|x| *x == Slot::Channel(ClientId(0)))
         .unwrap() as u32;

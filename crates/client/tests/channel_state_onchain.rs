@@ -25,7 +25,12 @@ fn channel(h: &Harness) -> (Channel, Channel, Channel) {
     let setup = |we_opened, our| ChannelSetup {
         funding_outpoint: h
             .factory
-            .slot_outpoint(Slot::Channel(c), h.funding, txid_of)
+            .slot_outpoint(
+                Slot::Channel(c),
+                h.funding,
+                &h.factory.initial_version(),
+                txid_of,
+            )
             .unwrap(),
         funding: TxOut {
             value: capacity(CLIENT),
@@ -78,7 +83,12 @@ fn fee_coin(h: &Harness) -> (OutPoint, TxOut) {
     let txid_of = |k: TxKind| h.lsp.signed(k).map(|s| s.tx.compute_txid());
     let op = h
         .factory
-        .slot_outpoint(Slot::FeeCoin(ClientId(CLIENT)), h.funding, txid_of)
+        .slot_outpoint(
+            Slot::FeeCoin(ClientId(CLIENT)),
+            h.funding,
+            &h.factory.initial_version(),
+            txid_of,
+        )
         .unwrap();
     (op, h.chain.get_utxo(&op).unwrap().unwrap().txout)
 }
@@ -330,7 +340,12 @@ fn the_watcher_punishes_a_revoked_commitment_it_sees_in_a_block() {
     let txid_of = |k: TxKind| h.lsp.signed(k).map(|s| s.tx.compute_txid());
     let funding = h
         .factory
-        .slot_outpoint(Slot::Channel(c), h.funding, txid_of)
+        .slot_outpoint(
+            Slot::Channel(c),
+            h.funding,
+            &h.factory.initial_version(),
+            txid_of,
+        )
         .unwrap();
     let tip = h.chain.tip().unwrap().height;
     let mut watcher = Watcher::new(

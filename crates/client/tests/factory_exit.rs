@@ -24,7 +24,7 @@ fn check_exit(name: &str, n: u32, shape: superscalar_core::Shape, client: u32) {
         .rev()
         .find(|s| matches!(s.kind, TxKind::State(_)))
         .unwrap();
-    let outputs = h.factory.outputs_of(leaf_state.kind);
+    let outputs = h.factory.outputs_of(leaf_state.kind, &h.version0);
     let txid = leaf_state.tx.compute_txid();
     let pos = |slot| outputs.iter().position(|s| *s == slot).unwrap() as u32;
     let channel = h

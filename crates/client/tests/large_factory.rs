@@ -14,7 +14,12 @@ fn one_client_of_1024_exits_alone() {
     let path_len = h.clients[700]
         .signed()
         .iter()
-        .filter(|s| !matches!(s.kind, superscalar_core::TxKind::Timeout(_)))
+        .filter(|s| {
+            matches!(
+                s.kind,
+                superscalar_core::TxKind::Kickoff(_) | superscalar_core::TxKind::State(_)
+            )
+        })
         .count();
     exit_alone(&h, ClientId(700));
     // Only its path went on chain.

@@ -21,7 +21,12 @@ fn leaf_channel(h: &Harness, client: u32, client_msat: u64) -> (Channel, Channel
     let setup = |we_opened, our| ChannelSetup {
         funding_outpoint: h
             .factory
-            .slot_outpoint(Slot::Channel(c), h.funding, txid_of)
+            .slot_outpoint(
+                Slot::Channel(c),
+                h.funding,
+                &h.factory.initial_version(),
+                txid_of,
+            )
             .unwrap(),
         funding: TxOut {
             value: capacity(client),

@@ -99,7 +99,7 @@ fn inverted_timeout_of_a_channel_is_paid_with_the_fee_coin_after_an_exit() {
         .unwrap();
     let vout = h
         .factory
-        .outputs_of(leaf_state.kind)
+        .outputs_of(leaf_state.kind, &h.version0)
         .iter()
         .position(|s| *s == Slot::FeeCoin(c))
         .unwrap() as u32;
@@ -140,6 +140,7 @@ fn lsp_sweep_recovers_the_factory_at_t_and_not_one_block_before() {
         .factory
         .lsp_sweep(
             Slot::NodeInput(NodeId(0)),
+            &h.version0,
             h.funding,
             value,
             dest,
@@ -201,6 +202,7 @@ fn lsp_sweep_also_takes_state_outputs_after_an_exit_started() {
         .factory
         .lsp_sweep(
             Slot::NodeInput(child),
+            &h.version0,
             OutPoint::new(root_state.compute_txid(), 0),
             value,
             burn_script(),
@@ -225,6 +227,7 @@ fn lsp_sweep_also_takes_state_outputs_after_an_exit_started() {
         .factory
         .lsp_sweep(
             Slot::KickoffOut(NodeId(0)),
+            &h.version0,
             OutPoint::null(),
             value,
             burn_script(),
@@ -244,6 +247,7 @@ fn claim_timeouts_collects_each_clients_payout_after_another_client_exited() {
             signed: h.clients[c as usize].signed(),
             funding: h.funding,
             key: &h.client_keys[c as usize],
+            version: &h.version0,
         }
     }
     use superscalar_wallet::OnchainWallet;

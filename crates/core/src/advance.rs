@@ -1,26 +1,33 @@
-//! Decker-Wattenhofer advances: the LSP proposes the next state of one leaf's path, only the
-//! clients below the node that ticks take part, and they re-sign everything beneath it (the ticking
-//! state transaction, with its shorter delay and higher fee, and every transaction and timeout
-//! below). Each client checks the proposal against its own odometer before it signs anything.
+//! Factory state updates, as one party sees them: Decker-Wattenhofer advances (the LSP proposes
+//! the next state of one leaf's path; only the clients below the node that ticks take part and
+//! re-sign everything beneath it, merging any pseudo-Spilman chain into the new leaf states), and
+//! liquidity sales (merged into a DW advance on any leaf, or as a pseudo-Spilman sale transaction
+//! that spends only the current PS-factory output). Every stock output re-created by an advance
+//! gets a new revocation hash; the superseded version's secret is revealed by the LSP after the
+//! new state is signed, and a client accepts no further update until it holds it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::key::Keypair;
 use bitcoin::secp256k1::schnorr::Signature;
 use bitcoin::secp256k1::{Message, Secp256k1};
-use bitcoin::{Amount, OutPoint};
+use bitcoin::{Amount, OutPoint, Transaction};
 use thiserror::Error;
 
 use crate::ceremony::{CeremonyError, ClientCeremony, LspCeremony, SignedTx};
-use crate::factory::{Factory, FactoryError, Signer, Slot, TxKind};
+use crate::factory::{Factory, FactoryError, Signer, Slot, TxKind, P2TR_DUST};
+use crate::ledger::{Sale, StockVersion, Version};
 use crate::odometer::{Odometer, OdometerError};
+use crate::revocation::{RevocationError, StockRevocations, StockSecrets};
+use crate::shape::LeafKind;
 use crate::types::{ClientId, FactoryId, NodeId, StateIndex};
 
 /// Every transaction re-signed when `node`'s state ticks: its state transaction and everything
-/// beneath it, with the timeout transactions of the outputs they create; parents first.
-pub fn jobs_below(factory: &Factory, node: NodeId) -> Vec<TxKind> {
+/// beneath it, with the timeout and punishment transactions of the outputs they create; parents
+/// first.
+pub fn jobs_below(factory: &Factory, node: NodeId, v: &Version) -> Vec<TxKind> {
     let tree = factory.tree();
     let mut txs = Vec::new();
     if tree.node(node).has_state() {
@@ -36,17 +43,43 @@ pub fn jobs_below(factory: &Factory, node: NodeId) -> Vec<TxKind> {
     }
     let mut jobs = txs.clone();
     for tx in &txs {
-        for slot in factory.outputs_of(*tx) {
+        for slot in factory.outputs_of(*tx, v) {
             if factory.has_timeout(slot) {
                 jobs.push(TxKind::Timeout(slot));
+            }
+            if matches!(slot, Slot::Stock(_)) {
+                jobs.push(TxKind::Punish(slot));
             }
         }
     }
     jobs
 }
 
+/// The transactions a pseudo-Spilman sale signs.
+pub fn sale_jobs(factory: &Factory, index: u32) -> Vec<TxKind> {
+    let mut jobs = vec![TxKind::Sale(index)];
+    for slot in [Slot::Sold(index), Slot::Change(index)] {
+        if factory.has_timeout(slot) {
+            jobs.push(TxKind::Timeout(slot));
+        }
+    }
+    jobs.push(TxKind::Punish(Slot::Change(index)));
+    jobs
+}
+
+/// What a sale gives: `amount` of the LSP's stock `stock` in a new channel for `buyer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleTerms {
+    /// The client buying inbound liquidity.
+    pub buyer: ClientId,
+    /// The stock output it comes from.
+    pub stock: u32,
+    /// Capacity of the new channel.
+    pub amount: Amount,
+}
+
 /// The LSP's proposal to move one node of the tree to its next state (everything beneath it is
-/// re-signed at its first state).
+/// re-signed at its first state), possibly selling liquidity in the new leaf state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdvanceProposal {
     /// The factory.
@@ -57,10 +90,39 @@ pub struct AdvanceProposal {
     pub from: StateIndex,
     /// Its state after.
     pub to: StateIndex,
+    /// A sale merged into the re-signed leaf state.
+    pub sale: Option<SaleTerms>,
+    /// Every sale of the factory before this update (clients learn the sales of other stocks,
+    /// which a rollover re-signs, and check those of their own).
+    pub sales_before: Vec<Sale>,
+    /// The new version and revocation hash of every stock output the advance re-creates.
+    pub stock_versions: Vec<(u32, StockVersion)>,
     /// The stock outputs below the ticking node after the advance (they pay the higher fee).
     pub stocks_after: Vec<(u32, Amount)>,
     /// The LSP's signature over all of the above.
     pub signature: Signature,
+}
+
+fn push_sale(data: &mut Vec<u8>, sale: &Option<SaleTerms>) {
+    match sale {
+        None => data.push(0),
+        Some(t) => {
+            data.push(1);
+            data.extend_from_slice(&t.buyer.0.to_be_bytes());
+            data.extend_from_slice(&t.stock.to_be_bytes());
+            data.extend_from_slice(&t.amount.to_sat().to_be_bytes());
+        }
+    }
+}
+
+fn push_sales(data: &mut Vec<u8>, sales: &[Sale]) {
+    data.extend_from_slice(&(sales.len() as u32).to_be_bytes());
+    for s in sales {
+        data.extend_from_slice(&s.buyer.0.to_be_bytes());
+        data.extend_from_slice(&s.stock.to_be_bytes());
+        data.extend_from_slice(&s.amount.to_sat().to_be_bytes());
+        data.push(u8::from(s.merged));
+    }
 }
 
 fn proposal_digest(p: &AdvanceProposal) -> [u8; 32] {
@@ -69,6 +131,13 @@ fn proposal_digest(p: &AdvanceProposal) -> [u8; 32] {
     data.extend_from_slice(&p.node.0.to_be_bytes());
     data.extend_from_slice(&p.from.0.to_be_bytes());
     data.extend_from_slice(&p.to.0.to_be_bytes());
+    push_sale(&mut data, &p.sale);
+    push_sales(&mut data, &p.sales_before);
+    for (s, sv) in &p.stock_versions {
+        data.extend_from_slice(&s.to_be_bytes());
+        data.extend_from_slice(&sv.version.to_be_bytes());
+        data.extend_from_slice(sv.hash.as_byte_array());
+    }
     for (s, a) in &p.stocks_after {
         data.extend_from_slice(&s.to_be_bytes());
         data.extend_from_slice(&a.to_sat().to_be_bytes());
@@ -76,11 +145,50 @@ fn proposal_digest(p: &AdvanceProposal) -> [u8; 32] {
     sha256::Hash::hash(&data).to_byte_array()
 }
 
-/// An advance refused before anything was signed (or a failed ceremony).
+/// The LSP's proposal of a pseudo-Spilman liquidity sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleProposal {
+    /// The factory.
+    pub factory: FactoryId,
+    /// The sale's index (the number of sales before it).
+    pub index: u32,
+    /// Every sale of the factory before this one.
+    pub sales_before: Vec<Sale>,
+    /// What is sold.
+    pub terms: SaleTerms,
+    /// The PS-factory output the sale transaction spends.
+    pub spends: OutPoint,
+    /// The LSP's signature over all of the above.
+    pub signature: Signature,
+}
+
+fn sale_digest(p: &SaleProposal) -> [u8; 32] {
+    let mut data = b"superscalar/sale".to_vec();
+    data.extend_from_slice(&p.factory.0);
+    data.extend_from_slice(&p.index.to_be_bytes());
+    push_sale(&mut data, &Some(p.terms));
+    push_sales(&mut data, &p.sales_before);
+    data.extend_from_slice(p.spends.txid.as_byte_array());
+    data.extend_from_slice(&p.spends.vout.to_be_bytes());
+    sha256::Hash::hash(&data).to_byte_array()
+}
+
+/// A revealed revocation secret: `secret` revokes version `version` of stock output `stock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revealed {
+    /// The stock output.
+    pub stock: u32,
+    /// The superseded version.
+    pub version: u32,
+    /// Its secret.
+    pub secret: [u8; 32],
+}
+
+/// An update refused before anything was signed (or a failed ceremony).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AdvanceError {
     /// The proposal is not signed by this factory's LSP.
-    #[error("the advance is not signed by the factory's LSP")]
+    #[error("the update is not signed by the factory's LSP")]
     WrongParty,
     /// The proposal starts from a state that is not the current one (replayed or stale).
     #[error(
@@ -101,7 +209,7 @@ pub enum AdvanceError {
         got: StateIndex,
     },
     /// The amounts would not be those the protocol gives (money created or destroyed).
-    #[error("the advance would create or destroy money: stock {stock} should hold {expected}, proposed {got}")]
+    #[error("the update would create or destroy money: stock {stock} should hold {expected}, proposed {got}")]
     Amounts {
         /// The stock output.
         stock: u32,
@@ -110,15 +218,51 @@ pub enum AdvanceError {
         /// What the proposal says.
         got: Amount,
     },
-    /// Another advance is not finished.
-    #[error("an earlier advance is not finished")]
+    /// The proposal does not give the next version of exactly the re-created stocks.
+    #[error("the advance must carry the next version (and a new revocation hash) of every stock output it re-creates")]
+    Hashes,
+    /// The proposal's history of sales disagrees with what this party signed.
+    #[error("the proposal rewrites the sales this party signed: {0}")]
+    History(String),
+    /// A sale that the stock cannot pay, or that names a buyer outside the stock's group.
+    #[error("invalid sale: {0}")]
+    InvalidSale(String),
+    /// This party already signed a spend of that outpoint.
+    #[error("already signed a spend of {0}: a PS-factory output is spent by one sale only")]
+    AlreadySpent(OutPoint),
+    /// The sale spends another outpoint than the current PS-factory output.
+    #[error("the sale spends {got}, but the current PS-factory output is {current}")]
+    NotCurrentStock {
+        /// What the proposal spends.
+        got: OutPoint,
+        /// The current PS-factory output.
+        current: OutPoint,
+    },
+    /// Another update is not finished.
+    #[error("an earlier update is not finished")]
     Busy,
+    /// Fail closed: the secret of a superseded stock version has not been received.
+    #[error(
+        "no new state until the revocation secret of stock {stock} version {version} is received"
+    )]
+    RevocationOwed {
+        /// The stock output.
+        stock: u32,
+        /// The superseded version.
+        version: u32,
+    },
+    /// A revealed secret was refused.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
     /// This client is not below the ticking node.
-    #[error("{0} does not take part in this advance")]
+    #[error("{0} does not take part in this update")]
     NotInvolved(ClientId),
     /// Wrong factory.
     #[error("proposal for another factory")]
     WrongFactory,
+    /// Only the LSP can do this (it holds the stock secrets).
+    #[error("only the LSP, with its stock secrets, can propose updates")]
+    NotLsp,
     /// The odometer cannot advance: the factory must be rotated.
     #[error(transparent)]
     Odometer(#[from] OdometerError),
@@ -130,37 +274,92 @@ pub enum AdvanceError {
     Ceremony(#[from] CeremonyError),
 }
 
-/// What one party knows of the factory's current state: the odometer and the latest signed
-/// transaction of every role it signs.
+/// A superseded stock version and its punishment transactions (signed over the hashlock leaf).
+#[derive(Debug, Clone)]
+pub struct Superseded {
+    /// The stock output.
+    pub stock: u32,
+    /// The superseded version.
+    pub version: u32,
+    /// Its revocation hash.
+    pub hash: sha256::Hash,
+    /// Punishments of the stock output and of the change outputs of its PS chain.
+    pub punishments: Vec<SignedTx>,
+    /// The factory version they were signed in.
+    pub at: Version,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    next: Version,
+    /// Stocks whose version the update bumps.
+    resigned: Vec<u32>,
+    /// The outpoint a PS sale spends.
+    spends: Option<OutPoint>,
+}
+
+/// What one party knows of the factory's current state: the version, the latest signed
+/// transaction of every role it signs, and the revocation data of superseded stock versions.
 #[derive(Debug, Clone)]
 pub struct FactoryState {
     factory: Arc<Factory>,
     funding: OutPoint,
-    odo: Odometer,
+    me: Signer,
+    lsp_secrets: Option<StockSecrets>,
+    version: Version,
     latest: BTreeMap<TxKind, SignedTx>,
-    pending: Option<(Odometer, NodeId)>,
+    pending: Option<Pending>,
+    revocations: StockRevocations,
+    superseded: Vec<Superseded>,
+    owed: BTreeSet<(u32, u32)>,
+    last_superseded: Vec<(u32, u32)>,
+    spent: BTreeSet<OutPoint>,
 }
 
 impl FactoryState {
-    /// After the factory's first ceremony.
+    /// After the factory's first ceremony, as `me` (the LSP must add its secrets with
+    /// [`FactoryState::with_secrets`] before it can propose updates).
     pub fn new(
         factory: Arc<Factory>,
         funding: OutPoint,
+        me: Signer,
         signed: impl IntoIterator<Item = SignedTx>,
     ) -> Self {
-        let odo = factory.initial_odometer();
+        let version = factory.initial_version();
+        let mut revocations = StockRevocations::default();
+        for (s, sv) in version.stocks.iter().enumerate() {
+            revocations.expect(s as u32, sv.version, sv.hash);
+        }
         FactoryState {
             factory,
             funding,
-            odo,
+            me,
+            lsp_secrets: None,
+            version,
             latest: signed.into_iter().map(|s| (s.kind, s)).collect(),
             pending: None,
+            revocations,
+            superseded: Vec::new(),
+            owed: BTreeSet::new(),
+            last_superseded: Vec::new(),
+            spent: BTreeSet::new(),
         }
+    }
+
+    /// The LSP's stock secrets (the LSP only).
+    pub fn with_secrets(mut self, secrets: StockSecrets) -> Self {
+        self.lsp_secrets = Some(secrets);
+        self
+    }
+
+    /// The current version.
+    pub fn version(&self) -> &Version {
+        &self.version
     }
 
     /// The current odometer.
     pub fn odometer(&self) -> &Odometer {
-        &self.odo
+        &self.version.odo
     }
 
     /// The latest signed transaction of a role.
@@ -168,12 +367,36 @@ impl FactoryState {
         self.latest.get(&kind)
     }
 
-    /// Every latest signed transaction this party holds (exit paths and timeouts).
+    /// Every latest signed transaction this party holds (exit paths, sales, timeouts, punishments).
     pub fn signed(&self) -> Vec<SignedTx> {
         self.latest.values().cloned().collect()
     }
 
-    /// The latest signed exit path of `client` (kickoffs and states, in publishing order).
+    /// Superseded stock versions with their punishments.
+    pub fn superseded(&self) -> &[Superseded] {
+        &self.superseded
+    }
+
+    /// Revocation secrets received.
+    pub fn revocations(&self) -> &StockRevocations {
+        &self.revocations
+    }
+
+    /// Outpoints this party has signed a PS-sale spend of.
+    pub fn spent_outpoints(&self) -> &BTreeSet<OutPoint> {
+        &self.spent
+    }
+
+    /// Where `slot` is, if this party holds the transaction that creates it.
+    pub fn outpoint(&self, slot: Slot) -> Option<OutPoint> {
+        self.factory
+            .slot_outpoint(slot, self.funding, &self.version, |k| {
+                self.latest.get(&k).map(|s| s.tx.compute_txid())
+            })
+    }
+
+    /// The latest signed exit path of `client`: kickoffs and states in publishing order, then
+    /// the sales of its PS chain up to the last one that created a channel of `client`.
     pub fn exit_path(&self, client: ClientId) -> Vec<SignedTx> {
         let mut path = Vec::new();
         for n in self.factory.tree().path_of(client) {
@@ -183,25 +406,213 @@ impl FactoryState {
                 }
             }
         }
-        path
-    }
-
-    fn stocks_below(
-        &self,
-        odo: &Odometer,
-        node: NodeId,
-    ) -> Result<Vec<(u32, Amount)>, FactoryError> {
-        let amounts = self.factory.amounts(odo)?;
-        let n = self.factory.tree().node(node);
-        let mut out = Vec::new();
-        for c in n.clients.clone() {
-            if let Some(s) = self.factory.stock_of(ClientId(c)) {
-                if out.last().map(|(l, _): &(u32, Amount)| *l) != Some(s) {
-                    out.push((s, amounts.value(&self.factory, Slot::Stock(s))));
+        if let Some(stock) = self.factory.stock_of(client) {
+            let chain = self.version.chain_of(stock);
+            let last = chain
+                .iter()
+                .rposition(|j| self.version.sales[*j as usize].buyer == client);
+            if let Some(last) = last {
+                for j in &chain[..=last] {
+                    if let Some(s) = self.latest.get(&TxKind::Sale(*j)) {
+                        path.push(s.clone());
+                    }
                 }
             }
         }
-        Ok(out)
+        path
+    }
+
+    /// Punishments of superseded stock versions whose secret is held, ready to broadcast.
+    pub fn armed_punishments(&self) -> Vec<Transaction> {
+        let mut out = Vec::new();
+        for sup in &self.superseded {
+            let Some(secret) = self.secret_of(sup.stock, sup.version) else {
+                continue;
+            };
+            for p in &sup.punishments {
+                if let Ok(tx) = self
+                    .factory
+                    .complete_punishment(p, &sup.at, &sup.hash, &secret)
+                {
+                    out.push(tx);
+                }
+            }
+        }
+        out
+    }
+
+    fn secret_of(&self, stock: u32, version: u32) -> Option<[u8; 32]> {
+        match &self.lsp_secrets {
+            Some(s) => Some(s.secret(stock, version)),
+            None => self.revocations.secret(stock, version),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), AdvanceError> {
+        if self.pending.is_some() {
+            return Err(AdvanceError::Busy);
+        }
+        if let Some((stock, version)) = self.owed.iter().next() {
+            return Err(AdvanceError::RevocationOwed {
+                stock: *stock,
+                version: *version,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stock outputs whose leaf is under `node`.
+    fn stocks_under(&self, node: NodeId) -> Vec<u32> {
+        let n = self.factory.tree().node(node);
+        let mut out: Vec<u32> = Vec::new();
+        for c in n.clients.clone() {
+            if let Some(s) = self.factory.stock_of(ClientId(c)) {
+                if out.last() != Some(&s) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    fn check_sale(&self, terms: &SaleTerms) -> Result<(), AdvanceError> {
+        let stocks = self.factory.stocks();
+        let st = stocks
+            .get(terms.stock as usize)
+            .ok_or_else(|| AdvanceError::InvalidSale(format!("no stock {}", terms.stock)))?;
+        if !st.clients.contains(&terms.buyer.0) {
+            return Err(AdvanceError::InvalidSale(format!(
+                "{} does not share stock {}",
+                terms.buyer, terms.stock
+            )));
+        }
+        if terms.amount < P2TR_DUST {
+            return Err(AdvanceError::InvalidSale(format!(
+                "{} is below the {} dust limit",
+                terms.amount, P2TR_DUST
+            )));
+        }
+        Ok(())
+    }
+
+    /// The version after an update, checked: the stock pays the sale and still every fee
+    /// increase of the states to come.
+    fn checked(&self, next: &Version) -> Result<(), AdvanceError> {
+        let short = |e: FactoryError| match e {
+            FactoryError::StockExhausted(_) => AdvanceError::InvalidSale(
+                "the stock cannot pay it and the fee increases of the states to come".into(),
+            ),
+            e => AdvanceError::Factory(e),
+        };
+        self.factory.amounts(next).map_err(short)?;
+        self.factory
+            .amounts(&self.factory.worst_case(next))
+            .map_err(short)?;
+        Ok(())
+    }
+
+    /// Our own stock output (none for the LSP).
+    fn own_stock(&self) -> Option<u32> {
+        match self.me {
+            Signer::Lsp => None,
+            Signer::Client(c) => self.factory.stock_of(c),
+        }
+    }
+
+    /// The LSP's list of sales, checked against ours: the same history, nothing new on our own
+    /// stock that we did not sign.
+    fn adopt_sales(&self, theirs: &[Sale]) -> Result<Vec<Sale>, AdvanceError> {
+        let ours = &self.version.sales;
+        if theirs.len() < ours.len() {
+            return Err(AdvanceError::History(format!(
+                "{} sales, we know {}",
+                theirs.len(),
+                ours.len()
+            )));
+        }
+        let own = self.own_stock();
+        for (j, (a, b)) in ours.iter().zip(theirs).enumerate() {
+            let same_sale = a.buyer == b.buyer && a.stock == b.stock && a.amount == b.amount;
+            if !same_sale || (Some(a.stock) == own && a.merged != b.merged) {
+                return Err(AdvanceError::History(format!("sale {j} differs")));
+            }
+        }
+        if let Some(j) = theirs[ours.len()..]
+            .iter()
+            .position(|s| Some(s.stock) == own)
+        {
+            return Err(AdvanceError::History(format!(
+                "sale {} of our stock was never signed by us",
+                ours.len() + j
+            )));
+        }
+        Ok(theirs.to_vec())
+    }
+
+    fn next_advance(
+        &self,
+        changed: NodeId,
+        odo: Odometer,
+        sale: Option<SaleTerms>,
+        sales_before: Vec<Sale>,
+        versions: &[(u32, StockVersion)],
+    ) -> Result<(Version, Vec<u32>), AdvanceError> {
+        let stocks = self.stocks_under(changed);
+        if versions.len() != stocks.len() || versions.iter().zip(&stocks).any(|(h, s)| h.0 != *s) {
+            return Err(AdvanceError::Hashes);
+        }
+        if let Some(own) = self.own_stock() {
+            let current = self.version.stocks[own as usize].version;
+            if versions
+                .iter()
+                .any(|(s, sv)| *s == own && sv.version != current + 1)
+            {
+                return Err(AdvanceError::Hashes);
+            }
+        }
+        let mut next = Version {
+            odo,
+            sales: sales_before,
+            ..self.version.clone()
+        };
+        // Cut-through: the PS chains below become outputs of the new leaf states.
+        for sale in next.sales.iter_mut() {
+            if stocks.contains(&sale.stock) {
+                sale.merged = true;
+            }
+        }
+        if let Some(t) = sale {
+            self.check_sale(&t)?;
+            if !stocks.contains(&t.stock) {
+                return Err(AdvanceError::InvalidSale(format!(
+                    "stock {} is not re-signed by this advance",
+                    t.stock
+                )));
+            }
+            next.sales.push(Sale {
+                buyer: t.buyer,
+                stock: t.stock,
+                amount: t.amount,
+                merged: true,
+            });
+        }
+        for (s, sv) in versions {
+            next.stocks[*s as usize] = *sv;
+        }
+        self.checked(&next)?;
+        Ok((next, stocks))
+    }
+
+    fn stock_amounts(
+        &self,
+        v: &Version,
+        stocks: &[u32],
+    ) -> Result<Vec<(u32, Amount)>, FactoryError> {
+        let amounts = self.factory.amounts(v)?;
+        Ok(stocks
+            .iter()
+            .map(|s| (*s, amounts.value(&self.factory, Slot::Stock(*s))))
+            .collect())
     }
 
     /// LSP: propose advancing `leaf`'s path and start the ceremony with the clients below the
@@ -211,35 +622,75 @@ impl FactoryState {
         leaf: NodeId,
         lsp: &Keypair,
     ) -> Result<(AdvanceProposal, LspCeremony), AdvanceError> {
-        if self.pending.is_some() {
-            return Err(AdvanceError::Busy);
-        }
+        self.propose_with(leaf, None, lsp)
+    }
+
+    /// LSP: propose advancing `leaf`'s path with a sale merged into the new leaf state (a DW-leaf
+    /// sale), and start the ceremony.
+    pub fn propose_with(
+        &mut self,
+        leaf: NodeId,
+        sale: Option<SaleTerms>,
+        lsp: &Keypair,
+    ) -> Result<(AdvanceProposal, LspCeremony), AdvanceError> {
+        self.check_open()?;
+        let secrets = self.lsp_secrets.clone().ok_or(AdvanceError::NotLsp)?;
         let tree = self.factory.tree();
-        let mut next = self.odo.clone();
-        let changed = next.advance(tree, leaf)?;
+        let mut odo = self.version.odo.clone();
+        let changed = odo.advance(tree, leaf)?;
+        let versions: Vec<(u32, StockVersion)> = self
+            .stocks_under(changed)
+            .into_iter()
+            .map(|s| {
+                let version = self.version.stocks[s as usize].version + 1;
+                let hash = secrets.hash(s, version);
+                (s, StockVersion { version, hash })
+            })
+            .collect();
+        let sales_before = self.version.sales.clone();
+        let (next, resigned) =
+            self.next_advance(changed, odo, sale, sales_before.clone(), &versions)?;
         let mut proposal = AdvanceProposal {
             factory: self.factory.params().id,
             node: changed,
             from: self
+                .version
                 .odo
                 .state(changed)
                 .ok_or(OdometerError::NotDw(changed))?,
-            to: next.state(changed).ok_or(OdometerError::NotDw(changed))?,
-            stocks_after: self.stocks_below(&next, changed)?,
+            to: next
+                .odo
+                .state(changed)
+                .ok_or(OdometerError::NotDw(changed))?,
+            sale,
+            sales_before,
+            stock_versions: versions,
+            stocks_after: self.stock_amounts(&next, &resigned)?,
             signature: Signature::from_slice(&[0u8; 64]).expect("64 bytes"),
         };
         let secp = Secp256k1::signing_only();
         proposal.signature =
             secp.sign_schnorr(&Message::from_digest(proposal_digest(&proposal)), lsp);
-        let jobs = jobs_below(&self.factory, changed);
+        let jobs = jobs_below(&self.factory, changed, &next);
         let ceremony =
             LspCeremony::for_jobs(Arc::clone(&self.factory), *lsp, self.funding, &next, &jobs)?;
-        self.pending = Some((next, changed));
+        self.pending = Some(Pending {
+            next,
+            resigned,
+            spends: None,
+        });
         Ok((proposal, ceremony))
     }
 
-    /// Client: check a proposal against our own odometer; if it is the next state, start our
-    /// share of the ceremony. Nothing changes when it is refused.
+    fn check_lsp_signature(&self, digest: [u8; 32], sig: &Signature) -> Result<(), AdvanceError> {
+        let secp = Secp256k1::verification_only();
+        let lsp = self.factory.key_of(Signer::Lsp).inner.x_only_public_key().0;
+        secp.verify_schnorr(sig, &Message::from_digest(digest), &lsp)
+            .map_err(|_| AdvanceError::WrongParty)
+    }
+
+    /// Client: check a proposal against our own state; if it is the next state and conserves
+    /// money, start our share of the ceremony. Nothing changes when it is refused.
     pub fn accept(
         &mut self,
         proposal: &AdvanceProposal,
@@ -249,23 +700,15 @@ impl FactoryState {
         if proposal.factory != self.factory.params().id {
             return Err(AdvanceError::WrongFactory);
         }
-        let secp = Secp256k1::verification_only();
-        let lsp = self.factory.key_of(Signer::Lsp).inner.x_only_public_key().0;
-        secp.verify_schnorr(
-            &proposal.signature,
-            &Message::from_digest(proposal_digest(proposal)),
-            &lsp,
-        )
-        .map_err(|_| AdvanceError::WrongParty)?;
-        if self.pending.is_some() {
-            return Err(AdvanceError::Busy);
-        }
+        self.check_lsp_signature(proposal_digest(proposal), &proposal.signature)?;
+        self.check_open()?;
         let tree = self.factory.tree();
         let changed = proposal.node;
         if changed.0 as usize >= tree.nodes().len() || !tree.node(changed).clients.contains(&me.0) {
             return Err(AdvanceError::NotInvolved(me));
         }
         let current = self
+            .version
             .odo
             .state(changed)
             .ok_or(OdometerError::NotDw(changed))?;
@@ -282,9 +725,24 @@ impl FactoryState {
                 got: proposal.to,
             });
         }
-        let mut next = self.odo.clone();
-        next.tick(tree, changed)?;
-        let stocks = self.stocks_below(&next, changed)?;
+        let mut odo = self.version.odo.clone();
+        odo.tick(tree, changed)?;
+        let sales_before = self.adopt_sales(&proposal.sales_before)?;
+        let (next, resigned) = self.next_advance(
+            changed,
+            odo,
+            proposal.sale,
+            sales_before,
+            &proposal.stock_versions,
+        )?;
+        let stocks = self.stock_amounts(&next, &resigned)?;
+        if stocks.len() != proposal.stocks_after.len() {
+            return Err(AdvanceError::Amounts {
+                stock: u32::MAX,
+                expected: Amount::ZERO,
+                got: Amount::ZERO,
+            });
+        }
         for ((s, want), (ps, got)) in stocks.iter().zip(&proposal.stocks_after) {
             if s != ps || want != got {
                 return Err(AdvanceError::Amounts {
@@ -294,14 +752,7 @@ impl FactoryState {
                 });
             }
         }
-        if stocks.len() != proposal.stocks_after.len() {
-            return Err(AdvanceError::Amounts {
-                stock: u32::MAX,
-                expected: Amount::ZERO,
-                got: Amount::ZERO,
-            });
-        }
-        let jobs = jobs_below(&self.factory, changed);
+        let jobs = jobs_below(&self.factory, changed, &next);
         let ceremony = ClientCeremony::for_jobs(
             Arc::clone(&self.factory),
             me,
@@ -310,24 +761,233 @@ impl FactoryState {
             &next,
             Some(&jobs),
         )?;
-        self.pending = Some((next, changed));
+        self.pending = Some(Pending {
+            next,
+            resigned,
+            spends: None,
+        });
         Ok(ceremony)
     }
 
-    /// Finish: the re-signed transactions replace the old ones and the odometer moves on.
+    fn current_ps_output(&self, stock: u32) -> Result<OutPoint, AdvanceError> {
+        let slot = match self.version.chain_of(stock).last() {
+            Some(j) => Slot::Change(*j),
+            None => Slot::Stock(stock),
+        };
+        self.outpoint(slot)
+            .ok_or_else(|| AdvanceError::InvalidSale(format!("{slot:?} is not held")))
+    }
+
+    fn next_sale(&self, terms: &SaleTerms, before: Vec<Sale>) -> Result<Version, AdvanceError> {
+        self.check_sale(terms)?;
+        let leaf = self.factory.stocks()[terms.stock as usize].leaf;
+        if !matches!(
+            self.factory.params().config.shape.leaf,
+            LeafKind::PseudoSpilman { .. }
+        ) {
+            return Err(AdvanceError::InvalidSale(format!(
+                "{leaf} is a Decker-Wattenhofer leaf: sell with an advance (propose_with)"
+            )));
+        }
+        let mut next = Version {
+            sales: before,
+            ..self.version.clone()
+        };
+        next.sales.push(Sale {
+            buyer: terms.buyer,
+            stock: terms.stock,
+            amount: terms.amount,
+            merged: false,
+        });
+        self.checked(&next)?;
+        Ok(next)
+    }
+
+    /// LSP: propose a pseudo-Spilman sale from `terms.stock`'s current PS-factory output.
+    pub fn propose_sale(
+        &mut self,
+        terms: SaleTerms,
+        lsp: &Keypair,
+    ) -> Result<(SaleProposal, LspCeremony), AdvanceError> {
+        self.check_open()?;
+        if self.lsp_secrets.is_none() {
+            return Err(AdvanceError::NotLsp);
+        }
+        let sales_before = self.version.sales.clone();
+        let next = self.next_sale(&terms, sales_before.clone())?;
+        let spends = self.current_ps_output(terms.stock)?;
+        if self.spent.contains(&spends) {
+            return Err(AdvanceError::AlreadySpent(spends));
+        }
+        let index = self.version.sales.len() as u32;
+        let mut proposal = SaleProposal {
+            factory: self.factory.params().id,
+            index,
+            sales_before,
+            terms,
+            spends,
+            signature: Signature::from_slice(&[0u8; 64]).expect("64 bytes"),
+        };
+        let secp = Secp256k1::signing_only();
+        proposal.signature = secp.sign_schnorr(&Message::from_digest(sale_digest(&proposal)), lsp);
+        let jobs = sale_jobs(&self.factory, index);
+        let ceremony =
+            LspCeremony::for_jobs(Arc::clone(&self.factory), *lsp, self.funding, &next, &jobs)?;
+        // Recorded before anything is signed: this outpoint is never spent by another sale.
+        self.spent.insert(spends);
+        self.pending = Some(Pending {
+            next,
+            resigned: Vec::new(),
+            spends: Some(spends),
+        });
+        Ok((proposal, ceremony))
+    }
+
+    /// Client of the PS factory: check a sale proposal; it must spend the current PS-factory
+    /// output, which this client has never signed a spend of. Nothing changes when refused.
+    pub fn accept_sale(
+        &mut self,
+        proposal: &SaleProposal,
+        me: ClientId,
+        key: Keypair,
+    ) -> Result<ClientCeremony, AdvanceError> {
+        if proposal.factory != self.factory.params().id {
+            return Err(AdvanceError::WrongFactory);
+        }
+        self.check_lsp_signature(sale_digest(proposal), &proposal.signature)?;
+        if self.spent.contains(&proposal.spends) {
+            return Err(AdvanceError::AlreadySpent(proposal.spends));
+        }
+        self.check_open()?;
+        let st = self
+            .factory
+            .stocks()
+            .get(proposal.terms.stock as usize)
+            .ok_or_else(|| AdvanceError::InvalidSale("no such stock".into()))?;
+        if !st.clients.contains(&me.0) {
+            return Err(AdvanceError::NotInvolved(me));
+        }
+        if proposal.index as usize != proposal.sales_before.len() {
+            return Err(AdvanceError::InvalidSale(format!(
+                "sale index {} is not the next one ({})",
+                proposal.index,
+                proposal.sales_before.len()
+            )));
+        }
+        let current = self.current_ps_output(proposal.terms.stock)?;
+        if proposal.spends != current {
+            return Err(AdvanceError::NotCurrentStock {
+                got: proposal.spends,
+                current,
+            });
+        }
+        let before = self.adopt_sales(&proposal.sales_before)?;
+        let next = self.next_sale(&proposal.terms, before)?;
+        let jobs = sale_jobs(&self.factory, proposal.index);
+        let ceremony = ClientCeremony::for_jobs(
+            Arc::clone(&self.factory),
+            me,
+            key,
+            self.funding,
+            &next,
+            Some(&jobs),
+        )?;
+        self.spent.insert(proposal.spends);
+        self.pending = Some(Pending {
+            next,
+            resigned: Vec::new(),
+            spends: Some(proposal.spends),
+        });
+        Ok(ceremony)
+    }
+
+    /// Finish: the re-signed transactions replace the old ones, the version moves on, and the
+    /// punishments of every superseded stock version are kept. A client then owes itself the
+    /// superseded versions' secrets ([`FactoryState::receive_revocations`]) before any new update.
     pub fn complete(
         &mut self,
         signed: impl IntoIterator<Item = SignedTx>,
     ) -> Result<(), AdvanceError> {
-        let (next, _) = self.pending.take().ok_or(AdvanceError::Busy)?;
+        let pending = self.pending.take().ok_or(AdvanceError::Busy)?;
+        let old = std::mem::replace(&mut self.version, pending.next);
+        self.last_superseded.clear();
+        let own = self.own_stock();
+        for s in &pending.resigned {
+            if self.me != Signer::Lsp && Some(*s) != own {
+                // Another group's stock: its clients hold its punishments and secrets.
+                continue;
+            }
+            let ov = old.stocks[*s as usize];
+            let mut punishments = Vec::new();
+            let mut slots = vec![Slot::Stock(*s)];
+            slots.extend(old.chain_of(*s).into_iter().map(Slot::Change));
+            for slot in slots {
+                if let Some(p) = self.latest.remove(&TxKind::Punish(slot)) {
+                    punishments.push(p);
+                }
+            }
+            self.superseded.push(Superseded {
+                stock: *s,
+                version: ov.version,
+                hash: ov.hash,
+                punishments,
+                at: old.clone(),
+            });
+            let nv = self.version.stocks[*s as usize];
+            self.revocations.expect(*s, nv.version, nv.hash);
+            self.last_superseded.push((*s, ov.version));
+            if self.lsp_secrets.is_none() {
+                self.owed.insert((*s, ov.version));
+            }
+        }
         for s in signed {
             self.latest.insert(s.kind, s);
         }
-        self.odo = next;
+        // Drop what no longer exists in the new version (cut-through sales and their outputs).
+        let keep: BTreeSet<TxKind> = match self.me {
+            Signer::Lsp => self.factory.all_jobs(&self.version).into_iter().collect(),
+            Signer::Client(c) => self
+                .factory
+                .client_jobs(c, &self.version)?
+                .into_iter()
+                .collect(),
+        };
+        self.latest.retain(|k, _| keep.contains(k));
+        let _ = pending.spends;
         Ok(())
     }
 
-    /// Give up an unfinished advance (the old state stays current).
+    /// LSP: the secrets of the stock versions the last update superseded (send them to the
+    /// clients of those stocks).
+    pub fn reveal(&self) -> Result<Vec<Revealed>, AdvanceError> {
+        let secrets = self.lsp_secrets.as_ref().ok_or(AdvanceError::NotLsp)?;
+        Ok(self
+            .last_superseded
+            .iter()
+            .map(|(s, v)| Revealed {
+                stock: *s,
+                version: *v,
+                secret: secrets.secret(*s, *v),
+            })
+            .collect())
+    }
+
+    /// Client: take revealed secrets; each is checked against its version's hash and the stock's
+    /// shachain. A refused secret changes nothing and the client stays closed.
+    pub fn receive_revocations(&mut self, revealed: &[Revealed]) -> Result<(), AdvanceError> {
+        for r in revealed {
+            let ours = self.me == Signer::Lsp || Some(r.stock) == self.own_stock();
+            if !ours || self.revocations.secret(r.stock, r.version).is_some() {
+                continue;
+            }
+            self.revocations.receive(r.stock, r.version, r.secret)?;
+            self.owed.remove(&(r.stock, r.version));
+        }
+        Ok(())
+    }
+
+    /// Give up an unfinished update (the old state stays current; an outpoint recorded as
+    /// spent by a sale stays recorded, since a signature may have left).
     pub fn abandon(&mut self) {
         self.pending = None;
     }

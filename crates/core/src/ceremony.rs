@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::factory::{Factory, FactoryError, Signer, TxKind};
+use crate::ledger::Version;
 use crate::musig::{
     aggregate_nonces, check_pub_nonce, AggNonce, MusigError, PartialSig, PubNonce, SecNonce,
     TweakedAggregateKey,
 };
-use crate::odometer::Odometer;
 use crate::types::{ClientId, FactoryId};
 
 /// Round 1: a signer's public nonces.
@@ -140,21 +140,21 @@ fn prepare(
     factory: &Factory,
     kinds: &[TxKind],
     funding: OutPoint,
-    odo: &Odometer,
+    v: &Version,
 ) -> Result<BTreeMap<TxKind, Prepared>, FactoryError> {
-    let built = factory.build_set(kinds, funding, odo)?;
+    let built = factory.build_set(kinds, funding, v)?;
     let mut out = BTreeMap::new();
     for kind in kinds {
         let b = &built[kind];
-        let slot = factory.input_of(*kind);
+        let slot = factory.input_of(*kind, v);
         out.insert(
             *kind,
             Prepared {
-                sighash: Factory::sighash(&b.tx, &b.spent),
+                sighash: factory.sighash_of(*kind, &b.tx, &b.spent, v)?,
                 tx: b.tx.clone(),
                 spent: b.spent.clone(),
-                key: factory.signing_key(slot)?,
-                signers: factory.signers(slot),
+                key: factory.key_for(*kind, v)?,
+                signers: factory.signers(slot, v),
             },
         );
     }
@@ -222,29 +222,29 @@ impl ClientCeremony {
         keypair: Keypair,
         funding: OutPoint,
     ) -> Result<Self, CeremonyError> {
-        let odo = factory.initial_odometer();
-        Self::for_jobs(factory, me, keypair, funding, &odo, None)
+        let v = factory.initial_version();
+        Self::for_jobs(factory, me, keypair, funding, &v, None)
     }
 
     /// Start a ceremony over some transactions only (a state update): this client's share of
-    /// `kinds` (all its transactions when `None`), built at odometer state `odo`.
+    /// `kinds` (all its transactions when `None`), built at version `v`.
     pub fn for_jobs(
         factory: Arc<Factory>,
         me: ClientId,
         keypair: Keypair,
         funding: OutPoint,
-        odo: &Odometer,
+        v: &Version,
         kinds: Option<&[TxKind]>,
     ) -> Result<Self, CeremonyError> {
         let order: Vec<TxKind> = factory
-            .client_jobs(me)?
+            .client_jobs(me, v)?
             .into_iter()
             .filter(|k| kinds.map_or(true, |ks| ks.contains(k)))
             .collect();
         if factory.key_of(Signer::Client(me)).inner != keypair.public_key() {
             return Err(CeremonyError::WrongKey(Signer::Client(me)));
         }
-        let jobs = prepare(&factory, &order, funding, odo)?;
+        let jobs = prepare(&factory, &order, funding, v)?;
         Ok(ClientCeremony {
             factory,
             me,
@@ -422,28 +422,28 @@ impl LspCeremony {
         keypair: Keypair,
         funding: OutPoint,
     ) -> Result<Self, CeremonyError> {
-        let odo = factory.initial_odometer();
-        let kinds = factory.all_jobs();
-        Self::for_jobs(factory, keypair, funding, &odo, &kinds)
+        let v = factory.initial_version();
+        let kinds = factory.all_jobs(&v);
+        Self::for_jobs(factory, keypair, funding, &v, &kinds)
     }
 
-    /// Start a ceremony over `kinds` only (a state update), built at odometer state `odo`; the
+    /// Start a ceremony over `kinds` only (a state update), built at version `v`; the
     /// clients taking part are those who sign any of them.
     pub fn for_jobs(
         factory: Arc<Factory>,
         keypair: Keypair,
         funding: OutPoint,
-        odo: &Odometer,
+        v: &Version,
         kinds: &[TxKind],
     ) -> Result<Self, CeremonyError> {
         if factory.key_of(Signer::Lsp).inner != keypair.public_key() {
             return Err(CeremonyError::WrongKey(Signer::Lsp));
         }
-        let jobs = prepare(&factory, kinds, funding, odo)?;
+        let jobs = prepare(&factory, kinds, funding, v)?;
         let mut participants: BTreeMap<ClientId, Vec<TxKind>> = BTreeMap::new();
         for c in 0..factory.params().clients.len() as u32 {
             let mine: Vec<TxKind> = factory
-                .client_jobs(ClientId(c))?
+                .client_jobs(ClientId(c), v)?
                 .into_iter()
                 .filter(|k| jobs.contains_key(k))
                 .collect();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use bitcoin::absolute::LockTime;
-use bitcoin::hashes::Hash;
+use bitcoin::hashes::{sha256, Hash};
 use bitcoin::key::{PublicKey, TweakedPublicKey};
 use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP};
 use bitcoin::script::Builder;
@@ -21,14 +21,19 @@ use bitcoin::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::ledger::{StockVersion, Version};
 use crate::musig::{AggregateKey, MusigError, TweakedAggregateKey};
 use crate::odometer::{ewt_max, Odometer};
+use crate::revocation::hashlock_leaf;
+use crate::shape::Punishment;
 use crate::shape::{FactoryConfig, ShapeError, TimeoutPolicy, ANCHOR_VALUE};
 use crate::tree::{NodeKind, Tree};
 use crate::types::{ClientId, FactoryId, NodeId};
 
 /// Dust threshold of a P2TR output (Bitcoin Core's default policy).
 pub const P2TR_DUST: Amount = Amount::from_sat(330);
+/// vbytes one P2TR output adds to a transaction.
+const P2TR_OUTPUT_VBYTES: u64 = 43;
 /// Largest vsize of a TRUC (v3) transaction.
 const TRUC_MAX_VSIZE: u64 = 10_000;
 
@@ -69,6 +74,30 @@ pub struct FactoryParams {
     pub clients: Vec<ClientSpec>,
     /// Height at which the factory is created (T counts from here).
     pub creation_height: u32,
+    /// Revocation hash of version 0 of every stock output, by stock index (from the LSP's
+    /// [`crate::revocation::StockSecrets`]).
+    #[serde(default)]
+    pub stock_hashes: Vec<sha256::Hash>,
+}
+
+impl FactoryParams {
+    /// These parameters with version-0 revocation hashes of every stock output from `secrets`
+    /// (none when the shape is invalid: [`Factory::new`] then says why).
+    pub fn with_stock_secrets(mut self, secrets: &crate::revocation::StockSecrets) -> Self {
+        self.stock_hashes = secrets.initial_hashes(self.stock_count().unwrap_or(0));
+        self
+    }
+
+    /// How many stock outputs this factory has (and so how many `stock_hashes` it needs).
+    pub fn stock_count(&self) -> Result<usize, ShapeError> {
+        let tree = Tree::new(self.clients.len(), &self.config.shape)?;
+        Ok(tree
+            .nodes()
+            .iter()
+            .filter(|n| n.kind == NodeKind::Leaf)
+            .map(|n| tree.stock_groups(n.id).len())
+            .sum())
+    }
 }
 
 /// A factory that cannot be built.
@@ -84,8 +113,21 @@ pub enum FactoryError {
     #[error("unknown client {0}")]
     UnknownClient(ClientId),
     /// The liquidity stock cannot absorb the fee increases of newer states.
-    #[error("the liquidity stock of {0} cannot pay the fee increases of newer states: raise stock_per_client or lower state_fee_step")]
+    #[error("the liquidity stock of {0} cannot pay the fee increases of newer states (or the sales made from it): raise stock_per_client or lower state_fee_step")]
     StockExhausted(NodeId),
+    /// The parameters carry the wrong number of stock revocation hashes.
+    #[error(
+        "the factory has {expected} stock outputs but the parameters carry {got} revocation hashes"
+    )]
+    StockHashes {
+        /// Stock outputs.
+        expected: usize,
+        /// Hashes given.
+        got: usize,
+    },
+    /// A slot or transaction that does not exist in this version of the factory.
+    #[error("{0} does not exist in this version of the factory")]
+    NoSuch(String),
 }
 
 /// An output of the factory, by role.
@@ -101,6 +143,10 @@ pub enum Slot {
     FeeCoin(ClientId),
     /// A stock output (index into [`Factory::stocks`]).
     Stock(u32),
+    /// The channel created by a liquidity sale (index into [`Version::sales`]).
+    Sold(u32),
+    /// The PS-factory (stock) output a pseudo-Spilman sale leaves as change.
+    Change(u32),
 }
 
 /// A transaction of the factory, by role.
@@ -112,6 +158,10 @@ pub enum TxKind {
     State(NodeId),
     /// The inverted-policy timeout transaction of an output.
     Timeout(Slot),
+    /// A pseudo-Spilman liquidity sale (index into [`Version::sales`]).
+    Sale(u32),
+    /// The punishment of a stock or change output, through its hashlock leaf.
+    Punish(Slot),
 }
 
 /// A liquidity-stock output: the LSP's unsold liquidity for a group of clients of one leaf.
@@ -131,6 +181,9 @@ pub struct Amounts {
     kickoff_fee: Vec<Amount>,
     state_fee: Vec<Amount>,
     stock: Vec<Amount>,
+    sold: Vec<Amount>,
+    change: Vec<Amount>,
+    sale_fee: Amount,
 }
 
 impl Amounts {
@@ -142,6 +195,8 @@ impl Amounts {
             Slot::Channel(c) => factory.params.clients[c.0 as usize].capacity,
             Slot::FeeCoin(_) => factory.params.config.client_fee_coin,
             Slot::Stock(s) => self.stock[s as usize],
+            Slot::Sold(j) => self.sold.get(j as usize).copied().unwrap_or(Amount::ZERO),
+            Slot::Change(j) => self.change.get(j as usize).copied().unwrap_or(Amount::ZERO),
         }
     }
 
@@ -150,7 +205,8 @@ impl Amounts {
         match kind {
             TxKind::Kickoff(n) => Some(self.kickoff_fee[n.0 as usize]),
             TxKind::State(n) => Some(self.state_fee[n.0 as usize]),
-            TxKind::Timeout(_) => None,
+            TxKind::Sale(_) => Some(self.sale_fee),
+            TxKind::Timeout(_) | TxKind::Punish(_) => None,
         }
     }
 
@@ -269,6 +325,12 @@ impl Factory {
             }
             leaf_stocks.insert(node.id, start..stocks.len() as u32);
         }
+        if params.stock_hashes.len() != stocks.len() {
+            return Err(FactoryError::StockHashes {
+                expected: stocks.len(),
+                got: params.stock_hashes.len(),
+            });
+        }
         let factory = Factory {
             node_keys: (0..tree.nodes().len()).map(|_| OnceLock::new()).collect(),
             channel_keys: (0..params.clients.len()).map(|_| OnceLock::new()).collect(),
@@ -333,18 +395,39 @@ impl Factory {
         Odometer::new(&self.tree, &self.params.config.shape)
     }
 
-    fn check_worst_case_fees(&self) -> Result<(), FactoryError> {
-        let shape = &self.params.config.shape;
-        let mut odo = self.initial_odometer();
-        // Every layer at its newest state is the most expensive state.
-        let mut last = Odometer::new(&self.tree, shape);
+    /// The version the factory is created in: first states, no sales, stock version 0.
+    pub fn initial_version(&self) -> Version {
+        Version {
+            odo: self.initial_odometer(),
+            sales: Vec::new(),
+            stocks: self
+                .params
+                .stock_hashes
+                .iter()
+                .map(|h| StockVersion {
+                    version: 0,
+                    hash: *h,
+                })
+                .collect(),
+        }
+    }
+
+    /// `v` with every layer at its last (most expensive) state.
+    pub fn worst_case(&self, v: &Version) -> Version {
+        let mut last = self.initial_odometer();
         for n in self.tree.nodes() {
             if n.kind == NodeKind::Leaf {
                 while last.advance(&self.tree, n.id).is_ok() {}
             }
         }
-        std::mem::swap(&mut odo, &mut last);
-        let worst = self.amounts(&odo)?;
+        Version {
+            odo: last,
+            ..v.clone()
+        }
+    }
+
+    fn check_worst_case_fees(&self) -> Result<(), FactoryError> {
+        let worst = self.amounts(&self.worst_case(&self.initial_version()))?;
         if worst.funding_value() > Amount::MAX_MONEY {
             return Err(ShapeError::Amount(format!(
                 "the factory needs {}, more than exists",
@@ -357,17 +440,54 @@ impl Factory {
 
     // ---- keys and scripts -------------------------------------------------------------------
 
+    /// Whether `slot` exists in version `v`.
+    pub fn check_slot(&self, slot: Slot, v: &Version) -> Result<(), FactoryError> {
+        let ok = match slot {
+            Slot::NodeInput(n) => (n.0 as usize) < self.tree.nodes().len(),
+            Slot::KickoffOut(n) => {
+                (n.0 as usize) < self.tree.nodes().len() && self.tree.node(n).has_state()
+            }
+            Slot::Channel(c) | Slot::FeeCoin(c) => (c.0 as usize) < self.params.clients.len(),
+            Slot::Stock(s) => (s as usize) < self.stocks.len() && (s as usize) < v.stocks.len(),
+            Slot::Sold(j) => (j as usize) < v.sales.len(),
+            Slot::Change(j) => v.sales.get(j as usize).is_some_and(|s| !s.merged),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(FactoryError::NoSuch(format!("{slot:?}")))
+        }
+    }
+
+    /// The stock output a stock or change slot belongs to.
+    fn stock_index(&self, slot: Slot, v: &Version) -> Option<u32> {
+        match slot {
+            Slot::Stock(s) => Some(s),
+            Slot::Change(j) => v.sales.get(j as usize).map(|s| s.stock),
+            _ => None,
+        }
+    }
+
     /// The public keys that must sign to spend `slot` on the key path (LSP first).
-    pub fn signers(&self, slot: Slot) -> Vec<Signer> {
+    pub fn signers(&self, slot: Slot, v: &Version) -> Vec<Signer> {
         let clients: Vec<ClientId> = match slot {
             Slot::NodeInput(n) | Slot::KickoffOut(n) => self.tree.node(n).client_ids().collect(),
             Slot::Channel(c) => vec![c],
-            Slot::FeeCoin(c) => return vec![Signer::Client(c)],
-            Slot::Stock(s) => self.stocks[s as usize]
-                .clients
-                .clone()
-                .map(ClientId)
+            Slot::Sold(j) => v
+                .sales
+                .get(j as usize)
+                .map(|s| s.buyer)
+                .into_iter()
                 .collect(),
+            Slot::FeeCoin(c) => return vec![Signer::Client(c)],
+            Slot::Stock(_) | Slot::Change(_) => match self.stock_index(slot, v) {
+                Some(s) => self.stocks[s as usize]
+                    .clients
+                    .clone()
+                    .map(ClientId)
+                    .collect(),
+                None => Vec::new(),
+            },
         };
         std::iter::once(Signer::Lsp)
             .chain(clients.into_iter().map(Signer::Client))
@@ -382,11 +502,17 @@ impl Factory {
         }
     }
 
-    fn aggregate(&self, slot: Slot) -> Result<&AggregateKey, FactoryError> {
+    fn aggregate(&self, slot: Slot, v: &Version) -> Result<&AggregateKey, FactoryError> {
+        self.check_slot(slot, v)?;
         let cell = match slot {
             Slot::NodeInput(n) | Slot::KickoffOut(n) => &self.node_keys[n.0 as usize],
             Slot::Channel(c) => &self.channel_keys[c.0 as usize],
-            Slot::Stock(s) => &self.stock_keys[s as usize],
+            // A sold channel is MuSig2(LSP, buyer), like the buyer's first channel.
+            Slot::Sold(j) => &self.channel_keys[v.sales[j as usize].buyer.0 as usize],
+            Slot::Stock(_) | Slot::Change(_) => {
+                let s = self.stock_index(slot, v).expect("checked above");
+                &self.stock_keys[s as usize]
+            }
             Slot::FeeCoin(_) => {
                 return Err(MusigError::Keys("a fee coin is single-key".into()).into())
             }
@@ -395,7 +521,7 @@ impl Factory {
             return Ok(k);
         }
         let keys: Vec<PublicKey> = self
-            .signers(slot)
+            .signers(slot, v)
             .into_iter()
             .map(|s| self.key_of(s))
             .collect();
@@ -427,8 +553,28 @@ impl Factory {
             .into_script()
     }
 
+    /// The hashlock leaf of a stock or change output whose version has revocation hash `hash`.
+    pub fn revocation_leaf(
+        &self,
+        slot: Slot,
+        v: &Version,
+        hash: &sha256::Hash,
+    ) -> Result<ScriptBuf, FactoryError> {
+        Ok(hashlock_leaf(
+            hash,
+            &self.aggregate(slot, v)?.internal_key(),
+        ))
+    }
+
+    /// The revocation hash in a stock or change output's hashlock leaf at version `v`.
+    pub fn revocation_hash(&self, slot: Slot, v: &Version) -> Option<sha256::Hash> {
+        let s = self.stock_index(slot, v)?;
+        v.stocks.get(s as usize).map(|sv| sv.hash)
+    }
+
     /// The script leaves of an output.
-    pub fn leaves(&self, slot: Slot) -> Vec<ScriptBuf> {
+    pub fn leaves(&self, slot: Slot, v: &Version) -> Result<Vec<ScriptBuf>, FactoryError> {
+        self.check_slot(slot, v)?;
         let sweep = self.params.config.timeout_policy == TimeoutPolicy::LspSweep;
         let mut leaves = Vec::new();
         match slot {
@@ -443,57 +589,74 @@ impl Factory {
                 }
             }
             Slot::KickoffOut(_) | Slot::FeeCoin(_) => {}
-            Slot::Channel(_) => {
+            Slot::Channel(_) | Slot::Sold(_) => {
                 if sweep {
                     leaves.push(self.sweep_leaf());
                 }
             }
-            Slot::Stock(_) => {
+            Slot::Stock(_) | Slot::Change(_) => {
+                let hash = self
+                    .revocation_hash(slot, v)
+                    .ok_or_else(|| FactoryError::NoSuch(format!("revocation hash of {slot:?}")))?;
                 leaves.push(self.stock_leaf());
+                leaves.push(self.revocation_leaf(slot, v, &hash)?);
                 if sweep {
                     leaves.push(self.sweep_leaf());
                 }
             }
         }
-        leaves
+        Ok(leaves)
     }
 
     /// Taproot spend info of an output with script leaves (internal key = the MuSig2 key).
-    pub fn spend_info(&self, slot: Slot) -> Result<Option<TaprootSpendInfo>, FactoryError> {
-        let leaves = self.leaves(slot);
+    pub fn spend_info(
+        &self,
+        slot: Slot,
+        v: &Version,
+    ) -> Result<Option<TaprootSpendInfo>, FactoryError> {
+        let leaves = self.leaves(slot, v)?;
         if leaves.is_empty() {
             return Ok(None);
         }
-        let internal = self.aggregate(slot)?.internal_key();
-        let depth = if leaves.len() == 1 { 0 } else { 1 };
-        let mut builder = TaprootBuilder::new();
-        for leaf in leaves {
-            builder = builder
-                .add_leaf(depth, leaf)
-                .map_err(|e| MusigError::Keys(e.to_string()))?;
-        }
+        let internal = self.aggregate(slot, v)?.internal_key();
         let secp = Secp256k1::verification_only();
-        builder
+        TaprootBuilder::with_huffman_tree(leaves.into_iter().map(|l| (1, l)))
+            .map_err(|e| MusigError::Keys(e.to_string()))?
             .finalize(&secp, internal)
             .map(Some)
             .map_err(|_| MusigError::Keys("taproot tree".into()).into())
     }
 
-    /// The key that signs key-path spends of `slot` (MuSig2 aggregate, taproot-tweaked).
-    pub fn signing_key(&self, slot: Slot) -> Result<TweakedAggregateKey, FactoryError> {
-        let root = self.spend_info(slot)?.and_then(|i| i.merkle_root());
-        Ok(self.aggregate(slot)?.tweaked(root)?)
+    /// The key that signs key-path spends of `slot` at version `v` (MuSig2, taproot-tweaked).
+    pub fn signing_key_at(
+        &self,
+        slot: Slot,
+        v: &Version,
+    ) -> Result<TweakedAggregateKey, FactoryError> {
+        let root = self.spend_info(slot, v)?.and_then(|i| i.merkle_root());
+        Ok(self.aggregate(slot, v)?.tweaked(root)?)
     }
 
-    /// The output script of `slot`.
-    pub fn script_pubkey(&self, slot: Slot) -> Result<ScriptBuf, FactoryError> {
+    /// The key that signs key-path spends of `slot` in the initial version.
+    pub fn signing_key(&self, slot: Slot) -> Result<TweakedAggregateKey, FactoryError> {
+        self.signing_key_at(slot, &self.initial_version())
+    }
+
+    /// The output script of `slot` at version `v`.
+    pub fn script_pubkey_at(&self, slot: Slot, v: &Version) -> Result<ScriptBuf, FactoryError> {
         if let Slot::FeeCoin(c) = slot {
+            self.check_slot(slot, v)?;
             return Ok(self.client_payout_script(c));
         }
-        let key = self.signing_key(slot)?.output_key();
+        let key = self.signing_key_at(slot, v)?.output_key();
         Ok(ScriptBuf::new_p2tr_tweaked(
             TweakedPublicKey::dangerous_assume_tweaked(key),
         ))
+    }
+
+    /// The output script of `slot` in the initial version.
+    pub fn script_pubkey(&self, slot: Slot) -> Result<ScriptBuf, FactoryError> {
+        self.script_pubkey_at(slot, &self.initial_version())
     }
 
     /// Where a client's timeout payouts and fee coin go.
@@ -503,9 +666,11 @@ impl Factory {
 
     /// The LSP's sweep of `slot` through its `<T-1> CLTV` leaf (lsp-sweep policy): a transaction
     /// with nLockTime T-1 paying `destination`, signed with the LSP's key.
+    #[allow(clippy::too_many_arguments)]
     pub fn lsp_sweep(
         &self,
         slot: Slot,
+        v: &Version,
         outpoint: OutPoint,
         value: Amount,
         destination: ScriptBuf,
@@ -513,13 +678,14 @@ impl Factory {
         lsp: &bitcoin::key::Keypair,
     ) -> Result<Transaction, FactoryError> {
         let leaf = self.sweep_leaf();
+        let has_leaf = self.leaves(slot, v)?.contains(&leaf);
         let info = self
-            .spend_info(slot)?
-            .filter(|_| self.leaves(slot).contains(&leaf))
+            .spend_info(slot, v)?
+            .filter(|_| has_leaf)
             .ok_or_else(|| ShapeError::Amount(format!("{slot:?} has no sweep leaf")))?;
         let spent = TxOut {
             value,
-            script_pubkey: self.script_pubkey(slot)?,
+            script_pubkey: self.script_pubkey_at(slot, v)?,
         };
         let lock = LockTime::from_height(self.timeout_height - 1)
             .map_err(|_| ShapeError::Amount("timeout height".into()))?;
@@ -563,12 +729,23 @@ impl Factory {
 
     // ---- amounts ----------------------------------------------------------------------------
 
-    /// Amounts of every output at odometer state `odo`: bottom-up, each transaction's input is its
-    /// outputs plus its fee; fee increases of newer states are paid from the stock below them.
-    pub fn amounts(&self, odo: &Odometer) -> Result<Amounts, FactoryError> {
+    /// Amounts of every output at version `v`: bottom-up, each transaction's input is its outputs
+    /// plus its fee; fee increases of newer states are paid from the stock below them, and sales
+    /// (with the fees of the outputs they add) from the stock they sell.
+    pub fn amounts(&self, v: &Version) -> Result<Amounts, FactoryError> {
         let cfg = &self.params.config;
+        let odo = &v.odo;
         let nodes = self.tree.nodes();
         let n = nodes.len();
+        for sale in &v.sales {
+            if sale.stock as usize >= self.stocks.len()
+                || !self.stocks[sale.stock as usize]
+                    .clients
+                    .contains(&sale.buyer.0)
+            {
+                return Err(FactoryError::NoSuch(format!("{sale:?}")));
+            }
+        }
         let mut stock: Vec<Amount> = self
             .stocks
             .iter()
@@ -576,21 +753,20 @@ impl Factory {
             .collect();
         let mut state_fee = vec![Amount::ZERO; n];
         let mut kickoff_fee = vec![Amount::ZERO; n];
+        let rate = cfg.fees.tree_fee_rate;
         for node in nodes {
             let i = node.id.0 as usize;
             let kick_outputs = match node.kind {
                 NodeKind::Static => node.children.len(),
                 _ => 1,
             };
-            kickoff_fee[i] = cfg
-                .fees
-                .tree_fee_rate
+            kickoff_fee[i] = rate
                 .fee_vb(tree_tx_vsize(kick_outputs, 1))
                 .unwrap_or(Amount::MAX);
             if node.has_state() {
                 let vsize = self.state_vsize(node.id);
                 let idx = u64::from(odo.state(node.id).map_or(0, |s| s.0));
-                let base = cfg.fees.tree_fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
+                let base = rate.fee_vb(vsize).unwrap_or(Amount::MAX);
                 let extra = cfg
                     .fees
                     .state_fee_step
@@ -600,6 +776,38 @@ impl Factory {
                 if extra > Amount::ZERO {
                     self.deduct(node.id, extra, &mut stock)?;
                 }
+                if node.kind == NodeKind::Leaf {
+                    // Each merged sale adds one output to the leaf state; its stock pays for it.
+                    let per_output = rate.fee_vb(P2TR_OUTPUT_VBYTES).unwrap_or(Amount::MAX)
+                        + cfg
+                            .fees
+                            .state_fee_step
+                            .fee_vb(P2TR_OUTPUT_VBYTES * idx)
+                            .unwrap_or(Amount::MAX);
+                    for s in self.leaf_stocks(node.id) {
+                        for j in v.merged_of(s) {
+                            let take = per_output + v.sales[j as usize].amount;
+                            stock[s as usize] = stock[s as usize]
+                                .checked_sub(take)
+                                .filter(|a| *a >= P2TR_DUST)
+                                .ok_or(FactoryError::StockExhausted(node.id))?;
+                            state_fee[i] += per_output;
+                        }
+                    }
+                }
+            }
+        }
+        let sale_fee = rate.fee_vb(tree_tx_vsize(2, 0)).unwrap_or(Amount::MAX);
+        let sold: Vec<Amount> = v.sales.iter().map(|s| s.amount).collect();
+        let mut change = vec![Amount::ZERO; v.sales.len()];
+        for s in 0..self.stocks.len() as u32 {
+            let mut left = stock[s as usize];
+            for j in v.chain_of(s) {
+                left = left
+                    .checked_sub(v.sales[j as usize].amount + sale_fee)
+                    .filter(|a| *a >= P2TR_DUST)
+                    .ok_or(FactoryError::StockExhausted(self.stocks[s as usize].leaf))?;
+                change[j as usize] = left;
             }
         }
         let mut node_input = vec![Amount::ZERO; n];
@@ -623,7 +831,12 @@ impl Factory {
                     let coins =
                         cfg.client_fee_coin * u64::from(node.clients.end - node.clients.start);
                     let stocks: Amount = self.leaf_stocks(node.id).map(|s| stock[s as usize]).sum();
-                    kickoff_out[i] = channels + coins + stocks + state_fee[i];
+                    let merged: Amount = self
+                        .leaf_stocks(node.id)
+                        .flat_map(|s| v.merged_of(s))
+                        .map(|j| sold[j as usize])
+                        .sum();
+                    kickoff_out[i] = channels + merged + coins + stocks + state_fee[i];
                     node_input[i] = kickoff_out[i] + ANCHOR_VALUE + kickoff_fee[i];
                 }
             }
@@ -634,6 +847,9 @@ impl Factory {
             kickoff_fee,
             state_fee,
             stock,
+            sold,
+            change,
+            sale_fee,
         })
     }
 
@@ -680,7 +896,7 @@ impl Factory {
     // ---- transactions -----------------------------------------------------------------------
 
     /// Outputs a tree transaction creates, in order (anchors excluded).
-    pub fn outputs_of(&self, kind: TxKind) -> Vec<Slot> {
+    pub fn outputs_of(&self, kind: TxKind, v: &Version) -> Vec<Slot> {
         match kind {
             TxKind::Kickoff(n) => {
                 let node = self.tree.node(n);
@@ -696,27 +912,41 @@ impl Factory {
                     NodeKind::Leaf => node
                         .client_ids()
                         .map(Slot::Channel)
+                        .chain(
+                            self.leaf_stocks(n)
+                                .flat_map(|s| v.merged_of(s))
+                                .map(Slot::Sold),
+                        )
                         .chain(node.client_ids().map(Slot::FeeCoin))
                         .chain(self.leaf_stocks(n).map(Slot::Stock))
                         .collect(),
                     _ => node.children.iter().map(|c| Slot::NodeInput(*c)).collect(),
                 }
             }
-            TxKind::Timeout(_) => Vec::new(),
+            TxKind::Sale(j) => vec![Slot::Sold(j), Slot::Change(j)],
+            TxKind::Timeout(_) | TxKind::Punish(_) => Vec::new(),
         }
     }
 
     /// The output a transaction spends.
-    pub fn input_of(&self, kind: TxKind) -> Slot {
+    pub fn input_of(&self, kind: TxKind, v: &Version) -> Slot {
         match kind {
             TxKind::Kickoff(n) => Slot::NodeInput(n),
             TxKind::State(n) => Slot::KickoffOut(n),
-            TxKind::Timeout(s) => s,
+            TxKind::Timeout(s) | TxKind::Punish(s) => s,
+            TxKind::Sale(j) => {
+                // The stock output itself, or the change of the previous sale of its chain.
+                let stock = v.sales.get(j as usize).map_or(0, |s| s.stock);
+                match v.chain_of(stock).into_iter().take_while(|p| *p < j).last() {
+                    Some(prev) => Slot::Change(prev),
+                    None => Slot::Stock(stock),
+                }
+            }
         }
     }
 
     /// The transaction that creates `slot` (none for the funding output).
-    pub fn creator_of(&self, slot: Slot) -> Option<TxKind> {
+    pub fn creator_of(&self, slot: Slot, v: &Version) -> Option<TxKind> {
         match slot {
             Slot::NodeInput(n) => {
                 let p = self.tree.node(n).parent?;
@@ -728,7 +958,16 @@ impl Factory {
             }
             Slot::KickoffOut(n) => Some(TxKind::Kickoff(n)),
             Slot::Channel(c) | Slot::FeeCoin(c) => self.tree.leaf_of(c).map(TxKind::State),
-            Slot::Stock(s) => Some(TxKind::State(self.stocks[s as usize].leaf)),
+            Slot::Stock(s) => Some(TxKind::State(self.stocks.get(s as usize)?.leaf)),
+            Slot::Sold(j) => {
+                let sale = v.sales.get(j as usize)?;
+                if sale.merged {
+                    Some(TxKind::State(self.stocks.get(sale.stock as usize)?.leaf))
+                } else {
+                    Some(TxKind::Sale(j))
+                }
+            }
+            Slot::Change(j) => Some(TxKind::Sale(j)),
         }
     }
 
@@ -738,16 +977,23 @@ impl Factory {
         kind: TxKind,
         spends: OutPoint,
         amounts: &Amounts,
-        odo: &Odometer,
+        v: &Version,
     ) -> Result<Transaction, FactoryError> {
-        if let TxKind::Timeout(slot) = kind {
-            return self.build_timeout(slot, spends, amounts);
+        match kind {
+            TxKind::Timeout(slot) => return self.build_timeout(slot, spends, amounts, v),
+            TxKind::Punish(slot) => {
+                let hash = self
+                    .revocation_hash(slot, v)
+                    .ok_or_else(|| FactoryError::NoSuch(format!("punishment of {slot:?}")))?;
+                return self.build_punishment(slot, spends, amounts.value(self, slot), v, &hash);
+            }
+            _ => {}
         }
         let mut output = Vec::new();
-        for slot in self.outputs_of(kind) {
+        for slot in self.outputs_of(kind, v) {
             output.push(TxOut {
                 value: amounts.value(self, slot),
-                script_pubkey: self.script_pubkey(slot)?,
+                script_pubkey: self.script_pubkey_at(slot, v)?,
             });
         }
         let sequence = match kind {
@@ -758,40 +1004,80 @@ impl Factory {
                 });
                 Sequence::ENABLE_LOCKTIME_NO_RBF
             }
-            TxKind::State(n) => odo.sequence(n).unwrap_or(Sequence::ENABLE_LOCKTIME_NO_RBF),
-            TxKind::Timeout(_) => unreachable!("handled above"),
+            TxKind::State(n) => v
+                .odo
+                .sequence(n)
+                .unwrap_or(Sequence::ENABLE_LOCKTIME_NO_RBF),
+            _ => Sequence::ENABLE_LOCKTIME_NO_RBF,
         };
         Ok(one_input_tx(spends, sequence, LockTime::ZERO, output))
     }
 
-    /// Who is paid what by the timeout transaction of `slot` (inverted policy).
-    pub fn timeout_payouts(&self, slot: Slot, amounts: &Amounts) -> Vec<(ClientId, Amount)> {
+    /// Who is paid what by the timeout transaction of `slot` (inverted policy): every client its
+    /// channels, stock still in a PS chain to the buyers it was sold to, and the rest of each
+    /// stock evenly among the clients sharing it.
+    pub fn timeout_payouts(
+        &self,
+        slot: Slot,
+        amounts: &Amounts,
+        v: &Version,
+    ) -> Vec<(ClientId, Amount)> {
         let mut pay: Vec<(ClientId, Amount)> = Vec::new();
-        let add_stock = |pay: &mut Vec<(ClientId, Amount)>, s: u32| {
-            let st = &self.stocks[s as usize];
-            let k = u64::from(st.clients.end - st.clients.start);
-            let v = amounts.stock[s as usize].to_sat();
-            for (j, c) in st.clients.clone().enumerate() {
-                let share = v / k + if j == 0 { v % k } else { 0 };
-                pay.push((ClientId(c), Amount::from_sat(share)));
+        // The stock (or change) output of `stock` holding `value`, with the chain sales after
+        // `after` (exclusive) still to come out of it.
+        let add_stock =
+            |pay: &mut Vec<(ClientId, Amount)>, s: u32, value: Amount, after: Option<u32>| {
+                let st = &self.stocks[s as usize];
+                let mut left = value;
+                for j in v.chain_of(s) {
+                    if after.is_some_and(|a| j <= a) {
+                        continue;
+                    }
+                    let sale = &v.sales[j as usize];
+                    pay.push((sale.buyer, sale.amount));
+                    left = left.checked_sub(sale.amount).unwrap_or(Amount::ZERO);
+                }
+                let k = u64::from(st.clients.end - st.clients.start);
+                let v = left.to_sat();
+                for (j, c) in st.clients.clone().enumerate() {
+                    let share = v / k + if j == 0 { v % k } else { 0 };
+                    pay.push((ClientId(c), Amount::from_sat(share)));
+                }
+            };
+        let add_client = |pay: &mut Vec<(ClientId, Amount)>, c: ClientId| {
+            pay.push((c, self.params.clients[c.0 as usize].capacity));
+            for j in v.sales_of(c) {
+                if v.sales[j as usize].merged {
+                    pay.push((c, v.sales[j as usize].amount));
+                }
             }
         };
         match slot {
             Slot::NodeInput(n) | Slot::KickoffOut(n) => {
                 let node = self.tree.node(n);
                 for c in node.client_ids() {
-                    pay.push((c, self.params.clients[c.0 as usize].capacity));
+                    add_client(&mut pay, c);
                 }
                 let first = self.tree.leaf_of(ClientId(node.clients.start));
                 let last = self.tree.leaf_of(ClientId(node.clients.end - 1));
                 if let (Some(f), Some(l)) = (first, last) {
                     for s in self.leaf_stocks(f).start..self.leaf_stocks(l).end {
-                        add_stock(&mut pay, s);
+                        add_stock(&mut pay, s, amounts.stock[s as usize], None);
                     }
                 }
             }
             Slot::Channel(c) => pay.push((c, self.params.clients[c.0 as usize].capacity)),
-            Slot::Stock(s) => add_stock(&mut pay, s),
+            Slot::Sold(j) => {
+                if let Some(sale) = v.sales.get(j as usize) {
+                    pay.push((sale.buyer, sale.amount));
+                }
+            }
+            Slot::Stock(s) => add_stock(&mut pay, s, amounts.stock[s as usize], None),
+            Slot::Change(j) => {
+                if let Some(sale) = v.sales.get(j as usize) {
+                    add_stock(&mut pay, sale.stock, amounts.change[j as usize], Some(j));
+                }
+            }
             Slot::FeeCoin(_) => {}
         }
         // One output per client.
@@ -817,9 +1103,10 @@ impl Factory {
         slot: Slot,
         spends: OutPoint,
         amounts: &Amounts,
+        v: &Version,
     ) -> Result<Transaction, FactoryError> {
         let value = amounts.value(self, slot);
-        let payouts = self.timeout_payouts(slot, amounts);
+        let payouts = self.timeout_payouts(slot, amounts, v);
         let paid: Amount = payouts.iter().map(|p| p.1).sum();
         let mut output: Vec<TxOut> = payouts
             .iter()
@@ -847,6 +1134,169 @@ impl Factory {
             lock,
             output,
         ))
+    }
+
+    /// The punishment of a superseded stock (or change) output worth `value` whose hashlock
+    /// commits to `hash`, without its witness: poison pays the stock's clients evenly (falling
+    /// back to burn when a share would be dust), burn leaves it all to miners.
+    pub fn build_punishment(
+        &self,
+        slot: Slot,
+        spends: OutPoint,
+        value: Amount,
+        v: &Version,
+        hash: &sha256::Hash,
+    ) -> Result<Transaction, FactoryError> {
+        let s = self
+            .stock_index(slot, v)
+            .ok_or_else(|| FactoryError::NoSuch(format!("punishment of {slot:?}")))?;
+        let clients = self.stocks[s as usize].clients.clone();
+        let burn = TxOut {
+            value: Amount::ZERO,
+            script_pubkey: ScriptBuf::new_op_return(b"superscalar stock punished"),
+        };
+        let mut tx = one_input_tx(
+            spends,
+            Sequence::ENABLE_LOCKTIME_NO_RBF,
+            LockTime::ZERO,
+            Vec::new(),
+        );
+        tx.version = transaction::Version::TWO;
+        if self.params.config.punishment == Punishment::Poison {
+            tx.output = clients
+                .clone()
+                .map(|c| TxOut {
+                    value: Amount::ZERO,
+                    script_pubkey: self.client_payout_script(ClientId(c)),
+                })
+                .collect();
+            let vsize = self.punishment_vsize(&tx, slot, v, hash)?;
+            let fee = self
+                .params
+                .config
+                .fees
+                .tree_fee_rate
+                .fee_vb(vsize)
+                .unwrap_or(Amount::MAX);
+            let k = u64::from(clients.end - clients.start);
+            let left = value.checked_sub(fee).map(|a| a.to_sat()).unwrap_or(0);
+            if left / k >= P2TR_DUST.to_sat() {
+                for (i, out) in tx.output.iter_mut().enumerate() {
+                    out.value = Amount::from_sat(left / k + if i == 0 { left % k } else { 0 });
+                }
+                return Ok(tx);
+            }
+        }
+        tx.output = vec![burn];
+        Ok(tx)
+    }
+
+    fn punishment_vsize(
+        &self,
+        tx: &Transaction,
+        slot: Slot,
+        v: &Version,
+        hash: &sha256::Hash,
+    ) -> Result<u64, FactoryError> {
+        let (leaf, control) = self.revocation_path(slot, v, hash)?;
+        let mut t = tx.clone();
+        let mut w = Witness::new();
+        w.push([0u8; 64]);
+        w.push([0u8; 32]);
+        w.push(leaf.as_bytes());
+        w.push(control.serialize());
+        t.input[0].witness = w;
+        Ok(t.vsize() as u64)
+    }
+
+    /// The hashlock leaf of a stock or change output whose version has `hash`, and its control
+    /// block.
+    pub fn revocation_path(
+        &self,
+        slot: Slot,
+        v: &Version,
+        hash: &sha256::Hash,
+    ) -> Result<(ScriptBuf, bitcoin::taproot::ControlBlock), FactoryError> {
+        let s = self
+            .stock_index(slot, v)
+            .ok_or_else(|| FactoryError::NoSuch(format!("revocation path of {slot:?}")))?;
+        // The output as it was at the version whose hash is `hash`.
+        let mut at = v.clone();
+        at.stocks[s as usize].hash = *hash;
+        let info = self
+            .spend_info(slot, &at)?
+            .ok_or_else(|| FactoryError::NoSuch(format!("script tree of {slot:?}")))?;
+        let leaf = self.revocation_leaf(slot, &at, hash)?;
+        let control = control_block(&info, &leaf)
+            .ok_or_else(|| FactoryError::NoSuch(format!("control block of {slot:?}")))?;
+        Ok((leaf, control))
+    }
+
+    /// Complete a signed punishment with the revealed secret of the version it punishes.
+    pub fn complete_punishment(
+        &self,
+        signed: &crate::ceremony::SignedTx,
+        v: &Version,
+        hash: &sha256::Hash,
+        secret: &[u8; 32],
+    ) -> Result<Transaction, FactoryError> {
+        let TxKind::Punish(slot) = signed.kind else {
+            return Err(FactoryError::NoSuch(format!(
+                "{:?} is not a punishment",
+                signed.kind
+            )));
+        };
+        let (leaf, control) = self.revocation_path(slot, v, hash)?;
+        let sig = signed.tx.input[0]
+            .witness
+            .nth(0)
+            .ok_or_else(|| FactoryError::NoSuch("punishment signature".into()))?
+            .to_vec();
+        let mut tx = signed.tx.clone();
+        let mut w = Witness::new();
+        w.push(sig);
+        w.push(secret);
+        w.push(leaf.as_bytes());
+        w.push(control.serialize());
+        tx.input[0].witness = w;
+        Ok(tx)
+    }
+
+    /// The message a transaction's signers sign: the key-path sighash, or for a punishment the
+    /// script-path sighash of its hashlock leaf.
+    pub fn sighash_of(
+        &self,
+        kind: TxKind,
+        tx: &Transaction,
+        spent: &TxOut,
+        v: &Version,
+    ) -> Result<[u8; 32], FactoryError> {
+        let TxKind::Punish(slot) = kind else {
+            return Ok(Self::sighash(tx, spent));
+        };
+        let hash = self
+            .revocation_hash(slot, v)
+            .ok_or_else(|| FactoryError::NoSuch(format!("punishment of {slot:?}")))?;
+        let leaf = self.revocation_leaf(slot, v, &hash)?;
+        let leaf_hash = bitcoin::TapLeafHash::from_script(&leaf, LeafVersion::TapScript);
+        SighashCache::new(tx)
+            .taproot_script_spend_signature_hash(
+                0,
+                &Prevouts::All(std::slice::from_ref(spent)),
+                leaf_hash,
+                TapSighashType::Default,
+            )
+            .map(|h| h.to_byte_array())
+            .map_err(|e| FactoryError::NoSuch(e.to_string()))
+    }
+
+    /// The key that signs `kind`: the output's tweaked key, or for a punishment the untweaked
+    /// aggregate key of its hashlock leaf.
+    pub fn key_for(&self, kind: TxKind, v: &Version) -> Result<TweakedAggregateKey, FactoryError> {
+        match kind {
+            TxKind::Punish(slot) => Ok(self.aggregate(slot, v)?.untweaked()),
+            _ => self.signing_key_at(self.input_of(kind, v), v),
+        }
     }
 
     /// The BIP-341 key-path sighash of a one-input transaction spending `spent`.
@@ -924,15 +1374,11 @@ impl Factory {
         slot: Slot,
         built: &HashMap<TxKind, BuiltTx>,
         funding: OutPoint,
+        v: &Version,
     ) -> Option<OutPoint> {
-        match self.creator_of(slot) {
-            None => Some(funding),
-            Some(creator) => {
-                let tx = &built.get(&creator)?.tx;
-                let vout = self.outputs_of(creator).iter().position(|s| *s == slot)? as u32;
-                Some(OutPoint::new(tx.compute_txid(), vout))
-            }
-        }
+        self.slot_outpoint(slot, funding, v, |k| {
+            built.get(&k).map(|b| b.tx.compute_txid())
+        })
     }
 
     /// Where `slot` is on chain, given the txids of the factory's transactions.
@@ -940,28 +1386,32 @@ impl Factory {
         &self,
         slot: Slot,
         funding: OutPoint,
+        v: &Version,
         txid_of: impl Fn(TxKind) -> Option<Txid>,
     ) -> Option<OutPoint> {
-        match self.creator_of(slot) {
+        match self.creator_of(slot, v) {
             None => Some(funding),
             Some(creator) => {
-                let vout = self.outputs_of(creator).iter().position(|s| *s == slot)? as u32;
+                let vout = self
+                    .outputs_of(creator, v)
+                    .iter()
+                    .position(|s| *s == slot)? as u32;
                 Some(OutPoint::new(txid_of(creator)?, vout))
             }
         }
     }
 
-    /// Build `kinds` (and whatever transactions they depend on) for odometer state `odo`.
+    /// Build `kinds` (and whatever transactions they depend on) at version `v`.
     pub fn build_set(
         &self,
         kinds: &[TxKind],
         funding: OutPoint,
-        odo: &Odometer,
+        v: &Version,
     ) -> Result<HashMap<TxKind, BuiltTx>, FactoryError> {
-        let amounts = self.amounts(odo)?;
+        let amounts = self.amounts(v)?;
         let mut built: HashMap<TxKind, BuiltTx> = HashMap::new();
         for kind in kinds {
-            self.build_into(*kind, funding, &amounts, odo, &mut built)?;
+            self.build_into(*kind, funding, &amounts, v, &mut built)?;
         }
         Ok(built)
     }
@@ -971,31 +1421,38 @@ impl Factory {
         kind: TxKind,
         funding: OutPoint,
         amounts: &Amounts,
-        odo: &Odometer,
+        v: &Version,
         built: &mut HashMap<TxKind, BuiltTx>,
     ) -> Result<(), FactoryError> {
         if built.contains_key(&kind) {
             return Ok(());
         }
-        let slot = self.input_of(kind);
-        if let Some(creator) = self.creator_of(slot) {
-            self.build_into(creator, funding, amounts, odo, built)?;
+        if let TxKind::Sale(j) = kind {
+            if v.sales.get(j as usize).map_or(true, |s| s.merged) {
+                return Err(FactoryError::NoSuch(format!("{kind:?}")));
+            }
+        }
+        let slot = self.input_of(kind, v);
+        self.check_slot(slot, v)?;
+        if let Some(creator) = self.creator_of(slot, v) {
+            self.build_into(creator, funding, amounts, v, built)?;
         }
         let spends = self
-            .outpoint_of(slot, built, funding)
+            .outpoint_of(slot, built, funding, v)
             .ok_or_else(|| MusigError::Keys(format!("cannot locate the output {slot:?}")))?;
-        let tx = self.build_tx(kind, spends, amounts, odo)?;
+        let tx = self.build_tx(kind, spends, amounts, v)?;
         let spent = TxOut {
             value: amounts.value(self, slot),
-            script_pubkey: self.script_pubkey(slot)?,
+            script_pubkey: self.script_pubkey_at(slot, v)?,
         };
         built.insert(kind, BuiltTx { tx, spent });
         Ok(())
     }
 
-    /// Transactions a client signs: its exit path in publishing order, then the timeout
-    /// transactions of every output that holds its money.
-    pub fn client_jobs(&self, client: ClientId) -> Result<Vec<TxKind>, FactoryError> {
+    /// Transactions a client signs at version `v`: its exit path in publishing order (with the
+    /// sales of its stock's PS chain), then the timeout and punishment transactions of every output
+    /// that holds its money.
+    pub fn client_jobs(&self, client: ClientId, v: &Version) -> Result<Vec<TxKind>, FactoryError> {
         if client.0 as usize >= self.params.clients.len() {
             return Err(FactoryError::UnknownClient(client));
         }
@@ -1007,16 +1464,25 @@ impl Factory {
                 jobs.push(TxKind::State(*n));
             }
         }
-        for slot in self.client_slots(client) {
+        if let Some(s) = self.stock_of(client) {
+            jobs.extend(v.chain_of(s).into_iter().map(TxKind::Sale));
+        }
+        for slot in self.client_slots(client, v) {
             if self.has_timeout(slot) {
                 jobs.push(TxKind::Timeout(slot));
+            }
+        }
+        for slot in self.client_slots(client, v) {
+            if matches!(slot, Slot::Stock(_) | Slot::Change(_)) {
+                jobs.push(TxKind::Punish(slot));
             }
         }
         Ok(jobs)
     }
 
-    /// Outputs that hold a client's money along its path (fee coin excluded).
-    pub fn client_slots(&self, client: ClientId) -> Vec<Slot> {
+    /// Outputs that hold a client's money along its path (fee coin excluded): the tree outputs
+    /// above it, its channels, and its stock output with the change outputs of its PS chain.
+    pub fn client_slots(&self, client: ClientId, v: &Version) -> Vec<Slot> {
         let mut slots = Vec::new();
         for n in self.tree.path_of(client) {
             slots.push(Slot::NodeInput(n));
@@ -1025,23 +1491,27 @@ impl Factory {
             }
         }
         slots.push(Slot::Channel(client));
+        slots.extend(v.sales_of(client).into_iter().map(Slot::Sold));
         if let Some(s) = self.stock_of(client) {
             slots.push(Slot::Stock(s));
+            slots.extend(v.chain_of(s).into_iter().map(Slot::Change));
         }
         slots
     }
 
     /// The funding output (script and value) the LSP's funding transaction must create.
     pub fn funding_output(&self) -> Result<TxOut, FactoryError> {
-        let amounts = self.amounts(&self.initial_odometer())?;
+        let v = self.initial_version();
+        let amounts = self.amounts(&v)?;
         Ok(TxOut {
             value: amounts.funding_value(),
-            script_pubkey: self.script_pubkey(Slot::NodeInput(NodeId(0)))?,
+            script_pubkey: self.script_pubkey_at(Slot::NodeInput(NodeId(0)), &v)?,
         })
     }
 
-    /// Every transaction the LSP signs: the whole tree and every timeout transaction.
-    pub fn all_jobs(&self) -> Vec<TxKind> {
+    /// Every transaction the LSP signs at version `v`: the whole tree, the sales, and every
+    /// timeout and punishment transaction.
+    pub fn all_jobs(&self, v: &Version) -> Vec<TxKind> {
         let mut jobs = Vec::new();
         for n in self.tree.nodes() {
             jobs.push(TxKind::Kickoff(n.id));
@@ -1049,16 +1519,22 @@ impl Factory {
                 jobs.push(TxKind::State(n.id));
             }
         }
-        for slot in self.all_slots() {
+        for s in 0..self.stocks.len() as u32 {
+            jobs.extend(v.chain_of(s).into_iter().map(TxKind::Sale));
+        }
+        for slot in self.all_slots(v) {
             if self.has_timeout(slot) {
                 jobs.push(TxKind::Timeout(slot));
+            }
+            if matches!(slot, Slot::Stock(_) | Slot::Change(_)) {
+                jobs.push(TxKind::Punish(slot));
             }
         }
         jobs
     }
 
     /// Every output of the factory that belongs to the tree (fee coins and anchors excluded).
-    pub fn all_slots(&self) -> Vec<Slot> {
+    pub fn all_slots(&self, v: &Version) -> Vec<Slot> {
         let mut slots = Vec::new();
         for n in self.tree.nodes() {
             slots.push(Slot::NodeInput(n.id));
@@ -1067,7 +1543,11 @@ impl Factory {
             }
         }
         slots.extend((0..self.params.clients.len() as u32).map(|c| Slot::Channel(ClientId(c))));
+        slots.extend((0..v.sales.len() as u32).map(Slot::Sold));
         slots.extend((0..self.stocks.len() as u32).map(Slot::Stock));
+        for s in 0..self.stocks.len() as u32 {
+            slots.extend(v.chain_of(s).into_iter().map(Slot::Change));
+        }
         slots
     }
 }

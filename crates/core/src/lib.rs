@@ -7,14 +7,17 @@ pub mod advance;
 pub mod ceremony;
 pub mod channel;
 pub mod factory;
+pub mod ledger;
 pub mod musig;
 pub mod odometer;
+pub mod revocation;
 pub mod shachain;
 pub mod shape;
 pub mod tree;
 pub mod types;
 
 pub use factory::{ClientSpec, Factory, FactoryError, FactoryParams, Signer, Slot, TxKind};
+pub use ledger::{Sale, Version};
 pub use odometer::Odometer;
 pub use shape::{FactoryConfig, LeafKind, Shape, TimeoutPolicy};
 pub use types::{ClientId, FactoryId, Msat, NodeId, StateIndex};

@@ -79,6 +79,14 @@ impl AggregateKey {
         self.internal
     }
 
+    /// The aggregate key itself, for signatures checked by a script's `<key> OP_CHECKSIG`.
+    pub fn untweaked(&self) -> TweakedAggregateKey {
+        TweakedAggregateKey {
+            cache: self.cache,
+            output: self.internal,
+        }
+    }
+
     /// The key that signs for a taproot output with this internal key and `merkle_root`.
     pub fn tweaked(
         &self,

@@ -127,6 +127,26 @@ pub struct FactoryConfig {
     pub stock_csv: u16,
     /// Network the factory lives on (mainnet enforces `step_blocks >= 144`).
     pub network: Network,
+    /// What the punishment of a superseded liquidity-stock version does with the stock.
+    #[serde(default)]
+    pub punishment: Punishment,
+}
+
+/// What happens to a superseded liquidity-stock output published on chain.
+///
+/// The default is [`Punishment::Poison`]: the stock goes to the clients who share it, so the
+/// clients an old state would have hurt are the ones compensated (ZmnSCPxj, Delving t/1242).
+/// Its protection is diluted when the LSP controls some of those clients (sockpuppets), and a
+/// client may profit from publishing an old state itself while the LSP is offline; an LSP that
+/// fears the latter more than it wants to compensate clients chooses [`Punishment::Burn`], which
+/// gives the stock to miners (t/1143 #13) and so rewards nobody.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Punishment {
+    /// Split the stock evenly among the clients of that stock output.
+    #[default]
+    Poison,
+    /// Burn the stock to miner fees (one zero-value OP_RETURN output).
+    Burn,
 }
 
 impl Default for FactoryConfig {
@@ -143,6 +163,7 @@ impl Default for FactoryConfig {
             client_fee_coin: Amount::from_sat(10_000),
             stock_csv: 144,
             network: Network::Bitcoin,
+            punishment: Punishment::Poison,
         }
     }
 }

@@ -34,7 +34,9 @@ fn setup(n: u8) -> Setup {
             .map(|k| ClientSpec::new(PublicKey::new(k.public_key()), Amount::from_sat(40_000)))
             .collect(),
         creation_height: 100,
-    };
+        stock_hashes: Vec::new(),
+    }
+    .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32]));
     Setup {
         factory: Arc::new(Factory::new(params).unwrap()),
         lsp,
@@ -239,16 +241,20 @@ fn tiny_and_huge_amounts() {
     let lsp = keypair(200);
     let clients: Vec<Keypair> = (0..3).map(keypair).collect();
     let make = |cap: Amount| {
-        Factory::new(FactoryParams {
-            id: FactoryId([7; 32]),
-            config: FactoryConfig::regtest(),
-            lsp_key: PublicKey::new(lsp.public_key()),
-            clients: clients
-                .iter()
-                .map(|k| ClientSpec::new(PublicKey::new(k.public_key()), cap))
-                .collect(),
-            creation_height: 100,
-        })
+        Factory::new(
+            FactoryParams {
+                id: FactoryId([7; 32]),
+                config: FactoryConfig::regtest(),
+                lsp_key: PublicKey::new(lsp.public_key()),
+                clients: clients
+                    .iter()
+                    .map(|k| ClientSpec::new(PublicKey::new(k.public_key()), cap))
+                    .collect(),
+                creation_height: 100,
+                stock_hashes: Vec::new(),
+            }
+            .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32])),
+        )
     };
     // The dust limit itself works end to end (signing included).
     let f = Arc::new(make(Amount::from_sat(330)).unwrap());

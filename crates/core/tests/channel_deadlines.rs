@@ -17,15 +17,19 @@ fn factory(n: usize) -> Factory {
                 .public_key(),
         )
     };
-    Factory::new(FactoryParams {
-        id: FactoryId([2; 32]),
-        config: FactoryConfig::default(),
-        lsp_key: key(200),
-        clients: (0..n as u8)
-            .map(|i| ClientSpec::new(key(i), Amount::from_sat(100_000)))
-            .collect(),
-        creation_height: 800_000,
-    })
+    Factory::new(
+        FactoryParams {
+            id: FactoryId([2; 32]),
+            config: FactoryConfig::default(),
+            lsp_key: key(200),
+            clients: (0..n as u8)
+                .map(|i| ClientSpec::new(key(i), Amount::from_sat(100_000)))
+                .collect(),
+            creation_height: 800_000,
+            stock_hashes: Vec::new(),
+        }
+        .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32])),
+    )
     .unwrap()
 }
 

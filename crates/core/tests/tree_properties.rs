@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use superscalar_core::factory::Slot;
 use superscalar_core::tree::NodeKind;
 use superscalar_core::{
-    ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, LeafKind, Shape,
-    TimeoutPolicy, TxKind,
+    ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, LeafKind, Sale, Shape,
+    TimeoutPolicy, TxKind, Version,
 };
 
 fn factory(n: usize, shape: Shape, policy: TimeoutPolicy) -> Factory {
@@ -33,7 +33,9 @@ fn factory(n: usize, shape: Shape, policy: TimeoutPolicy) -> Factory {
             .map(|i| ClientSpec::new(key(i), Amount::from_sat(20_000 + 37 * i as u64)))
             .collect(),
         creation_height: 500,
-    };
+        stock_hashes: Vec::new(),
+    }
+    .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32]));
     Factory::new(params).unwrap()
 }
 
@@ -67,22 +69,51 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn money_is_conserved_and_each_client_is_in_exactly_one_leaf(n in 1usize..40, shape in shapes(), advances in 0usize..6) {
+    fn money_is_conserved_and_each_client_is_in_exactly_one_leaf(
+        n in 1usize..40,
+        shape in shapes(),
+        advances in 0usize..6,
+        sales in proptest::collection::vec((0u32..40, 330u64..40_000, any::<bool>()), 0..5),
+    ) {
         let f = factory(n, shape, TimeoutPolicy::Inverted);
-        let mut odo = f.initial_odometer();
+        let mut v = f.initial_version();
         // Advance a random-ish leaf a few times (stopping at exhaustion).
         let leaf = f.tree().leaf_of(ClientId((n as u32 - 1) / 2)).unwrap();
         for _ in 0..advances {
-            if odo.advance(f.tree(), leaf).is_err() { break; }
+            if v.odo.advance(f.tree(), leaf).is_err() { break; }
         }
-        let all = f.all_jobs();
-        let built = f.build_set(&all, funding(), &odo).unwrap();
-        let amounts = f.amounts(&odo).unwrap();
-        prop_assert_eq!(amounts.funding_value(), f.amounts(&f.initial_odometer()).unwrap().funding_value());
+        // Some liquidity sales, merged into leaf states or left in PS chains; those the stock
+        // cannot pay are refused by `amounts`.
+        for (buyer, amount, merged) in sales {
+            let buyer = ClientId(buyer % n as u32);
+            let stock = f.stock_of(buyer).unwrap();
+            let mut next = v.clone();
+            next.sales.push(Sale { buyer, stock, amount: Amount::from_sat(amount), merged });
+            if f.amounts(&f.worst_case(&next)).is_ok() {
+                v = next;
+            }
+        }
+        let all = f.all_jobs(&v);
+        let built = f.build_set(&all, funding(), &v).unwrap();
+        let amounts = f.amounts(&v).unwrap();
+        prop_assert_eq!(amounts.funding_value(), f.amounts(&f.initial_version()).unwrap().funding_value());
+        // The root's timeout pays every client its channels and stock share: all that is not fee.
+        let pays = f.timeout_payouts(Slot::NodeInput(superscalar_core::NodeId(0)), &amounts, &v);
+        let total: Amount = pays.iter().map(|p| p.1).sum();
+        let caps: Amount = f.params().clients.iter().map(|c| c.capacity).sum();
+        prop_assert!(total <= caps + f.params().config.stock_per_client * n as u64);
+        for (j, sale) in v.sales.iter().enumerate() {
+            let buyer_paid = pays.iter().find(|p| p.0 == sale.buyer).unwrap().1;
+            prop_assert!(buyer_paid >= f.params().clients[sale.buyer.0 as usize].capacity + sale.amount, "sale {} not paid at T", j);
+            let slot = Slot::Sold(j as u32);
+            let creator = f.creator_of(slot, &v).unwrap();
+            let vout = f.outputs_of(creator, &v).iter().position(|s| *s == slot).unwrap();
+            prop_assert_eq!(built[&creator].tx.output[vout].value, sale.amount);
+        }
         for (kind, b) in &built {
             let out: Amount = b.tx.output.iter().map(|o| o.value).sum();
             prop_assert!(b.spent.value >= out, "{:?} spends more than its input", kind);
-            if let Some(fee) = amounts.fee(*kind) {
+            if let (Some(fee), false) = (amounts.fee(*kind), matches!(kind, TxKind::Timeout(_) | TxKind::Punish(_))) {
                 prop_assert_eq!(b.spent.value, out + fee, "{:?}: input != outputs + fee", kind);
                 prop_assert!(fee.to_sat() >= b.tx.vsize() as u64, "{:?} pays below 1 sat/vB", kind);
             }
@@ -91,7 +122,7 @@ proptest! {
         let mut seen: HashMap<u32, usize> = HashMap::new();
         for node in f.tree().nodes().iter().filter(|n| n.kind == NodeKind::Leaf) {
             let st = &built[&TxKind::State(node.id)];
-            for (slot, out) in f.outputs_of(TxKind::State(node.id)).iter().zip(&st.tx.output) {
+            for (slot, out) in f.outputs_of(TxKind::State(node.id), &v).iter().zip(&st.tx.output) {
                 if let Slot::Channel(c) = slot {
                     *seen.entry(c.0).or_default() += 1;
                     prop_assert_eq!(out.value, f.params().clients[c.0 as usize].capacity);
@@ -107,11 +138,12 @@ proptest! {
         let f = factory(n, shape, TimeoutPolicy::Inverted);
         let leaf = f.tree().leaf_of(ClientId(0)).unwrap();
         let mut odo = f.initial_odometer();
+        let at = |odo: &superscalar_core::Odometer| Version { odo: odo.clone(), ..f.initial_version() };
         loop {
             let before = odo.clone();
             let Ok(changed) = odo.advance(f.tree(), leaf) else { break };
-            let old = f.amounts(&before).unwrap();
-            let new = f.amounts(&odo).unwrap();
+            let old = f.amounts(&at(&before)).unwrap();
+            let new = f.amounts(&at(&odo)).unwrap();
             let kind = TxKind::State(changed);
             prop_assert!(odo.sequence(changed).unwrap().0 < before.sequence(changed).unwrap().0);
             prop_assert!(new.fee(kind).unwrap() >= old.fee(kind).unwrap());
@@ -123,18 +155,18 @@ proptest! {
     #[test]
     fn every_output_holding_a_clients_money_has_a_timeout_paying_it(n in 1usize..30, shape in shapes()) {
         let f = factory(n, shape, TimeoutPolicy::Inverted);
-        let odo = f.initial_odometer();
-        let amounts = f.amounts(&odo).unwrap();
+        let v = f.initial_version();
+        let amounts = f.amounts(&v).unwrap();
         for c in 0..n as u32 {
-            let jobs = f.client_jobs(ClientId(c)).unwrap();
-            for slot in f.client_slots(ClientId(c)) {
+            let jobs = f.client_jobs(ClientId(c), &v).unwrap();
+            for slot in f.client_slots(ClientId(c), &v) {
                 prop_assert!(jobs.contains(&TxKind::Timeout(slot)));
-                let pays = f.timeout_payouts(slot, &amounts);
+                let pays = f.timeout_payouts(slot, &amounts, &v);
                 prop_assert!(pays.iter().any(|(who, v)| who.0 == c && *v > Amount::ZERO), "{:?} does not pay client {}", slot, c);
             }
         }
         // And the funding output's timeout pays everyone exactly capacity + stock share.
-        let pays = f.timeout_payouts(Slot::NodeInput(superscalar_core::NodeId(0)), &amounts);
+        let pays = f.timeout_payouts(Slot::NodeInput(superscalar_core::NodeId(0)), &amounts, &v);
         let total: Amount = pays.iter().map(|p| p.1).sum();
         let caps: Amount = f.params().clients.iter().map(|c| c.capacity).sum();
         let stock = f.params().config.stock_per_client * n as u64;
@@ -174,15 +206,19 @@ fn unsafe_configurations_are_refused() {
             .public_key(),
     );
     let mk = |config: FactoryConfig, n: usize| {
-        Factory::new(FactoryParams {
-            id: FactoryId([0; 32]),
-            config,
-            lsp_key: k,
-            clients: (0..n)
-                .map(|_| ClientSpec::new(k, Amount::from_sat(50_000)))
-                .collect(),
-            creation_height: 0,
-        })
+        Factory::new(
+            FactoryParams {
+                id: FactoryId([0; 32]),
+                config,
+                lsp_key: k,
+                clients: (0..n)
+                    .map(|_| ClientSpec::new(k, Amount::from_sat(50_000)))
+                    .collect(),
+                creation_height: 0,
+                stock_hashes: Vec::new(),
+            }
+            .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32])),
+        )
     };
     // Mainnet with a step below 144.
     let mut c = FactoryConfig::default();

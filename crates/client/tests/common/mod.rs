@@ -7,10 +7,13 @@ use bitcoin::key::{Keypair, PublicKey, Secp256k1};
 use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
 use superscalar_chain::{Chain, EmbeddedChain, RejectReason};
 use superscalar_client::{ExitProgress, UnilateralExit};
+use superscalar_core::advance::{FactoryState, SaleTerms};
 use superscalar_core::ceremony::{run_in_process, ClientCeremony, LspCeremony};
+use superscalar_core::revocation::StockSecrets;
 use superscalar_core::{
     ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Shape,
 };
+use superscalar_core::{Signer, Version};
 use superscalar_wallet::{burn_script, Faucet, OnchainWallet};
 
 pub struct Harness {
@@ -24,6 +27,9 @@ pub struct Harness {
     pub funding: OutPoint,
     pub lsp: LspCeremony,
     pub clients: Vec<ClientCeremony>,
+    pub stock_secrets: StockSecrets,
+    /// The factory's initial version (what `lsp` and `clients` signed).
+    pub version0: Version,
 }
 
 pub fn keypair(seed: u32) -> Keypair {
@@ -54,7 +60,9 @@ pub fn build(n: u32, config: FactoryConfig) -> Harness {
             .map(|(i, k)| ClientSpec::new(PublicKey::new(k.public_key()), capacity(i as u32)))
             .collect(),
         creation_height: chain.tip().unwrap().height,
-    };
+        stock_hashes: Vec::new(),
+    }
+    .with_stock_secrets(&StockSecrets::new(STOCK_SEED));
     let factory = Arc::new(Factory::new(params).unwrap());
     let funding_out = factory.funding_output().unwrap();
     let mut lsp_wallet = OnchainWallet::from_seed([0x15; 32]).unwrap();
@@ -92,12 +100,128 @@ pub fn build(n: u32, config: FactoryConfig) -> Harness {
         lsp_wallet,
         lsp_key,
         client_keys,
-        factory,
         funding_tx,
         funding,
         lsp,
         clients,
+        stock_secrets: StockSecrets::new(STOCK_SEED),
+        version0: factory.initial_version(),
+        factory,
     }
+}
+
+const STOCK_SEED: [u8; 32] = [0x5e; 32];
+
+/// Every party's view of the factory's state after the first ceremony.
+pub struct States {
+    pub lsp: FactoryState,
+    pub clients: Vec<FactoryState>,
+}
+
+pub fn states(h: &Harness) -> States {
+    States {
+        lsp: FactoryState::new(
+            h.factory.clone(),
+            h.funding,
+            Signer::Lsp,
+            h.lsp.all_signed().cloned(),
+        )
+        .with_secrets(h.stock_secrets.clone()),
+        clients: h
+            .clients
+            .iter()
+            .map(|c| {
+                FactoryState::new(
+                    h.factory.clone(),
+                    h.funding,
+                    Signer::Client(c.client()),
+                    c.signed().iter().cloned(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Both rounds of an update's ceremony with every participant online; each client completes
+/// and receives the superseded stock versions' secrets.
+pub fn sign_update(
+    s: &mut States,
+    mut lsp: LspCeremony,
+    mut ceremonies: Vec<(ClientId, ClientCeremony)>,
+) {
+    for (c, cc) in ceremonies.iter_mut() {
+        lsp.receive_nonces(*c, &cc.round1().unwrap()).unwrap();
+    }
+    for (c, cc) in ceremonies.iter_mut() {
+        let agg = lsp.agg_nonces_for(*c).unwrap();
+        lsp.receive_partials(*c, &cc.round2(&agg).unwrap()).unwrap();
+    }
+    lsp.finalize().unwrap();
+    for (c, cc) in ceremonies.iter_mut() {
+        cc.finish(&lsp.final_sigs_for(*c).unwrap()).unwrap();
+        s.clients[c.0 as usize]
+            .complete(cc.signed().iter().cloned())
+            .unwrap();
+    }
+    s.lsp.complete(lsp.all_signed().cloned()).unwrap();
+    let revealed = s.lsp.reveal().unwrap();
+    for (c, _) in &ceremonies {
+        s.clients[c.0 as usize]
+            .receive_revocations(&revealed)
+            .unwrap();
+    }
+}
+
+/// One advance of the path of `client`'s leaf, every participant online, with an optional sale
+/// merged into the new leaf state.
+pub fn advance_with(h: &Harness, s: &mut States, client: u32, sale: Option<SaleTerms>) {
+    let leaf = h.factory.tree().leaf_of(ClientId(client)).unwrap();
+    let (proposal, lsp) = s.lsp.propose_with(leaf, sale, &h.lsp_key).unwrap();
+    let participants: Vec<ClientId> = lsp.participants().collect();
+    let ceremonies = participants
+        .iter()
+        .map(|c| {
+            let cc = s.clients[c.0 as usize]
+                .accept(&proposal, *c, h.client_keys[c.0 as usize])
+                .unwrap();
+            (*c, cc)
+        })
+        .collect();
+    sign_update(s, lsp, ceremonies);
+}
+
+/// One advance of the path of `client`'s leaf, every participant online.
+pub fn advance(h: &Harness, s: &mut States, client: u32) {
+    advance_with(h, s, client, None);
+}
+
+/// A pseudo-Spilman sale signed by the LSP and every client of the stock.
+pub fn sell_ps(h: &Harness, s: &mut States, terms: SaleTerms) {
+    let (proposal, lsp) = s.lsp.propose_sale(terms, &h.lsp_key).unwrap();
+    let participants: Vec<ClientId> = lsp.participants().collect();
+    let ceremonies = participants
+        .iter()
+        .map(|c| {
+            let cc = s.clients[c.0 as usize]
+                .accept_sale(&proposal, *c, h.client_keys[c.0 as usize])
+                .unwrap();
+            (*c, cc)
+        })
+        .collect();
+    sign_update(s, lsp, ceremonies);
+}
+
+/// Drive `exit` to completion, mining as needed.
+pub fn finish(h: &Harness, exit: &mut UnilateralExit) {
+    for _ in 0..200 {
+        match exit.step(&h.chain, None).unwrap() {
+            ExitProgress::Done => return,
+            _ => {
+                h.chain.mine_blocks(1, &burn_script()).unwrap();
+            }
+        }
+    }
+    panic!("exit did not finish");
 }
 
 /// Exit `client` alone (no wallet), checking that every delayed transaction is refused before its

@@ -1,0 +1,207 @@
+//! Revocation of the liquidity stock: the hashlock leaf of every stock output, the LSP's
+//! per-version secrets (one BOLT-3 shachain per stock output, so a receiver keeps O(log n) of
+//! them), and the clients' store of received secrets.
+
+use std::collections::BTreeMap;
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::opcodes::all::{OP_CHECKSIG, OP_EQUALVERIFY, OP_SHA256, OP_SIZE};
+use bitcoin::script::Builder;
+use bitcoin::secp256k1::XOnlyPublicKey;
+use bitcoin::ScriptBuf;
+use thiserror::Error;
+
+use crate::shachain::{index_of, SecretGenerator, SecretStore};
+
+/// `OP_SIZE 32 OP_EQUALVERIFY OP_SHA256 <hash> OP_EQUALVERIFY <key> OP_CHECKSIG`: spendable by
+/// everyone's aggregate signature together with the version's revealed secret.
+pub fn hashlock_leaf(hash: &sha256::Hash, key: &XOnlyPublicKey) -> ScriptBuf {
+    Builder::new()
+        .push_opcode(OP_SIZE)
+        .push_int(32)
+        .push_opcode(OP_EQUALVERIFY)
+        .push_opcode(OP_SHA256)
+        .push_slice(hash.to_byte_array())
+        .push_opcode(OP_EQUALVERIFY)
+        .push_x_only_key(key)
+        .push_opcode(OP_CHECKSIG)
+        .into_script()
+}
+
+/// A revocation secret that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RevocationError {
+    /// The secret does not hash to the version's hash.
+    #[error("the secret for stock {stock} version {version} does not match its hash")]
+    WrongSecret {
+        /// The stock output.
+        stock: u32,
+        /// Its version.
+        version: u32,
+    },
+    /// The secret is inconsistent with the shachain of earlier secrets.
+    #[error(
+        "the secret for stock {stock} version {version} does not belong to the stock's shachain"
+    )]
+    NotInChain {
+        /// The stock output.
+        stock: u32,
+        /// Its version.
+        version: u32,
+    },
+    /// No hash was recorded for this version.
+    #[error("no hash is known for stock {stock} version {version}")]
+    UnknownVersion {
+        /// The stock output.
+        stock: u32,
+        /// Its version.
+        version: u32,
+    },
+}
+
+/// The LSP's revocation secrets: one shachain per stock output.
+#[derive(Clone)]
+pub struct StockSecrets {
+    seed: [u8; 32],
+}
+
+impl std::fmt::Debug for StockSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StockSecrets(..)")
+    }
+}
+
+impl StockSecrets {
+    /// From the LSP's secret seed for this factory.
+    pub fn new(seed: [u8; 32]) -> Self {
+        StockSecrets { seed }
+    }
+
+    fn generator(&self, stock: u32) -> SecretGenerator {
+        let mut data = b"superscalar/stock-revocation".to_vec();
+        data.extend_from_slice(&self.seed);
+        data.extend_from_slice(&stock.to_be_bytes());
+        SecretGenerator::new(sha256::Hash::hash(&data).to_byte_array())
+    }
+
+    /// The secret of `version` of stock output `stock`.
+    pub fn secret(&self, stock: u32, version: u32) -> [u8; 32] {
+        self.generator(stock)
+            .secret(index_of(u64::from(version)))
+            .expect("a u32 version is a valid shachain index")
+    }
+
+    /// Its hash (what the hashlock leaf commits to).
+    pub fn hash(&self, stock: u32, version: u32) -> sha256::Hash {
+        sha256::Hash::hash(&self.secret(stock, version))
+    }
+
+    /// Hashes of version 0 of `count` stock outputs (for [`crate::FactoryParams::stock_hashes`]).
+    pub fn initial_hashes(&self, count: usize) -> Vec<sha256::Hash> {
+        (0..count as u32).map(|s| self.hash(s, 0)).collect()
+    }
+}
+
+/// A receiver's revocation secrets: the hash of every version it signed, and the secrets of the
+/// superseded ones, in one shachain store per stock output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StockRevocations {
+    hashes: BTreeMap<(u32, u32), sha256::Hash>,
+    stores: BTreeMap<u32, SecretStore>,
+}
+
+impl StockRevocations {
+    /// Remember the hash of a version this party signs.
+    pub fn expect(&mut self, stock: u32, version: u32, hash: sha256::Hash) {
+        self.hashes.insert((stock, version), hash);
+    }
+
+    /// Take the revealed secret of a superseded version; a refused secret changes nothing.
+    pub fn receive(
+        &mut self,
+        stock: u32,
+        version: u32,
+        secret: [u8; 32],
+    ) -> Result<(), RevocationError> {
+        let hash = self
+            .hashes
+            .get(&(stock, version))
+            .ok_or(RevocationError::UnknownVersion { stock, version })?;
+        if sha256::Hash::hash(&secret) != *hash {
+            return Err(RevocationError::WrongSecret { stock, version });
+        }
+        self.stores
+            .entry(stock)
+            .or_default()
+            .provide(index_of(u64::from(version)), secret)
+            .map_err(|_| RevocationError::NotInChain { stock, version })
+    }
+
+    /// The secret of a superseded version, if received.
+    pub fn secret(&self, stock: u32, version: u32) -> Option<[u8; 32]> {
+        self.stores.get(&stock)?.get(index_of(u64::from(version)))
+    }
+
+    /// The hash of a version.
+    pub fn hash(&self, stock: u32, version: u32) -> Option<sha256::Hash> {
+        self.hashes.get(&(stock, version)).copied()
+    }
+
+    /// Secrets actually kept for `stock` (at most 49, about log2 of those received).
+    pub fn stored(&self, stock: u32) -> usize {
+        self.stores.get(&stock).map_or(0, SecretStore::stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousand_secrets_are_kept_in_about_log2_slots() {
+        let lsp = StockSecrets::new([7; 32]);
+        let mut rx = StockRevocations::default();
+        for v in 0..1000 {
+            rx.expect(3, v, lsp.hash(3, v));
+            rx.receive(3, v, lsp.secret(3, v)).unwrap();
+        }
+        assert!(rx.stored(3) <= 11, "{}", rx.stored(3));
+        for v in [0, 1, 500, 999] {
+            assert_eq!(rx.secret(3, v), Some(lsp.secret(3, v)));
+        }
+    }
+
+    #[test]
+    fn wrong_or_foreign_secrets_are_refused_and_change_nothing() {
+        let lsp = StockSecrets::new([7; 32]);
+        let other = StockSecrets::new([8; 32]);
+        let mut rx = StockRevocations::default();
+        rx.expect(0, 0, lsp.hash(0, 0));
+        assert_eq!(
+            rx.receive(0, 0, other.secret(0, 0)),
+            Err(RevocationError::WrongSecret {
+                stock: 0,
+                version: 0
+            })
+        );
+        assert_eq!(
+            rx.receive(0, 1, lsp.secret(0, 1)),
+            Err(RevocationError::UnknownVersion {
+                stock: 0,
+                version: 1
+            })
+        );
+        assert_eq!(rx.secret(0, 0), None);
+        rx.receive(0, 0, lsp.secret(0, 0)).unwrap();
+        // A hash the receiver was told for version 1 whose secret is not from the same chain.
+        rx.expect(0, 1, other.hash(0, 1));
+        assert_eq!(
+            rx.receive(0, 1, other.secret(0, 1)),
+            Err(RevocationError::NotInChain {
+                stock: 0,
+                version: 1
+            })
+        );
+        assert_eq!(rx.secret(0, 0), Some(lsp.secret(0, 0)));
+    }
+}
