@@ -1,8 +1,8 @@
 //! Watch and respond: scan each new block for a superseded factory state or a revoked channel
 //! commitment, and answer with the newest state (it wins because its delay is shorter) or a
-//! justice transaction.
+//! justice transaction, and punish a superseded liquidity-stock output that confirmed anyway.
 
-use bitcoin::{FeeRate, OutPoint, ScriptBuf, Txid};
+use bitcoin::{FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
 use superscalar_chain::{Chain, ChainError, TxStatus};
 use superscalar_core::ceremony::SignedTx;
 use superscalar_core::channel::state::Channel;
@@ -28,6 +28,13 @@ pub enum WatchEvent {
         /// Our justice transaction.
         justice: Txid,
     },
+    /// A superseded liquidity-stock output appeared on chain and was punished.
+    Punished {
+        /// The punished output.
+        stock: OutPoint,
+        /// The punishment transaction.
+        punishment: Txid,
+    },
 }
 
 /// A watcher over exit paths and channels, polled after each block. It never starts an exit
@@ -38,6 +45,7 @@ pub struct Watcher {
     /// (kickoff, newest state) pairs of every DW node on the watched paths.
     nodes: Vec<(SignedTx, SignedTx)>,
     channels: Vec<(Channel, OutPoint)>,
+    punishments: Vec<Transaction>,
     destination: ScriptBuf,
     fee_rate: FeeRate,
     next_height: u32,
@@ -75,10 +83,23 @@ impl Watcher {
         Watcher {
             nodes,
             channels,
+            punishments: Vec::new(),
             destination,
             fee_rate,
             next_height: from_height,
         }
+    }
+
+    /// Also punish superseded stock outputs with these completed punishment transactions
+    /// ([`superscalar_core::advance::FactoryState::armed_punishments`]).
+    pub fn with_punishments(mut self, punishments: Vec<Transaction>) -> Self {
+        self.punishments = punishments;
+        self
+    }
+
+    /// Replace the armed punishments (after an update revealed more secrets).
+    pub fn set_punishments(&mut self, punishments: Vec<Transaction>) {
+        self.punishments = punishments;
     }
 
     /// React to everything up to the tip.
@@ -107,6 +128,22 @@ impl Watcher {
                 }
             }
             self.next_height += 1;
+        }
+        // Superseded stock outputs on chain: punish them before the LSP's CSV leaf can take them.
+        for p in &self.punishments {
+            let stock = p.input[0].previous_output;
+            if chain.get_utxo(&stock)?.is_none() {
+                continue;
+            }
+            let txid = p.compute_txid();
+            if chain.tx_status(&txid)? != TxStatus::Unknown {
+                continue;
+            }
+            chain.submit_transaction(p)?;
+            events.push(WatchEvent::Punished {
+                stock,
+                punishment: txid,
+            });
         }
         // Published kickoffs: answer with our newest state once its delay has passed.
         for (kickoff, state) in &self.nodes {
