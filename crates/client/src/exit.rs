@@ -81,7 +81,12 @@ impl UnilateralExit {
     pub fn new(signed: &[SignedTx]) -> Result<Self, ExitError> {
         let path: Vec<SignedTx> = signed
             .iter()
-            .filter(|s| matches!(s.kind, TxKind::Kickoff(_) | TxKind::State(_)))
+            .filter(|s| {
+                matches!(
+                    s.kind,
+                    TxKind::Kickoff(_) | TxKind::State(_) | TxKind::Sale(_)
+                )
+            })
             .cloned()
             .collect();
         let Some(first) = path.first() else {

@@ -162,6 +162,14 @@ pub struct SaleProposal {
     pub signature: Signature,
 }
 
+impl SaleProposal {
+    /// Sign (or re-sign) the proposal with the LSP's key.
+    pub fn sign(&mut self, lsp: &Keypair) {
+        let secp = Secp256k1::signing_only();
+        self.signature = secp.sign_schnorr(&Message::from_digest(sale_digest(self)), lsp);
+    }
+}
+
 fn sale_digest(p: &SaleProposal) -> [u8; 32] {
     let mut data = b"superscalar/sale".to_vec();
     data.extend_from_slice(&p.factory.0);
@@ -828,8 +836,7 @@ impl FactoryState {
             spends,
             signature: Signature::from_slice(&[0u8; 64]).expect("64 bytes"),
         };
-        let secp = Secp256k1::signing_only();
-        proposal.signature = secp.sign_schnorr(&Message::from_digest(sale_digest(&proposal)), lsp);
+        proposal.sign(lsp);
         let jobs = sale_jobs(&self.factory, index);
         let ceremony =
             LspCeremony::for_jobs(Arc::clone(&self.factory), *lsp, self.funding, &next, &jobs)?;

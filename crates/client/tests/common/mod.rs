@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use bitcoin::key::{Keypair, PublicKey, Secp256k1};
+use bitcoin::TxOut;
 use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
 use superscalar_chain::{Chain, EmbeddedChain, RejectReason};
 use superscalar_client::{ExitProgress, UnilateralExit};
-use superscalar_core::advance::{FactoryState, SaleTerms};
+use superscalar_core::advance::{FactoryState, SaleProposal, SaleTerms};
 use superscalar_core::ceremony::{run_in_process, ClientCeremony, LspCeremony};
+use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSetup};
+use superscalar_core::factory::Slot;
 use superscalar_core::revocation::StockSecrets;
 use superscalar_core::{
     ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Shape,
@@ -196,7 +199,7 @@ pub fn advance(h: &Harness, s: &mut States, client: u32) {
 }
 
 /// A pseudo-Spilman sale signed by the LSP and every client of the stock.
-pub fn sell_ps(h: &Harness, s: &mut States, terms: SaleTerms) {
+pub fn sell_ps(h: &Harness, s: &mut States, terms: SaleTerms) -> SaleProposal {
     let (proposal, lsp) = s.lsp.propose_sale(terms, &h.lsp_key).unwrap();
     let participants: Vec<ClientId> = lsp.participants().collect();
     let ceremonies = participants
@@ -209,6 +212,48 @@ pub fn sell_ps(h: &Harness, s: &mut States, terms: SaleTerms) {
         })
         .collect();
     sign_update(s, lsp, ceremonies);
+    proposal
+}
+
+/// A channel between the LSP and `client` on output `slot` of the version `st` holds: (LSP
+/// side, client side); the client starts with `client_msat`.
+pub fn open_channel(
+    h: &Harness,
+    st: &FactoryState,
+    slot: Slot,
+    client: u32,
+    client_msat: u64,
+    seed: u8,
+) -> (Channel, Channel) {
+    let v = st.version();
+    let key = h.factory.signing_key_at(slot, v).unwrap();
+    let value = h.factory.amounts(v).unwrap().value(&h.factory, slot);
+    let outpoint = st.outpoint(slot).unwrap();
+    let setup = |we_opened, our| ChannelSetup {
+        funding_outpoint: outpoint,
+        funding: TxOut {
+            value,
+            script_pubkey: h.factory.script_pubkey_at(slot, v).unwrap(),
+        },
+        funding_key: key.clone(),
+        we_opened,
+        our_balance_msat: our,
+    };
+    let ls = channel_secrets(seed, h.lsp_key);
+    let cs = channel_secrets(seed.wrapping_add(50), h.client_keys[client as usize]);
+    let limits = ChannelLimits::default();
+    let la = Channel::announcement(&ls, &key, outpoint);
+    let ca = Channel::announcement(&cs, &key, outpoint);
+    let mut lsp = Channel::new(
+        setup(true, value.to_sat() * 1000 - client_msat),
+        ls,
+        limits,
+        ca,
+        limits,
+    );
+    let mut cl = Channel::new(setup(false, client_msat), cs, limits, la, limits);
+    round(&mut lsp, &mut cl);
+    (lsp, cl)
 }
 
 /// Drive `exit` to completion, mining as needed.

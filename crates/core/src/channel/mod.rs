@@ -4,4 +4,5 @@
 pub mod commitment;
 pub mod deadlines;
 pub mod keys;
+pub mod multipath;
 pub mod state;

@@ -456,6 +456,21 @@ impl Channel {
         self.committed.theirs_msat
     }
 
+    /// What we can offer in a new HTLC now: our balance in the next state above the reserve
+    /// the other side requires (msat).
+    pub fn sendable_msat(&self) -> u64 {
+        self.next
+            .ours_msat
+            .saturating_sub(self.their_limits.channel_reserve_msat)
+    }
+
+    /// What the other side can offer us in a new HTLC now (msat).
+    pub fn receivable_msat(&self) -> u64 {
+        self.next
+            .theirs_msat
+            .saturating_sub(self.limits.channel_reserve_msat)
+    }
+
     /// HTLCs pending in the committed state.
     pub fn pending_htlcs(&self) -> usize {
         self.committed.htlcs.len()
