@@ -219,7 +219,7 @@ fn invalid_updates_are_refused_and_change_nothing() {
     ));
     let raa = lsp.receive_commitment_signed(&honest).unwrap();
     // A revocation with the wrong secret: refused.
-    let mut bad = raa;
+    let mut bad = raa.clone();
     bad.per_commitment_secret[0] ^= 1;
     assert!(matches!(
         client.receive_revoke_and_ack(&bad),

@@ -181,10 +181,37 @@ pub struct CommitmentSigned {
     pub nonce: PubNonce,
     /// One signature per HTLC output, in output order.
     pub htlc_signatures: Vec<Signature>,
+    /// The same commitment spending each other live funding outpoint (dual-state).
+    pub others: Vec<OutpointSignature>,
+}
+
+/// The signatures of one commitment spending one more live funding outpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutpointSignature {
+    /// The funding outpoint this commitment spends.
+    pub outpoint: OutPoint,
+    /// The sender's MuSig2 partial signature (with its own nonce: nonces are never shared
+    /// between outpoints).
+    pub partial_sig: PartialSig,
+    /// The sender's nonce for it.
+    pub nonce: PubNonce,
+    /// One signature per HTLC output, in output order.
+    pub htlc_signatures: Vec<Signature>,
+}
+
+/// A side's verification nonce for its next commitment on a newly added funding outpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FundingNonce {
+    /// The new funding outpoint.
+    pub outpoint: OutPoint,
+    /// The commitment number the nonce is for.
+    pub commitment: u64,
+    /// The nonce.
+    pub nonce: PubNonce,
 }
 
 /// Revocation of the sender's previous commitment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokeAndAck {
     /// The per-commitment secret of the revoked commitment.
     pub per_commitment_secret: [u8; 32],
@@ -192,6 +219,8 @@ pub struct RevokeAndAck {
     pub next_point: PublicKey,
     /// The verification nonce for the sender's next commitment after the current one.
     pub next_nonce: PubNonce,
+    /// The same for each other live funding outpoint.
+    pub next_other_nonces: Vec<(OutPoint, PubNonce)>,
 }
 
 /// A refused message or request; the channel is unchanged.
@@ -337,6 +366,14 @@ pub struct Channel {
     funding_key: TweakedAggregateKey,
     funding: TxOut,
     funding_outpoint: OutPoint,
+    /// Other live funding outpoints (dual-state): every commitment is signed for each.
+    other_fundings: Vec<OutPoint>,
+    /// Funding outpoints no longer updated; their commitments are still recognised for
+    /// penalties until the factory ends.
+    retired_fundings: Vec<OutPoint>,
+    their_other_nonces: BTreeMap<(OutPoint, u64), PubNonce>,
+    /// Their signatures of our latest commitment on the other live outpoints.
+    our_latest_other: BTreeMap<OutPoint, (PartialSig, PubNonce, Vec<Signature>)>,
     obscure: u64,
     committed: State,
     next: State,
@@ -429,6 +466,10 @@ impl Channel {
             funding_key: setup.funding_key,
             funding: setup.funding,
             funding_outpoint: setup.funding_outpoint,
+            other_fundings: Vec::new(),
+            retired_fundings: Vec::new(),
+            their_other_nonces: BTreeMap::new(),
+            our_latest_other: BTreeMap::new(),
             obscure,
             committed: state.clone(),
             next: state,
@@ -662,7 +703,7 @@ impl Channel {
 
     // ---- commitments ----------------------------------------------------------------------
 
-    fn chan_static(&self, holder_is_us: bool) -> ChannelStatic {
+    fn chan_static(&self, holder_is_us: bool, outpoint: OutPoint) -> ChannelStatic {
         let (to_self_delay, dust_limit) = if holder_is_us {
             // Our outputs wait for the delay they require of us.
             (self.their_limits.to_self_delay, self.limits.dust_limit)
@@ -670,7 +711,7 @@ impl Channel {
             (self.limits.to_self_delay, self.their_limits.dust_limit)
         };
         ChannelStatic {
-            funding_outpoint: self.funding_outpoint,
+            funding_outpoint: outpoint,
             funding_amount: self.funding.value,
             obscure_factor: self.obscure,
             to_self_delay,
@@ -715,6 +756,7 @@ impl Channel {
         n: u64,
         state: &State,
         point: &PublicKey,
+        outpoint: OutPoint,
     ) -> (Transaction, Vec<(u32, Htlc)>, CommitmentKeys) {
         let keys = self.commitment_keys(holder_is_us, point);
         let htlcs = Self::htlc_list(state, holder_is_us);
@@ -724,7 +766,7 @@ impl Channel {
             (state.theirs_msat, state.ours_msat)
         };
         let c = build_commitment(
-            &self.chan_static(holder_is_us),
+            &self.chan_static(holder_is_us, outpoint),
             &keys,
             n,
             local,
@@ -782,7 +824,44 @@ impl Channel {
         let their_nonce = *self.their_nonces.get(&n).ok_or(ChannelError::WrongPhase(
             "their next verification nonce is not known yet",
         ))?;
-        let (tx, htlcs, keys) = self.commitment(false, n, &self.next, &point);
+        let mut others = Vec::with_capacity(self.other_fundings.len());
+        for o in &self.other_fundings {
+            let their = *self
+                .their_other_nonces
+                .get(&(*o, n))
+                .ok_or(ChannelError::WrongPhase(
+                    "their verification nonce on a new funding outpoint is not known yet",
+                ))?;
+            let (partial_sig, nonce, htlc_signatures) =
+                self.sign_their_commitment(n, &point, their, *o)?;
+            others.push(OutpointSignature {
+                outpoint: *o,
+                partial_sig,
+                nonce,
+                htlc_signatures,
+            });
+        }
+        let (partial_sig, nonce, htlc_signatures) =
+            self.sign_their_commitment(n, &point, their_nonce, self.funding_outpoint)?;
+        self.their_states.insert(n, self.next.clone());
+        self.phase = next_phase;
+        Ok(CommitmentSigned {
+            partial_sig,
+            nonce,
+            htlc_signatures,
+            others,
+        })
+    }
+
+    /// Our signatures of their commitment `n` (at `self.next`) spending `outpoint`.
+    fn sign_their_commitment(
+        &self,
+        n: u64,
+        point: &PublicKey,
+        their_nonce: PubNonce,
+        outpoint: OutPoint,
+    ) -> Result<(PartialSig, PubNonce, Vec<Signature>), ChannelError> {
+        let (tx, htlcs, keys) = self.commitment(false, n, &self.next, point, outpoint);
         let msg = Factory::sighash(&tx, &self.funding);
         let (sec, nonce) = self.funding_key.nonce_gen(&self.secrets.funding, &msg);
         let agg = aggregate_nonces(&[their_nonce, nonce])?;
@@ -790,7 +869,7 @@ impl Channel {
             .funding_key
             .partial_sign(sec, &self.secrets.funding, &agg, &msg)?;
         let secp = Secp256k1::signing_only();
-        let htlc_key = Keypair::from_secret_key(&secp, &derive_privkey(&self.secrets.htlc, &point));
+        let htlc_key = Keypair::from_secret_key(&secp, &derive_privkey(&self.secrets.htlc, point));
         let htlc_signatures = self
             .htlc_txs(&tx, &htlcs, &keys, self.limits.to_self_delay)
             .iter()
@@ -799,13 +878,137 @@ impl Channel {
                 secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), &htlc_key)
             })
             .collect();
-        self.their_states.insert(n, self.next.clone());
-        self.phase = next_phase;
-        Ok(CommitmentSigned {
-            partial_sig,
+        Ok((partial_sig, nonce, htlc_signatures))
+    }
+
+    /// Check their signatures of our commitment `n` (at `self.next`) spending `outpoint`.
+    fn check_our_commitment(
+        &self,
+        n: u64,
+        point: &PublicKey,
+        outpoint: OutPoint,
+        partial_sig: &PartialSig,
+        nonce: &PubNonce,
+        htlc_signatures: &[Signature],
+    ) -> Result<(), ChannelError> {
+        let (tx, htlcs, keys) = self.commitment(true, n, &self.next, point, outpoint);
+        let sighash = Factory::sighash(&tx, &self.funding);
+        let (_, our_nonce) = self.funding_key.deterministic_nonce(
+            &self.secrets.funding,
+            self.secrets.verification_seed(&outpoint, n),
+        );
+        let agg = aggregate_nonces(&[our_nonce, *nonce])
+            .map_err(|_| ChannelError::BadSignature("commitment nonce"))?;
+        let their_funding = BtcPublicKey::new(self.their_funding_key());
+        if !self
+            .funding_key
+            .partial_verify(partial_sig, nonce, &their_funding, &agg, &sighash)
+            .unwrap_or(false)
+        {
+            return Err(ChannelError::BadSignature("commitment partial signature"));
+        }
+        let htlc_txs = self.htlc_txs(&tx, &htlcs, &keys, self.their_limits.to_self_delay);
+        if htlc_txs.len() != htlc_signatures.len() {
+            return Err(ChannelError::BadSignature(
+                "wrong number of HTLC signatures",
+            ));
+        }
+        let secp = Secp256k1::verification_only();
+        for ((htx, spent, leaf), sig) in htlc_txs.iter().zip(htlc_signatures) {
+            let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
+            secp.verify_schnorr(
+                sig,
+                &Message::from_digest(m),
+                &keys.remote_htlc.x_only_public_key().0,
+            )
+            .map_err(|_| ChannelError::BadSignature("HTLC signature"))?;
+        }
+        Ok(())
+    }
+
+    /// Dual-state: start signing every commitment for `outpoint` too (the channel output of a
+    /// factory state being signed). Returns our verification nonce for our next commitment on
+    /// it, for the other side's [`Channel::receive_funding_nonce`]. Only between rounds.
+    pub fn add_funding(&mut self, outpoint: OutPoint) -> Result<FundingNonce, ChannelError> {
+        if self.phase != Phase::Idle {
+            return Err(ChannelError::WrongPhase(
+                "funding outpoints change between rounds only",
+            ));
+        }
+        if outpoint != self.funding_outpoint && !self.other_fundings.contains(&outpoint) {
+            self.other_fundings.push(outpoint);
+            self.retired_fundings.retain(|o| *o != outpoint);
+        }
+        let n = self.our_commitment_number + 1;
+        let (_, nonce) = self.funding_key.deterministic_nonce(
+            &self.secrets.funding,
+            self.secrets.verification_seed(&outpoint, n),
+        );
+        Ok(FundingNonce {
+            outpoint,
+            commitment: n,
             nonce,
-            htlc_signatures,
         })
+    }
+
+    /// Dual-state: the other side's verification nonce on an outpoint we added too.
+    pub fn receive_funding_nonce(&mut self, msg: &FundingNonce) -> Result<(), ChannelError> {
+        if !self.other_fundings.contains(&msg.outpoint) {
+            return Err(ChannelError::WrongPhase(
+                "a nonce for a funding outpoint we did not add",
+            ));
+        }
+        if msg.commitment != self.their_commitment_number + 1 {
+            return Err(ChannelError::WrongPhase(
+                "a funding nonce for another commitment than their next",
+            ));
+        }
+        self.their_other_nonces
+            .insert((msg.outpoint, msg.commitment), msg.nonce);
+        Ok(())
+    }
+
+    /// Dual-state: stop updating `outpoint` (call only once the new factory state is fully
+    /// signed, the old one is superseded with its punishment and secret held, and the last
+    /// commitment on `outpoint` is revoked). If it was the primary, the oldest other live
+    /// outpoint becomes primary. Its commitments are still recognised for penalties.
+    pub fn retire_funding(&mut self, outpoint: OutPoint) -> Result<(), ChannelError> {
+        if self.phase != Phase::Idle {
+            return Err(ChannelError::WrongPhase(
+                "funding outpoints change between rounds only",
+            ));
+        }
+        if outpoint == self.funding_outpoint {
+            if self.other_fundings.is_empty() {
+                return Err(ChannelError::WrongPhase("the last live funding outpoint"));
+            }
+            let next = self.other_fundings.remove(0);
+            let sig = self.our_latest_other.remove(&next);
+            if let (Some((p, nonce, h)), Some((_, _, _, state))) = (sig, self.our_latest_sig.take())
+            {
+                self.our_latest_sig = Some((p, nonce, h, state));
+            }
+            let n = self.their_commitment_number + 1;
+            if let Some(nonce) = self.their_other_nonces.remove(&(next, n)) {
+                self.their_nonces.insert(n, nonce);
+            }
+            self.funding_outpoint = next;
+        } else if let Some(i) = self.other_fundings.iter().position(|o| *o == outpoint) {
+            self.other_fundings.remove(i);
+            self.our_latest_other.remove(&outpoint);
+        } else {
+            return Err(ChannelError::WrongPhase("not a live funding outpoint"));
+        }
+        self.their_other_nonces.retain(|(o, _), _| *o != outpoint);
+        self.retired_fundings.push(outpoint);
+        Ok(())
+    }
+
+    /// Every live funding outpoint, the primary first.
+    pub fn funding_outpoints(&self) -> Vec<OutPoint> {
+        std::iter::once(self.funding_outpoint)
+            .chain(self.other_fundings.iter().copied())
+            .collect()
     }
 
     /// Check their signature of our next commitment; revoke our previous one.
@@ -822,37 +1025,36 @@ impl Channel {
         };
         let n = self.our_commitment_number + 1;
         let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
-        let (tx, htlcs, keys) = self.commitment(true, n, &self.next, &point);
-        let sighash = Factory::sighash(&tx, &self.funding);
-        let (_, our_nonce) = self.funding_key.deterministic_nonce(
-            &self.secrets.funding,
-            self.secrets.verification_seed(&self.funding_outpoint, n),
-        );
-        let agg = aggregate_nonces(&[our_nonce, msg.nonce])
-            .map_err(|_| ChannelError::BadSignature("commitment nonce"))?;
-        let their_funding = BtcPublicKey::new(self.their_funding_key());
-        if !self
-            .funding_key
-            .partial_verify(&msg.partial_sig, &msg.nonce, &their_funding, &agg, &sighash)
-            .unwrap_or(false)
-        {
-            return Err(ChannelError::BadSignature("commitment partial signature"));
-        }
-        let htlc_txs = self.htlc_txs(&tx, &htlcs, &keys, self.their_limits.to_self_delay);
-        if htlc_txs.len() != msg.htlc_signatures.len() {
+        self.check_our_commitment(
+            n,
+            &point,
+            self.funding_outpoint,
+            &msg.partial_sig,
+            &msg.nonce,
+            &msg.htlc_signatures,
+        )?;
+        // Dual-state: exactly one signature set per other live outpoint.
+        if msg.others.len() != self.other_fundings.len() {
             return Err(ChannelError::BadSignature(
-                "wrong number of HTLC signatures",
+                "not one commitment signature per live funding outpoint",
             ));
         }
-        let secp = Secp256k1::verification_only();
-        for ((htx, spent, leaf), sig) in htlc_txs.iter().zip(&msg.htlc_signatures) {
-            let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
-            secp.verify_schnorr(
-                sig,
-                &Message::from_digest(m),
-                &keys.remote_htlc.x_only_public_key().0,
-            )
-            .map_err(|_| ChannelError::BadSignature("HTLC signature"))?;
+        for o in &self.other_fundings {
+            let sig =
+                msg.others
+                    .iter()
+                    .find(|x| x.outpoint == *o)
+                    .ok_or(ChannelError::BadSignature(
+                        "no commitment signature for a live funding outpoint",
+                    ))?;
+            self.check_our_commitment(
+                n,
+                &point,
+                *o,
+                &sig.partial_sig,
+                &sig.nonce,
+                &sig.htlc_signatures,
+            )?;
         }
         // Revoke the previous commitment: reveal its secret, announce the one after next.
         let revoked = self.secrets.per_commitment_secret(n - 1);
@@ -862,6 +1064,27 @@ impl Channel {
             self.secrets
                 .verification_seed(&self.funding_outpoint, n + 1),
         );
+        let next_other_nonces = self
+            .other_fundings
+            .iter()
+            .map(|o| {
+                let (_, nonce) = self.funding_key.deterministic_nonce(
+                    &self.secrets.funding,
+                    self.secrets.verification_seed(o, n + 1),
+                );
+                (*o, nonce)
+            })
+            .collect();
+        self.our_latest_other = msg
+            .others
+            .iter()
+            .map(|x| {
+                (
+                    x.outpoint,
+                    (x.partial_sig, x.nonce, x.htlc_signatures.clone()),
+                )
+            })
+            .collect();
         self.our_commitment_number = n;
         self.our_latest_sig = Some((
             msg.partial_sig,
@@ -875,6 +1098,7 @@ impl Channel {
             per_commitment_secret: revoked.secret_bytes(),
             next_point,
             next_nonce,
+            next_other_nonces,
         })
     }
 
@@ -905,6 +1129,13 @@ impl Channel {
         self.their_commitment_number = revoked_n + 1;
         self.their_points.insert(revoked_n + 2, msg.next_point);
         self.their_nonces.insert(revoked_n + 2, msg.next_nonce);
+        for (o, nonce) in &msg.next_other_nonces {
+            if self.other_fundings.contains(o) {
+                self.their_other_nonces.insert((*o, revoked_n + 2), *nonce);
+            }
+        }
+        self.their_other_nonces
+            .retain(|(_, k), _| *k > revoked_n + 1);
         self.their_points.retain(|k, _| *k > revoked_n);
         self.their_nonces.retain(|k, _| *k > revoked_n + 1);
         self.phase = next_phase;
@@ -934,7 +1165,10 @@ impl Channel {
             .input
             .first()
             .ok_or(ChannelError::NotRevoked("no input"))?;
-        if input.previous_output != self.funding_outpoint {
+        let ours = input.previous_output == self.funding_outpoint
+            || self.other_fundings.contains(&input.previous_output)
+            || self.retired_fundings.contains(&input.previous_output);
+        if !ours {
             return Err(ChannelError::NotRevoked(
                 "it does not spend the channel output",
             ));
@@ -1255,18 +1489,38 @@ impl Channel {
     pub fn signed_latest_commitment(
         &self,
     ) -> Result<(Transaction, Vec<Transaction>), ChannelError> {
+        self.signed_latest_commitment_on(self.funding_outpoint)
+    }
+
+    /// Our latest commitment spending the live funding outpoint `outpoint`, fully signed.
+    pub fn signed_latest_commitment_on(
+        &self,
+        outpoint: OutPoint,
+    ) -> Result<(Transaction, Vec<Transaction>), ChannelError> {
         let n = self.our_commitment_number;
-        let Some((their_partial, their_nonce, htlc_sigs, state)) = &self.our_latest_sig else {
+        let Some((primary_partial, primary_nonce, primary_htlc, state)) = &self.our_latest_sig
+        else {
             return Err(ChannelError::WrongPhase(
                 "no commitment signed by the other side yet",
             ));
         };
+        let (their_partial, their_nonce, htlc_sigs) = if outpoint == self.funding_outpoint {
+            (primary_partial, primary_nonce, primary_htlc)
+        } else {
+            let (p, nonce, h) =
+                self.our_latest_other
+                    .get(&outpoint)
+                    .ok_or(ChannelError::WrongPhase(
+                        "no commitment signed on that funding outpoint",
+                    ))?;
+            (p, nonce, h)
+        };
         let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
-        let (mut tx, htlcs, keys) = self.commitment(true, n, state, &point);
+        let (mut tx, htlcs, keys) = self.commitment(true, n, state, &point, outpoint);
         let sighash = Factory::sighash(&tx, &self.funding);
         let (sec, our_nonce) = self.funding_key.deterministic_nonce(
             &self.secrets.funding,
-            self.secrets.verification_seed(&self.funding_outpoint, n),
+            self.secrets.verification_seed(&outpoint, n),
         );
         let agg = aggregate_nonces(&[our_nonce, *their_nonce])?;
         let ours = self

@@ -1,0 +1,279 @@
+//! Dual-state channels across a factory advance, on the embedded chain: two HTLCs added just
+//! before the leaf's state advances are signed on both channel outpoints (old and new leaf
+//! state), and are resolved correctly whichever state ends up on chain; once the old outpoint is
+//! retired, a revoked commitment on it is still punished.
+
+mod common;
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
+use common::*;
+use superscalar_chain::{Chain, RejectReason};
+use superscalar_client::UnilateralExit;
+use superscalar_core::ceremony::SignedTx;
+use superscalar_core::channel::state::Channel;
+use superscalar_core::factory::Slot;
+use superscalar_core::{ClientId, FactoryConfig, TxKind};
+use superscalar_wallet::burn_script;
+
+const X_PREIMAGE: [u8; 32] = [0x11; 32];
+
+struct Setup {
+    h: Harness,
+    s: States,
+    lsp: Channel,
+    client: Channel,
+    old: OutPoint,
+    new: OutPoint,
+    expiry: u32,
+}
+
+/// Client 0's channel with X (10,000 sat, LSP -> client) and Y (5,000 sat, client -> LSP,
+/// expiring at `expiry`) in flight, then an advance of its leaf; the channel signs on both
+/// outpoints.
+fn setup() -> Setup {
+    let h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    let old = s.lsp.outpoint(Slot::Channel(ClientId(0))).unwrap();
+    let (mut lsp, mut client) =
+        open_channel(&h, &s.lsp, Slot::Channel(ClientId(0)), 0, 20_000_000, 60);
+    let tip = h.chain.tip().unwrap().height;
+    let expiry = tip + 80;
+    let hx = sha256::Hash::hash(&X_PREIMAGE).to_byte_array();
+    let hy = sha256::Hash::hash(&[0x22; 32]).to_byte_array();
+    let x = lsp.add_htlc(10_000_000, hx, tip + 500, tip).unwrap();
+    client.receive_add(&x, tip).unwrap();
+    round(&mut lsp, &mut client);
+    let y = client.add_htlc(5_000_000, hy, expiry, tip).unwrap();
+    lsp.receive_add(&y, tip).unwrap();
+    round(&mut client, &mut lsp);
+    // The leaf advances: the channel output moves to the new leaf state.
+    advance(&h, &mut s, 0);
+    let new = s.lsp.outpoint(Slot::Channel(ClientId(0))).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(s.clients[0].outpoint(Slot::Channel(ClientId(0))), Some(new));
+    // Dual-state: both sides add the new outpoint, exchange verification nonces, and re-sign
+    // the current commitments (with both HTLCs) on both outpoints, each with its own nonces.
+    let nl = lsp.add_funding(new).unwrap();
+    let nc = client.add_funding(new).unwrap();
+    lsp.receive_funding_nonce(&nc).unwrap();
+    client.receive_funding_nonce(&nl).unwrap();
+    let before = (lsp.balance_msat(), client.balance_msat());
+    let sig = lsp.sign_commitment().unwrap();
+    assert_eq!(sig.others.len(), 1);
+    assert_ne!(sig.others[0].nonce, sig.nonce, "one nonce per outpoint");
+    // A signature set that leaves out a live outpoint is refused and changes nothing.
+    let mut partial = sig.clone();
+    partial.others.clear();
+    let summary = client.summary();
+    assert!(client.receive_commitment_signed(&partial).is_err());
+    assert_eq!(client.summary(), summary);
+    let raa = client.receive_commitment_signed(&sig).unwrap();
+    let sig = client.sign_commitment().unwrap();
+    lsp.receive_revoke_and_ack(&raa).unwrap();
+    let raa = lsp.receive_commitment_signed(&sig).unwrap();
+    client.receive_revoke_and_ack(&raa).unwrap();
+    assert_eq!(before, (lsp.balance_msat(), client.balance_msat()));
+    assert_eq!(lsp.funding_outpoints(), vec![old, new]);
+    Setup {
+        h,
+        s,
+        lsp,
+        client,
+        old,
+        new,
+        expiry,
+    }
+}
+
+fn publish_path(h: &Harness, path: &[SignedTx]) {
+    let mut exit = UnilateralExit::new(path).unwrap();
+    finish(h, &mut exit);
+}
+
+/// The LSP publishes its latest commitment on `outpoint` (CPFP from its wallet); the client
+/// claims X by preimage at once and Y by timeout at its expiry.
+fn resolve_on(h: &mut Harness, lsp: &Channel, client: &Channel, outpoint: OutPoint, expiry: u32) {
+    let (commit, _) = lsp.signed_latest_commitment_on(outpoint).unwrap();
+    assert_eq!(commit.input[0].previous_output, outpoint);
+    assert_eq!(commit.output.len(), 5, "anchor, two balances, two HTLCs");
+    let anchor = commit
+        .output
+        .iter()
+        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
+        .unwrap() as u32;
+    h.lsp_wallet.sync(&h.chain).unwrap();
+    let child = h
+        .lsp_wallet
+        .build_anchor_child(
+            &commit,
+            Amount::ZERO,
+            anchor,
+            FeeRate::from_sat_per_vb_u32(2),
+        )
+        .unwrap();
+    h.lsp_wallet
+        .broadcast_package(&h.chain, &commit, &child)
+        .unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert!(
+        h.chain
+            .tx_status(&commit.compute_txid())
+            .unwrap()
+            .confirmations()
+            > 0
+    );
+    let rate = FeeRate::from_sat_per_vb_u32(2);
+    let hx = sha256::Hash::hash(&X_PREIMAGE).to_byte_array();
+    let preimages = std::collections::BTreeMap::from([(hx, X_PREIMAGE)]);
+    let tip = h.chain.tip().unwrap().height;
+    let claims = client
+        .claim_htlcs(&commit, &preimages, tip, burn_script(), rate)
+        .unwrap();
+    assert_eq!(claims.len(), 1, "X now");
+    let x_value: Amount = claims[0].output.iter().map(|o| o.value).sum();
+    assert!(x_value > Amount::from_sat(9_500) && x_value < Amount::from_sat(10_000));
+    h.chain.submit_transaction(&claims[0]).unwrap();
+    let y = client
+        .claim_htlcs(&commit, &Default::default(), expiry, burn_script(), rate)
+        .unwrap();
+    assert_eq!(y.len(), 1, "Y at its expiry");
+    assert!(matches!(
+        h.chain
+            .submit_transaction(&y[0])
+            .unwrap_err()
+            .reject_reason(),
+        Some(RejectReason::NonFinal { .. })
+    ));
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert!(
+        h.chain
+            .tx_status(&claims[0].compute_txid())
+            .unwrap()
+            .confirmations()
+            > 0
+    );
+    let tip = h.chain.tip().unwrap().height;
+    h.chain.mine_blocks(expiry - tip, &burn_script()).unwrap();
+    h.chain.submit_transaction(&y[0]).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert!(
+        h.chain
+            .tx_status(&y[0].compute_txid())
+            .unwrap()
+            .confirmations()
+            > 0
+    );
+}
+
+#[test]
+fn htlcs_resolve_when_the_old_state_ends_up_on_chain() {
+    let Setup {
+        mut h,
+        lsp,
+        client,
+        old,
+        expiry,
+        ..
+    } = setup();
+    // The superseded leaf state confirms (nobody answered it): the channel lives at `old`.
+    let old_path: Vec<SignedTx> = h.clients[0]
+        .signed()
+        .iter()
+        .filter(|x| matches!(x.kind, TxKind::Kickoff(_) | TxKind::State(_)))
+        .cloned()
+        .collect();
+    publish_path(&h, &old_path);
+    assert!(h.chain.get_utxo(&old).unwrap().is_some());
+    resolve_on(&mut h, &lsp, &client, old, expiry);
+}
+
+#[test]
+fn htlcs_resolve_when_the_new_state_ends_up_on_chain() {
+    let Setup {
+        mut h,
+        s,
+        lsp,
+        client,
+        new,
+        expiry,
+        ..
+    } = setup();
+    publish_path(&h, &s.clients[0].exit_path(ClientId(0)));
+    assert!(h.chain.get_utxo(&new).unwrap().is_some());
+    resolve_on(&mut h, &lsp, &client, new, expiry);
+}
+
+#[test]
+fn a_revoked_commitment_on_a_retired_outpoint_is_still_punished() {
+    let Setup {
+        h,
+        lsp: mut lsp_ch,
+        client: mut client_ch,
+        old,
+        new,
+        ..
+    } = setup();
+    // The new state is signed and the old one's secret is held (the advance completed): the old
+    // outpoint is retired on both sides, and the next round revokes its last commitment.
+    let revoked_lsp = lsp_ch.clone();
+    lsp_ch.retire_funding(old).unwrap();
+    client_ch.retire_funding(old).unwrap();
+    assert_eq!(lsp_ch.funding_outpoints(), vec![new]);
+    let f = client_ch.fulfill_htlc(0, X_PREIMAGE).unwrap();
+    lsp_ch.receive_fulfill(&f).unwrap();
+    round(&mut client_ch, &mut lsp_ch);
+    let sig = lsp_ch.sign_commitment().unwrap();
+    assert!(
+        sig.others.is_empty(),
+        "no more signatures on the retired outpoint"
+    );
+    let raa = client_ch.receive_commitment_signed(&sig).unwrap();
+    let sig = client_ch.sign_commitment().unwrap();
+    lsp_ch.receive_revoke_and_ack(&raa).unwrap();
+    let raa = lsp_ch.receive_commitment_signed(&sig).unwrap();
+    client_ch.receive_revoke_and_ack(&raa).unwrap();
+    // The old leaf state confirms anyway and the LSP publishes its revoked commitment on it.
+    let old_path: Vec<SignedTx> = h.clients[0]
+        .signed()
+        .iter()
+        .filter(|x| matches!(x.kind, TxKind::Kickoff(_) | TxKind::State(_)))
+        .cloned()
+        .collect();
+    publish_path(&h, &old_path);
+    let (revoked, _): (Transaction, _) = revoked_lsp.signed_latest_commitment_on(old).unwrap();
+    let mut lsp_wallet = h.lsp_wallet;
+    lsp_wallet.sync(&h.chain).unwrap();
+    let anchor = revoked
+        .output
+        .iter()
+        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
+        .unwrap() as u32;
+    let child = lsp_wallet
+        .build_anchor_child(
+            &revoked,
+            Amount::ZERO,
+            anchor,
+            FeeRate::from_sat_per_vb_u32(2),
+        )
+        .unwrap();
+    lsp_wallet
+        .broadcast_package(&h.chain, &revoked, &child)
+        .unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    let justice = client_ch
+        .justice_transaction(&revoked, burn_script(), FeeRate::from_sat_per_vb_u32(2))
+        .unwrap();
+    h.chain.submit_transaction(&justice).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert!(
+        h.chain
+            .tx_status(&justice.compute_txid())
+            .unwrap()
+            .confirmations()
+            > 0
+    );
+    // Everything but the anchor: the LSP's balance and both HTLCs.
+    let taken: Amount = justice.output.iter().map(|o| o.value).sum();
+    assert!(taken > Amount::from_sat(45_000), "{taken}");
+}
