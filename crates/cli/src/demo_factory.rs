@@ -10,8 +10,9 @@ use superscalar_chain::{Chain, EmbeddedChain};
 use superscalar_client::timeout::{claim_timeouts, ClientView};
 use superscalar_client::watch::{WatchEvent, Watcher};
 use superscalar_client::{ExitProgress, UnilateralExit};
-use superscalar_core::advance::FactoryState;
+use superscalar_core::advance::{FactoryState, SaleTerms};
 use superscalar_core::ceremony::{run_in_process, LspCeremony, SignedTx};
+use superscalar_core::factory::Slot;
 use superscalar_core::revocation::StockSecrets;
 use superscalar_core::{
     ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Signer, TxKind,
@@ -24,6 +25,8 @@ type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 const CLIENTS: u32 = 8;
 const LEAVER: u32 = 5;
+/// Inbound liquidity the LSP sells to client 5.
+const SOLD_SAT: u64 = 100_000;
 
 pub fn run(
     chain: &EmbeddedChain,
@@ -150,7 +153,8 @@ pub fn run(
         ch_1.balance_msat()
     );
 
-    // The state of client 5's leaf advances twice (only clients 4 and 5 and the LSP sign).
+    // The state of client 5's leaf advances twice (only clients 4 and 5 and the LSP sign): first
+    // with a liquidity sale to client 5 (a new channel in the new leaf state), then plainly.
     let mut lsp_state = FactoryState::new(
         Arc::clone(&factory),
         funding,
@@ -170,8 +174,20 @@ pub fn run(
         })
         .collect();
     let leaf = factory.tree().leaf_of(ClientId(LEAVER)).ok_or("leaf")?;
-    for _ in 0..2 {
-        let (proposal, mut lsp_c) = lsp_state.propose(leaf, &lsp_key)?;
+    let stock = factory.stock_of(ClientId(LEAVER)).ok_or("stock")?;
+    let stock_value = |st: &FactoryState| -> DemoResult<Amount> {
+        Ok(factory
+            .amounts(st.version())?
+            .value(&factory, Slot::Stock(stock)))
+    };
+    let stock_before = stock_value(&lsp_state)?;
+    let sale = SaleTerms {
+        buyer: ClientId(LEAVER),
+        stock,
+        amount: Amount::from_sat(SOLD_SAT),
+    };
+    for sale in [Some(sale), None] {
+        let (proposal, mut lsp_c) = lsp_state.propose_with(leaf, sale, &lsp_key)?;
         let participants: Vec<ClientId> = lsp_c.participants().collect();
         let mut ccs = Vec::new();
         for c in &participants {
@@ -193,6 +209,16 @@ pub fn run(
         let revealed = lsp_state.reveal()?;
         for (c, _) in &ccs {
             states[c.0 as usize].receive_revocations(&revealed)?;
+        }
+        if sale.is_some() {
+            let v = states[LEAVER as usize].version();
+            println!(
+                "  the LSP sold {} of inbound liquidity to client {LEAVER}: a new channel of {} in its leaf's next state (stock {} -> {}, the rest paid the fees of the new output and of the newer state)",
+                Amount::from_sat(SOLD_SAT),
+                factory.amounts(v)?.value(&factory, Slot::Sold(0)),
+                stock_before,
+                stock_value(&states[LEAVER as usize])?
+            );
         }
     }
     let delay = |s: &FactoryState| {
@@ -216,6 +242,10 @@ pub fn run(
         .ok_or("old state")?
         .tx
         .clone();
+    let onchain = |st: &FactoryState, slot: Slot| -> DemoResult<Amount> {
+        let op = st.outpoint(slot).ok_or("outpoint")?;
+        Ok(chain.get_utxo(&op)?.ok_or("not on chain")?.txout.value)
+    };
     let newest_path = states[LEAVER as usize].exit_path(ClientId(LEAVER));
     let newest_leaf_state = newest_path.last().ok_or("path")?.tx.compute_txid();
     let mut watcher = Watcher::new(
@@ -271,9 +301,10 @@ pub fn run(
         return Err("the superseded state was not refused".into());
     }
     println!(
-        "  client {LEAVER}'s watcher confirmed the newest state first ({} blocks); its channel of {} is on chain",
+        "  client {LEAVER}'s watcher confirmed the newest state first ({} blocks); its channels of {} and {} (bought) are on chain",
         chain.tip()?.height - start,
-        factory.params().clients[LEAVER as usize].capacity
+        onchain(&states[LEAVER as usize], Slot::Channel(ClientId(LEAVER)))?,
+        onchain(&states[LEAVER as usize], Slot::Sold(0))?,
     );
 
     // Client 2 leaves alone, with no coins of its own: its path only.

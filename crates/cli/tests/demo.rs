@@ -19,6 +19,8 @@ fn demo_runs_to_the_end() {
         "transactions in two round trips",
         "25 payments between clients 0 and 1",
         "advanced twice",
+        "of inbound liquidity to client 5",
+        "(bought) are on chain",
         "superseded leaf state is refused",
         "watcher confirmed the newest state first",
         "client 2 exited alone",
