@@ -47,11 +47,29 @@ fn setup() -> Setup {
     let y = client.add_htlc(5_000_000, hy, expiry, tip).unwrap();
     lsp.receive_add(&y, tip).unwrap();
     round(&mut client, &mut lsp);
-    // The leaf advances: the channel output moves to the new leaf state.
-    advance(&h, &mut s, 0);
-    let new = s.lsp.outpoint(Slot::Channel(ClientId(0))).unwrap();
+    // The leaf advances: the channel output moves to the new leaf state. Its outpoint is known
+    // from the proposal, before anything is signed.
+    let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
+    let (proposal, lsp_ceremony) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
+    let participants: Vec<ClientId> = lsp_ceremony.participants().collect();
+    let ceremonies: Vec<_> = participants
+        .iter()
+        .map(|c| {
+            let cc = s.clients[c.0 as usize]
+                .accept(&proposal, *c, h.client_keys[c.0 as usize])
+                .unwrap();
+            (*c, cc)
+        })
+        .collect();
+    let slot = Slot::Channel(ClientId(0));
+    let new = s.clients[0]
+        .pending_outpoint(slot, |k| ceremonies[0].1.txid(k))
+        .unwrap();
+    assert_eq!(
+        s.lsp.pending_outpoint(slot, |k| lsp_ceremony.txid(k)),
+        Some(new)
+    );
     assert_ne!(old, new);
-    assert_eq!(s.clients[0].outpoint(Slot::Channel(ClientId(0))), Some(new));
     // Dual-state: both sides add the new outpoint, exchange verification nonces, and re-sign
     // the current commitments (with both HTLCs) on both outpoints, each with its own nonces.
     let nl = lsp.add_funding(new).unwrap();
@@ -75,6 +93,11 @@ fn setup() -> Setup {
     client.receive_revoke_and_ack(&raa).unwrap();
     assert_eq!(before, (lsp.balance_msat(), client.balance_msat()));
     assert_eq!(lsp.funding_outpoints(), vec![old, new]);
+    // Only now is the new factory state signed (and the old stock version's secret revealed).
+    assert!(!s.clients[0].is_settled());
+    sign_update(&mut s, lsp_ceremony, ceremonies);
+    assert!(s.clients[0].is_settled());
+    assert_eq!(s.clients[0].outpoint(slot), Some(new));
     Setup {
         h,
         s,
@@ -208,6 +231,7 @@ fn htlcs_resolve_when_the_new_state_ends_up_on_chain() {
 fn a_revoked_commitment_on_a_retired_outpoint_is_still_punished() {
     let Setup {
         h,
+        s,
         lsp: mut lsp_ch,
         client: mut client_ch,
         old,
@@ -216,6 +240,7 @@ fn a_revoked_commitment_on_a_retired_outpoint_is_still_punished() {
     } = setup();
     // The new state is signed and the old one's secret is held (the advance completed): the old
     // outpoint is retired on both sides, and the next round revokes its last commitment.
+    assert!(s.clients[0].is_settled() && s.lsp.is_settled());
     let revoked_lsp = lsp_ch.clone();
     lsp_ch.retire_funding(old).unwrap();
     client_ch.retire_funding(old).unwrap();

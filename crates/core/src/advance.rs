@@ -403,6 +403,27 @@ impl FactoryState {
             })
     }
 
+    /// Where `slot` will be in the update being signed, given the txids its ceremony will give
+    /// the re-signed transactions (a channel signs its commitments on it before the update
+    /// completes: dual-state).
+    pub fn pending_outpoint(
+        &self,
+        slot: Slot,
+        txid_of: impl Fn(TxKind) -> Option<bitcoin::Txid>,
+    ) -> Option<OutPoint> {
+        let pending = self.pending.as_ref()?;
+        self.factory
+            .slot_outpoint(slot, self.funding, &pending.next, |k| {
+                txid_of(k).or_else(|| self.latest.get(&k).map(|s| s.tx.compute_txid()))
+            })
+    }
+
+    /// Whether no update is in progress and every superseded version's secret is held: the
+    /// factory-side conditions for a channel to retire its old funding outpoint.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_none() && self.owed.is_empty()
+    }
+
     /// The latest signed exit path of `client`: kickoffs and states in publishing order, then
     /// the sales of its PS chain up to the last one that created a channel of `client`.
     pub fn exit_path(&self, client: ClientId) -> Vec<SignedTx> {

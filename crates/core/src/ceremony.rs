@@ -346,6 +346,11 @@ impl ClientCeremony {
         Ok(&self.signed)
     }
 
+    /// The txid `kind` will have once signed (known before signing: for dual-state channels).
+    pub fn txid(&self, kind: TxKind) -> Option<bitcoin::Txid> {
+        self.jobs.get(&kind).map(|p| p.tx.compute_txid())
+    }
+
     /// Whether the client has verified everything and considers the factory live.
     pub fn is_live(&self) -> bool {
         matches!(self.phase, ClientPhase::Live)
@@ -676,6 +681,11 @@ impl LspCeremony {
             factory: self.factory.params().id,
             signatures,
         })
+    }
+
+    /// The txid `kind` will have once signed (known before signing: for dual-state channels).
+    pub fn txid(&self, kind: TxKind) -> Option<bitcoin::Txid> {
+        self.jobs.get(&kind).map(|p| p.tx.compute_txid())
     }
 
     /// The clients taking part.
