@@ -120,6 +120,11 @@ fn resolve_on(h: &mut Harness, lsp: &Channel, client: &Channel, outpoint: OutPoi
     let (commit, _) = lsp.signed_latest_commitment_on(outpoint).unwrap();
     assert_eq!(commit.input[0].previous_output, outpoint);
     assert_eq!(commit.output.len(), 5, "anchor, two balances, two HTLCs");
+    // The client's balance output holds its latest off-chain balance to the sat.
+    assert!(commit
+        .output
+        .iter()
+        .any(|o| o.value.to_sat() * 1000 == client.balance_msat()));
     let anchor = commit
         .output
         .iter()

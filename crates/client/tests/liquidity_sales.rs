@@ -347,3 +347,56 @@ fn every_exit_stays_valid_after_a_ps_cut_through() {
         Some(Amount::from_sat(25_000))
     );
 }
+
+#[test]
+fn an_advance_that_rewrites_the_sales_a_client_signed_is_refused() {
+    let h = build(4, ps_config());
+    let mut s = states(&h);
+    let stock = h.factory.stock_of(ClientId(0)).unwrap();
+    sell_ps(
+        &h,
+        &mut s,
+        SaleTerms {
+            buyer: ClientId(0),
+            stock,
+            amount: Amount::from_sat(40_000),
+        },
+    );
+    let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
+    let (proposal, _c) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
+    let before = s.clients[1].version().clone();
+    // The sale forgotten (the LSP would keep the stock it sold).
+    let mut forgot = proposal.clone();
+    forgot.sales_before.clear();
+    forgot.sign(&h.lsp_key);
+    let err = s.clients[1]
+        .accept(&forgot, ClientId(1), h.client_keys[1])
+        .unwrap_err();
+    assert!(matches!(err, AdvanceError::History(_)), "{err}");
+    // A sale of this stock the client never signed.
+    let mut invented = proposal.clone();
+    invented.sales_before.push(superscalar_core::Sale {
+        buyer: ClientId(1),
+        stock,
+        amount: Amount::from_sat(1_000),
+        merged: false,
+    });
+    invented.sign(&h.lsp_key);
+    let err = s.clients[1]
+        .accept(&invented, ClientId(1), h.client_keys[1])
+        .unwrap_err();
+    assert!(matches!(err, AdvanceError::History(_)), "{err}");
+    // A changed amount.
+    let mut cheaper = proposal.clone();
+    cheaper.sales_before[0].amount = Amount::from_sat(1_000);
+    cheaper.sign(&h.lsp_key);
+    assert!(matches!(
+        s.clients[1].accept(&cheaper, ClientId(1), h.client_keys[1]),
+        Err(AdvanceError::History(_))
+    ));
+    assert_eq!(s.clients[1].version(), &before);
+    // The honest proposal is accepted.
+    s.clients[1]
+        .accept(&proposal, ClientId(1), h.client_keys[1])
+        .unwrap();
+}

@@ -125,6 +125,14 @@ fn push_sales(data: &mut Vec<u8>, sales: &[Sale]) {
     }
 }
 
+impl AdvanceProposal {
+    /// Sign (or re-sign) the proposal with the LSP's key.
+    pub fn sign(&mut self, lsp: &Keypair) {
+        let secp = Secp256k1::signing_only();
+        self.signature = secp.sign_schnorr(&Message::from_digest(proposal_digest(self)), lsp);
+    }
+}
+
 fn proposal_digest(p: &AdvanceProposal) -> [u8; 32] {
     let mut data = b"superscalar/advance".to_vec();
     data.extend_from_slice(&p.factory.0);
@@ -697,9 +705,7 @@ impl FactoryState {
             stocks_after: self.stock_amounts(&next, &resigned)?,
             signature: Signature::from_slice(&[0u8; 64]).expect("64 bytes"),
         };
-        let secp = Secp256k1::signing_only();
-        proposal.signature =
-            secp.sign_schnorr(&Message::from_digest(proposal_digest(&proposal)), lsp);
+        proposal.sign(lsp);
         let jobs = jobs_below(&self.factory, changed, &next);
         let ceremony =
             LspCeremony::for_jobs(Arc::clone(&self.factory), *lsp, self.funding, &next, &jobs)?;
