@@ -786,7 +786,9 @@ impl Factory {
                             .unwrap_or(Amount::MAX);
                     for s in self.leaf_stocks(node.id) {
                         for j in v.merged_of(s) {
-                            let take = per_output + v.sales[j as usize].amount;
+                            let take = per_output
+                                .checked_add(v.sales[j as usize].amount)
+                                .ok_or(FactoryError::StockExhausted(node.id))?;
                             stock[s as usize] = stock[s as usize]
                                 .checked_sub(take)
                                 .filter(|a| *a >= P2TR_DUST)
@@ -803,8 +805,12 @@ impl Factory {
         for s in 0..self.stocks.len() as u32 {
             let mut left = stock[s as usize];
             for j in v.chain_of(s) {
+                let take = v.sales[j as usize]
+                    .amount
+                    .checked_add(sale_fee)
+                    .ok_or(FactoryError::StockExhausted(self.stocks[s as usize].leaf))?;
                 left = left
-                    .checked_sub(v.sales[j as usize].amount + sale_fee)
+                    .checked_sub(take)
                     .filter(|a| *a >= P2TR_DUST)
                     .ok_or(FactoryError::StockExhausted(self.stocks[s as usize].leaf))?;
                 change[j as usize] = left;

@@ -257,3 +257,41 @@ fn unsafe_configurations_are_refused() {
     c.stock_per_client = Amount::from_sat(400);
     assert!(matches!(mk(c, 3), Err(FactoryError::StockExhausted(_))));
 }
+
+#[test]
+fn absurd_sales_are_refused_without_panicking() {
+    let f = factory(
+        4,
+        Shape {
+            arity: vec![2],
+            leaf: LeafKind::PseudoSpilman { arity: 2 },
+            states_per_layer: 4,
+            step_blocks: 2,
+            static_levels: 0,
+        },
+        TimeoutPolicy::Inverted,
+    );
+    for amount in [u64::MAX, 21_000_000 * 100_000_000, 1 << 62] {
+        for merged in [true, false] {
+            let mut v = f.initial_version();
+            v.sales.push(Sale {
+                buyer: ClientId(0),
+                stock: 0,
+                amount: Amount::from_sat(amount),
+                merged,
+            });
+            assert!(f.amounts(&v).is_err());
+        }
+    }
+    // A buyer outside the stock's group, or a stock that does not exist.
+    let mut v = f.initial_version();
+    v.sales.push(Sale {
+        buyer: ClientId(3),
+        stock: 0,
+        amount: Amount::from_sat(1_000),
+        merged: true,
+    });
+    assert!(f.amounts(&v).is_err());
+    v.sales[0].stock = 99;
+    assert!(f.amounts(&v).is_err());
+}
