@@ -307,3 +307,166 @@ fn a_revoked_commitment_on_a_retired_outpoint_is_still_punished() {
     let taken: Amount = justice.output.iter().map(|o| o.value).sum();
     assert!(taken > Amount::from_sat(45_000), "{taken}");
 }
+
+/// One lock-step payment of `msat` from the LSP to the client.
+fn pay_client(lsp: &mut Channel, client: &mut Channel, msat: u64, nonce: u8, height: u32) {
+    let preimage = [nonce; 32];
+    let hash = sha256::Hash::hash(&preimage).to_byte_array();
+    let add = lsp.add_htlc(msat, hash, height + 200, height).unwrap();
+    client.receive_add(&add, height).unwrap();
+    round(lsp, client);
+    let f = client.fulfill_htlc(add.id, preimage).unwrap();
+    lsp.receive_fulfill(&f).unwrap();
+    round(client, lsp);
+}
+
+/// One advance of client 0's leaf with the channel kept on both outpoints until the new state is
+/// signed and settled, then the old outpoint retired and its last commitment revoked.
+fn advance_with_channel(h: &Harness, s: &mut States, lsp: &mut Channel, client: &mut Channel) {
+    let slot = Slot::Channel(ClientId(0));
+    let old = s.clients[0].outpoint(slot).unwrap();
+    let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
+    let (proposal, lsp_ceremony) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
+    let participants: Vec<ClientId> = lsp_ceremony.participants().collect();
+    let ceremonies: Vec<_> = participants
+        .iter()
+        .map(|c| {
+            let cc = s.clients[c.0 as usize]
+                .accept(&proposal, *c, h.client_keys[c.0 as usize])
+                .unwrap();
+            (*c, cc)
+        })
+        .collect();
+    let new = s.clients[0]
+        .pending_outpoint(slot, |k| ceremonies[0].1.txid(k))
+        .unwrap();
+    let nl = lsp.add_funding(new).unwrap();
+    let nc = client.add_funding(new).unwrap();
+    lsp.receive_funding_nonce(&nc).unwrap();
+    client.receive_funding_nonce(&nl).unwrap();
+    round(lsp, client);
+    sign_update(s, lsp_ceremony, ceremonies);
+    assert!(s.clients[0].is_settled() && s.lsp.is_settled());
+    lsp.retire_funding(old).unwrap();
+    client.retire_funding(old).unwrap();
+    round(lsp, client);
+    assert_eq!(client.funding_outpoints(), vec![new]);
+}
+
+#[test]
+fn after_several_advances_the_client_ends_with_its_latest_balance_to_the_sat() {
+    use superscalar_client::bump::fee_coin_child;
+    use superscalar_client::watch::{WatchEvent, Watcher};
+    let h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    let (mut lsp, mut client) =
+        open_channel(&h, &s.lsp, Slot::Channel(ClientId(0)), 0, 20_000_000, 70);
+    let height = h.chain.tip().unwrap().height;
+    // Payments and advances interleaved: five advances (one rollover into the root layer).
+    for i in 0..5u8 {
+        pay_client(
+            &mut lsp,
+            &mut client,
+            1_234_567 + u64::from(i),
+            0x30 + i,
+            height,
+        );
+        advance_with_channel(&h, &mut s, &mut lsp, &mut client);
+    }
+    pay_client(&mut lsp, &mut client, 777_000, 0x40, height);
+    let balance_msat = client.balance_msat();
+    assert_eq!(balance_msat, 20_000_000 + 5 * 1_234_567 + 10 + 777_000);
+    // The LSP publishes client 0's original path; the client's watcher answers each published
+    // kickoff with its newest state, which confirms first.
+    let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
+    let root = superscalar_core::NodeId(0);
+    let newest_root = s.clients[0]
+        .latest(TxKind::State(root))
+        .unwrap()
+        .tx
+        .compute_txid();
+    let newest_leaf = s.clients[0]
+        .latest(TxKind::State(leaf))
+        .unwrap()
+        .tx
+        .compute_txid();
+    let mut watcher = Watcher::new(
+        vec![s.clients[0].exit_path(ClientId(0))],
+        vec![],
+        burn_script(),
+        FeeRate::from_sat_per_vb_u32(2),
+        h.chain.tip().unwrap().height + 1,
+    )
+    .with_punishments(s.clients[0].armed_punishments());
+    let old_path: Vec<SignedTx> = h.clients[0]
+        .signed()
+        .iter()
+        .filter(|x| matches!(x.kind, TxKind::Kickoff(_) | TxKind::State(_)))
+        .cloned()
+        .collect();
+    let mut attacker = UnilateralExit::new(&old_path).unwrap();
+    let mut answered = 0;
+    for _ in 0..100 {
+        let _ = attacker.step(&h.chain, None);
+        answered += watcher
+            .poll(&h.chain)
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, WatchEvent::NewestState { .. }))
+            .count();
+        h.chain.mine_blocks(1, &burn_script()).unwrap();
+        if h.chain.tx_status(&newest_root).unwrap().confirmations() > 0 {
+            break;
+        }
+    }
+    assert!(answered >= 1, "the root state answered");
+    assert!(h.chain.tx_status(&newest_root).unwrap().confirmations() > 0);
+    // The old path is dead; the client finishes its newest path.
+    assert!(attacker.step(&h.chain, None).is_err());
+    let mut exit = UnilateralExit::new(&s.clients[0].exit_path(ClientId(0))).unwrap();
+    finish(&h, &mut exit);
+    assert!(h.chain.tx_status(&newest_leaf).unwrap().confirmations() > 0);
+    // The client closes with its latest commitment on the newest outpoint, paid by its fee coin.
+    let (commit, _) = client.signed_latest_commitment().unwrap();
+    assert_eq!(
+        commit.input[0].previous_output,
+        s.clients[0].outpoint(Slot::Channel(ClientId(0))).unwrap()
+    );
+    let coin_op = s.clients[0].outpoint(Slot::FeeCoin(ClientId(0))).unwrap();
+    let coin = h.chain.get_utxo(&coin_op).unwrap().unwrap().txout;
+    let payout = h.factory.client_payout_script(ClientId(0));
+    let child = fee_coin_child(
+        &commit,
+        Amount::ZERO,
+        (coin_op, coin),
+        &h.client_keys[0],
+        payout,
+        FeeRate::from_sat_per_vb_u32(2),
+    )
+    .unwrap();
+    h.chain.submit_package(&commit, &child).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    // Its to_local holds its latest off-chain balance to the sat.
+    assert!(commit
+        .output
+        .iter()
+        .any(|o| o.value.to_sat() * 1000 == balance_msat - balance_msat % 1000));
+    let claim = client
+        .claim_to_local(&commit, burn_script(), FeeRate::from_sat_per_vb_u32(2))
+        .unwrap();
+    h.chain.mine_blocks(200, &burn_script()).unwrap();
+    h.chain.submit_transaction(&claim).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert!(
+        h.chain
+            .tx_status(&claim.compute_txid())
+            .unwrap()
+            .confirmations()
+            > 0
+    );
+    let fee = Amount::from_sat(balance_msat / 1000) - claim.output[0].value;
+    assert!(
+        fee.to_sat() <= 2 * claim.vsize() as u64 + 1,
+        "only the fee it chose"
+    );
+}
