@@ -216,6 +216,17 @@ fn exits_stay_valid_after_a_rollover_and_exhaustion_asks_for_rotation() {
     );
     // The newest states have the shortest delays: 0 blocks on both layers.
     assert_eq!(leaf_state.tx.input[0].sequence.0 & 0xffff, 0);
+    // Every client's newest exit is valid and ends with its channel on chain at its capacity.
+    for c in 0..4u32 {
+        let st = &s.clients[c as usize];
+        let mut exit = UnilateralExit::new(&st.exit_path(ClientId(c))).unwrap();
+        finish(&h, &mut exit);
+        let op = st.outpoint(Slot::Channel(ClientId(c))).unwrap();
+        assert_eq!(
+            h.chain.get_utxo(&op).unwrap().unwrap().txout.value,
+            capacity(c)
+        );
+    }
 }
 
 #[test]
@@ -274,4 +285,29 @@ fn the_watcher_answers_a_published_kickoff_with_the_newest_state_only() {
         h.chain.tx_status(&other_kickoff).unwrap(),
         TxStatus::Unknown
     );
+}
+
+#[test]
+fn every_exit_is_valid_right_after_a_rollover() {
+    let h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    let leaf = h.factory.tree().leaf_of(ClientId(1)).unwrap();
+    for _ in 0..4 {
+        advance(&h, &mut s, 1);
+    }
+    // The fourth advance rolled the leaf layer over into the root layer.
+    assert_eq!(
+        s.clients[1].odometer().path_digits(h.factory.tree(), leaf),
+        vec![StateIndex(1), StateIndex(0)]
+    );
+    for c in [2u32, 0, 3, 1] {
+        let st = &s.clients[c as usize];
+        let mut exit = UnilateralExit::new(&st.exit_path(ClientId(c))).unwrap();
+        finish(&h, &mut exit);
+        let op = st.outpoint(Slot::Channel(ClientId(c))).unwrap();
+        assert_eq!(
+            h.chain.get_utxo(&op).unwrap().unwrap().txout.value,
+            capacity(c)
+        );
+    }
 }
