@@ -223,25 +223,7 @@ fn htlcs_in_flight_are_claimed_by_preimage_and_by_timeout() {
     // The LSP publishes its latest commitment with both HTLCs in flight.
     let (commit, _) = lsp.signed_latest_commitment().unwrap();
     assert_eq!(commit.output.len(), 5, "anchor, two balances, two HTLCs");
-    let anchor = commit
-        .output
-        .iter()
-        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
-        .unwrap() as u32;
-    h.lsp_wallet.sync(&h.chain).unwrap();
-    let child = h
-        .lsp_wallet
-        .build_anchor_child(
-            &commit,
-            Amount::ZERO,
-            anchor,
-            FeeRate::from_sat_per_vb_u32(2),
-        )
-        .unwrap();
-    h.lsp_wallet
-        .broadcast_package(&h.chain, &commit, &child)
-        .unwrap();
-    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    confirm_with_lsp_anchor(&mut h, &commit);
     let rate = FeeRate::from_sat_per_vb_u32(2);
     let preimages = std::collections::BTreeMap::from([(hx, px)]);
     // Now: only X, by preimage.

@@ -49,18 +49,7 @@ fn setup() -> Setup {
     round(&mut client, &mut lsp);
     // The leaf advances: the channel output moves to the new leaf state. Its outpoint is known
     // from the proposal, before anything is signed.
-    let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
-    let (proposal, lsp_ceremony) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
-    let participants: Vec<ClientId> = lsp_ceremony.participants().collect();
-    let ceremonies: Vec<_> = participants
-        .iter()
-        .map(|c| {
-            let cc = s.clients[c.0 as usize]
-                .accept(&proposal, *c, h.client_keys[c.0 as usize])
-                .unwrap();
-            (*c, cc)
-        })
-        .collect();
+    let (lsp_ceremony, ceremonies) = start_advance(&h, &mut s, 0, None);
     let slot = Slot::Channel(ClientId(0));
     let new = s.clients[0]
         .pending_outpoint(slot, |k| ceremonies[0].1.txid(k))
@@ -125,32 +114,7 @@ fn resolve_on(h: &mut Harness, lsp: &Channel, client: &Channel, outpoint: OutPoi
         .output
         .iter()
         .any(|o| o.value.to_sat() * 1000 == client.balance_msat()));
-    let anchor = commit
-        .output
-        .iter()
-        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
-        .unwrap() as u32;
-    h.lsp_wallet.sync(&h.chain).unwrap();
-    let child = h
-        .lsp_wallet
-        .build_anchor_child(
-            &commit,
-            Amount::ZERO,
-            anchor,
-            FeeRate::from_sat_per_vb_u32(2),
-        )
-        .unwrap();
-    h.lsp_wallet
-        .broadcast_package(&h.chain, &commit, &child)
-        .unwrap();
-    h.chain.mine_blocks(1, &burn_script()).unwrap();
-    assert!(
-        h.chain
-            .tx_status(&commit.compute_txid())
-            .unwrap()
-            .confirmations()
-            > 0
-    );
+    confirm_with_lsp_anchor(h, &commit);
     let rate = FeeRate::from_sat_per_vb_u32(2);
     let hx = sha256::Hash::hash(&X_PREIMAGE).to_byte_array();
     let preimages = std::collections::BTreeMap::from([(hx, X_PREIMAGE)]);
@@ -205,12 +169,7 @@ fn htlcs_resolve_when_the_old_state_ends_up_on_chain() {
         ..
     } = setup();
     // The superseded leaf state confirms (nobody answered it): the channel lives at `old`.
-    let old_path: Vec<SignedTx> = h.clients[0]
-        .signed()
-        .iter()
-        .filter(|x| matches!(x.kind, TxKind::Kickoff(_) | TxKind::State(_)))
-        .cloned()
-        .collect();
+    let old_path = original_path(&h, 0);
     publish_path(&h, &old_path);
     assert!(h.chain.get_utxo(&old).unwrap().is_some());
     resolve_on(&mut h, &lsp, &client, old, expiry);
@@ -235,7 +194,7 @@ fn htlcs_resolve_when_the_new_state_ends_up_on_chain() {
 #[test]
 fn a_revoked_commitment_on_a_retired_outpoint_is_still_punished() {
     let Setup {
-        h,
+        mut h,
         s,
         lsp: mut lsp_ch,
         client: mut client_ch,
@@ -264,33 +223,10 @@ fn a_revoked_commitment_on_a_retired_outpoint_is_still_punished() {
     let raa = lsp_ch.receive_commitment_signed(&sig).unwrap();
     client_ch.receive_revoke_and_ack(&raa).unwrap();
     // The old leaf state confirms anyway and the LSP publishes its revoked commitment on it.
-    let old_path: Vec<SignedTx> = h.clients[0]
-        .signed()
-        .iter()
-        .filter(|x| matches!(x.kind, TxKind::Kickoff(_) | TxKind::State(_)))
-        .cloned()
-        .collect();
+    let old_path = original_path(&h, 0);
     publish_path(&h, &old_path);
     let (revoked, _): (Transaction, _) = revoked_lsp.signed_latest_commitment_on(old).unwrap();
-    let mut lsp_wallet = h.lsp_wallet;
-    lsp_wallet.sync(&h.chain).unwrap();
-    let anchor = revoked
-        .output
-        .iter()
-        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
-        .unwrap() as u32;
-    let child = lsp_wallet
-        .build_anchor_child(
-            &revoked,
-            Amount::ZERO,
-            anchor,
-            FeeRate::from_sat_per_vb_u32(2),
-        )
-        .unwrap();
-    lsp_wallet
-        .broadcast_package(&h.chain, &revoked, &child)
-        .unwrap();
-    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    confirm_with_lsp_anchor(&mut h, &revoked);
     let justice = client_ch
         .justice_transaction(&revoked, burn_script(), FeeRate::from_sat_per_vb_u32(2))
         .unwrap();
@@ -325,18 +261,7 @@ fn pay_client(lsp: &mut Channel, client: &mut Channel, msat: u64, nonce: u8, hei
 fn advance_with_channel(h: &Harness, s: &mut States, lsp: &mut Channel, client: &mut Channel) {
     let slot = Slot::Channel(ClientId(0));
     let old = s.clients[0].outpoint(slot).unwrap();
-    let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
-    let (proposal, lsp_ceremony) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
-    let participants: Vec<ClientId> = lsp_ceremony.participants().collect();
-    let ceremonies: Vec<_> = participants
-        .iter()
-        .map(|c| {
-            let cc = s.clients[c.0 as usize]
-                .accept(&proposal, *c, h.client_keys[c.0 as usize])
-                .unwrap();
-            (*c, cc)
-        })
-        .collect();
+    let (lsp_ceremony, ceremonies) = start_advance(h, s, 0, None);
     let new = s.clients[0]
         .pending_outpoint(slot, |k| ceremonies[0].1.txid(k))
         .unwrap();
@@ -398,12 +323,7 @@ fn after_several_advances_the_client_ends_with_its_latest_balance_to_the_sat() {
         h.chain.tip().unwrap().height + 1,
     )
     .with_punishments(s.clients[0].armed_punishments());
-    let old_path: Vec<SignedTx> = h.clients[0]
-        .signed()
-        .iter()
-        .filter(|x| matches!(x.kind, TxKind::Kickoff(_) | TxKind::State(_)))
-        .cloned()
-        .collect();
+    let old_path = original_path(&h, 0);
     let mut attacker = UnilateralExit::new(&old_path).unwrap();
     let mut answered = 0;
     for _ in 0..100 {

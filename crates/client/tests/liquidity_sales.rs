@@ -22,10 +22,13 @@ use superscalar_wallet::burn_script;
 
 const HEIGHT: u32 = 500;
 
-/// The LSP pays `amount_msat` to the client over its channels `pairs` (LSP side, client side),
-/// split across them; every part shares one payment hash.
-fn lsp_pays(pairs: &mut [(Channel, Channel)], amount_msat: u64, nonce: u8) {
-    let avail: Vec<u64> = pairs.iter().map(|(l, _)| l.sendable_msat()).collect();
+/// `amount_msat` over the client's channels `pairs` (LSP side, client side), split across them,
+/// every part sharing one payment hash: from the LSP to the client, or back.
+fn pay_multipath(pairs: &mut [(Channel, Channel)], amount_msat: u64, nonce: u8, to_client: bool) {
+    let avail: Vec<u64> = pairs
+        .iter()
+        .map(|(l, c)| if to_client { l } else { c }.sendable_msat())
+        .collect();
     let parts = split(amount_msat, &avail).unwrap();
     assert!(parts.iter().filter(|p| **p > 0).count() > 1, "{parts:?}");
     let preimage = [nonce; 32];
@@ -34,33 +37,22 @@ fn lsp_pays(pairs: &mut [(Channel, Channel)], amount_msat: u64, nonce: u8) {
         if *part == 0 {
             continue;
         }
-        let add = l.add_htlc(*part, hash, HEIGHT + 100, HEIGHT).unwrap();
-        c.receive_add(&add, HEIGHT).unwrap();
-        round(l, c);
-        let f = c.fulfill_htlc(add.id, preimage).unwrap();
-        assert_eq!(l.receive_fulfill(&f).unwrap(), preimage);
-        round(c, l);
+        let (from, to) = if to_client { (l, c) } else { (c, l) };
+        let add = from.add_htlc(*part, hash, HEIGHT + 100, HEIGHT).unwrap();
+        to.receive_add(&add, HEIGHT).unwrap();
+        round(from, to);
+        let f = to.fulfill_htlc(add.id, preimage).unwrap();
+        assert_eq!(from.receive_fulfill(&f).unwrap(), preimage);
+        round(to, from);
     }
 }
 
-/// The client pays `amount_msat` to the LSP over its channels, split across them.
+fn lsp_pays(pairs: &mut [(Channel, Channel)], amount_msat: u64, nonce: u8) {
+    pay_multipath(pairs, amount_msat, nonce, true);
+}
+
 fn client_pays(pairs: &mut [(Channel, Channel)], amount_msat: u64, nonce: u8) {
-    let avail: Vec<u64> = pairs.iter().map(|(_, c)| c.sendable_msat()).collect();
-    let parts = split(amount_msat, &avail).unwrap();
-    assert!(parts.iter().filter(|p| **p > 0).count() > 1, "{parts:?}");
-    let preimage = [nonce; 32];
-    let hash = sha256::Hash::hash(&preimage).to_byte_array();
-    for ((l, c), part) in pairs.iter_mut().zip(&parts) {
-        if *part == 0 {
-            continue;
-        }
-        let add = c.add_htlc(*part, hash, HEIGHT + 100, HEIGHT).unwrap();
-        l.receive_add(&add, HEIGHT).unwrap();
-        round(c, l);
-        let f = l.fulfill_htlc(add.id, preimage).unwrap();
-        assert_eq!(c.receive_fulfill(&f).unwrap(), preimage);
-        round(l, c);
-    }
+    pay_multipath(pairs, amount_msat, nonce, false);
 }
 
 fn balances(pairs: &[(Channel, Channel)]) -> (u64, u64) {
@@ -281,12 +273,7 @@ fn a_ps_cut_through_merges_the_chain_and_the_old_chain_is_punished() {
     assert_eq!(armed.len(), 3, "stock and two change outputs");
     // The LSP publishes the old leaf state and the old chain's first sale (which spends the old
     // PS-factory output); the watcher punishes the change output that sale created.
-    let old_path: Vec<_> = h.clients[0]
-        .signed()
-        .iter()
-        .filter(|x| matches!(x.kind, TxKind::Kickoff(_) | TxKind::State(_)))
-        .cloned()
-        .collect();
+    let old_path = original_path(&h, 0);
     let mut cheat = UnilateralExit::new(&old_path).unwrap();
     finish(&h, &mut cheat);
     h.chain.submit_transaction(&old_sale0.tx).unwrap();

@@ -72,12 +72,7 @@ fn punish_old_stock(punishment: Punishment) {
     let armed = s.clients[0].armed_punishments();
     assert_eq!(armed.len(), 1);
     // The old path confirms (nobody answers it in time).
-    let old_path: Vec<SignedTx> = h.clients[0]
-        .signed()
-        .iter()
-        .filter(|x| matches!(x.kind, TxKind::Kickoff(_) | TxKind::State(_)))
-        .cloned()
-        .collect();
+    let old_path = original_path(&h, 0);
     publish_path(&h, &old_path);
     let old_leaf_state = old_path.last().unwrap();
     assert_eq!(old_leaf_state.kind, TxKind::State(leaf));

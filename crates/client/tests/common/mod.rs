@@ -16,7 +16,7 @@ use superscalar_core::revocation::StockSecrets;
 use superscalar_core::{
     ClientId, ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams, Shape,
 };
-use superscalar_core::{Signer, Version};
+use superscalar_core::{Signer, TxKind, Version};
 use superscalar_wallet::{burn_script, Faucet, OnchainWallet};
 
 pub struct Harness {
@@ -175,21 +175,41 @@ pub fn sign_update(
     }
 }
 
+/// Every participant's share of an update's ceremony, each started by `start`.
+fn ceremonies_of(
+    h: &Harness,
+    s: &mut States,
+    lsp: &LspCeremony,
+    start: impl Fn(&mut FactoryState, ClientId, Keypair) -> ClientCeremony,
+) -> Vec<(ClientId, ClientCeremony)> {
+    let participants: Vec<ClientId> = lsp.participants().collect();
+    participants
+        .iter()
+        .map(|c| {
+            let i = c.0 as usize;
+            (*c, start(&mut s.clients[i], *c, h.client_keys[i]))
+        })
+        .collect()
+}
+
+/// Propose an advance of `client`'s leaf (with an optional merged sale); every participant
+/// accepts. Nothing is signed yet.
+pub fn start_advance(
+    h: &Harness,
+    s: &mut States,
+    client: u32,
+    sale: Option<SaleTerms>,
+) -> (LspCeremony, Vec<(ClientId, ClientCeremony)>) {
+    let leaf = h.factory.tree().leaf_of(ClientId(client)).unwrap();
+    let (proposal, lsp) = s.lsp.propose_with(leaf, sale, &h.lsp_key).unwrap();
+    let ceremonies = ceremonies_of(h, s, &lsp, |st, c, k| st.accept(&proposal, c, k).unwrap());
+    (lsp, ceremonies)
+}
+
 /// One advance of the path of `client`'s leaf, every participant online, with an optional sale
 /// merged into the new leaf state.
 pub fn advance_with(h: &Harness, s: &mut States, client: u32, sale: Option<SaleTerms>) {
-    let leaf = h.factory.tree().leaf_of(ClientId(client)).unwrap();
-    let (proposal, lsp) = s.lsp.propose_with(leaf, sale, &h.lsp_key).unwrap();
-    let participants: Vec<ClientId> = lsp.participants().collect();
-    let ceremonies = participants
-        .iter()
-        .map(|c| {
-            let cc = s.clients[c.0 as usize]
-                .accept(&proposal, *c, h.client_keys[c.0 as usize])
-                .unwrap();
-            (*c, cc)
-        })
-        .collect();
+    let (lsp, ceremonies) = start_advance(h, s, client, sale);
     sign_update(s, lsp, ceremonies);
 }
 
@@ -201,16 +221,9 @@ pub fn advance(h: &Harness, s: &mut States, client: u32) {
 /// A pseudo-Spilman sale signed by the LSP and every client of the stock.
 pub fn sell_ps(h: &Harness, s: &mut States, terms: SaleTerms) -> SaleProposal {
     let (proposal, lsp) = s.lsp.propose_sale(terms, &h.lsp_key).unwrap();
-    let participants: Vec<ClientId> = lsp.participants().collect();
-    let ceremonies = participants
-        .iter()
-        .map(|c| {
-            let cc = s.clients[c.0 as usize]
-                .accept_sale(&proposal, *c, h.client_keys[c.0 as usize])
-                .unwrap();
-            (*c, cc)
-        })
-        .collect();
+    let ceremonies = ceremonies_of(h, s, &lsp, |st, c, k| {
+        st.accept_sale(&proposal, c, k).unwrap()
+    });
     sign_update(s, lsp, ceremonies);
     proposal
 }
@@ -254,6 +267,43 @@ pub fn open_channel(
     let mut cl = Channel::new(setup(false, client_msat), cs, limits, la, limits);
     round(&mut lsp, &mut cl);
     (lsp, cl)
+}
+
+/// `client`'s original path (kickoffs and states of the first ceremony): superseded after an
+/// advance, what a cheating party publishes.
+pub fn original_path(h: &Harness, client: u32) -> Vec<superscalar_core::ceremony::SignedTx> {
+    h.clients[client as usize]
+        .signed()
+        .iter()
+        .filter(|x| matches!(x.kind, TxKind::Kickoff(_) | TxKind::State(_)))
+        .cloned()
+        .collect()
+}
+
+/// Confirm a zero-fee commitment `tx` with a CPFP child through its P2A anchor, paid by the LSP's
+/// wallet.
+pub fn confirm_with_lsp_anchor(h: &mut Harness, tx: &Transaction) {
+    let anchor = tx
+        .output
+        .iter()
+        .position(|o| superscalar_chain::policy::is_p2a(&o.script_pubkey))
+        .unwrap() as u32;
+    h.lsp_wallet.sync(&h.chain).unwrap();
+    let child = h
+        .lsp_wallet
+        .build_anchor_child(tx, Amount::ZERO, anchor, FeeRate::from_sat_per_vb_u32(2))
+        .unwrap();
+    h.lsp_wallet
+        .broadcast_package(&h.chain, tx, &child)
+        .unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert!(
+        h.chain
+            .tx_status(&tx.compute_txid())
+            .unwrap()
+            .confirmations()
+            > 0
+    );
 }
 
 /// Drive `exit` to completion, mining as needed.
