@@ -5,54 +5,23 @@
 mod common;
 
 use bitcoin::hashes::{sha256, Hash};
-use bitcoin::TxOut;
 use common::*;
-use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSetup};
+use superscalar_core::channel::state::Channel;
 use superscalar_core::factory::Slot;
-use superscalar_core::{ClientId, FactoryConfig, TxKind};
+use superscalar_core::{ClientId, FactoryConfig};
 
 /// The channel of `client` in the harness' factory: (LSP side, client side); the client starts
 /// with `client_msat`.
 fn leaf_channel(h: &Harness, client: u32, client_msat: u64) -> (Channel, Channel) {
-    let c = ClientId(client);
-    let txid_of = |k: TxKind| h.lsp.signed(k).map(|s| s.tx.compute_txid());
-    let key = h.factory.signing_key(Slot::Channel(c)).unwrap();
-    let capacity_msat = capacity(client).to_sat() * 1000;
-    let setup = |we_opened, our| ChannelSetup {
-        funding_outpoint: h
-            .factory
-            .slot_outpoint(
-                Slot::Channel(c),
-                h.funding,
-                &h.factory.initial_version(),
-                txid_of,
-            )
-            .unwrap(),
-        funding: TxOut {
-            value: capacity(client),
-            script_pubkey: h.factory.script_pubkey(Slot::Channel(c)).unwrap(),
-        },
-        funding_key: key.clone(),
-        we_opened,
-        our_balance_msat: our,
-    };
-    let ls = channel_secrets(100 + client as u8, h.lsp_key);
-    let cs = channel_secrets(10 + client as u8, h.client_keys[client as usize]);
-    let limits = ChannelLimits::default();
-    let (la, ca) = (
-        Channel::announcement(&ls, &key, setup(true, 0).funding_outpoint),
-        Channel::announcement(&cs, &key, setup(true, 0).funding_outpoint),
-    );
-    let mut lsp = Channel::new(
-        setup(true, capacity_msat - client_msat),
-        ls,
-        limits,
-        ca,
-        limits,
-    );
-    let mut cl = Channel::new(setup(false, client_msat), cs, limits, la, limits);
-    round(&mut lsp, &mut cl);
-    (lsp, cl)
+    let lsp = states(h).lsp;
+    open_channel(
+        h,
+        &lsp,
+        Slot::Channel(ClientId(client)),
+        client,
+        client_msat,
+        100 + client as u8,
+    )
 }
 
 #[test]

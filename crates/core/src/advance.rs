@@ -125,11 +125,14 @@ fn push_sales(data: &mut Vec<u8>, sales: &[Sale]) {
     }
 }
 
+fn lsp_sign(digest: [u8; 32], lsp: &Keypair) -> Signature {
+    Secp256k1::signing_only().sign_schnorr(&Message::from_digest(digest), lsp)
+}
+
 impl AdvanceProposal {
     /// Sign (or re-sign) the proposal with the LSP's key.
     pub fn sign(&mut self, lsp: &Keypair) {
-        let secp = Secp256k1::signing_only();
-        self.signature = secp.sign_schnorr(&Message::from_digest(proposal_digest(self)), lsp);
+        self.signature = lsp_sign(proposal_digest(self), lsp);
     }
 }
 
@@ -173,8 +176,7 @@ pub struct SaleProposal {
 impl SaleProposal {
     /// Sign (or re-sign) the proposal with the LSP's key.
     pub fn sign(&mut self, lsp: &Keypair) {
-        let secp = Secp256k1::signing_only();
-        self.signature = secp.sign_schnorr(&Message::from_digest(sale_digest(self)), lsp);
+        self.signature = lsp_sign(sale_digest(self), lsp);
     }
 }
 
