@@ -161,6 +161,8 @@ fn run_one(n: usize, threads: usize) -> BenchResult<(f64, usize, Totals, u32)> {
                                     ClientId((t * chunk + j) as u32),
                                     *k,
                                     funding,
+                                    // No chain in the bench: the parameters' height is the tip.
+                                    p.creation_height,
                                 )
                                 .map_err(|e| e.to_string())?;
                                 Ok((f, c))

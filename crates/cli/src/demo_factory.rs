@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bitcoin::key::{Keypair, PublicKey, Secp256k1};
 use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf};
 use superscalar_chain::{Chain, EmbeddedChain};
+use superscalar_client::funding::check_funding;
 use superscalar_client::timeout::{claim_timeouts, ClientView};
 use superscalar_client::watch::{WatchEvent, Watcher};
 use superscalar_client::{ExitProgress, UnilateralExit};
@@ -90,7 +91,8 @@ pub fn run(
         .position(|o| *o == funding_out)
         .ok_or("funding output missing")? as u32;
     let funding = OutPoint::new(funding_tx.compute_txid(), vout);
-    let (ceremony, clients) = run_in_process(&factory, lsp_key, &client_keys, funding)?;
+    let tip = chain.tip()?.height;
+    let (ceremony, clients) = run_in_process(&factory, lsp_key, &client_keys, funding, tip)?;
     println!(
         "  signed {} transactions in two round trips; every client verified its exit path and timeouts",
         ceremony.job_count()
@@ -173,6 +175,13 @@ pub fn run(
             )
         })
         .collect();
+    // Each party opens the factory only once its own chain view holds the funding output.
+    check_funding(chain, &mut lsp_state)?;
+    for st in states.iter_mut() {
+        if !check_funding(chain, st)? {
+            return Err("the funding output is not confirmed".into());
+        }
+    }
     let leaf = factory.tree().leaf_of(ClientId(LEAVER)).ok_or("leaf")?;
     let stock = factory.stock_of(ClientId(LEAVER)).ok_or("stock")?;
     let stock_value = |st: &FactoryState| -> DemoResult<Amount> {
@@ -191,7 +200,9 @@ pub fn run(
         let participants: Vec<ClientId> = lsp_c.participants().collect();
         let mut ccs = Vec::new();
         for c in &participants {
-            let mut cc = states[c.0 as usize].accept(&proposal, *c, client_keys[c.0 as usize])?;
+            let tip = chain.tip()?.height;
+            let mut cc =
+                states[c.0 as usize].accept(&proposal, *c, client_keys[c.0 as usize], tip)?;
             lsp_c.receive_nonces(*c, &cc.round1()?)?;
             ccs.push((*c, cc));
         }

@@ -17,7 +17,9 @@ pub fn run(n: usize, client: u32, summary: bool) -> Result<(), Box<dyn std::erro
     let (lsp, clients) = crate::bench::keys(n);
     let factory = Arc::new(Factory::new(crate::bench::params(&lsp, &clients))?);
     let funding = OutPoint::new(Txid::from_byte_array([1; 32]), 0);
-    let (_, signed) = run_in_process(&factory, lsp, &clients, funding)?;
+    // No chain here: the parameters' creation height stands for every party's tip.
+    let tip = factory.params().creation_height;
+    let (_, signed) = run_in_process(&factory, lsp, &clients, funding, tip)?;
     let package = ExitPackage::new(
         &factory,
         ClientId(client),

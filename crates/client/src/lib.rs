@@ -5,6 +5,7 @@
 
 pub mod bump;
 pub mod exit;
+pub mod funding;
 pub mod package;
 pub mod timeout;
 pub mod watch;

@@ -139,7 +139,7 @@ fn bad_proposals_are_refused_and_change_nothing() {
         &h.client_keys[0],
     );
     assert!(matches!(
-        s.clients[0].accept(&forged, ClientId(0), h.client_keys[0]),
+        s.clients[0].accept(&forged, ClientId(0), h.client_keys[0], tip(&h)),
         Err(AdvanceError::WrongParty)
     ));
     // Money created: a stock amount changed (and re-signed by the LSP so the signature is valid
@@ -148,7 +148,7 @@ fn bad_proposals_are_refused_and_change_nothing() {
     let mut greedy = proposal.clone();
     greedy.stocks_after[0].1 += bitcoin::Amount::from_sat(1);
     assert!(s.clients[0]
-        .accept(&greedy, ClientId(0), h.client_keys[0])
+        .accept(&greedy, ClientId(0), h.client_keys[0], tip(&h))
         .is_err());
     assert_eq!(s.clients[0].odometer(), &before);
     // Not involved.
@@ -161,7 +161,7 @@ fn bad_proposals_are_refused_and_change_nothing() {
         .contains(&other_leaf_client)
     {
         assert!(matches!(
-            s.clients[3].accept(&proposal, ClientId(3), h.client_keys[3]),
+            s.clients[3].accept(&proposal, ClientId(3), h.client_keys[3], tip(&h)),
             Err(AdvanceError::NotInvolved(_))
         ));
     }
@@ -171,10 +171,10 @@ fn bad_proposals_are_refused_and_change_nothing() {
         Err(AdvanceError::Busy)
     ));
     let _c = s.clients[0]
-        .accept(&proposal, ClientId(0), h.client_keys[0])
+        .accept(&proposal, ClientId(0), h.client_keys[0], tip(&h))
         .unwrap();
     assert!(matches!(
-        s.clients[0].accept(&proposal, ClientId(0), h.client_keys[0]),
+        s.clients[0].accept(&proposal, ClientId(0), h.client_keys[0], tip(&h)),
         Err(AdvanceError::Busy)
     ));
     // Once finished elsewhere, replaying the old proposal is refused as stale.
@@ -182,7 +182,7 @@ fn bad_proposals_are_refused_and_change_nothing() {
     s.lsp.abandon();
     advance(&h, &mut s, 0);
     assert!(matches!(
-        s.clients[0].accept(&proposal, ClientId(0), h.client_keys[0]),
+        s.clients[0].accept(&proposal, ClientId(0), h.client_keys[0], tip(&h)),
         Err(AdvanceError::Stale { .. })
     ));
 }

@@ -193,14 +193,14 @@ fn ps_sales_spend_only_the_current_stock_output_once_and_exit_with_every_channel
     for c in [0u32, 1] {
         let before = s.clients[c as usize].version().clone();
         let err = s.clients[c as usize]
-            .accept_sale(&again, ClientId(c), h.client_keys[c as usize])
+            .accept_sale(&again, ClientId(c), h.client_keys[c as usize], tip(&h))
             .unwrap_err();
         assert_eq!(err, AdvanceError::AlreadySpent(first.spends), "{err}");
         assert_eq!(s.clients[c as usize].version(), &before);
     }
     // A client of the other PS factory is not asked.
     assert!(s.clients[2]
-        .accept_sale(&again, ClientId(2), h.client_keys[2])
+        .accept_sale(&again, ClientId(2), h.client_keys[2], tip(&h))
         .is_err());
     // The buyer pays across its three channels.
     let mut pairs = vec![
@@ -357,7 +357,7 @@ fn an_advance_that_rewrites_the_sales_a_client_signed_is_refused() {
     forgot.sales_before.clear();
     forgot.sign(&h.lsp_key);
     let err = s.clients[1]
-        .accept(&forgot, ClientId(1), h.client_keys[1])
+        .accept(&forgot, ClientId(1), h.client_keys[1], tip(&h))
         .unwrap_err();
     assert!(matches!(err, AdvanceError::History(_)), "{err}");
     // A sale of this stock the client never signed.
@@ -370,7 +370,7 @@ fn an_advance_that_rewrites_the_sales_a_client_signed_is_refused() {
     });
     invented.sign(&h.lsp_key);
     let err = s.clients[1]
-        .accept(&invented, ClientId(1), h.client_keys[1])
+        .accept(&invented, ClientId(1), h.client_keys[1], tip(&h))
         .unwrap_err();
     assert!(matches!(err, AdvanceError::History(_)), "{err}");
     // A changed amount.
@@ -378,12 +378,12 @@ fn an_advance_that_rewrites_the_sales_a_client_signed_is_refused() {
     cheaper.sales_before[0].amount = Amount::from_sat(1_000);
     cheaper.sign(&h.lsp_key);
     assert!(matches!(
-        s.clients[1].accept(&cheaper, ClientId(1), h.client_keys[1]),
+        s.clients[1].accept(&cheaper, ClientId(1), h.client_keys[1], tip(&h)),
         Err(AdvanceError::History(_))
     ));
     assert_eq!(s.clients[1].version(), &before);
     // The honest proposal is accepted.
     s.clients[1]
-        .accept(&proposal, ClientId(1), h.client_keys[1])
+        .accept(&proposal, ClientId(1), h.client_keys[1], tip(&h))
         .unwrap();
 }

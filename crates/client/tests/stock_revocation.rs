@@ -211,7 +211,7 @@ fn a_client_fails_closed_until_it_holds_the_old_versions_secret() {
     let mut ccs = Vec::new();
     for c in &participants {
         let mut cc = s.clients[c.0 as usize]
-            .accept(&proposal, *c, h.client_keys[c.0 as usize])
+            .accept(&proposal, *c, h.client_keys[c.0 as usize], tip(&h))
             .unwrap();
         lsp.receive_nonces(*c, &cc.round1().unwrap()).unwrap();
         ccs.push((*c, cc));
@@ -231,7 +231,7 @@ fn a_client_fails_closed_until_it_holds_the_old_versions_secret() {
     // The next proposal is refused by client 0 until the secret arrives.
     let (next, _lsp2) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
     let err = s.clients[0]
-        .accept(&next, ClientId(0), h.client_keys[0])
+        .accept(&next, ClientId(0), h.client_keys[0], tip(&h))
         .unwrap_err();
     assert!(err.to_string().contains("revocation secret"), "{err}");
     // A wrong secret is refused and changes nothing.
@@ -240,11 +240,11 @@ fn a_client_fails_closed_until_it_holds_the_old_versions_secret() {
     revealed[0].secret = [9; 32];
     assert!(s.clients[0].receive_revocations(&revealed).is_err());
     assert!(s.clients[0]
-        .accept(&next, ClientId(0), h.client_keys[0])
+        .accept(&next, ClientId(0), h.client_keys[0], tip(&h))
         .is_err());
     // The right one opens it again.
     s.clients[0].receive_revocations(&[good]).unwrap();
     s.clients[0]
-        .accept(&next, ClientId(0), h.client_keys[0])
+        .accept(&next, ClientId(0), h.client_keys[0], tip(&h))
         .unwrap();
 }

@@ -13,10 +13,11 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::key::Keypair;
 use bitcoin::secp256k1::schnorr::Signature;
 use bitcoin::secp256k1::{Message, Secp256k1};
-use bitcoin::{Amount, OutPoint, Transaction};
+use bitcoin::{Amount, OutPoint, Transaction, TxOut, Txid};
 use thiserror::Error;
 
 use crate::ceremony::{CeremonyError, ClientCeremony, LspCeremony, SignedTx};
+use crate::channel::state::ChannelSetup;
 use crate::factory::{Factory, FactoryError, Signer, Slot, TxKind, P2TR_DUST};
 use crate::ledger::{Sale, StockVersion, Version};
 use crate::odometer::{Odometer, OdometerError};
@@ -290,6 +291,29 @@ pub enum AdvanceError {
     /// The signing ceremony failed.
     #[error(transparent)]
     Ceremony(#[from] CeremonyError),
+    /// The proposal would sign a second, different transaction at a state index this party
+    /// has already signed at (an update that was abandoned): it must move past that index.
+    #[error("{node} state {got:?} was already signed in an abandoned update (up to {used:?}): the next proposal must move past it")]
+    IndexUsed {
+        /// The node.
+        node: NodeId,
+        /// The highest index already signed there.
+        used: StateIndex,
+        /// The proposed index.
+        got: StateIndex,
+    },
+    /// The factory is not open: its funding output has not been seen confirmed, with the
+    /// expected script and amount, in this party's own chain view.
+    #[error("the factory is not open: its funding output is not confirmed in our chain view")]
+    NotOpen,
+    /// The funding output seen on chain is not the factory's.
+    #[error("the funding output on chain is {got:?}, expected {expected:?}")]
+    WrongFunding {
+        /// What the factory needs.
+        expected: Box<TxOut>,
+        /// What the chain holds at the funding outpoint.
+        got: Option<Box<TxOut>>,
+    },
 }
 
 /// A superseded stock version and its punishment transactions (signed over the hashlock leaf).
@@ -332,6 +356,14 @@ pub struct FactoryState {
     owed: BTreeSet<(u32, u32)>,
     last_superseded: Vec<(u32, u32)>,
     spent: BTreeSet<OutPoint>,
+    /// Whether the funding output was seen confirmed with the expected script and amount.
+    open: bool,
+    /// For each state transaction's input (the txid of its node's kickoff), the highest state
+    /// index this party has started signing at: never a second, different transaction there.
+    used: BTreeMap<Txid, StateIndex>,
+    /// Versions of updates that were abandoned after this party may have signed them: the LSP
+    /// could still complete and publish them, until a completed update supersedes them.
+    abandoned: Vec<Version>,
 }
 
 impl FactoryState {
@@ -361,6 +393,114 @@ impl FactoryState {
             owed: BTreeSet::new(),
             last_superseded: Vec::new(),
             spent: BTreeSet::new(),
+            open: false,
+            used: BTreeMap::new(),
+            abandoned: Vec::new(),
+        }
+    }
+
+    /// Record what this party's own chain view holds at the funding outpoint: the factory opens
+    /// only when that is exactly the funding output (script and amount) with at least one
+    /// confirmation. Until then no update is proposed or accepted (and a client takes no payment
+    /// into the factory's channels). A mismatch is an error and leaves the factory closed.
+    pub fn confirm_funding(
+        &mut self,
+        seen: Option<&TxOut>,
+        confirmations: u32,
+    ) -> Result<(), AdvanceError> {
+        let expected = self.factory.funding_output()?;
+        if seen != Some(&expected) {
+            return Err(AdvanceError::WrongFunding {
+                expected: Box::new(expected),
+                got: seen.cloned().map(Box::new),
+            });
+        }
+        if confirmations == 0 {
+            return Err(AdvanceError::NotOpen);
+        }
+        self.open = true;
+        Ok(())
+    }
+
+    /// The parameters of the channel on output `slot` of the current version, for a party that
+    /// opens its side of it: refused until the factory is open, so that nobody takes payments
+    /// into a channel whose factory output is not confirmed in its own chain view.
+    pub fn channel_setup(
+        &self,
+        slot: Slot,
+        we_opened: bool,
+        our_balance_msat: u64,
+    ) -> Result<ChannelSetup, AdvanceError> {
+        if !self.open {
+            return Err(AdvanceError::NotOpen);
+        }
+        if !matches!(slot, Slot::Channel(_) | Slot::Sold(_)) {
+            return Err(FactoryError::NoSuch(format!("a channel at {slot:?}")).into());
+        }
+        let v = &self.version;
+        self.factory.check_slot(slot, v)?;
+        let funding_outpoint = self
+            .outpoint(slot)
+            .ok_or_else(|| FactoryError::NoSuch(format!("the transaction creating {slot:?}")))?;
+        Ok(ChannelSetup {
+            funding_outpoint,
+            funding: TxOut {
+                value: self.factory.amounts(v)?.value(&self.factory, slot),
+                script_pubkey: self.factory.script_pubkey_at(slot, v)?,
+            },
+            funding_key: self.factory.signing_key_at(slot, v)?,
+            we_opened,
+            our_balance_msat,
+        })
+    }
+
+    /// Whether the funding output has been seen confirmed as expected.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// The funding outpoint.
+    pub fn funding(&self) -> OutPoint {
+        self.funding
+    }
+
+    /// Versions of abandoned updates that may still be completed by the LSP (cleared when an
+    /// update completes: its newer state supersedes them).
+    pub fn abandoned(&self) -> &[Version] {
+        &self.abandoned
+    }
+
+    /// Where `slot` is in each abandoned version (keep a channel's commitments on these
+    /// outpoints until the abandoned versions are superseded).
+    pub fn abandoned_outpoints(&self, slot: Slot) -> Vec<OutPoint> {
+        let mut out = Vec::new();
+        for v in &self.abandoned {
+            let Some(creator) = self.factory.creator_of(slot, v) else {
+                continue;
+            };
+            let Ok(built) = self.factory.build_set(&[creator], self.funding, v) else {
+                continue;
+            };
+            if let Some(op) = self.factory.slot_outpoint(slot, self.funding, v, |k| {
+                built.get(&k).map(|b| b.tx.compute_txid())
+            }) {
+                out.push(op);
+            }
+        }
+        out
+    }
+
+    /// The highest index of `node` this party has started signing at, under the node's
+    /// current kickoff.
+    fn used_at(&self, node: NodeId) -> Option<StateIndex> {
+        let kickoff = self.latest.get(&TxKind::Kickoff(node))?.tx.compute_txid();
+        self.used.get(&kickoff).copied()
+    }
+
+    fn record_tick(&mut self, node: NodeId, to: StateIndex) {
+        if let Some(k) = self.latest.get(&TxKind::Kickoff(node)) {
+            let entry = self.used.entry(k.tx.compute_txid()).or_insert(to);
+            *entry = (*entry).max(to);
         }
     }
 
@@ -428,10 +568,11 @@ impl FactoryState {
             })
     }
 
-    /// Whether no update is in progress and every superseded version's secret is held: the
-    /// factory-side conditions for a channel to retire its old funding outpoint.
+    /// Whether no update is in progress, none was abandoned since the last completed one, and
+    /// every superseded version's secret is held: the factory-side conditions for a channel to
+    /// retire its old funding outpoint.
     pub fn is_settled(&self) -> bool {
-        self.pending.is_none() && self.owed.is_empty()
+        self.pending.is_none() && self.owed.is_empty() && self.abandoned.is_empty()
     }
 
     /// The latest signed exit path of `client`: kickoffs and states in publishing order, then
@@ -488,6 +629,9 @@ impl FactoryState {
     }
 
     fn check_open(&self) -> Result<(), AdvanceError> {
+        if !self.open {
+            return Err(AdvanceError::NotOpen);
+        }
         if self.pending.is_some() {
             return Err(AdvanceError::Busy);
         }
@@ -544,9 +688,12 @@ impl FactoryState {
             e => AdvanceError::Factory(e),
         };
         self.factory.amounts(next).map_err(short)?;
-        self.factory
-            .amounts(&self.factory.worst_case(next))
-            .map_err(short)?;
+        let worst = self.factory.worst_case(next);
+        self.factory.amounts(&worst).map_err(short)?;
+        // What is left of every stock still splits above dust among its clients, now and after
+        // the fee increases of the states to come (its timeout and poison must relay).
+        self.factory.check_stock_shares(next)?;
+        self.factory.check_stock_shares(&worst)?;
         Ok(())
     }
 
@@ -676,7 +823,7 @@ impl FactoryState {
         let secrets = self.lsp_secrets.clone().ok_or(AdvanceError::NotLsp)?;
         let tree = self.factory.tree();
         let mut odo = self.version.odo.clone();
-        let changed = odo.advance(tree, leaf)?;
+        let changed = odo.advance_past(tree, leaf, |n| self.used_at(n))?;
         let versions: Vec<(u32, StockVersion)> = self
             .stocks_under(changed)
             .into_iter()
@@ -711,6 +858,7 @@ impl FactoryState {
         let jobs = jobs_below(&self.factory, changed, &next);
         let ceremony =
             LspCeremony::for_jobs(Arc::clone(&self.factory), *lsp, self.funding, &next, &jobs)?;
+        self.record_tick(changed, proposal.to);
         self.pending = Some(Pending {
             next,
             resigned,
@@ -726,19 +874,23 @@ impl FactoryState {
             .map_err(|_| AdvanceError::WrongParty)
     }
 
-    /// Client: check a proposal against our own state; if it is the next state and conserves
-    /// money, start our share of the ceremony. Nothing changes when it is refused.
+    /// Client: check a proposal against our own state and our own chain view (`tip`, the height
+    /// of our best block); if it moves to a later state than any we signed at, conserves money
+    /// and leaves time to exit before T, start our share of the ceremony. The new index is
+    /// recorded before anything is signed. Nothing changes when it is refused.
     pub fn accept(
         &mut self,
         proposal: &AdvanceProposal,
         me: ClientId,
         key: Keypair,
+        tip: u32,
     ) -> Result<ClientCeremony, AdvanceError> {
         if proposal.factory != self.factory.params().id {
             return Err(AdvanceError::WrongFactory);
         }
         self.check_lsp_signature(proposal_digest(proposal), &proposal.signature)?;
         self.check_open()?;
+        self.factory.check_update_height(tip)?;
         let tree = self.factory.tree();
         let changed = proposal.node;
         if changed.0 as usize >= tree.nodes().len() || !tree.node(changed).clients.contains(&me.0) {
@@ -755,15 +907,25 @@ impl FactoryState {
                 current,
             });
         }
-        let expected = StateIndex(current.0 + 1);
-        if proposal.to != expected {
+        if let Some(used) = self.used_at(changed).filter(|u| *u > current) {
+            if proposal.to <= used {
+                return Err(AdvanceError::IndexUsed {
+                    node: changed,
+                    used,
+                    got: proposal.to,
+                });
+            }
+        }
+        // A later index than the next one is safe (it only uses up states): the LSP skips the
+        // indices of abandoned updates, which a client that never saw them does not know.
+        if proposal.to <= current {
             return Err(AdvanceError::NotNext {
-                expected,
+                expected: StateIndex(current.0 + 1),
                 got: proposal.to,
             });
         }
         let mut odo = self.version.odo.clone();
-        odo.tick(tree, changed)?;
+        odo.tick_to(tree, changed, proposal.to)?;
         let sales_before = self.adopt_sales(&proposal.sales_before)?;
         let (next, resigned) = self.next_advance(
             changed,
@@ -798,6 +960,8 @@ impl FactoryState {
             &next,
             Some(&jobs),
         )?;
+        // Recorded before anything is signed: never a different transaction at this index.
+        self.record_tick(changed, proposal.to);
         self.pending = Some(Pending {
             next,
             resigned,
@@ -879,13 +1043,15 @@ impl FactoryState {
         Ok((proposal, ceremony))
     }
 
-    /// Client of the PS factory: check a sale proposal; it must spend the current PS-factory
-    /// output, which this client has never signed a spend of. Nothing changes when refused.
+    /// Client of the PS factory: check a sale proposal against our state and our own chain view
+    /// (`tip`); it must spend the current PS-factory output, which this client has never signed
+    /// a spend of. Nothing changes when refused.
     pub fn accept_sale(
         &mut self,
         proposal: &SaleProposal,
         me: ClientId,
         key: Keypair,
+        tip: u32,
     ) -> Result<ClientCeremony, AdvanceError> {
         if proposal.factory != self.factory.params().id {
             return Err(AdvanceError::WrongFactory);
@@ -895,6 +1061,7 @@ impl FactoryState {
             return Err(AdvanceError::AlreadySpent(proposal.spends));
         }
         self.check_open()?;
+        self.factory.check_update_height(tip)?;
         let st = self
             .factory
             .stocks()
@@ -946,6 +1113,9 @@ impl FactoryState {
     ) -> Result<(), AdvanceError> {
         let pending = self.pending.take().ok_or(AdvanceError::Busy)?;
         let old = std::mem::replace(&mut self.version, pending.next);
+        // A newer state now beats every abandoned one (a later index at the same node, or a
+        // later state of an ancestor).
+        self.abandoned.clear();
         self.last_superseded.clear();
         let own = self.own_stock();
         for s in &pending.resigned {
@@ -1022,9 +1192,14 @@ impl FactoryState {
         Ok(())
     }
 
-    /// Give up an unfinished update (the old state stays current; an outpoint recorded as
-    /// spent by a sale stays recorded, since a signature may have left).
+    /// Give up an unfinished update. The old state stays current; what may have been signed
+    /// stays recorded, since a partial signature may have left: an outpoint spent by a sale,
+    /// the state index of a DW advance (the next proposal must move past it), and the
+    /// abandoned version itself, which the LSP could still complete and publish until a newer
+    /// update completes ([`FactoryState::abandoned`], [`FactoryState::is_settled`]).
     pub fn abandon(&mut self) {
-        self.pending = None;
+        if let Some(p) = self.pending.take() {
+            self.abandoned.push(p.next);
+        }
     }
 }

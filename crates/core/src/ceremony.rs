@@ -126,6 +126,10 @@ pub enum CeremonyError {
     WrongKey(Signer),
 }
 
+/// How far (in blocks) a factory's creation height may be from a client's own tip: chain views
+/// of honest parties differ by a block or two; more means a stale or forged height.
+pub const HEIGHT_TOLERANCE_BLOCKS: u32 = 6;
+
 /// A transaction ready to sign: what it spends and the key that signs.
 #[derive(Debug, Clone)]
 struct Prepared {
@@ -215,13 +219,17 @@ impl std::fmt::Debug for ClientCeremony {
 }
 
 impl ClientCeremony {
-    /// Start: build this client's exit path and timeout transactions from the shared parameters.
+    /// Start: check the factory's heights against this client's own chain view (`tip`, the
+    /// height of its best block: see [`Factory::check_heights`]), then build its exit path and
+    /// timeout transactions from the shared parameters.
     pub fn new(
         factory: Arc<Factory>,
         me: ClientId,
         keypair: Keypair,
         funding: OutPoint,
+        tip: u32,
     ) -> Result<Self, CeremonyError> {
+        factory.check_heights(tip, HEIGHT_TOLERANCE_BLOCKS)?;
         let v = factory.initial_version();
         Self::for_jobs(factory, me, keypair, funding, &v, None)
     }
@@ -742,18 +750,22 @@ impl LspCeremony {
 }
 
 /// Run the whole ceremony with every party in this process (tests, demo, benchmarks): both round
-/// trips, then every client verifies its final signatures.
+/// trips, then every client verifies its final signatures. `tip` is the height of the best block
+/// of the chain every party here shares.
 pub fn run_in_process(
     factory: &Arc<Factory>,
     lsp_key: Keypair,
     client_keys: &[Keypair],
     funding: OutPoint,
+    tip: u32,
 ) -> Result<(LspCeremony, Vec<ClientCeremony>), CeremonyError> {
     let mut lsp = LspCeremony::new(Arc::clone(factory), lsp_key, funding)?;
     let mut clients: Vec<ClientCeremony> = client_keys
         .iter()
         .enumerate()
-        .map(|(i, k)| ClientCeremony::new(Arc::clone(factory), ClientId(i as u32), *k, funding))
+        .map(|(i, k)| {
+            ClientCeremony::new(Arc::clone(factory), ClientId(i as u32), *k, funding, tip)
+        })
         .collect::<Result<_, _>>()?;
     for c in clients.iter_mut() {
         let msg = c.round1()?;

@@ -128,6 +128,19 @@ pub enum FactoryError {
     /// A slot or transaction that does not exist in this version of the factory.
     #[error("{0} does not exist in this version of the factory")]
     NoSuch(String),
+    /// A transaction would create an output below its dust limit (it would not relay).
+    #[error("{kind:?} would create an output of {value} below its dust limit of {limit}")]
+    Dust {
+        /// The transaction.
+        kind: TxKind,
+        /// The output's value.
+        value: Amount,
+        /// Its dust limit.
+        limit: Amount,
+    },
+    /// The factory's heights do not fit this party's view of the chain.
+    #[error("unsafe heights: {0}")]
+    Heights(String),
 }
 
 /// An output of the factory, by role.
@@ -261,10 +274,19 @@ impl Factory {
             }
             .into());
         }
+        if cfg.stock_csv == 0 || u32::from(cfg.stock_csv) <= cfg.confirmation_budget {
+            return Err(ShapeError::Amount(format!(
+                "stock_csv {} must exceed the confirmation budget {}: a buyer's sale transaction must \
+                 confirm before the LSP's delayed leaf can take the PS-factory output it spends",
+                cfg.stock_csv, cfg.confirmation_budget
+            ))
+            .into());
+        }
         for (i, c) in params.clients.iter().enumerate() {
-            if !c.payout.is_witness_program() {
+            if !is_standard_payout(&c.payout) {
                 return Err(ShapeError::Amount(format!(
-                    "client {i} payout script must be a segwit output (dust limits assume one)"
+                    "client {i} payout script must be P2TR, P2WPKH or P2WSH: any other output \
+                     would make the transactions that pay it unrelayable"
                 ))
                 .into());
             }
@@ -312,7 +334,23 @@ impl Factory {
         if total > Amount::MAX_MONEY {
             return Err(ShapeError::Amount("capacities exceed 21 million BTC".into()).into());
         }
-        let timeout_height = params.creation_height + cfg.active_blocks + cfg.dying_blocks + ewt;
+        let timeout_height = params
+            .creation_height
+            .checked_add(cfg.active_blocks)
+            .and_then(|h| h.checked_add(cfg.dying_blocks))
+            .and_then(|h| h.checked_add(ewt))
+            .filter(|t| *t < bitcoin::absolute::LOCK_TIME_THRESHOLD && *t > 0)
+            .ok_or_else(|| {
+                FactoryError::Heights(format!(
+                    "creation height {} + active {} + dying {} + EWT_max {} is not a block height \
+                     below {}",
+                    params.creation_height,
+                    cfg.active_blocks,
+                    cfg.dying_blocks,
+                    ewt,
+                    bitcoin::absolute::LOCK_TIME_THRESHOLD
+                ))
+            })?;
         let mut stocks = Vec::new();
         let mut leaf_stocks = HashMap::new();
         for node in tree.nodes().iter().filter(|n| n.kind == NodeKind::Leaf) {
@@ -427,13 +465,81 @@ impl Factory {
     }
 
     fn check_worst_case_fees(&self) -> Result<(), FactoryError> {
-        let worst = self.amounts(&self.worst_case(&self.initial_version()))?;
+        let worst_version = self.worst_case(&self.initial_version());
+        let worst = self.amounts(&worst_version)?;
         if worst.funding_value() > Amount::MAX_MONEY {
             return Err(ShapeError::Amount(format!(
                 "the factory needs {}, more than exists",
                 worst.funding_value()
             ))
             .into());
+        }
+        self.check_stock_shares(&worst_version)
+    }
+
+    /// Every stock (or the last change output of its PS chain) in version `v` still splits into
+    /// shares above the dust limit among its clients, so that its timeout and poison
+    /// transactions relay.
+    pub fn check_stock_shares(&self, v: &Version) -> Result<(), FactoryError> {
+        let amounts = self.amounts(v)?;
+        for (s, st) in self.stocks.iter().enumerate() {
+            let s = s as u32;
+            let (kind, value) = match v.chain_of(s).last() {
+                Some(j) => (
+                    TxKind::Timeout(Slot::Change(*j)),
+                    amounts.change[*j as usize],
+                ),
+                None => (TxKind::Timeout(Slot::Stock(s)), amounts.stock[s as usize]),
+            };
+            let k = u64::from(st.clients.end - st.clients.start).max(1);
+            if value.to_sat() / k < P2TR_DUST.to_sat() {
+                return Err(FactoryError::Dust {
+                    kind,
+                    value: Amount::from_sat(value.to_sat() / k),
+                    limit: P2TR_DUST,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Check this factory's heights against a party's own view of the chain (`tip`, the height
+    /// of its best block) before it signs anything for the factory: the creation height is
+    /// within `tolerance` blocks of the tip, and T is still far enough ahead for the whole
+    /// active and dying periods and a worst-case exit.
+    pub fn check_heights(&self, tip: u32, tolerance: u32) -> Result<(), FactoryError> {
+        let created = self.params.creation_height;
+        if created.abs_diff(tip) > tolerance {
+            return Err(FactoryError::Heights(format!(
+                "creation height {created} is more than {tolerance} blocks from our tip {tip}"
+            )));
+        }
+        let cfg = &self.params.config;
+        let needed = u64::from(tip)
+            + u64::from(cfg.active_blocks)
+            + u64::from(cfg.dying_blocks)
+            + u64::from(self.ewt)
+            - u64::from(tolerance.min(tip));
+        if u64::from(self.timeout_height) < needed {
+            return Err(FactoryError::Heights(format!(
+                "timeout {} leaves less than active + dying + EWT_max ({}) blocks after our tip \
+                 {tip}",
+                self.timeout_height,
+                u64::from(cfg.active_blocks) + u64::from(cfg.dying_blocks) + u64::from(self.ewt)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Check that an update signed at `tip` can still be used: a state signed now must be able
+    /// to reach the chain (worst-case exit) before T.
+    pub fn check_update_height(&self, tip: u32) -> Result<(), FactoryError> {
+        if u64::from(tip) + u64::from(self.ewt) >= u64::from(self.timeout_height) {
+            return Err(FactoryError::Heights(format!(
+                "at height {tip} a new state could not complete its exit (EWT_max {}) before the \
+                 timeout {}: rotate or exit instead",
+                self.ewt, self.timeout_height
+            )));
         }
         Ok(())
     }
@@ -1016,7 +1122,7 @@ impl Factory {
                 .unwrap_or(Sequence::ENABLE_LOCKTIME_NO_RBF),
             _ => Sequence::ENABLE_LOCKTIME_NO_RBF,
         };
-        Ok(one_input_tx(spends, sequence, LockTime::ZERO, output))
+        check_dust(kind, one_input_tx(spends, sequence, LockTime::ZERO, output))
     }
 
     /// Who is paid what by the timeout transaction of `slot` (inverted policy): every client its
@@ -1134,12 +1240,10 @@ impl Factory {
                 self.timeout_height
             ))
         })?;
-        Ok(one_input_tx(
-            spends,
-            Sequence::ENABLE_LOCKTIME_NO_RBF,
-            lock,
-            output,
-        ))
+        check_dust(
+            TxKind::Timeout(slot),
+            one_input_tx(spends, Sequence::ENABLE_LOCKTIME_NO_RBF, lock, output),
+        )
     }
 
     /// The punishment of a superseded stock (or change) output worth `value` whose hashlock
@@ -1339,6 +1443,31 @@ impl std::fmt::Display for Signer {
             Signer::Client(c) => write!(f, "{c}"),
         }
     }
+}
+
+/// Whether a client's payout script is a standard output type that every transaction paying it
+/// can carry (P2TR, P2WPKH or P2WSH).
+pub fn is_standard_payout(script: &ScriptBuf) -> bool {
+    script.is_p2tr() || script.is_p2wpkh() || script.is_p2wsh()
+}
+
+/// `tx`, if every output is at or above its dust limit (P2A anchors and OP_RETURN outputs
+/// excepted: zero-value anchors are ephemeral dust spent by their child).
+fn check_dust(kind: TxKind, tx: Transaction) -> Result<Transaction, FactoryError> {
+    for out in &tx.output {
+        if out.script_pubkey.is_op_return() || out.script_pubkey == ScriptBuf::new_p2a() {
+            continue;
+        }
+        let limit = out.script_pubkey.minimal_non_dust();
+        if out.value < limit {
+            return Err(FactoryError::Dust {
+                kind,
+                value: out.value,
+                limit,
+            });
+        }
+    }
+    Ok(tx)
 }
 
 fn one_input_tx(

@@ -291,15 +291,13 @@ mod hex_bytes {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 66], D::Error> {
+        use bitcoin::hex::FromHex;
         let s = String::deserialize(d)?;
-        let mut out = [0u8; 66];
-        if s.len() != 132 {
-            return Err(serde::de::Error::custom("expected 66 hex bytes"));
-        }
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
-        }
-        Ok(out)
+        // The checked decoder: any length, any character (non-ASCII included) is an error.
+        let bytes = Vec::<u8>::from_hex(&s).map_err(serde::de::Error::custom)?;
+        bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("expected 66 hex bytes"))
     }
 }
 
@@ -347,5 +345,27 @@ mod tests {
         let mut bad = partials.clone();
         bad[0].0[5] ^= 1;
         assert!(key.aggregate(&aggn, &msg, &bad).is_err());
+    }
+
+    #[test]
+    fn crafted_nonce_strings_are_refused_not_panicking() {
+        let good = format!("\"{}\"", "02".repeat(66));
+        assert!(serde_json::from_str::<PubNonce>(&good).is_ok());
+        // 132 bytes whose character boundaries do not fall on even offsets: the old decoder
+        // sliced inside a multi-byte character and panicked.
+        let multibyte = format!("\"{}\"", "\u{e9}".repeat(66));
+        let cases = [
+            multibyte,
+            format!("\"a\u{e9}{}\"", "0".repeat(129)),
+            format!("\"{}\"", "zz".repeat(66)),
+            format!("\"{}\"", "02".repeat(65)),
+            format!("\"{}\"", "02".repeat(67)),
+            "\"\"".to_string(),
+            "17".to_string(),
+        ];
+        for c in &cases {
+            assert!(serde_json::from_str::<PubNonce>(c).is_err(), "{c}");
+            assert!(serde_json::from_str::<AggNonce>(c).is_err(), "{c}");
+        }
     }
 }

@@ -98,6 +98,50 @@ impl Odometer {
         Err(OdometerError::Exhausted { leaf })
     }
 
+    /// Advance `leaf`'s path like [`Odometer::advance`], but never onto a state index at or
+    /// below `used(node)`: an index some party has already signed at (in an update that was
+    /// abandoned) is skipped, so that no two different transactions ever share one index.
+    pub fn advance_past(
+        &mut self,
+        tree: &Tree,
+        leaf: NodeId,
+        used: impl Fn(NodeId) -> Option<StateIndex>,
+    ) -> Result<NodeId, OdometerError> {
+        if self.state(leaf).is_none() {
+            return Err(OdometerError::NotDw(leaf));
+        }
+        let last = self.states_per_layer - 1;
+        let mut id = Some(leaf);
+        while let Some(n) = id {
+            if let Some(s) = self.state(n) {
+                let floor = used(n).map_or(s.0, |u| u.0.max(s.0));
+                if floor < last {
+                    self.digits[n.0 as usize] = Some(StateIndex(floor + 1));
+                    self.reset_below(tree, n);
+                    return Ok(n);
+                }
+            }
+            id = tree.node(n).parent;
+        }
+        Err(OdometerError::Exhausted { leaf })
+    }
+
+    /// Move `node` to state `to` (any later state of its layer) and reset every layer beneath.
+    pub fn tick_to(
+        &mut self,
+        tree: &Tree,
+        node: NodeId,
+        to: StateIndex,
+    ) -> Result<(), OdometerError> {
+        let s = self.state(node).ok_or(OdometerError::NotDw(node))?;
+        if to.0 <= s.0 || to.0 >= self.states_per_layer {
+            return Err(OdometerError::Exhausted { leaf: node });
+        }
+        self.digits[node.0 as usize] = Some(to);
+        self.reset_below(tree, node);
+        Ok(())
+    }
+
     /// Move `node` to its next state and reset every layer beneath it (one DW step of `node`).
     pub fn tick(&mut self, tree: &Tree, node: NodeId) -> Result<(), OdometerError> {
         let s = self.state(node).ok_or(OdometerError::NotDw(node))?;
@@ -130,8 +174,11 @@ impl Odometer {
 /// Worst-case exit time: every DW layer's longest delay plus a confirmation budget for every
 /// transaction on the deepest path.
 pub fn ewt_max(tree: &Tree, shape: &Shape, confirmation_budget: u32) -> u32 {
+    // Saturating: an absurd budget or shape comes out at u32::MAX, which the EWT ceiling refuses.
     let per_layer = u32::from(shape.step_blocks) * u32::from(shape.states_per_layer - 1);
-    tree.dw_layers() * per_layer + confirmation_budget * tree.path_transactions()
+    tree.dw_layers()
+        .saturating_mul(per_layer)
+        .saturating_add(confirmation_budget.saturating_mul(tree.path_transactions()))
 }
 
 #[cfg(test)]

@@ -255,6 +255,14 @@ impl Shape {
                 min,
             });
         }
+        // The oldest state's delay is a BIP-68 height lock: 16 bits.
+        if u32::from(self.step_blocks) * u32::from(self.states_per_layer - 1) > 0xffff {
+            return Err(ShapeError::Amount(format!(
+                "step {} x {} states exceeds the largest relative lock of 65,535 blocks",
+                self.step_blocks,
+                self.states_per_layer - 1
+            )));
+        }
         Ok(())
     }
 

@@ -53,7 +53,7 @@ fn to_round2(s: &Setup) -> (LspCeremony, Vec<ClientCeremony>) {
         .iter()
         .enumerate()
         .map(|(i, k)| {
-            ClientCeremony::new(s.factory.clone(), ClientId(i as u32), *k, s.funding).unwrap()
+            ClientCeremony::new(s.factory.clone(), ClientId(i as u32), *k, s.funding, 100).unwrap()
         })
         .collect();
     for c in cs.iter_mut() {
@@ -66,7 +66,7 @@ fn to_round2(s: &Setup) -> (LspCeremony, Vec<ClientCeremony>) {
 #[test]
 fn whole_ceremony_goes_live() {
     let s = setup(5);
-    let (lsp, clients) = run_in_process(&s.factory, s.lsp, &s.clients, s.funding).unwrap();
+    let (lsp, clients) = run_in_process(&s.factory, s.lsp, &s.clients, s.funding, 100).unwrap();
     assert!(clients.iter().all(|c| c.is_live()));
     assert_eq!(lsp.all_signed().count(), lsp.job_count());
 }
@@ -105,7 +105,7 @@ fn nonce_messages_are_checked() {
     let s = setup(4);
     let mut lsp = LspCeremony::new(s.factory.clone(), s.lsp, s.funding).unwrap();
     let mut c0 =
-        ClientCeremony::new(s.factory.clone(), ClientId(0), s.clients[0], s.funding).unwrap();
+        ClientCeremony::new(s.factory.clone(), ClientId(0), s.clients[0], s.funding, 100).unwrap();
     let m = c0.round1().unwrap();
     // Round 1 runs once.
     assert!(matches!(c0.round1(), Err(CeremonyError::WrongPhase(_))));
@@ -150,10 +150,12 @@ fn nonce_messages_are_checked() {
     ));
     // A key that is not the client's.
     assert!(matches!(
-        ClientCeremony::new(s.factory.clone(), ClientId(1), s.clients[2], s.funding),
+        ClientCeremony::new(s.factory.clone(), ClientId(1), s.clients[2], s.funding, 100),
         Err(CeremonyError::WrongKey(_))
     ));
-    assert!(ClientCeremony::new(s.factory.clone(), ClientId(9), s.clients[0], s.funding).is_err());
+    assert!(
+        ClientCeremony::new(s.factory.clone(), ClientId(9), s.clients[0], s.funding, 100).is_err()
+    );
 }
 
 #[test]
@@ -259,7 +261,7 @@ fn tiny_and_huge_amounts() {
     // The dust limit itself works end to end (signing included).
     let f = Arc::new(make(Amount::from_sat(330)).unwrap());
     let funding = OutPoint::new(Txid::from_byte_array([9; 32]), 0);
-    run_in_process(&f, lsp, &clients, funding).unwrap();
+    run_in_process(&f, lsp, &clients, funding, 100).unwrap();
     assert!(matches!(
         make(Amount::from_sat(329)),
         Err(FactoryError::Shape(ShapeError::Amount(_)))

@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use bitcoin::key::{Keypair, PublicKey, Secp256k1};
-use bitcoin::TxOut;
 use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
 use superscalar_chain::{Chain, EmbeddedChain, RejectReason};
 use superscalar_client::{ExitProgress, UnilateralExit};
 use superscalar_core::advance::{FactoryState, SaleProposal, SaleTerms};
 use superscalar_core::ceremony::{run_in_process, ClientCeremony, LspCeremony};
-use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSetup};
+use superscalar_core::channel::state::{Channel, ChannelLimits};
 use superscalar_core::factory::Slot;
 use superscalar_core::revocation::StockSecrets;
 use superscalar_core::{
@@ -92,7 +91,8 @@ pub fn build(n: u32, config: FactoryConfig) -> Harness {
         .position(|o| *o == funding_out)
         .unwrap() as u32;
     let funding = OutPoint::new(funding_tx.compute_txid(), vout);
-    let (lsp, clients) = run_in_process(&factory, lsp_key, &client_keys, funding).unwrap();
+    let tip = chain.tip().unwrap().height;
+    let (lsp, clients) = run_in_process(&factory, lsp_key, &client_keys, funding, tip).unwrap();
     assert!(clients.iter().all(|c| c.is_live()));
     let funding_tx = lsp.release_funding(funding_tx).unwrap();
     chain.submit_transaction(&funding_tx).unwrap();
@@ -121,7 +121,23 @@ pub struct States {
     pub clients: Vec<FactoryState>,
 }
 
+/// The height of the harness chain's best block (every party's chain view here).
+pub fn tip(h: &Harness) -> u32 {
+    h.chain.tip().unwrap().height
+}
+
+/// Every party's state, opened once the funding output is confirmed in the chain as expected.
 pub fn states(h: &Harness) -> States {
+    let mut s = unopened_states(h);
+    assert!(superscalar_client::funding::check_funding(&h.chain, &mut s.lsp).unwrap());
+    for c in s.clients.iter_mut() {
+        assert!(superscalar_client::funding::check_funding(&h.chain, c).unwrap());
+    }
+    s
+}
+
+/// Every party's state right after the first ceremony, before anyone checked the funding.
+pub fn unopened_states(h: &Harness) -> States {
     States {
         lsp: FactoryState::new(
             h.factory.clone(),
@@ -202,7 +218,9 @@ pub fn start_advance(
 ) -> (LspCeremony, Vec<(ClientId, ClientCeremony)>) {
     let leaf = h.factory.tree().leaf_of(ClientId(client)).unwrap();
     let (proposal, lsp) = s.lsp.propose_with(leaf, sale, &h.lsp_key).unwrap();
-    let ceremonies = ceremonies_of(h, s, &lsp, |st, c, k| st.accept(&proposal, c, k).unwrap());
+    let ceremonies = ceremonies_of(h, s, &lsp, |st, c, k| {
+        st.accept(&proposal, c, k, tip(h)).unwrap()
+    });
     (lsp, ceremonies)
 }
 
@@ -222,7 +240,7 @@ pub fn advance(h: &Harness, s: &mut States, client: u32) {
 pub fn sell_ps(h: &Harness, s: &mut States, terms: SaleTerms) -> SaleProposal {
     let (proposal, lsp) = s.lsp.propose_sale(terms, &h.lsp_key).unwrap();
     let ceremonies = ceremonies_of(h, s, &lsp, |st, c, k| {
-        st.accept_sale(&proposal, c, k).unwrap()
+        st.accept_sale(&proposal, c, k, tip(h)).unwrap()
     });
     sign_update(s, lsp, ceremonies);
     proposal
@@ -242,16 +260,7 @@ pub fn open_channel(
     let key = h.factory.signing_key_at(slot, v).unwrap();
     let value = h.factory.amounts(v).unwrap().value(&h.factory, slot);
     let outpoint = st.outpoint(slot).unwrap();
-    let setup = |we_opened, our| ChannelSetup {
-        funding_outpoint: outpoint,
-        funding: TxOut {
-            value,
-            script_pubkey: h.factory.script_pubkey_at(slot, v).unwrap(),
-        },
-        funding_key: key.clone(),
-        we_opened,
-        our_balance_msat: our,
-    };
+    let setup = |we_opened, our| st.channel_setup(slot, we_opened, our).unwrap();
     let ls = channel_secrets(seed, h.lsp_key);
     let cs = channel_secrets(seed.wrapping_add(50), h.client_keys[client as usize]);
     let limits = ChannelLimits::default();

@@ -1,0 +1,164 @@
+//! An abandoned advance never leaves two different states at one index: once a client has given
+//! its partial signatures for a state of a node, the next proposal must move past that index,
+//! and the abandoned state (which the LSP can complete alone with the partials it holds) loses on
+//! chain to the newest one.
+
+mod common;
+
+use bitcoin::Amount;
+use common::*;
+use superscalar_chain::{Chain, TxStatus};
+use superscalar_client::watch::{WatchEvent, Watcher};
+use superscalar_client::UnilateralExit;
+use superscalar_core::advance::{AdvanceError, SaleTerms};
+use superscalar_core::factory::Slot;
+use superscalar_core::{ClientId, FactoryConfig, StateIndex, TxKind};
+use superscalar_wallet::burn_script;
+
+#[test]
+fn an_abandoned_advance_is_skipped_and_loses_to_the_newest_state() {
+    let h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
+    let stock = h.factory.stock_of(ClientId(0)).unwrap();
+    // Advance A sells client 0 some liquidity. The clients give their partial signatures; the
+    // LSP aggregates A (it now holds A fully signed) but withholds the final signatures.
+    let sale = SaleTerms {
+        buyer: ClientId(0),
+        stock,
+        amount: Amount::from_sat(20_000),
+    };
+    let (mut lsp_a, mut ccs) = start_advance(&h, &mut s, 0, Some(sale));
+    for (c, cc) in ccs.iter_mut() {
+        lsp_a.receive_nonces(*c, &cc.round1().unwrap()).unwrap();
+    }
+    for (c, cc) in ccs.iter_mut() {
+        let agg = lsp_a.agg_nonces_for(*c).unwrap();
+        lsp_a
+            .receive_partials(*c, &cc.round2(&agg).unwrap())
+            .unwrap();
+    }
+    lsp_a.finalize().unwrap();
+    let state_a = lsp_a.signed(TxKind::State(leaf)).unwrap().clone();
+    // State 1 of the leaf: delay step x (4 - 1 - 1) = 4 blocks on regtest.
+    assert_eq!(
+        state_a.tx.input[0].sequence,
+        bitcoin::Sequence::from_height(4)
+    );
+    // The clients give up waiting; A stays recorded as something the LSP may still publish.
+    for (c, _) in &ccs {
+        s.clients[c.0 as usize].abandon();
+        assert!(!s.clients[c.0 as usize].is_settled());
+        assert_eq!(s.clients[c.0 as usize].abandoned().len(), 1);
+    }
+    s.lsp.abandon();
+    // A client still knows where its channel would be under A, to keep its commitments there.
+    let under_a = s.clients[0].abandoned_outpoints(Slot::Channel(ClientId(0)));
+    assert_eq!(under_a.len(), 1);
+    assert_eq!(under_a[0].txid, state_a.tx.compute_txid());
+
+    // The attack: proposal B for the same step 0 -> 1 (without the sale: a different state 1).
+    let mut forgetful = states(&h).lsp;
+    let (b, _) = forgetful.propose(leaf, &h.lsp_key).unwrap();
+    assert_eq!((b.from, b.to), (StateIndex(0), StateIndex(1)));
+    for c in [0u32, 1] {
+        let before = s.clients[c as usize].version().clone();
+        let err = s.clients[c as usize]
+            .accept(&b, ClientId(c), h.client_keys[c as usize], tip(&h))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AdvanceError::IndexUsed {
+                    used: StateIndex(1),
+                    got: StateIndex(1),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(s.clients[c as usize].version(), &before);
+    }
+
+    // The honest next proposal moves past the used index: 0 -> 2.
+    let (lsp_c, ccs) = start_advance(&h, &mut s, 0, None);
+    sign_update(&mut s, lsp_c, ccs);
+    assert_eq!(s.clients[0].odometer().state(leaf), Some(StateIndex(2)));
+    assert!(s.clients[0].is_settled());
+    assert!(s.clients[0].abandoned().is_empty());
+
+    // The LSP publishes the kickoffs and A; client 0's watcher answers with state 2, whose delay
+    // is shorter, and it confirms; A never does.
+    let mut cheat_path = original_path(&h, 0);
+    let last = cheat_path.len() - 1;
+    assert_eq!(cheat_path[last].kind, TxKind::State(leaf));
+    cheat_path[last] = state_a.clone();
+    let mut attacker = UnilateralExit::new(&cheat_path).unwrap();
+    let mut watcher = Watcher::new(
+        vec![s.clients[0].exit_path(ClientId(0))],
+        vec![],
+        burn_script(),
+        bitcoin::FeeRate::from_sat_per_vb_u32(2),
+        tip(&h) + 1,
+    );
+    let newest = s.clients[0]
+        .latest(TxKind::State(leaf))
+        .unwrap()
+        .tx
+        .compute_txid();
+    let mut answered = false;
+    for _ in 0..60 {
+        let _ = attacker.step(&h.chain, None);
+        for e in watcher.poll(&h.chain).unwrap() {
+            answered |= matches!(e, WatchEvent::NewestState { state, .. } if state == newest);
+        }
+        h.chain.mine_blocks(1, &burn_script()).unwrap();
+        if h.chain.tx_status(&newest).unwrap().confirmations() > 0 {
+            break;
+        }
+    }
+    assert!(answered, "the watcher answered the published kickoff");
+    assert!(h.chain.tx_status(&newest).unwrap().confirmations() > 0);
+    assert_eq!(
+        h.chain.tx_status(&state_a.tx.compute_txid()).unwrap(),
+        TxStatus::Unknown
+    );
+    // Client 0's channel is on chain with its full capacity, in the newest state.
+    let channel = s.clients[0].outpoint(Slot::Channel(ClientId(0))).unwrap();
+    assert_eq!(channel.txid, newest);
+    assert_eq!(
+        h.chain.get_utxo(&channel).unwrap().unwrap().txout.value,
+        capacity(0)
+    );
+}
+
+#[test]
+fn an_lsp_that_forgot_nothing_skips_used_indices_itself() {
+    let h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    let leaf = h.factory.tree().leaf_of(ClientId(3)).unwrap();
+    // Three abandoned proposals in a row at the leaf: 4 states per layer, so the leaf's last
+    // index is used, and the next advance rolls over into the parent layer.
+    for expected in 1..=3u16 {
+        let (p, _) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
+        assert_eq!((p.node, p.to), (leaf, StateIndex(expected)));
+        s.lsp.abandon();
+    }
+    let (p, lsp) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
+    assert_ne!(p.node, leaf, "the leaf layer is used up: its parent ticks");
+    // Clients that never saw the abandoned proposals accept the rollover.
+    let participants: Vec<ClientId> = lsp.participants().collect();
+    let mut ccs = Vec::new();
+    for c in participants {
+        let i = c.0 as usize;
+        ccs.push((
+            c,
+            s.clients[i]
+                .accept(&p, c, h.client_keys[i], tip(&h))
+                .unwrap(),
+        ));
+    }
+    sign_update(&mut s, lsp, ccs);
+    let mut exit = UnilateralExit::new(&s.clients[3].exit_path(ClientId(3))).unwrap();
+    finish(&h, &mut exit);
+}
