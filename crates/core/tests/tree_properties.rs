@@ -89,7 +89,11 @@ proptest! {
             let stock = f.stock_of(buyer).unwrap();
             let mut next = v.clone();
             next.sales.push(Sale { buyer, stock, amount: Amount::from_sat(amount), merged });
-            if f.amounts(&f.worst_case(&next)).is_ok() {
+            let worst = f.worst_case(&next);
+            if f.amounts(&worst).is_ok()
+                && f.check_stock_shares(&next).is_ok()
+                && f.check_stock_shares(&worst).is_ok()
+            {
                 v = next;
             }
         }
@@ -294,4 +298,57 @@ fn absurd_sales_are_refused_without_panicking() {
     assert!(f.amounts(&v).is_err());
     v.sales[0].stock = 99;
     assert!(f.amounts(&v).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Advances interleaved with abandoned ones: a state index, once used under one input (the
+    /// node's kickoff in that version of its ancestors), is never used again there, and every
+    /// advance moves the path forward (the digits, read from the root, only increase).
+    #[test]
+    fn abandoned_indices_are_never_reused(
+        n in 2usize..24,
+        shape in shapes(),
+        steps in proptest::collection::vec((0u32..24, any::<bool>()), 1..40),
+    ) {
+        use std::collections::BTreeMap;
+        use superscalar_core::{NodeId, StateIndex};
+        let f = factory(n, shape, TimeoutPolicy::Inverted);
+        let tree = f.tree();
+        let mut odo = f.initial_odometer();
+        // (node, digits of its ancestors) -> highest index used there.
+        let context = |odo: &superscalar_core::Odometer, node: NodeId| -> Vec<Option<StateIndex>> {
+            let mut c = Vec::new();
+            let mut p = tree.node(node).parent;
+            while let Some(a) = p {
+                c.push(odo.state(a));
+                p = tree.node(a).parent;
+            }
+            c
+        };
+        let mut used: BTreeMap<(NodeId, Vec<Option<StateIndex>>), StateIndex> = BTreeMap::new();
+        for (client, abandon) in steps {
+            let leaf = tree.leaf_of(ClientId(client % n as u32)).unwrap();
+            if odo.state(leaf).is_none() {
+                continue;
+            }
+            let before = odo.path_digits(tree, leaf);
+            let mut next = odo.clone();
+            let lookup = |node: NodeId| used.get(&(node, context(&odo, node))).copied();
+            let Ok(node) = next.advance_past(tree, leaf, lookup) else {
+                break;
+            };
+            let to = next.state(node).unwrap();
+            let key = (node, context(&odo, node));
+            if let Some(u) = used.get(&key) {
+                prop_assert!(to > *u, "index {to:?} of {node} reused (used up to {u:?})");
+            }
+            prop_assert!(next.path_digits(tree, leaf) > before);
+            used.insert(key, to);
+            if !abandon {
+                odo = next;
+            }
+        }
+    }
 }
