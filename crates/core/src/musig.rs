@@ -119,11 +119,11 @@ impl std::fmt::Debug for TweakedAggregateKey {
 
 /// A public nonce (66 bytes), as sent in round 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PubNonce(#[serde(with = "hex_bytes")] pub [u8; 66]);
+pub struct PubNonce(#[serde(with = "crate::encoding::hex_array")] pub [u8; 66]);
 
 /// An aggregated nonce (66 bytes), as sent by the LSP in round 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AggNonce(#[serde(with = "hex_bytes")] pub [u8; 66]);
+pub struct AggNonce(#[serde(with = "crate::encoding::hex_array")] pub [u8; 66]);
 
 /// A partial signature (32 bytes), as returned in round 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,25 +280,6 @@ pub fn check_pub_nonce(nonce: &PubNonce) -> Result<(), MusigError> {
     PublicNonce::from_byte_array(&nonce.0)
         .map(|_| ())
         .map_err(|_| MusigError::MalformedNonce)
-}
-
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8; 66], s: S) -> Result<S::Ok, S::Error> {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        s.serialize_str(&hex)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 66], D::Error> {
-        use bitcoin::hex::FromHex;
-        let s = String::deserialize(d)?;
-        // The checked decoder: any length, any character (non-ASCII included) is an error.
-        let bytes = Vec::<u8>::from_hex(&s).map_err(serde::de::Error::custom)?;
-        bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("expected 66 hex bytes"))
-    }
 }
 
 #[cfg(test)]

@@ -10,22 +10,13 @@ pub struct FactoryId(pub [u8; 32]);
 
 impl Serialize for FactoryId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
-        s.serialize_str(&hex)
+        crate::encoding::hex_array::serialize(&self.0, s)
     }
 }
 
 impl<'de> Deserialize<'de> for FactoryId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.len() != 64 || !s.is_ascii() {
-            return Err(serde::de::Error::custom("a factory id is 32 bytes of hex"));
-        }
-        let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
-        }
-        Ok(FactoryId(out))
+        crate::encoding::hex_array::deserialize(d).map(FactoryId)
     }
 }
 

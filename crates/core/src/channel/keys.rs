@@ -61,10 +61,8 @@ mod tests {
     }
 
     fn hex_to_bytes(h: &str) -> Vec<u8> {
-        (0..h.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-            .collect()
+        use bitcoin::hex::FromHex;
+        Vec::<u8>::from_hex(h).unwrap()
     }
 
     /// BOLT-3 Appendix E: key derivation test vectors.
