@@ -162,3 +162,64 @@ fn an_lsp_that_forgot_nothing_skips_used_indices_itself() {
     let mut exit = UnilateralExit::new(&s.clients[3].exit_path(ClientId(3))).unwrap();
     finish(&h, &mut exit);
 }
+
+#[test]
+fn a_channel_keeps_its_commitments_on_an_abandoned_state_the_lsp_publishes() {
+    let mut h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    let slot = Slot::Channel(ClientId(0));
+    let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
+    let (mut lsp, mut client) = open_channel(&h, &s.lsp, slot, 0, 20_000_000, 60);
+    // Advance A (with a sale, so that it differs from the next one); the channel signs its
+    // commitments on A's outpoint too (dual-state) before the factory update is signed.
+    let sale = SaleTerms {
+        buyer: ClientId(1),
+        stock: h.factory.stock_of(ClientId(1)).unwrap(),
+        amount: Amount::from_sat(15_000),
+    };
+    let (mut lsp_a, mut ccs) = start_advance(&h, &mut s, 0, Some(sale));
+    let mine = ccs.iter().position(|(c, _)| *c == ClientId(0)).unwrap();
+    let a_out = s.clients[0]
+        .pending_outpoint(slot, |k| ccs[mine].1.txid(k))
+        .unwrap();
+    let nl = lsp.add_funding(a_out).unwrap();
+    let nc = client.add_funding(a_out).unwrap();
+    lsp.receive_funding_nonce(&nc).unwrap();
+    client.receive_funding_nonce(&nl).unwrap();
+    round(&mut lsp, &mut client);
+    for (c, cc) in ccs.iter_mut() {
+        lsp_a.receive_nonces(*c, &cc.round1().unwrap()).unwrap();
+    }
+    for (c, cc) in ccs.iter_mut() {
+        let agg = lsp_a.agg_nonces_for(*c).unwrap();
+        lsp_a
+            .receive_partials(*c, &cc.round2(&agg).unwrap())
+            .unwrap();
+    }
+    lsp_a.finalize().unwrap();
+    let state_a = lsp_a.signed(TxKind::State(leaf)).unwrap().clone();
+    // Final signatures withheld: everyone abandons. The client keeps A's outpoint live: the
+    // factory is not settled, and it still knows where its channel is under A.
+    for (c, _) in &ccs {
+        s.clients[c.0 as usize].abandon();
+    }
+    s.lsp.abandon();
+    assert!(!s.clients[0].is_settled());
+    assert_eq!(s.clients[0].abandoned_outpoints(slot), vec![a_out]);
+    assert!(client.funding_outpoints().contains(&a_out));
+    // The LSP publishes the path with A (nothing newer exists to answer it with).
+    let mut cheat_path = original_path(&h, 0);
+    let last = cheat_path.len() - 1;
+    cheat_path[last] = state_a;
+    let mut cheat = UnilateralExit::new(&cheat_path).unwrap();
+    finish(&h, &mut cheat);
+    assert!(h.chain.get_utxo(&a_out).unwrap().is_some());
+    // The client closes its channel on A's output with its latest balance, to the sat.
+    let (commit, _) = client.signed_latest_commitment_on(a_out).unwrap();
+    assert!(commit
+        .output
+        .iter()
+        .any(|o| o.value.to_sat() * 1000 == client.balance_msat()));
+    confirm_with_lsp_anchor(&mut h, &commit);
+    assert!(h.chain.get_utxo(&a_out).unwrap().is_none());
+}
