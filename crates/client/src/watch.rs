@@ -333,3 +333,203 @@ fn outputs_of(tx: &Transaction, txid: Txid) -> Vec<(OutPoint, TxOut)> {
         .map(|(vout, o)| (OutPoint::new(txid, vout as u32), o.clone()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, Block, BlockHash, Script, Sequence, TxIn, Witness};
+    use proptest::prelude::*;
+    use std::sync::Mutex;
+    use superscalar_chain::{Coin, PackageAcceptance, RejectReason};
+
+    /// A backend whose blocks are arbitrary, whose every output looks unspent, that refuses every
+    /// transaction, and that fails to read a block when asked to.
+    struct Hostile {
+        blocks: Mutex<Vec<Block>>,
+        kickoff: Txid,
+        fail_read_at: Mutex<Option<u32>>,
+    }
+
+    fn refuse(tx: &Transaction) -> ChainError {
+        ChainError::Rejected {
+            txid: tx.compute_txid(),
+            reason: RejectReason::Decode("refused".into()),
+        }
+    }
+
+    impl Chain for Hostile {
+        fn tip(&self) -> Result<superscalar_chain::ChainTip, ChainError> {
+            let n = self.blocks.lock().unwrap().len() as u32;
+            Ok(superscalar_chain::ChainTip {
+                height: n - 1,
+                hash: BlockHash::all_zeros(),
+            })
+        }
+        fn median_time_past(&self) -> Result<u32, ChainError> {
+            Ok(0)
+        }
+        fn submit_transaction(&self, tx: &Transaction) -> Result<Txid, ChainError> {
+            Err(refuse(tx))
+        }
+        fn submit_package(
+            &self,
+            parent: &Transaction,
+            _: &Transaction,
+        ) -> Result<PackageAcceptance, ChainError> {
+            Err(refuse(parent))
+        }
+        fn mine_blocks(&self, _: u32, _: &Script) -> Result<Vec<BlockHash>, ChainError> {
+            Err(ChainError::Unsupported("mining"))
+        }
+        fn mine_block_with(&self, _: &[Transaction], _: &Script) -> Result<BlockHash, ChainError> {
+            Err(ChainError::Unsupported("mining"))
+        }
+        fn tx_status(&self, txid: &Txid) -> Result<TxStatus, ChainError> {
+            Ok(if *txid == self.kickoff {
+                TxStatus::Confirmed {
+                    height: 0,
+                    block_hash: BlockHash::all_zeros(),
+                    confirmations: 1,
+                }
+            } else {
+                TxStatus::Unknown
+            })
+        }
+        fn get_utxo(&self, _: &OutPoint) -> Result<Option<Coin>, ChainError> {
+            Ok(Some(Coin {
+                txout: TxOut {
+                    value: Amount::from_sat(10_000),
+                    script_pubkey: ScriptBuf::new(),
+                },
+                height: 0,
+                is_coinbase: false,
+            }))
+        }
+        fn block_at(&self, height: u32) -> Result<Option<Block>, ChainError> {
+            let mut fail = self.fail_read_at.lock().unwrap();
+            if *fail == Some(height) {
+                *fail = None;
+                return Err(ChainError::Unsupported("backend down"));
+            }
+            Ok(self.blocks.lock().unwrap().get(height as usize).cloned())
+        }
+        fn estimate_fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
+            Ok(FeeRate::from_sat_per_vb_u32(1))
+        }
+    }
+
+    fn tx(inputs: &[OutPoint], outputs: u8, tag: u32) -> Transaction {
+        Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::from_consensus(tag),
+            input: inputs
+                .iter()
+                .map(|op| TxIn {
+                    previous_output: *op,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::ZERO,
+                    witness: Witness::new(),
+                })
+                .collect(),
+            output: (0..outputs)
+                .map(|i| TxOut {
+                    value: Amount::from_sat(1_000 * u64::from(i)),
+                    script_pubkey: ScriptBuf::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn block(txdata: Vec<Transaction>) -> Block {
+        Block {
+            header: bitcoin::block::Header {
+                version: bitcoin::block::Version::ONE,
+                prev_blockhash: BlockHash::all_zeros(),
+                merkle_root: bitcoin::TxMerkleNode::all_zeros(),
+                time: 0,
+                bits: bitcoin::CompactTarget::from_consensus(0),
+                nonce: 0,
+            },
+            txdata,
+        }
+    }
+
+    fn signed(kind: TxKind, tx: Transaction) -> SignedTx {
+        SignedTx {
+            kind,
+            tx,
+            spent: TxOut::NULL,
+        }
+    }
+
+    proptest! {
+        /// Whatever the blocks hold and however every answer is refused, each poll scans every
+        /// block up to the tip and moves past it, reporting the refused answers (retried at the
+        /// next poll); a failed read skips no block.
+        #[test]
+        fn the_watcher_never_stalls_on_a_block(
+            blocks in prop::collection::vec(
+                prop::collection::vec((0u8..4, 0u8..3, 0u32..1000), 0..5), 1..12),
+            polls in prop::collection::vec(0usize..4, 1..6),
+            fail_read in prop::option::of(0u32..30),
+        ) {
+            let node = bitcoin::Txid::from_byte_array([7; 32]);
+            let kickoff = tx(&[OutPoint::new(node, 0)], 1, 1);
+            let kid = kickoff.compute_txid();
+            let state = tx(&[OutPoint::new(kid, 0)], 2, 2);
+            let stock = OutPoint::new(bitcoin::Txid::from_byte_array([9; 32]), 1);
+            let punishment = tx(&[stock], 1, 3);
+            let sale = tx(&[OutPoint::new(kid, 1)], 1, 4);
+            let known = [OutPoint::new(kid, 0), stock, OutPoint::new(kid, 1), OutPoint::null()];
+            let make = |spec: &Vec<(u8, u8, u32)>| {
+                block(
+                    spec.iter()
+                        .map(|(i, o, tag)| tx(&[known[*i as usize]], *o, *tag))
+                        .collect(),
+                )
+            };
+            let chain = Hostile {
+                blocks: Mutex::new(vec![block(vec![kickoff.clone()])]),
+                kickoff: kid,
+                fail_read_at: Mutex::new(fail_read),
+            };
+            let mut w = Watcher::new(
+                vec![vec![
+                    signed(TxKind::Kickoff(superscalar_core::NodeId(0)), kickoff),
+                    signed(TxKind::State(superscalar_core::NodeId(0)), state),
+                ]],
+                vec![],
+                ScriptBuf::new(),
+                FeeRate::from_sat_per_vb_u32(1),
+                0,
+            )
+            .with_punishments(vec![punishment])
+            .with_sales(vec![signed(TxKind::Sale(0), sale)]);
+            let mut next = blocks.iter();
+            for add in polls {
+                for spec in next.by_ref().take(add) {
+                    chain.blocks.lock().unwrap().push(make(spec));
+                }
+                let tip = chain.tip().unwrap().height;
+                let before = w.next_height();
+                let events = match w.poll(&chain) {
+                    Ok(events) => events,
+                    Err(_) => {
+                        // A read failed: nothing past the failed block was skipped.
+                        prop_assert!(w.next_height() >= before);
+                        prop_assert!(w.next_height() <= tip);
+                        w.poll(&chain).unwrap()
+                    }
+                };
+                prop_assert_eq!(w.next_height(), tip + 1);
+                // Every answer was tried again and its refusal reported.
+                let failed = events
+                    .iter()
+                    .filter(|e| matches!(e, WatchEvent::AnswerFailed { .. }))
+                    .count();
+                prop_assert_eq!(failed, 3, "{:?}", events);
+            }
+        }
+    }
+}
