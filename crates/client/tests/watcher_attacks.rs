@@ -252,3 +252,194 @@ fn client_revoked_commitment_with_htlc_success_in_the_same_block_is_punished_to_
         Amount::from_sat(lsp_balance / 1000),
     );
 }
+
+/// The LSP's spend of the PS-factory output `outpoint` (of value `value`, created at version
+/// `v`) through its `stock_csv` leaf, paying itself.
+fn lsp_stock_sweep(
+    h: &Harness,
+    v: &superscalar_core::Version,
+    stock: u32,
+    outpoint: OutPoint,
+    value: Amount,
+) -> Transaction {
+    use bitcoin::sighash::{Prevouts, SighashCache};
+    use bitcoin::taproot::LeafVersion;
+    let slot = Slot::Stock(stock);
+    let leaf = h.factory.stock_leaf();
+    let info = h.factory.spend_info(slot, v).unwrap().unwrap();
+    let spent = bitcoin::TxOut {
+        value,
+        script_pubkey: h.factory.script_pubkey_at(slot, v).unwrap(),
+    };
+    let mut tx = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: outpoint,
+            script_sig: bitcoin::ScriptBuf::new(),
+            sequence: bitcoin::Sequence::from_height(h.factory.params().config.stock_csv),
+            witness: bitcoin::Witness::new(),
+        }],
+        output: vec![bitcoin::TxOut {
+            value: value - Amount::from_sat(1_000),
+            script_pubkey: burn_script(),
+        }],
+    };
+    let sighash = SighashCache::new(&tx)
+        .taproot_script_spend_signature_hash(
+            0,
+            &Prevouts::All(&[spent]),
+            bitcoin::TapLeafHash::from_script(&leaf, LeafVersion::TapScript),
+            bitcoin::TapSighashType::Default,
+        )
+        .unwrap();
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let sig = secp.sign_schnorr(&bitcoin::secp256k1::Message::from(sighash), &h.lsp_key);
+    let control = info
+        .control_block(&(leaf.clone(), LeafVersion::TapScript))
+        .unwrap();
+    tx.input[0].witness = bitcoin::Witness::from_slice(&[
+        sig.as_ref().to_vec(),
+        leaf.to_bytes(),
+        control.serialize(),
+    ]);
+    tx
+}
+
+#[test]
+fn ps_buyer_watcher_publishes_its_sale_chain_before_the_lsp_can_sweep_the_stock() {
+    use superscalar_core::advance::SaleTerms;
+    use superscalar_core::LeafKind;
+    let mut config = FactoryConfig::regtest();
+    config.shape.leaf = LeafKind::PseudoSpilman { arity: 2 };
+    let h = build(4, config);
+    let mut s = states(&h);
+    let stock = h.factory.stock_of(ClientId(0)).unwrap();
+    let sold = Amount::from_sat(40_000);
+    let sale = sell_ps(
+        &h,
+        &mut s,
+        SaleTerms {
+            buyer: ClientId(0),
+            stock,
+            amount: sold,
+        },
+    );
+    let ps_output = sale.spends;
+    let ps_value = h
+        .factory
+        .amounts(&h.version0)
+        .unwrap()
+        .value(&h.factory, Slot::Stock(stock));
+    let buyer_path = s.clients[0].exit_path(ClientId(0));
+    assert!(buyer_path.iter().any(|x| x.kind == TxKind::Sale(0)));
+    let mut watcher = Watcher::new(
+        vec![buyer_path.clone()],
+        vec![],
+        h.factory.client_payout_script(ClientId(0)),
+        FEE_RATE,
+        tip(&h) + 1,
+    )
+    .with_sales(buyer_path);
+    let sale_txid = s.clients[0]
+        .latest(TxKind::Sale(0))
+        .unwrap()
+        .tx
+        .compute_txid();
+    // The LSP publishes the leaf through the other client's exit (no sale in its path).
+    let mut other = UnilateralExit::new(&s.clients[1].exit_path(ClientId(1))).unwrap();
+    let mut published = false;
+    for _ in 0..80 {
+        let _ = other.step(&h.chain, None);
+        for e in watcher.poll(&h.chain).unwrap() {
+            match e {
+                WatchEvent::Sale { input, sale } => {
+                    assert_eq!((input, sale), (ps_output, sale_txid));
+                    published = true;
+                }
+                WatchEvent::AnswerFailed { .. } => panic!("{e:?}"),
+                _ => {}
+            }
+        }
+        h.chain.mine_blocks(1, &burn_script()).unwrap();
+        if h.chain.tx_status(&sale_txid).unwrap().confirmations() > 0 {
+            break;
+        }
+    }
+    assert!(published, "the buyer's watcher published its sale");
+    let leaf_height = match h.chain.tx_status(&ps_output.txid).unwrap() {
+        TxStatus::Confirmed { height, .. } => height,
+        other => panic!("the leaf is not confirmed: {other:?}"),
+    };
+    let sale_height = match h.chain.tx_status(&sale_txid).unwrap() {
+        TxStatus::Confirmed { height, .. } => height,
+        other => panic!("the sale is not confirmed: {other:?}"),
+    };
+    let csv = u32::from(h.factory.params().config.stock_csv);
+    assert!(
+        sale_height < leaf_height + csv,
+        "the sale confirmed at {sale_height}, before the LSP's CSV leaf opens at {}",
+        leaf_height + csv
+    );
+    // The bought channel is on chain with the amount sold.
+    let bought = s.clients[0].outpoint(Slot::Sold(0)).unwrap();
+    assert_eq!(bought.txid, sale_txid);
+    assert_eq!(
+        h.chain.get_utxo(&bought).unwrap().unwrap().txout.value,
+        sold
+    );
+    // Once its CSV has passed, the LSP's sweep of the old PS-factory output is refused: the
+    // output is gone.
+    let sweep = lsp_stock_sweep(&h, &h.version0, stock, ps_output, ps_value);
+    while tip(&h) + 1 < leaf_height + csv {
+        h.chain.mine_blocks(1, &burn_script()).unwrap();
+    }
+    assert!(h.chain.get_utxo(&ps_output).unwrap().is_none());
+    assert!(h.chain.submit_transaction(&sweep).is_err());
+    assert!(h.chain.mine_block_with(&[sweep], &burn_script()).is_err());
+}
+
+#[test]
+fn without_the_buyer_watcher_the_lsp_sweeps_the_ps_output_and_the_sale_is_lost() {
+    // The control of the test above: the attack is real, and the sweep built there is valid.
+    use superscalar_core::advance::SaleTerms;
+    use superscalar_core::LeafKind;
+    let mut config = FactoryConfig::regtest();
+    config.shape.leaf = LeafKind::PseudoSpilman { arity: 2 };
+    let h = build(4, config);
+    let mut s = states(&h);
+    let stock = h.factory.stock_of(ClientId(0)).unwrap();
+    let sale = sell_ps(
+        &h,
+        &mut s,
+        SaleTerms {
+            buyer: ClientId(0),
+            stock,
+            amount: Amount::from_sat(40_000),
+        },
+    );
+    let ps_value = h
+        .factory
+        .amounts(&h.version0)
+        .unwrap()
+        .value(&h.factory, Slot::Stock(stock));
+    let mut other = UnilateralExit::new(&s.clients[1].exit_path(ClientId(1))).unwrap();
+    finish(&h, &mut other);
+    let sweep = lsp_stock_sweep(&h, &h.version0, stock, sale.spends, ps_value);
+    for _ in 0..10 {
+        if h.chain.submit_transaction(&sweep).is_ok() {
+            break;
+        }
+        h.chain.mine_blocks(1, &burn_script()).unwrap();
+    }
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert!(
+        h.chain
+            .tx_status(&sweep.compute_txid())
+            .unwrap()
+            .confirmations()
+            > 0
+    );
+    let sale0 = &s.clients[0].latest(TxKind::Sale(0)).unwrap().tx;
+    assert!(h.chain.submit_transaction(sale0).is_err());
+}
