@@ -150,7 +150,8 @@ impl Watcher {
 
     /// Also publish our pseudo-Spilman sale chain (the `TxKind::Sale` transactions of
     /// [`superscalar_core::advance::FactoryState::exit_path`]; others are ignored): each sale is
-    /// broadcast as soon as the output it spends is on chain or in the mempool.
+    /// broadcast as soon as the output it spends is on chain, or in the mempool when TRUC rules
+    /// allow a child there.
     pub fn with_sales(mut self, sales: Vec<SignedTx>) -> Self {
         self.set_sales(sales);
         self
@@ -204,6 +205,31 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// Whether a child of `parent` may join the mempool under TRUC rules: `parent` is one of our
+    /// transactions, waiting in the mempool, with every parent of its own confirmed.
+    fn truc_child_allowed(&self, chain: &dyn Chain, parent: Txid) -> Result<bool, ChainError> {
+        if chain.tx_status(&parent)? != TxStatus::InMempool {
+            return Ok(false);
+        }
+        let known = self
+            .sales
+            .iter()
+            .chain(self.nodes.iter().flat_map(|(k, s)| [k, s]))
+            .find(|t| t.tx.compute_txid() == parent);
+        let Some(known) = known else {
+            return Ok(false);
+        };
+        for input in &known.tx.input {
+            if !matches!(
+                chain.tx_status(&input.previous_output.txid)?,
+                TxStatus::Confirmed { .. }
+            ) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Broadcast `tx` unless it is already known; a refusal is recorded, never returned.
@@ -285,9 +311,7 @@ impl Watcher {
             let Some(input) = sale.tx.input.first().map(|i| i.previous_output) else {
                 continue;
             };
-            let available = chain.get_utxo(&input)?.is_some()
-                || chain.tx_status(&input.txid)? == TxStatus::InMempool;
-            if !available {
+            if chain.get_utxo(&input)?.is_none() && !self.truc_child_allowed(chain, input.txid)? {
                 continue;
             }
             let done = WatchEvent::Sale {

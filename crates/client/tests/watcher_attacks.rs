@@ -325,6 +325,17 @@ fn ps_buyer_watcher_publishes_its_sale_chain_before_the_lsp_can_sweep_the_stock(
             amount: sold,
         },
     );
+    // A second sale to the same buyer spends the first one's change: a chain of two links.
+    let second = Amount::from_sat(30_000);
+    sell_ps(
+        &h,
+        &mut s,
+        SaleTerms {
+            buyer: ClientId(0),
+            stock,
+            amount: second,
+        },
+    );
     let ps_output = sale.spends;
     let ps_value = h
         .factory
@@ -346,6 +357,12 @@ fn ps_buyer_watcher_publishes_its_sale_chain_before_the_lsp_can_sweep_the_stock(
         .unwrap()
         .tx
         .compute_txid();
+    let sale1_txid = s.clients[0]
+        .latest(TxKind::Sale(1))
+        .unwrap()
+        .tx
+        .compute_txid();
+    let mut links = Vec::new();
     // The LSP publishes the leaf through the other client's exit (no sale in its path).
     let mut other = UnilateralExit::new(&s.clients[1].exit_path(ClientId(1))).unwrap();
     let mut published = false;
@@ -354,19 +371,27 @@ fn ps_buyer_watcher_publishes_its_sale_chain_before_the_lsp_can_sweep_the_stock(
         for e in watcher.poll(&h.chain).unwrap() {
             match e {
                 WatchEvent::Sale { input, sale } => {
-                    assert_eq!((input, sale), (ps_output, sale_txid));
-                    published = true;
+                    if sale == sale_txid {
+                        assert_eq!(input, ps_output);
+                        published = true;
+                    }
+                    links.push(sale);
                 }
                 WatchEvent::AnswerFailed { .. } => panic!("{e:?}"),
                 _ => {}
             }
         }
         h.chain.mine_blocks(1, &burn_script()).unwrap();
-        if h.chain.tx_status(&sale_txid).unwrap().confirmations() > 0 {
+        if h.chain.tx_status(&sale1_txid).unwrap().confirmations() > 0 {
             break;
         }
     }
     assert!(published, "the buyer's watcher published its sale");
+    assert_eq!(
+        links,
+        vec![sale_txid, sale1_txid],
+        "each link once, in order"
+    );
     let leaf_height = match h.chain.tx_status(&ps_output.txid).unwrap() {
         TxStatus::Confirmed { height, .. } => height,
         other => panic!("the leaf is not confirmed: {other:?}"),
@@ -387,6 +412,17 @@ fn ps_buyer_watcher_publishes_its_sale_chain_before_the_lsp_can_sweep_the_stock(
     assert_eq!(
         h.chain.get_utxo(&bought).unwrap().unwrap().txout.value,
         sold
+    );
+    let bought1 = s.clients[0].outpoint(Slot::Sold(1)).unwrap();
+    assert_eq!(bought1.txid, sale1_txid);
+    assert_eq!(
+        h.chain.get_utxo(&bought1).unwrap().unwrap().txout.value,
+        second
+    );
+    let sale1_status = h.chain.tx_status(&sale1_txid).unwrap();
+    assert!(
+        matches!(sale1_status, TxStatus::Confirmed { height, .. } if height < sale_height + csv),
+        "the second link confirmed before the first one's change could be swept"
     );
     // Once its CSV has passed, the LSP's sweep of the old PS-factory output is refused: the
     // output is gone.
