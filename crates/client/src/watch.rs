@@ -196,10 +196,9 @@ impl Watcher {
                 }
             }
             for r in self.revoked.iter_mut() {
-                let spends = tx
-                    .input
-                    .iter()
-                    .any(|inp| r.outputs.iter().any(|(op, _)| *op == inp.previous_output));
+                // Second stages spend the revoked commitment itself.
+                let cid = r.commitment.compute_txid();
+                let spends = tx.input.iter().any(|inp| inp.previous_output.txid == cid);
                 if spends && !r.outputs.iter().any(|(op, _)| op.txid == txid) {
                     r.outputs.extend(outputs_of(tx, txid));
                 }
