@@ -2,7 +2,7 @@
 //! commitment, and answer with the newest state (it wins because its delay is shorter) or a
 //! justice transaction, and punish a superseded liquidity-stock output that confirmed anyway.
 
-use bitcoin::{FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
+use bitcoin::{FeeRate, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use superscalar_chain::{Chain, ChainError, TxStatus};
 use superscalar_core::ceremony::SignedTx;
 use superscalar_core::channel::state::Channel;
@@ -35,6 +35,46 @@ pub enum WatchEvent {
         /// The punishment transaction.
         punishment: Txid,
     },
+    /// A sale of our pseudo-Spilman chain was broadcast as soon as the output it spends appeared:
+    /// the LSP's CSV sweep of that output can no longer take the channel we bought.
+    Sale {
+        /// The PS-factory output spent.
+        input: OutPoint,
+        /// The sale transaction.
+        sale: Txid,
+    },
+    /// An answer was refused by the chain backend. It stays pending: it is rebuilt and retried
+    /// at every poll until it confirms or can no longer be made, and the scan goes on.
+    AnswerFailed {
+        /// The refused transaction.
+        tx: Txid,
+        /// What it answered.
+        answer: Answer,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// What a pending answer of the watcher answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A kickoff: our newest state of its node.
+    NewestState,
+    /// A revoked commitment (or its second stage): justice.
+    Justice,
+    /// A superseded stock output: its punishment.
+    Punishment,
+    /// A PS-factory output of our sale chain: the next sale.
+    Sale,
+}
+
+/// A revoked commitment seen on chain, with every output that the revocation key or our
+/// payment key may spend: its own and those of the transactions spending them.
+#[derive(Debug, Clone)]
+struct RevokedSeen {
+    channel: usize,
+    commitment: Transaction,
+    outputs: Vec<(OutPoint, TxOut)>,
 }
 
 /// A watcher over exit paths and channels, polled after each block. It never starts an exit
@@ -46,6 +86,10 @@ pub struct Watcher {
     nodes: Vec<(SignedTx, SignedTx)>,
     channels: Vec<(Channel, OutPoint)>,
     punishments: Vec<Transaction>,
+    /// Our pseudo-Spilman sale chain, in order.
+    sales: Vec<SignedTx>,
+    /// Revoked commitments seen, answered at every poll over what is left of them.
+    revoked: Vec<RevokedSeen>,
     destination: ScriptBuf,
     fee_rate: FeeRate,
     next_height: u32,
@@ -84,6 +128,8 @@ impl Watcher {
             nodes,
             channels,
             punishments: Vec::new(),
+            sales: Vec::new(),
+            revoked: Vec::new(),
             destination,
             fee_rate,
             next_height: from_height,
@@ -102,32 +148,149 @@ impl Watcher {
         self.punishments = punishments;
     }
 
-    /// React to everything up to the tip.
+    /// Also publish our pseudo-Spilman sale chain (the `TxKind::Sale` transactions of
+    /// [`superscalar_core::advance::FactoryState::exit_path`]; others are ignored): each sale is
+    /// broadcast as soon as the output it spends is on chain, or in the mempool when TRUC rules
+    /// allow a child there.
+    pub fn with_sales(mut self, sales: Vec<SignedTx>) -> Self {
+        self.set_sales(sales);
+        self
+    }
+
+    /// Replace the sale chain (after a newer sale).
+    pub fn set_sales(&mut self, sales: Vec<SignedTx>) {
+        self.sales = sales
+            .into_iter()
+            .filter(|s| matches!(s.kind, TxKind::Sale(_)))
+            .collect();
+    }
+
+    /// Replace the watched channels with their newer states (after each update round, so that
+    /// the newest revocation secrets are known), in the same order as given before.
+    pub fn set_channels(&mut self, channels: Vec<(Channel, OutPoint)>) {
+        self.revoked.retain(|r| r.channel < channels.len());
+        self.channels = channels;
+    }
+
+    /// The height of the next block to scan.
+    pub fn next_height(&self) -> u32 {
+        self.next_height
+    }
+
+    /// Record what one block holds: revoked commitments of our channels and the transactions
+    /// spending their outputs (second stages). Reads nothing and sends nothing.
+    fn scan(&mut self, block: &bitcoin::Block) {
+        for tx in &block.txdata {
+            let txid = tx.compute_txid();
+            for (i, (channel, funding)) in self.channels.iter().enumerate() {
+                let spends_funding = tx.input.iter().any(|inp| inp.previous_output == *funding);
+                if spends_funding
+                    && channel.is_revoked_commitment(tx)
+                    && !self.revoked.iter().any(|r| r.commitment == *tx)
+                {
+                    self.revoked.push(RevokedSeen {
+                        channel: i,
+                        commitment: tx.clone(),
+                        outputs: outputs_of(tx, txid),
+                    });
+                }
+            }
+            for r in self.revoked.iter_mut() {
+                // Second stages spend the revoked commitment itself.
+                let cid = r.commitment.compute_txid();
+                let spends = tx.input.iter().any(|inp| inp.previous_output.txid == cid);
+                if spends && !r.outputs.iter().any(|(op, _)| op.txid == txid) {
+                    r.outputs.extend(outputs_of(tx, txid));
+                }
+            }
+        }
+    }
+
+    /// Whether a child of `parent` may join the mempool under TRUC rules: `parent` is one of our
+    /// transactions, waiting in the mempool, with every parent of its own confirmed.
+    fn truc_child_allowed(&self, chain: &dyn Chain, parent: Txid) -> Result<bool, ChainError> {
+        if chain.tx_status(&parent)? != TxStatus::InMempool {
+            return Ok(false);
+        }
+        let known = self
+            .sales
+            .iter()
+            .chain(self.nodes.iter().flat_map(|(k, s)| [k, s]))
+            .find(|t| t.tx.compute_txid() == parent);
+        let Some(known) = known else {
+            return Ok(false);
+        };
+        for input in &known.tx.input {
+            if !matches!(
+                chain.tx_status(&input.previous_output.txid)?,
+                TxStatus::Confirmed { .. }
+            ) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Broadcast `tx` unless it is already known; a refusal is recorded, never returned.
+    fn send(
+        chain: &dyn Chain,
+        tx: &Transaction,
+        answer: Answer,
+        done: WatchEvent,
+        events: &mut Vec<WatchEvent>,
+    ) -> Result<(), ChainError> {
+        let txid = tx.compute_txid();
+        if chain.tx_status(&txid)? != TxStatus::Unknown {
+            return Ok(());
+        }
+        match chain.submit_transaction(tx) {
+            Ok(_) => events.push(done),
+            Err(e) => events.push(WatchEvent::AnswerFailed {
+                tx: txid,
+                answer,
+                reason: e.to_string(),
+            }),
+        }
+        Ok(())
+    }
+
+    /// React to everything up to the tip. Every block is scanned once and the scan always moves
+    /// past it; answers are (re)built and sent afterwards, and one that is refused is reported
+    /// as [`WatchEvent::AnswerFailed`] and tried again at the next poll. An error is returned
+    /// only when the chain cannot be read; no block is skipped then.
     pub fn poll(&mut self, chain: &dyn Chain) -> Result<Vec<WatchEvent>, ChainError> {
         let mut events = Vec::new();
         let tip = chain.tip()?.height;
-        // Revoked commitments: scan the new blocks for spends of the channels' funding outputs.
         while self.next_height <= tip {
             let Some(block) = chain.block_at(self.next_height)? else {
                 break;
             };
-            for tx in &block.txdata {
-                for (i, (channel, funding)) in self.channels.iter().enumerate() {
-                    if tx.input.iter().any(|inp| inp.previous_output == *funding) {
-                        if let Ok(justice) =
-                            channel.justice_transaction(tx, self.destination.clone(), self.fee_rate)
-                        {
-                            chain.submit_transaction(&justice)?;
-                            events.push(WatchEvent::Justice {
-                                channel: i,
-                                revoked: tx.compute_txid(),
-                                justice: justice.compute_txid(),
-                            });
-                        }
-                    }
+            self.scan(&block);
+            self.next_height += 1;
+        }
+        // Revoked commitments: take what is left of them, their second stages included.
+        for r in &self.revoked {
+            let mut unspent = Vec::new();
+            for (op, out) in &r.outputs {
+                if chain.get_utxo(op)?.is_some() {
+                    unspent.push((*op, out.clone()));
                 }
             }
-            self.next_height += 1;
+            let (channel, _) = &self.channels[r.channel];
+            let Ok(justice) = channel.justice_over(
+                &r.commitment,
+                &unspent,
+                self.destination.clone(),
+                self.fee_rate,
+            ) else {
+                continue;
+            };
+            let done = WatchEvent::Justice {
+                channel: r.channel,
+                revoked: r.commitment.compute_txid(),
+                justice: justice.compute_txid(),
+            };
+            Self::send(chain, &justice, Answer::Justice, done, &mut events)?;
         }
         // Superseded stock outputs on chain: punish them before the LSP's CSV leaf can take them.
         for p in &self.punishments {
@@ -135,15 +298,26 @@ impl Watcher {
             if chain.get_utxo(&stock)?.is_none() {
                 continue;
             }
-            let txid = p.compute_txid();
-            if chain.tx_status(&txid)? != TxStatus::Unknown {
+            let done = WatchEvent::Punished {
+                stock,
+                punishment: p.compute_txid(),
+            };
+            Self::send(chain, p, Answer::Punishment, done, &mut events)?;
+        }
+        // Our sale chain: each sale as soon as the PS-factory output it spends exists, before
+        // the LSP's CSV leaf can sweep that output.
+        for sale in &self.sales {
+            let Some(input) = sale.tx.input.first().map(|i| i.previous_output) else {
+                continue;
+            };
+            if chain.get_utxo(&input)?.is_none() && !self.truc_child_allowed(chain, input.txid)? {
                 continue;
             }
-            chain.submit_transaction(p)?;
-            events.push(WatchEvent::Punished {
-                stock,
-                punishment: txid,
-            });
+            let done = WatchEvent::Sale {
+                input,
+                sale: sale.tx.compute_txid(),
+            };
+            Self::send(chain, &sale.tx, Answer::Sale, done, &mut events)?;
         }
         // Published kickoffs: answer with our newest state once its delay has passed.
         for (kickoff, state) in &self.nodes {
@@ -165,12 +339,220 @@ impl Watcher {
                 // Already spent by another state: ours can no longer win here.
                 continue;
             }
-            chain.submit_transaction(&state.tx)?;
-            events.push(WatchEvent::NewestState {
+            let done = WatchEvent::NewestState {
                 kickoff: kickoff.tx.compute_txid(),
                 state: sid,
-            });
+            };
+            Self::send(chain, &state.tx, Answer::NewestState, done, &mut events)?;
         }
         Ok(events)
+    }
+}
+
+fn outputs_of(tx: &Transaction, txid: Txid) -> Vec<(OutPoint, TxOut)> {
+    tx.output
+        .iter()
+        .enumerate()
+        .map(|(vout, o)| (OutPoint::new(txid, vout as u32), o.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, Block, BlockHash, Script, Sequence, TxIn, Witness};
+    use proptest::prelude::*;
+    use std::sync::Mutex;
+    use superscalar_chain::{Coin, PackageAcceptance, RejectReason};
+
+    /// A backend whose blocks are arbitrary, whose every output looks unspent, that refuses every
+    /// transaction, and that fails to read a block when asked to.
+    struct Hostile {
+        blocks: Mutex<Vec<Block>>,
+        kickoff: Txid,
+        fail_read_at: Mutex<Option<u32>>,
+    }
+
+    fn refuse(tx: &Transaction) -> ChainError {
+        ChainError::Rejected {
+            txid: tx.compute_txid(),
+            reason: RejectReason::Decode("refused".into()),
+        }
+    }
+
+    impl Chain for Hostile {
+        fn tip(&self) -> Result<superscalar_chain::ChainTip, ChainError> {
+            let n = self.blocks.lock().unwrap().len() as u32;
+            Ok(superscalar_chain::ChainTip {
+                height: n - 1,
+                hash: BlockHash::all_zeros(),
+            })
+        }
+        fn median_time_past(&self) -> Result<u32, ChainError> {
+            Ok(0)
+        }
+        fn submit_transaction(&self, tx: &Transaction) -> Result<Txid, ChainError> {
+            Err(refuse(tx))
+        }
+        fn submit_package(
+            &self,
+            parent: &Transaction,
+            _: &Transaction,
+        ) -> Result<PackageAcceptance, ChainError> {
+            Err(refuse(parent))
+        }
+        fn mine_blocks(&self, _: u32, _: &Script) -> Result<Vec<BlockHash>, ChainError> {
+            Err(ChainError::Unsupported("mining"))
+        }
+        fn mine_block_with(&self, _: &[Transaction], _: &Script) -> Result<BlockHash, ChainError> {
+            Err(ChainError::Unsupported("mining"))
+        }
+        fn tx_status(&self, txid: &Txid) -> Result<TxStatus, ChainError> {
+            Ok(if *txid == self.kickoff {
+                TxStatus::Confirmed {
+                    height: 0,
+                    block_hash: BlockHash::all_zeros(),
+                    confirmations: 1,
+                }
+            } else {
+                TxStatus::Unknown
+            })
+        }
+        fn get_utxo(&self, _: &OutPoint) -> Result<Option<Coin>, ChainError> {
+            Ok(Some(Coin {
+                txout: TxOut {
+                    value: Amount::from_sat(10_000),
+                    script_pubkey: ScriptBuf::new(),
+                },
+                height: 0,
+                is_coinbase: false,
+            }))
+        }
+        fn block_at(&self, height: u32) -> Result<Option<Block>, ChainError> {
+            let mut fail = self.fail_read_at.lock().unwrap();
+            if *fail == Some(height) {
+                *fail = None;
+                return Err(ChainError::Unsupported("backend down"));
+            }
+            Ok(self.blocks.lock().unwrap().get(height as usize).cloned())
+        }
+        fn estimate_fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
+            Ok(FeeRate::from_sat_per_vb_u32(1))
+        }
+    }
+
+    fn tx(inputs: &[OutPoint], outputs: u8, tag: u32) -> Transaction {
+        Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::from_consensus(tag),
+            input: inputs
+                .iter()
+                .map(|op| TxIn {
+                    previous_output: *op,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::ZERO,
+                    witness: Witness::new(),
+                })
+                .collect(),
+            output: (0..outputs)
+                .map(|i| TxOut {
+                    value: Amount::from_sat(1_000 * u64::from(i)),
+                    script_pubkey: ScriptBuf::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn block(txdata: Vec<Transaction>) -> Block {
+        Block {
+            header: bitcoin::block::Header {
+                version: bitcoin::block::Version::ONE,
+                prev_blockhash: BlockHash::all_zeros(),
+                merkle_root: bitcoin::TxMerkleNode::all_zeros(),
+                time: 0,
+                bits: bitcoin::CompactTarget::from_consensus(0),
+                nonce: 0,
+            },
+            txdata,
+        }
+    }
+
+    fn signed(kind: TxKind, tx: Transaction) -> SignedTx {
+        SignedTx {
+            kind,
+            tx,
+            spent: TxOut::NULL,
+        }
+    }
+
+    proptest! {
+        /// Whatever the blocks hold and however every answer is refused, each poll scans every
+        /// block up to the tip and moves past it, reporting the refused answers (retried at the
+        /// next poll); a failed read skips no block.
+        #[test]
+        fn the_watcher_never_stalls_on_a_block(
+            blocks in prop::collection::vec(
+                prop::collection::vec((0u8..4, 0u8..3, 0u32..1000), 0..5), 1..12),
+            polls in prop::collection::vec(0usize..4, 1..6),
+            fail_read in prop::option::of(0u32..30),
+        ) {
+            let node = bitcoin::Txid::from_byte_array([7; 32]);
+            let kickoff = tx(&[OutPoint::new(node, 0)], 1, 1);
+            let kid = kickoff.compute_txid();
+            let state = tx(&[OutPoint::new(kid, 0)], 2, 2);
+            let stock = OutPoint::new(bitcoin::Txid::from_byte_array([9; 32]), 1);
+            let punishment = tx(&[stock], 1, 3);
+            let sale = tx(&[OutPoint::new(kid, 1)], 1, 4);
+            let known = [OutPoint::new(kid, 0), stock, OutPoint::new(kid, 1), OutPoint::null()];
+            let make = |spec: &Vec<(u8, u8, u32)>| {
+                block(
+                    spec.iter()
+                        .map(|(i, o, tag)| tx(&[known[*i as usize]], *o, *tag))
+                        .collect(),
+                )
+            };
+            let chain = Hostile {
+                blocks: Mutex::new(vec![block(vec![kickoff.clone()])]),
+                kickoff: kid,
+                fail_read_at: Mutex::new(fail_read),
+            };
+            let mut w = Watcher::new(
+                vec![vec![
+                    signed(TxKind::Kickoff(superscalar_core::NodeId(0)), kickoff),
+                    signed(TxKind::State(superscalar_core::NodeId(0)), state),
+                ]],
+                vec![],
+                ScriptBuf::new(),
+                FeeRate::from_sat_per_vb_u32(1),
+                0,
+            )
+            .with_punishments(vec![punishment])
+            .with_sales(vec![signed(TxKind::Sale(0), sale)]);
+            let mut next = blocks.iter();
+            for add in polls {
+                for spec in next.by_ref().take(add) {
+                    chain.blocks.lock().unwrap().push(make(spec));
+                }
+                let tip = chain.tip().unwrap().height;
+                let before = w.next_height();
+                let events = match w.poll(&chain) {
+                    Ok(events) => events,
+                    Err(_) => {
+                        // A read failed: nothing past the failed block was skipped.
+                        prop_assert!(w.next_height() >= before);
+                        prop_assert!(w.next_height() <= tip);
+                        w.poll(&chain).unwrap()
+                    }
+                };
+                prop_assert_eq!(w.next_height(), tip + 1);
+                // Every answer was tried again and its refusal reported.
+                let failed = events
+                    .iter()
+                    .filter(|e| matches!(e, WatchEvent::AnswerFailed { .. }))
+                    .count();
+                prop_assert_eq!(failed, 3, "{:?}", events);
+            }
+        }
     }
 }

@@ -1205,12 +1205,38 @@ impl Channel {
         Ok((n, secret, self.commitment_keys(false, &point), state))
     }
 
+    /// Whether `tx` is a commitment of the other side that they revoked (we hold its secret).
+    pub fn is_revoked_commitment(&self, tx: &Transaction) -> bool {
+        matches!(self.their_commitment(tx), Ok((_, Some(_), _, _)))
+    }
+
     /// A justice transaction for a revoked commitment of the other side published on chain: it
     /// takes the whole channel at once (their to_local and every HTLC output with the revocation
     /// key, and our own to_remote), paying `destination`.
     pub fn justice_transaction(
         &self,
         revoked: &Transaction,
+        destination: bitcoin::ScriptBuf,
+        fee_rate: bitcoin::FeeRate,
+    ) -> Result<Transaction, ChannelError> {
+        let txid = revoked.compute_txid();
+        let outputs: Vec<(OutPoint, TxOut)> = revoked
+            .output
+            .iter()
+            .enumerate()
+            .map(|(vout, o)| (OutPoint::new(txid, vout as u32), o.clone()))
+            .collect();
+        self.justice_over(revoked, &outputs, destination, fee_rate)
+    }
+
+    /// A justice transaction for the revoked commitment `revoked` over `outputs`: the outputs
+    /// still unspent of it and of its second-stage HTLC transactions (whose output is the
+    /// revoked holder's to_local script). Each output the revocation key or our payment key can
+    /// spend is taken, the others are skipped; the whole pays `destination`.
+    pub fn justice_over(
+        &self,
+        revoked: &Transaction,
+        outputs: &[(OutPoint, TxOut)],
         destination: bitcoin::ScriptBuf,
         fee_rate: bitcoin::FeeRate,
     ) -> Result<Transaction, ChannelError> {
@@ -1244,24 +1270,29 @@ impl Channel {
                 revocation.tap_tweak(&secp, info.merkle_root()),
             ));
         }
-        let txid = revoked.compute_txid();
-        let mut spent: Vec<(u32, TxOut, bitcoin::key::TweakedKeypair)> = Vec::new();
-        for (vout, out) in revoked.output.iter().enumerate() {
+        let mut spent: Vec<(OutPoint, TxOut, bitcoin::key::TweakedKeypair)> = Vec::new();
+        for (outpoint, out) in outputs {
+            if spent.iter().any(|s| s.0 == *outpoint) {
+                continue;
+            }
             if let Some((_, key)) = candidates.iter().find(|(spk, _)| *spk == out.script_pubkey) {
-                spent.push((vout as u32, out.clone(), *key));
+                spent.push((*outpoint, out.clone(), *key));
             }
         }
         if spent.is_empty() {
             return Err(ChannelError::NotRevoked("nothing to take"));
         }
-        let total: Amount = spent.iter().map(|s| s.1.value).sum();
+        let total = spent
+            .iter()
+            .try_fold(Amount::ZERO, |a, s| a.checked_add(s.1.value))
+            .ok_or(ChannelError::NotRevoked("output values overflow"))?;
         let mut tx = Transaction {
             version: bitcoin::transaction::Version::TWO,
             lock_time: bitcoin::absolute::LockTime::ZERO,
             input: spent
                 .iter()
-                .map(|(vout, _, _)| bitcoin::TxIn {
-                    previous_output: OutPoint::new(txid, *vout),
+                .map(|(outpoint, _, _)| bitcoin::TxIn {
+                    previous_output: *outpoint,
                     script_sig: bitcoin::ScriptBuf::new(),
                     sequence: bitcoin::Sequence::ENABLE_RBF_NO_LOCKTIME,
                     witness: Witness::new(),
