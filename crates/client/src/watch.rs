@@ -372,6 +372,8 @@ mod tests {
         blocks: Mutex<Vec<Block>>,
         kickoff: Txid,
         fail_read_at: Mutex<Option<u32>>,
+        /// Once set, transactions are accepted (the refusals were transient).
+        relents: std::sync::atomic::AtomicBool,
     }
 
     fn refuse(tx: &Transaction) -> ChainError {
@@ -393,6 +395,9 @@ mod tests {
             Ok(0)
         }
         fn submit_transaction(&self, tx: &Transaction) -> Result<Txid, ChainError> {
+            if self.relents.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(tx.compute_txid());
+            }
             Err(refuse(tx))
         }
         fn submit_package(
@@ -516,6 +521,7 @@ mod tests {
                 blocks: Mutex::new(vec![block(vec![kickoff.clone()])]),
                 kickoff: kid,
                 fail_read_at: Mutex::new(fail_read),
+                relents: std::sync::atomic::AtomicBool::new(false),
             };
             let mut w = Watcher::new(
                 vec![vec![
@@ -553,6 +559,15 @@ mod tests {
                     .count();
                 prop_assert_eq!(failed, 3, "{:?}", events);
             }
+            // However many refusals came before, the watcher still answers once the chain
+            // takes its transactions.
+            chain.relents.store(true, std::sync::atomic::Ordering::Relaxed);
+            let events = w.poll(&chain).unwrap();
+            let has = |f: fn(&WatchEvent) -> bool| events.iter().any(f);
+            prop_assert!(has(|e| matches!(e, WatchEvent::NewestState { .. })), "{:?}", events);
+            prop_assert!(has(|e| matches!(e, WatchEvent::Punished { .. })), "{:?}", events);
+            prop_assert!(has(|e| matches!(e, WatchEvent::Sale { .. })), "{:?}", events);
+            prop_assert!(!has(|e| matches!(e, WatchEvent::AnswerFailed { .. })), "{:?}", events);
         }
     }
 }
