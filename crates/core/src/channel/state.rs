@@ -93,7 +93,7 @@ impl ChannelLimits {
         let timeout = factory.timeout_height();
         let max_cltv_expiry = timeout
             .checked_sub(delta)
-            .filter(|&m| m > tip.saturating_add(delta))
+            .filter(|&m| m > tip)
             .ok_or(ChannelError::FactoryTooShort {
                 timeout,
                 tip,
