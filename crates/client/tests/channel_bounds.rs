@@ -304,3 +304,75 @@ fn a_balance_above_the_capacity_is_an_error() {
         cap_msat
     );
 }
+
+#[test]
+fn a_client_with_several_channels_and_no_wallet_gets_every_timeout_confirmed_at_t() {
+    use superscalar_chain::TxStatus;
+    use superscalar_client::timeout::{claim_timeouts, ClientView};
+    use superscalar_core::advance::SaleTerms;
+    use superscalar_core::TxKind;
+    use superscalar_wallet::burn_script;
+
+    let h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    // A DW leaf sale gives client 0 a second channel.
+    let sold = bitcoin::Amount::from_sat(60_000);
+    let terms = SaleTerms {
+        buyer: ClientId(0),
+        stock: h.factory.stock_of(ClientId(0)).unwrap(),
+        amount: sold,
+    };
+    advance_with(&h, &mut s, 0, Some(terms));
+    let st = &s.clients[0];
+    let mut exit = UnilateralExit::new(&st.exit_path(ClientId(0))).unwrap();
+    finish(&h, &mut exit);
+    let t = h.factory.timeout_height();
+    let now = tip(&h);
+    if now + 1 < t {
+        h.chain.mine_blocks(t - 1 - now, &burn_script()).unwrap();
+    }
+    let signed = st.signed();
+    let view = ClientView {
+        factory: &h.factory,
+        client: ClientId(0),
+        signed: &signed,
+        funding: h.funding,
+        key: &h.client_keys[0],
+        version: st.version(),
+    };
+    let rate = bitcoin::FeeRate::from_sat_per_vb_u32(2);
+    let mut first_unpaid = None;
+    for _ in 0..6 {
+        let claim = claim_timeouts(&h.chain, &view, rate, None).unwrap();
+        first_unpaid.get_or_insert(claim.unpaid.len());
+        h.chain.mine_blocks(1, &burn_script()).unwrap();
+        if claim.unpaid.is_empty() && claim.sent.is_empty() {
+            break;
+        }
+    }
+    // One fee coin could pay only one of them at once: the rest waited for its change.
+    assert!(first_unpaid.unwrap() >= 1);
+    assert_eq!(h.chain.mempool_len(), 0);
+    let payout = h.factory.client_payout_script(ClientId(0));
+    let mut paid = bitcoin::Amount::ZERO;
+    for slot in [Slot::Channel(ClientId(0)), Slot::Sold(0)] {
+        let timeout = signed
+            .iter()
+            .find(|x| x.kind == TxKind::Timeout(slot))
+            .unwrap();
+        let status = h.chain.tx_status(&timeout.tx.compute_txid()).unwrap();
+        assert!(
+            matches!(status, TxStatus::Confirmed { .. }),
+            "{slot:?}: {status:?}"
+        );
+        paid += timeout
+            .tx
+            .output
+            .iter()
+            .filter(|o| o.script_pubkey == payout)
+            .map(|o| o.value)
+            .sum::<bitcoin::Amount>();
+    }
+    // Both channels' full capacities reached the client.
+    assert_eq!(paid, capacity(0) + sold);
+}
