@@ -61,8 +61,8 @@ fn pair(
         limits,
         ca,
         limits,
-    );
-    let mut client = Channel::new(setup(false, client_msat), cs, limits, la, limits);
+    )?;
+    let mut client = Channel::new(setup(false, client_msat), cs, limits, la, limits)?;
     round(&mut lsp, &mut client)?;
     Ok((lsp, client))
 }

@@ -86,8 +86,8 @@ pub fn open(
         limits,
         ca,
         limits,
-    );
-    let mut cl = Channel::new(setup(false, client_msat), cs, limits, la, limits);
+    )?;
+    let mut cl = Channel::new(setup(false, client_msat), cs, limits, la, limits)?;
     round(&mut lsp, &mut cl)?;
     Ok((lsp, cl))
 }

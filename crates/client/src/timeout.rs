@@ -1,9 +1,12 @@
 //! Collecting the inverted-policy timeout payout at T: publish the timeout transaction of the
 //! highest output on the client's path that is still unspent on chain, and of its leaf outputs
-//! once the leaf is on chain; zero-fee ones are paid for with the client's fee coin.
+//! once the leaf is on chain; zero-fee ones are paid for with the client's fee coin, then with
+//! the change of the child that spent it, one zero-fee timeout per block (a TRUC child cannot
+//! build on an unconfirmed child): the claim is resumable, reading where the coin is from the
+//! chain at every poll.
 
 use bitcoin::key::Keypair;
-use bitcoin::{Amount, FeeRate, OutPoint, Txid};
+use bitcoin::{Amount, FeeRate, OutPoint, TxOut, Txid};
 use superscalar_chain::{Chain, ChainError, TxStatus};
 use superscalar_core::ceremony::SignedTx;
 use superscalar_core::factory::Slot;
@@ -48,7 +51,8 @@ impl From<ChainError> for TimeoutError {
 pub struct TimeoutClaim {
     /// Timeout transactions broadcast (with their fee-coin child when zero-fee).
     pub sent: Vec<Txid>,
-    /// Zero-fee timeouts left for later: no fee coin free and no wallet coins to pay for them.
+    /// Zero-fee timeouts left for later: no fee coin (or change of it) confirmed and free, and no
+    /// wallet coins to pay for them; poll again after the next block.
     pub unpaid: Vec<Slot>,
 }
 
@@ -98,7 +102,8 @@ pub fn claim_timeouts(
             .map(|s| s.tx.compute_txid())
     };
     let mut claim = TimeoutClaim::default();
-    let mut fee_coin_used = false;
+    // The fee coin, or the confirmed change of the last child it paid: used once per poll.
+    let mut fee_coin = current_fee_coin(chain, view, &txid_of)?;
     for slot in factory.client_slots(client, version) {
         let Some(op) = factory.slot_outpoint(slot, funding, version, txid_of) else {
             continue;
@@ -121,9 +126,8 @@ pub fn claim_timeouts(
                 view,
                 timeout,
                 fee_rate,
-                &mut fee_coin_used,
+                &mut fee_coin,
                 wallet.as_deref_mut(),
-                &txid_of,
             )? {
                 claim.unpaid.push(slot);
                 continue;
@@ -138,51 +142,77 @@ pub fn claim_timeouts(
     Ok(claim)
 }
 
-/// Pay for a zero-fee timeout: with the client's fee coin if it is free, else from the wallet.
-/// Returns false when neither can.
+/// Where the client's fee coin is now: the fee coin itself while it is unspent in the chain, else
+/// the change output of the last fee-coin child confirmed since T (each child pays its change,
+/// output 0, to the client's payout script, which the client's key spends). `None` when the
+/// coin is spent otherwise or its latest change is not confirmed yet.
+fn current_fee_coin(
+    chain: &dyn Chain,
+    view: &ClientView<'_>,
+    txid_of: &dyn Fn(TxKind) -> Option<Txid>,
+) -> Result<Option<(OutPoint, TxOut)>, TimeoutError> {
+    let ClientView {
+        factory,
+        client,
+        funding,
+        version,
+        ..
+    } = *view;
+    let Some(mut op) = factory.slot_outpoint(Slot::FeeCoin(client), funding, version, txid_of)
+    else {
+        return Ok(None);
+    };
+    if let Some(coin) = chain.get_utxo(&op)? {
+        return Ok(Some((op, coin.txout)));
+    }
+    // Follow the chain of children confirmed from T on (the first one is broadcast when the
+    // next block is T, so it confirms at T or later).
+    let payout = factory.params().clients[client.0 as usize].payout.clone();
+    let tip = chain.tip()?.height;
+    for height in factory.timeout_height().saturating_sub(1)..=tip {
+        let Some(block) = chain.block_at(height)? else {
+            continue;
+        };
+        for tx in &block.txdata {
+            let spends = tx.input.iter().any(|i| i.previous_output == op);
+            if spends && tx.output.first().is_some_and(|o| o.script_pubkey == payout) {
+                op = OutPoint::new(tx.compute_txid(), 0);
+            }
+        }
+    }
+    Ok(chain.get_utxo(&op)?.map(|c| (op, c.txout)))
+}
+
+/// Pay for a zero-fee timeout: with the client's fee coin (or its change) if it is free, else
+/// from the wallet. Returns false when neither can.
 fn pay_zero_fee(
     chain: &dyn Chain,
     view: &ClientView<'_>,
     timeout: &SignedTx,
     fee_rate: FeeRate,
-    fee_coin_used: &mut bool,
+    fee_coin: &mut Option<(OutPoint, TxOut)>,
     wallet: Option<&mut OnchainWallet>,
-    txid_of: &dyn Fn(TxKind) -> Option<Txid>,
 ) -> Result<bool, TimeoutError> {
     let ClientView {
         factory,
         client,
-        funding,
         key,
-        version,
         ..
     } = *view;
-    if !*fee_coin_used {
-        if let Some(coin_op) =
-            factory.slot_outpoint(Slot::FeeCoin(client), funding, version, txid_of)
-        {
-            if let Some(coin) = chain.get_utxo(&coin_op)? {
-                let payout = factory.params().clients[client.0 as usize].payout.clone();
-                let child = fee_coin_child(
-                    &timeout.tx,
-                    Amount::ZERO,
-                    (coin_op, coin.txout),
-                    key,
-                    payout,
-                    fee_rate,
-                )?;
-                match chain.submit_package(&timeout.tx, &child) {
-                    Ok(_) => {
-                        *fee_coin_used = true;
-                        return Ok(true);
-                    }
-                    // The fee coin is already spent by a transaction waiting in the mempool.
-                    Err(e) if matches!(e.reject_reason(), Some(RejectReason::Conflict { .. })) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+    // Used at most once per poll: its change is unconfirmed until the next block.
+    if let Some(coin) = fee_coin.take() {
+        let payout = factory.params().clients[client.0 as usize].payout.clone();
+        match fee_coin_child(&timeout.tx, Amount::ZERO, coin, key, payout, fee_rate) {
+            Ok(child) => match chain.submit_package(&timeout.tx, &child) {
+                Ok(_) => return Ok(true),
+                // The coin is already spent by a transaction waiting in the mempool.
+                Err(e) if matches!(e.reject_reason(), Some(RejectReason::Conflict { .. })) => {}
+                Err(e) => return Err(e.into()),
+            },
+            // Too little left in the coin: the wallet may pay.
+            Err(BumpError::CoinTooSmall { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
-        *fee_coin_used = true;
     }
     let Some(w) = wallet else { return Ok(false) };
     w.sync(chain)?;

@@ -53,14 +53,15 @@ fn channel(h: &Harness) -> (Channel, Channel, Channel) {
         Channel::announcement(&ls, &key, setup(true, 0).funding_outpoint),
         Channel::announcement(&cs, &key, setup(true, 0).funding_outpoint),
     );
-    let mut lsp = Channel::new(setup(true, 40_000_000), ls, limits, ca, limits);
+    let mut lsp = Channel::new(setup(true, 40_000_000), ls, limits, ca, limits).unwrap();
     let mut client = Channel::new(
         setup(false, capacity(CLIENT).to_sat() * 1000 - 40_000_000),
         cs,
         limits,
         la,
         limits,
-    );
+    )
+    .unwrap();
     round(&mut lsp, &mut client);
     let old_lsp = lsp.clone();
     let preimage = [7u8; 32];

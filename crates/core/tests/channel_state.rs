@@ -54,14 +54,15 @@ fn pair(lsp_seed: u8, client_seed: u8, lsp_msat: u64) -> (Channel, Channel) {
         we_opened,
         our_balance_msat: our,
     };
-    let mut lsp = Channel::new(setup(true, lsp_msat), ls, limits, ca, limits);
+    let mut lsp = Channel::new(setup(true, lsp_msat), ls, limits, ca, limits).unwrap();
     let mut client = Channel::new(
         setup(false, CAPACITY_SAT * 1000 - lsp_msat),
         cs,
         limits,
         la,
         limits,
-    );
+    )
+    .unwrap();
     // The initial round: both sides sign commitment 1 of the starting balances.
     round(&mut lsp, &mut client).unwrap();
     (lsp, client)
@@ -291,14 +292,16 @@ fn htlc_limits_are_enforced() {
             limits,
             Channel::announcement(&cs, &key, OutPoint::null()),
             default,
-        );
+        )
+        .unwrap();
         let client = Channel::new(
             setup(false, CAPACITY_SAT * 1000),
             secrets(10),
             default,
             Channel::announcement(&ls, &key, OutPoint::null()),
             limits,
-        );
+        )
+        .unwrap();
         (lsp, client)
     };
     let (mut lsp, mut client) = make();

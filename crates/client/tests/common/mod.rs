@@ -272,8 +272,9 @@ pub fn open_channel(
         limits,
         ca,
         limits,
-    );
-    let mut cl = Channel::new(setup(false, client_msat), cs, limits, la, limits);
+    )
+    .unwrap();
+    let mut cl = Channel::new(setup(false, client_msat), cs, limits, la, limits).unwrap();
     round(&mut lsp, &mut cl);
     (lsp, cl)
 }

@@ -29,7 +29,20 @@ use crate::factory::Factory;
 use crate::musig::{aggregate_nonces, MusigError, PartialSig, PubNonce, TweakedAggregateKey};
 use crate::shachain::{index_of, SecretGenerator, SecretStore, ShachainError};
 
-/// Limits one side imposes on what the other may add.
+/// Absolute locktimes at or above this are timestamps, not heights: never an HTLC expiry.
+pub const LOCKTIME_THRESHOLD: u32 = 500_000_000;
+/// Smallest dust limit either side may announce (sat): the dust threshold of a P2TR output.
+pub const MIN_DUST_LIMIT_SAT: u64 = 330;
+/// Largest dust limit either side may announce (sat): above it, a peer could trim the other
+/// side's output to fees.
+pub const MAX_DUST_LIMIT_SAT: u64 = 546;
+/// Largest `to_self_delay` ever accepted (two weeks of blocks).
+pub const MAX_TO_SELF_DELAY: u16 = 2016;
+/// Most HTLCs one side may have pending on a zero-fee (TRUC) commitment, which must stay under
+/// the 10,000 vB TRUC size limit with both sides' HTLCs.
+pub const MAX_ACCEPTED_HTLCS: u16 = 114;
+
+/// Limits one side imposes on what the other may add, and the bounds it accepts from the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelLimits {
     /// Most HTLCs the other side may have pending towards us.
@@ -46,19 +59,106 @@ pub struct ChannelLimits {
     pub to_self_delay: u16,
     /// Smallest distance between the current height and an HTLC's expiry.
     pub min_cltv_expiry_delta: u32,
+    /// Latest HTLC expiry (absolute height) this side allows, offered or received: the factory's
+    /// timeout minus its exit time and a margin. Always below [`LOCKTIME_THRESHOLD`].
+    pub max_cltv_expiry: u32,
+    /// Largest `to_self_delay` this side accepts on its own outputs (at most
+    /// [`MAX_TO_SELF_DELAY`]).
+    pub max_to_self_delay: u16,
 }
 
 impl Default for ChannelLimits {
     fn default() -> Self {
         ChannelLimits {
-            max_accepted_htlcs: 114,
+            max_accepted_htlcs: MAX_ACCEPTED_HTLCS,
             max_htlc_value_in_flight_msat: u64::MAX,
             htlc_minimum_msat: 1,
             channel_reserve_msat: 0,
-            dust_limit: Amount::from_sat(330),
+            dust_limit: Amount::from_sat(MIN_DUST_LIMIT_SAT),
             to_self_delay: 144,
             min_cltv_expiry_delta: 18,
+            max_cltv_expiry: LOCKTIME_THRESHOLD - 1,
+            max_to_self_delay: MAX_TO_SELF_DELAY,
         }
+    }
+}
+
+impl ChannelLimits {
+    /// The limits of a leaf channel of `factory` opened at height `tip`, with `margin` blocks of
+    /// safety: received HTLCs need at least the factory's worst-case exit time plus `margin`
+    /// blocks before they expire, no HTLC may expire later than the factory's timeout minus that
+    /// time, and the other side may not delay our outputs beyond what is left before it.
+    pub fn for_factory(factory: &Factory, tip: u32, margin: u32) -> Result<Self, ChannelError> {
+        let delta = super::deadlines::min_final_cltv_expiry_delta(factory, margin);
+        let timeout = factory.timeout_height();
+        let max_cltv_expiry = timeout
+            .checked_sub(delta)
+            .filter(|&m| m > tip)
+            .ok_or(ChannelError::FactoryTooShort {
+                timeout,
+                tip,
+                delta,
+            })?
+            .min(LOCKTIME_THRESHOLD - 1);
+        // Our outputs must be sweepable before the factory times out, after the exit.
+        let room = timeout - delta - tip;
+        let max_to_self_delay = u16::try_from(room)
+            .unwrap_or(u16::MAX)
+            .min(MAX_TO_SELF_DELAY);
+        Ok(ChannelLimits {
+            min_cltv_expiry_delta: delta,
+            max_cltv_expiry,
+            max_to_self_delay,
+            to_self_delay: ChannelLimits::default()
+                .to_self_delay
+                .min(max_to_self_delay),
+            ..ChannelLimits::default()
+        })
+    }
+
+    /// Check limits announced by a side (`theirs`, possibly ours) against what `ours` accepts on
+    /// a channel of `capacity_msat`.
+    pub fn check(&self, ours: &ChannelLimits, capacity_msat: u64) -> Result<(), ChannelError> {
+        let dust = self.dust_limit.to_sat();
+        if !(MIN_DUST_LIMIT_SAT..=MAX_DUST_LIMIT_SAT).contains(&dust) {
+            return Err(ChannelError::DustLimitOutOfRange {
+                dust_limit: dust,
+                min: MIN_DUST_LIMIT_SAT,
+                max: MAX_DUST_LIMIT_SAT,
+            });
+        }
+        let max_delay = ours.max_to_self_delay.min(MAX_TO_SELF_DELAY);
+        if self.to_self_delay == 0 || self.to_self_delay > max_delay {
+            return Err(ChannelError::ToSelfDelayOutOfRange {
+                to_self_delay: self.to_self_delay,
+                max: max_delay,
+            });
+        }
+        if self.max_accepted_htlcs == 0 || self.max_accepted_htlcs > MAX_ACCEPTED_HTLCS {
+            return Err(ChannelError::MaxAcceptedHtlcsOutOfRange {
+                max_accepted_htlcs: self.max_accepted_htlcs,
+                max: MAX_ACCEPTED_HTLCS,
+            });
+        }
+        if self.htlc_minimum_msat == 0 || self.htlc_minimum_msat > capacity_msat {
+            return Err(ChannelError::HtlcMinimumOutOfRange {
+                htlc_minimum_msat: self.htlc_minimum_msat,
+                capacity_msat,
+            });
+        }
+        if self.max_htlc_value_in_flight_msat == 0 {
+            return Err(ChannelError::MaxInFlightZero);
+        }
+        if self.channel_reserve_msat > capacity_msat {
+            return Err(ChannelError::ReserveAboveCapacity {
+                reserve_msat: self.channel_reserve_msat,
+                capacity_msat,
+            });
+        }
+        if self.max_cltv_expiry >= LOCKTIME_THRESHOLD {
+            return Err(ChannelError::ExpiryIsTimestamp(self.max_cltv_expiry));
+        }
+        Ok(())
     }
 }
 
@@ -260,6 +360,82 @@ pub enum ChannelError {
         /// The minimum delta.
         delta: u32,
     },
+    /// The expiry is a timestamp (at or above the locktime threshold), not a height.
+    #[error("HTLC expiry {0} is a timestamp, not a block height")]
+    ExpiryIsTimestamp(u32),
+    /// The expiry is later than the factory's life allows.
+    #[error("HTLC expiry {expiry} is past the latest allowed expiry {max}")]
+    ExpiryTooLate {
+        /// The expiry.
+        expiry: u32,
+        /// The latest allowed expiry.
+        max: u32,
+    },
+    /// The factory times out too soon for a channel: its exit time does not fit before.
+    #[error(
+        "factory timeout {timeout} leaves no room at height {tip} for an exit of {delta} blocks"
+    )]
+    FactoryTooShort {
+        /// The factory's timeout height.
+        timeout: u32,
+        /// The current height.
+        tip: u32,
+        /// Exit time plus margin.
+        delta: u32,
+    },
+    /// A dust limit outside the accepted range.
+    #[error("dust limit {dust_limit} sat outside [{min}, {max}]")]
+    DustLimitOutOfRange {
+        /// The announced dust limit (sat).
+        dust_limit: u64,
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+    },
+    /// A `to_self_delay` of zero or above what the factory's remaining life allows.
+    #[error("to_self_delay {to_self_delay} outside [1, {max}]")]
+    ToSelfDelayOutOfRange {
+        /// The announced delay.
+        to_self_delay: u16,
+        /// Largest accepted.
+        max: u16,
+    },
+    /// A `max_accepted_htlcs` of zero or above what a zero-fee commitment holds.
+    #[error("max_accepted_htlcs {max_accepted_htlcs} outside [1, {max}]")]
+    MaxAcceptedHtlcsOutOfRange {
+        /// The announced value.
+        max_accepted_htlcs: u16,
+        /// Largest accepted.
+        max: u16,
+    },
+    /// An HTLC minimum of zero or above the capacity.
+    #[error("htlc_minimum_msat {htlc_minimum_msat} outside [1, {capacity_msat}]")]
+    HtlcMinimumOutOfRange {
+        /// The announced minimum.
+        htlc_minimum_msat: u64,
+        /// The channel capacity.
+        capacity_msat: u64,
+    },
+    /// A zero `max_htlc_value_in_flight_msat`.
+    #[error("max_htlc_value_in_flight_msat is zero")]
+    MaxInFlightZero,
+    /// A channel reserve above the capacity.
+    #[error("channel reserve {reserve_msat} msat above the capacity {capacity_msat} msat")]
+    ReserveAboveCapacity {
+        /// The announced reserve.
+        reserve_msat: u64,
+        /// The channel capacity.
+        capacity_msat: u64,
+    },
+    /// An initial balance above the capacity.
+    #[error("initial balance {balance_msat} msat above the capacity {capacity_msat} msat")]
+    BalanceAboveCapacity {
+        /// The balance.
+        balance_msat: u64,
+        /// The channel capacity.
+        capacity_msat: u64,
+    },
     /// HTLC ids must increase.
     #[error("HTLC id {0} is not the next one")]
     BadHtlcId(u64),
@@ -437,16 +613,27 @@ impl Channel {
         }
     }
 
-    /// Open one side, given the other side's announcement.
+    /// Open one side, given the other side's announcement and limits; refuses limits (theirs or
+    /// ours) outside the bounds `limits` accepts, and a balance above the capacity.
     pub fn new(
         setup: ChannelSetup,
         secrets: ChannelSecrets,
         limits: ChannelLimits,
         theirs: ChannelAnnouncement,
         their_limits: ChannelLimits,
-    ) -> Self {
-        let capacity_msat = setup.funding.value.to_sat() * 1000;
-        let ours = setup.our_balance_msat.min(capacity_msat);
+    ) -> Result<Self, ChannelError> {
+        let capacity_msat = setup.funding.value.to_sat().saturating_mul(1000);
+        let ours = setup.our_balance_msat;
+        if ours > capacity_msat {
+            return Err(ChannelError::BalanceAboveCapacity {
+                balance_msat: ours,
+                capacity_msat,
+            });
+        }
+        // Their limits bind our outputs (delay, dust); ours bind theirs, and must be what they
+        // would accept too.
+        their_limits.check(&limits, capacity_msat)?;
+        limits.check(&their_limits, capacity_msat)?;
         let state = State {
             ours_msat: ours,
             theirs_msat: capacity_msat - ours,
@@ -458,7 +645,7 @@ impl Channel {
         } else {
             obscure_factor(&theirs.basepoints.payment, &mine.payment)
         };
-        Channel {
+        Ok(Channel {
             secrets,
             their: theirs.basepoints,
             limits,
@@ -484,7 +671,7 @@ impl Channel {
             next_our_id: 0,
             next_their_id: 0,
             phase: Phase::Idle,
-        }
+        })
     }
 
     /// Our balance in the latest state both sides committed to (msat).
@@ -562,6 +749,21 @@ impl Channel {
             return Err(ChannelError::InsufficientBalance {
                 amount: add.amount_msat,
                 available,
+            });
+        }
+        if add.cltv_expiry >= LOCKTIME_THRESHOLD {
+            return Err(ChannelError::ExpiryIsTimestamp(add.cltv_expiry));
+        }
+        // Both sides' latest expiry applies, whichever side offers: an HTLC must resolve while
+        // the factory can still be exited.
+        let max = self
+            .limits
+            .max_cltv_expiry
+            .min(self.their_limits.max_cltv_expiry);
+        if add.cltv_expiry > max {
+            return Err(ChannelError::ExpiryTooLate {
+                expiry: add.cltv_expiry,
+                max,
             });
         }
         if add.cltv_expiry < height.saturating_add(limits.min_cltv_expiry_delta) {
@@ -1577,5 +1779,88 @@ impl Channel {
             second.push(htx);
         }
         Ok((tx, second))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: u64 = 1_000_000_000;
+
+    fn with(f: impl FnOnce(&mut ChannelLimits)) -> Result<(), ChannelError> {
+        let mut l = ChannelLimits::default();
+        f(&mut l);
+        l.check(&ChannelLimits::default(), CAP)
+    }
+
+    #[test]
+    fn dust_limit_bounds_at_their_edges() {
+        for (sat, ok) in [(329, false), (330, true), (546, true), (547, false)] {
+            let r = with(|l| l.dust_limit = Amount::from_sat(sat));
+            assert_eq!(r.is_ok(), ok, "dust {sat}");
+            if !ok {
+                assert!(matches!(r, Err(ChannelError::DustLimitOutOfRange { .. })));
+            }
+        }
+    }
+
+    #[test]
+    fn to_self_delay_bounds_at_their_edges() {
+        let ours = ChannelLimits {
+            max_to_self_delay: 300,
+            ..ChannelLimits::default()
+        };
+        for (delay, ok) in [(0, false), (1, true), (300, true), (301, false)] {
+            let theirs = ChannelLimits {
+                to_self_delay: delay,
+                ..ChannelLimits::default()
+            };
+            let r = theirs.check(&ours, CAP);
+            assert_eq!(r.is_ok(), ok, "delay {delay}");
+        }
+        // Never above 2016, whatever the policy says.
+        let lax = ChannelLimits {
+            max_to_self_delay: u16::MAX,
+            ..ChannelLimits::default()
+        };
+        for (delay, ok) in [(2016, true), (2017, false), (65535, false)] {
+            let theirs = ChannelLimits {
+                to_self_delay: delay,
+                ..ChannelLimits::default()
+            };
+            assert_eq!(theirs.check(&lax, CAP).is_ok(), ok, "delay {delay}");
+        }
+    }
+
+    #[test]
+    fn htlc_count_minimum_reserve_and_expiry_bounds_at_their_edges() {
+        assert!(with(|l| l.max_accepted_htlcs = 114).is_ok());
+        assert!(matches!(
+            with(|l| l.max_accepted_htlcs = 115),
+            Err(ChannelError::MaxAcceptedHtlcsOutOfRange { .. })
+        ));
+        assert!(with(|l| l.max_accepted_htlcs = 0).is_err());
+        assert!(with(|l| l.htlc_minimum_msat = 1).is_ok());
+        assert!(matches!(
+            with(|l| l.htlc_minimum_msat = 0),
+            Err(ChannelError::HtlcMinimumOutOfRange { .. })
+        ));
+        assert!(with(|l| l.htlc_minimum_msat = CAP).is_ok());
+        assert!(with(|l| l.htlc_minimum_msat = CAP + 1).is_err());
+        assert!(with(|l| l.channel_reserve_msat = CAP).is_ok());
+        assert!(matches!(
+            with(|l| l.channel_reserve_msat = CAP + 1),
+            Err(ChannelError::ReserveAboveCapacity { .. })
+        ));
+        assert!(matches!(
+            with(|l| l.max_htlc_value_in_flight_msat = 0),
+            Err(ChannelError::MaxInFlightZero)
+        ));
+        assert!(with(|l| l.max_cltv_expiry = LOCKTIME_THRESHOLD - 1).is_ok());
+        assert!(matches!(
+            with(|l| l.max_cltv_expiry = LOCKTIME_THRESHOLD),
+            Err(ChannelError::ExpiryIsTimestamp(LOCKTIME_THRESHOLD))
+        ));
     }
 }
