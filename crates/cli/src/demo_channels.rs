@@ -6,6 +6,7 @@ use bitcoin::key::Keypair;
 use bitcoin::secp256k1::SecretKey;
 use bitcoin::{OutPoint, TxOut};
 use superscalar_core::ceremony::LspCeremony;
+use superscalar_core::channel::deadlines::DEFAULT_MARGIN_BLOCKS;
 use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSecrets, ChannelSetup};
 use superscalar_core::factory::Slot;
 use superscalar_core::{ClientId, Factory, TxKind};
@@ -39,7 +40,9 @@ fn secrets(seed: u8, funding: Keypair) -> DemoResult<ChannelSecrets> {
 
 use superscalar_core::channel::state::run_round as round;
 
-/// Open `client`'s leaf channel: (LSP side, client side); the client starts with `client_msat`.
+/// Open `client`'s leaf channel at height `tip`: (LSP side, client side); the client starts with
+/// `client_msat`. Both sides take the limits the factory's timeout and exit time allow.
+#[allow(clippy::too_many_arguments)]
 pub fn open(
     factory: &Factory,
     funding: OutPoint,
@@ -48,6 +51,7 @@ pub fn open(
     client_keys: &[Keypair],
     client: u32,
     client_msat: u64,
+    tip: u32,
 ) -> DemoResult<(Channel, Channel)> {
     let c = ClientId(client);
     let txid_of = |k: TxKind| ceremony.signed(k).map(|s| s.tx.compute_txid());
@@ -75,7 +79,7 @@ pub fn open(
     };
     let ls = secrets(1, lsp_key)?;
     let cs = secrets(2, client_keys[client as usize])?;
-    let limits = ChannelLimits::default();
+    let limits = ChannelLimits::for_factory(factory, tip, DEFAULT_MARGIN_BLOCKS)?;
     let (la, ca) = (
         Channel::announcement(&ls, &key, outpoint),
         Channel::announcement(&cs, &key, outpoint),
@@ -92,7 +96,12 @@ pub fn open(
     Ok((lsp, cl))
 }
 
-/// `from` pays `amount` msat to the client of `to` through the LSP (four lock-step rounds).
+/// Blocks the LSP keeps between the expiry of an HTLC it forwards and the one it receives.
+pub const FORWARD_DELTA: u32 = 12;
+
+/// `from` pays `amount` msat to the client of `to` through the LSP (four lock-step rounds); the
+/// payee's HTLC expires at `final_expiry`, the payer's `FORWARD_DELTA` blocks later.
+#[allow(clippy::too_many_arguments)]
 pub fn pay(
     from: &mut Channel,
     lsp_from: &mut Channel,
@@ -101,6 +110,7 @@ pub fn pay(
     amount: u64,
     nonce: u64,
     height: u32,
+    final_expiry: u32,
 ) -> DemoResult<()> {
     let mut preimage = [0u8; 32];
     bitcoin::secp256k1::rand::RngCore::fill_bytes(
@@ -109,10 +119,10 @@ pub fn pay(
     );
     preimage[..8].copy_from_slice(&nonce.to_be_bytes());
     let hash = sha256::Hash::hash(&preimage).to_byte_array();
-    let add = from.add_htlc(amount, hash, height + 200, height)?;
+    let add = from.add_htlc(amount, hash, final_expiry + FORWARD_DELTA, height)?;
     lsp_from.receive_add(&add, height)?;
     round(from, lsp_from)?;
-    let fwd = lsp_to.add_htlc(amount, hash, height + 150, height)?;
+    let fwd = lsp_to.add_htlc(amount, hash, final_expiry, height)?;
     to.receive_add(&fwd, height)?;
     round(lsp_to, to)?;
     let f = to.fulfill_htlc(fwd.id, preimage)?;

@@ -13,6 +13,7 @@ use superscalar_client::watch::{WatchEvent, Watcher};
 use superscalar_client::{ExitProgress, UnilateralExit};
 use superscalar_core::advance::{FactoryState, SaleTerms};
 use superscalar_core::ceremony::{run_in_process, LspCeremony, SignedTx};
+use superscalar_core::channel::deadlines::{min_final_cltv_expiry_delta, DEFAULT_MARGIN_BLOCKS};
 use superscalar_core::factory::Slot;
 use superscalar_core::revocation::StockSecrets;
 use superscalar_core::{
@@ -53,7 +54,13 @@ pub fn run(
     let stock_secrets = StockSecrets::new(stock_seed);
     let params = FactoryParams {
         id: FactoryId(seed),
-        config: FactoryConfig::regtest(),
+        // Regtest delays, with an active period long enough for leaf-channel HTLCs: an HTLC a
+        // client receives needs EWT_max + a margin blocks before it expires, and must expire
+        // that long before T.
+        config: FactoryConfig {
+            active_blocks: 200,
+            ..FactoryConfig::regtest()
+        },
         lsp_key: PublicKey::new(lsp_key.public_key()),
         clients: client_keys
             .iter()
@@ -117,6 +124,7 @@ pub fn run(
         &client_keys,
         0,
         150_000_000,
+        chain.tip()?.height,
     )?;
     let (mut lsp_1, mut ch_1) = crate::demo_channels::open(
         &factory,
@@ -126,9 +134,12 @@ pub fn run(
         &client_keys,
         1,
         20_000_000,
+        chain.tip()?.height,
     )?;
     let before = (ch_0.balance_msat(), ch_1.balance_msat());
     let height = chain.tip()?.height;
+    // The payee's HTLC gets exactly the delta a factory channel requires (EWT_max + margin).
+    let final_expiry = height + min_final_cltv_expiry_delta(&factory, DEFAULT_MARGIN_BLOCKS);
     let started = std::time::Instant::now();
     for i in 0..20u64 {
         crate::demo_channels::pay(
@@ -139,11 +150,19 @@ pub fn run(
             1_000_000 + i * 1_001,
             i,
             height,
+            final_expiry,
         )?;
     }
     for i in 20..25u64 {
         crate::demo_channels::pay(
-            &mut ch_1, &mut lsp_1, &mut lsp_0, &mut ch_0, 333_333, i, height,
+            &mut ch_1,
+            &mut lsp_1,
+            &mut lsp_0,
+            &mut ch_0,
+            333_333,
+            i,
+            height,
+            final_expiry,
         )?;
     }
     println!(
