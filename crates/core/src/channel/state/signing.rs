@@ -1,0 +1,524 @@
+//! Commitment signatures and revocation: the lock-step round, MuSig2 over every live funding
+//! outpoint (dual-state), and our latest commitment signed for publishing.
+
+use super::*;
+
+impl Channel {
+    pub(super) fn chan_static(&self, holder_is_us: bool, outpoint: OutPoint) -> ChannelStatic {
+        let (to_self_delay, dust_limit) = if holder_is_us {
+            // Our outputs wait for the delay they require of us.
+            (self.their_limits.to_self_delay, self.limits.dust_limit)
+        } else {
+            (self.limits.to_self_delay, self.their_limits.dust_limit)
+        };
+        ChannelStatic {
+            funding_outpoint: outpoint,
+            funding_amount: self.funding.value,
+            obscure_factor: self.obscure,
+            to_self_delay,
+            dust_limit,
+        }
+    }
+
+    /// Keys of a commitment: ours (`holder_is_us`) at our point, or theirs at their point.
+    pub(super) fn commitment_keys(&self, holder_is_us: bool, point: &PublicKey) -> CommitmentKeys {
+        let mine = self.secrets.basepoints();
+        let (holder, counter) = if holder_is_us {
+            (mine, self.their)
+        } else {
+            (self.their, mine)
+        };
+        CommitmentKeys {
+            revocation: revocation_pubkey(&counter.revocation, point),
+            local_delayed: derive_pubkey(&holder.delayed_payment, point),
+            local_htlc: derive_pubkey(&holder.htlc, point),
+            remote_htlc: derive_pubkey(&counter.htlc, point),
+            remote_payment: counter.payment,
+        }
+    }
+
+    pub(super) fn htlc_list(state: &State, holder_is_us: bool) -> Vec<Htlc> {
+        state
+            .htlcs
+            .values()
+            .map(|h| Htlc {
+                offered: h.offered_by_us == holder_is_us,
+                amount_msat: h.amount_msat,
+                payment_hash: h.payment_hash,
+                cltv_expiry: h.cltv_expiry,
+            })
+            .collect()
+    }
+
+    /// Build the commitment of `holder_is_us` side, number `n`, at `state`.
+    pub(super) fn commitment(
+        &self,
+        holder_is_us: bool,
+        n: u64,
+        state: &State,
+        point: &PublicKey,
+        outpoint: OutPoint,
+    ) -> (Transaction, Vec<(u32, Htlc)>, CommitmentKeys) {
+        let keys = self.commitment_keys(holder_is_us, point);
+        let htlcs = Self::htlc_list(state, holder_is_us);
+        let (local, remote) = if holder_is_us {
+            (state.ours_msat, state.theirs_msat)
+        } else {
+            (state.theirs_msat, state.ours_msat)
+        };
+        let c = build_commitment(
+            &self.chan_static(holder_is_us, outpoint),
+            &keys,
+            n,
+            local,
+            remote,
+            &htlcs,
+        );
+        let htlc_outputs = c
+            .outputs
+            .iter()
+            .enumerate()
+            .filter_map(|(vout, o)| match o {
+                CommitmentOutput::Htlc(i) => Some((vout as u32, htlcs[*i])),
+                _ => None,
+            })
+            .collect();
+        (c.tx, htlc_outputs, keys)
+    }
+
+    pub(super) fn htlc_txs(
+        &self,
+        commitment: &Transaction,
+        htlcs: &[(u32, Htlc)],
+        keys: &CommitmentKeys,
+        to_self_delay: u16,
+    ) -> Vec<(Transaction, TxOut, bitcoin::ScriptBuf)> {
+        let txid = commitment.compute_txid();
+        htlcs
+            .iter()
+            .map(|(vout, h)| {
+                let tx = build_htlc_tx(txid, *vout, h, keys, to_self_delay);
+                let (timeout, success) = htlc_leaves(keys, h);
+                let leaf = if h.offered { timeout } else { success };
+                (tx, commitment.output[*vout as usize].clone(), leaf)
+            })
+            .collect()
+    }
+
+    /// Sign the other side's next commitment (with every update proposed so far).
+    pub fn sign_commitment(&mut self) -> Result<CommitmentSigned, ChannelError> {
+        let next_phase = match self.phase {
+            Phase::Idle => Phase::SentSignature {
+                got_revocation: false,
+            },
+            Phase::OweSignature => Phase::AwaitingFinalRevocation,
+            _ => {
+                return Err(ChannelError::WrongPhase(
+                    "a signature is already outstanding",
+                ))
+            }
+        };
+        let n = self.their_commitment_number + 1;
+        let point = *self.their_points.get(&n).ok_or(ChannelError::WrongPhase(
+            "their next point is not known yet",
+        ))?;
+        let their_nonce = *self.their_nonces.get(&n).ok_or(ChannelError::WrongPhase(
+            "their next verification nonce is not known yet",
+        ))?;
+        let mut others = Vec::with_capacity(self.other_fundings.len());
+        for o in &self.other_fundings {
+            let their = *self
+                .their_other_nonces
+                .get(&(*o, n))
+                .ok_or(ChannelError::WrongPhase(
+                    "their verification nonce on a new funding outpoint is not known yet",
+                ))?;
+            let (partial_sig, nonce, htlc_signatures) =
+                self.sign_their_commitment(n, &point, their, *o)?;
+            others.push(OutpointSignature {
+                outpoint: *o,
+                partial_sig,
+                nonce,
+                htlc_signatures,
+            });
+        }
+        let (partial_sig, nonce, htlc_signatures) =
+            self.sign_their_commitment(n, &point, their_nonce, self.funding_outpoint)?;
+        self.their_states.insert(n, self.next.clone());
+        self.phase = next_phase;
+        Ok(CommitmentSigned {
+            partial_sig,
+            nonce,
+            htlc_signatures,
+            others,
+        })
+    }
+
+    /// Our signatures of their commitment `n` (at `self.next`) spending `outpoint`.
+    pub(super) fn sign_their_commitment(
+        &self,
+        n: u64,
+        point: &PublicKey,
+        their_nonce: PubNonce,
+        outpoint: OutPoint,
+    ) -> Result<(PartialSig, PubNonce, Vec<Signature>), ChannelError> {
+        let (tx, htlcs, keys) = self.commitment(false, n, &self.next, point, outpoint);
+        let msg = Factory::sighash(&tx, &self.funding);
+        let (sec, nonce) = self.funding_key.nonce_gen(&self.secrets.funding, &msg);
+        let agg = aggregate_nonces(&[their_nonce, nonce])?;
+        let partial_sig = self
+            .funding_key
+            .partial_sign(sec, &self.secrets.funding, &agg, &msg)?;
+        let secp = Secp256k1::signing_only();
+        let htlc_key = Keypair::from_secret_key(&secp, &derive_privkey(&self.secrets.htlc, point));
+        let htlc_signatures = self
+            .htlc_txs(&tx, &htlcs, &keys, self.limits.to_self_delay)
+            .iter()
+            .map(|(htx, spent, leaf)| {
+                let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
+                secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), &htlc_key)
+            })
+            .collect();
+        Ok((partial_sig, nonce, htlc_signatures))
+    }
+
+    /// Check their signatures of our commitment `n` (at `self.next`) spending `outpoint`.
+    pub(super) fn check_our_commitment(
+        &self,
+        n: u64,
+        point: &PublicKey,
+        outpoint: OutPoint,
+        partial_sig: &PartialSig,
+        nonce: &PubNonce,
+        htlc_signatures: &[Signature],
+    ) -> Result<(), ChannelError> {
+        let (tx, htlcs, keys) = self.commitment(true, n, &self.next, point, outpoint);
+        let sighash = Factory::sighash(&tx, &self.funding);
+        let (_, our_nonce) = self.funding_key.deterministic_nonce(
+            &self.secrets.funding,
+            self.secrets.verification_seed(&outpoint, n),
+        );
+        let agg = aggregate_nonces(&[our_nonce, *nonce])
+            .map_err(|_| ChannelError::BadSignature("commitment nonce"))?;
+        let their_funding = BtcPublicKey::new(self.their_funding_key());
+        if !self
+            .funding_key
+            .partial_verify(partial_sig, nonce, &their_funding, &agg, &sighash)
+            .unwrap_or(false)
+        {
+            return Err(ChannelError::BadSignature("commitment partial signature"));
+        }
+        let htlc_txs = self.htlc_txs(&tx, &htlcs, &keys, self.their_limits.to_self_delay);
+        if htlc_txs.len() != htlc_signatures.len() {
+            return Err(ChannelError::BadSignature(
+                "wrong number of HTLC signatures",
+            ));
+        }
+        let secp = Secp256k1::verification_only();
+        for ((htx, spent, leaf), sig) in htlc_txs.iter().zip(htlc_signatures) {
+            let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
+            secp.verify_schnorr(
+                sig,
+                &Message::from_digest(m),
+                &keys.remote_htlc.x_only_public_key().0,
+            )
+            .map_err(|_| ChannelError::BadSignature("HTLC signature"))?;
+        }
+        Ok(())
+    }
+
+    /// Dual-state: start signing every commitment for `outpoint` too (the channel output of a
+    /// factory state being signed). Returns our verification nonce for our next commitment on
+    /// it, for the other side's [`Channel::receive_funding_nonce`]. Only between rounds.
+    pub fn add_funding(&mut self, outpoint: OutPoint) -> Result<FundingNonce, ChannelError> {
+        if self.phase != Phase::Idle {
+            return Err(ChannelError::WrongPhase(
+                "funding outpoints change between rounds only",
+            ));
+        }
+        if outpoint != self.funding_outpoint && !self.other_fundings.contains(&outpoint) {
+            self.other_fundings.push(outpoint);
+            self.retired_fundings.retain(|o| *o != outpoint);
+        }
+        let n = self.our_commitment_number + 1;
+        let (_, nonce) = self.funding_key.deterministic_nonce(
+            &self.secrets.funding,
+            self.secrets.verification_seed(&outpoint, n),
+        );
+        Ok(FundingNonce {
+            outpoint,
+            commitment: n,
+            nonce,
+        })
+    }
+
+    /// Dual-state: the other side's verification nonce on an outpoint we added too.
+    pub fn receive_funding_nonce(&mut self, msg: &FundingNonce) -> Result<(), ChannelError> {
+        if !self.other_fundings.contains(&msg.outpoint) {
+            return Err(ChannelError::WrongPhase(
+                "a nonce for a funding outpoint we did not add",
+            ));
+        }
+        if msg.commitment != self.their_commitment_number + 1 {
+            return Err(ChannelError::WrongPhase(
+                "a funding nonce for another commitment than their next",
+            ));
+        }
+        self.their_other_nonces
+            .insert((msg.outpoint, msg.commitment), msg.nonce);
+        Ok(())
+    }
+
+    /// Dual-state: stop updating `outpoint` (call only once the new factory state is fully
+    /// signed, the old one is superseded with its punishment and secret held, and the last
+    /// commitment on `outpoint` is revoked). If it was the primary, the oldest other live
+    /// outpoint becomes primary. Its commitments are still recognised for penalties.
+    pub fn retire_funding(&mut self, outpoint: OutPoint) -> Result<(), ChannelError> {
+        if self.phase != Phase::Idle {
+            return Err(ChannelError::WrongPhase(
+                "funding outpoints change between rounds only",
+            ));
+        }
+        if outpoint == self.funding_outpoint {
+            if self.other_fundings.is_empty() {
+                return Err(ChannelError::WrongPhase("the last live funding outpoint"));
+            }
+            let next = self.other_fundings.remove(0);
+            let sig = self.our_latest_other.remove(&next);
+            if let (Some((p, nonce, h)), Some((_, _, _, state))) = (sig, self.our_latest_sig.take())
+            {
+                self.our_latest_sig = Some((p, nonce, h, state));
+            }
+            let n = self.their_commitment_number + 1;
+            if let Some(nonce) = self.their_other_nonces.remove(&(next, n)) {
+                self.their_nonces.insert(n, nonce);
+            }
+            self.funding_outpoint = next;
+        } else if let Some(i) = self.other_fundings.iter().position(|o| *o == outpoint) {
+            self.other_fundings.remove(i);
+            self.our_latest_other.remove(&outpoint);
+        } else {
+            return Err(ChannelError::WrongPhase("not a live funding outpoint"));
+        }
+        self.their_other_nonces.retain(|(o, _), _| *o != outpoint);
+        self.retired_fundings.push(outpoint);
+        Ok(())
+    }
+
+    /// Every live funding outpoint, the primary first.
+    pub fn funding_outpoints(&self) -> Vec<OutPoint> {
+        std::iter::once(self.funding_outpoint)
+            .chain(self.other_fundings.iter().copied())
+            .collect()
+    }
+
+    /// Check their signature of our next commitment; revoke our previous one.
+    pub fn receive_commitment_signed(
+        &mut self,
+        msg: &CommitmentSigned,
+    ) -> Result<RevokeAndAck, ChannelError> {
+        let next_phase = match self.phase {
+            Phase::Idle => Phase::OweSignature,
+            Phase::SentSignature {
+                got_revocation: true,
+            } => Phase::Idle,
+            _ => return Err(ChannelError::WrongPhase("unexpected commitment signature")),
+        };
+        let n = self.our_commitment_number + 1;
+        let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
+        self.check_our_commitment(
+            n,
+            &point,
+            self.funding_outpoint,
+            &msg.partial_sig,
+            &msg.nonce,
+            &msg.htlc_signatures,
+        )?;
+        // Dual-state: exactly one signature set per other live outpoint.
+        if msg.others.len() != self.other_fundings.len() {
+            return Err(ChannelError::BadSignature(
+                "not one commitment signature per live funding outpoint",
+            ));
+        }
+        for o in &self.other_fundings {
+            let sig =
+                msg.others
+                    .iter()
+                    .find(|x| x.outpoint == *o)
+                    .ok_or(ChannelError::BadSignature(
+                        "no commitment signature for a live funding outpoint",
+                    ))?;
+            self.check_our_commitment(
+                n,
+                &point,
+                *o,
+                &sig.partial_sig,
+                &sig.nonce,
+                &sig.htlc_signatures,
+            )?;
+        }
+        // Revoke the previous commitment: reveal its secret, announce the one after next.
+        let revoked = self.secrets.per_commitment_secret(n - 1);
+        let next_point = per_commitment_point(&self.secrets.per_commitment_secret(n + 1));
+        let (_, next_nonce) = self.funding_key.deterministic_nonce(
+            &self.secrets.funding,
+            self.secrets
+                .verification_seed(&self.funding_outpoint, n + 1),
+        );
+        let next_other_nonces = self
+            .other_fundings
+            .iter()
+            .map(|o| {
+                let (_, nonce) = self.funding_key.deterministic_nonce(
+                    &self.secrets.funding,
+                    self.secrets.verification_seed(o, n + 1),
+                );
+                (*o, nonce)
+            })
+            .collect();
+        self.our_latest_other = msg
+            .others
+            .iter()
+            .map(|x| {
+                (
+                    x.outpoint,
+                    (x.partial_sig, x.nonce, x.htlc_signatures.clone()),
+                )
+            })
+            .collect();
+        self.our_commitment_number = n;
+        self.our_latest_sig = Some((
+            msg.partial_sig,
+            msg.nonce,
+            msg.htlc_signatures.clone(),
+            self.next.clone(),
+        ));
+        self.phase = next_phase;
+        self.finish_round_if_done();
+        Ok(RevokeAndAck {
+            per_commitment_secret: revoked.secret_bytes(),
+            next_point,
+            next_nonce,
+            next_other_nonces,
+        })
+    }
+
+    /// Check their revocation of their previous commitment.
+    pub fn receive_revoke_and_ack(&mut self, msg: &RevokeAndAck) -> Result<(), ChannelError> {
+        let next_phase = match self.phase {
+            Phase::SentSignature {
+                got_revocation: false,
+            } => Phase::SentSignature {
+                got_revocation: true,
+            },
+            Phase::AwaitingFinalRevocation => Phase::Idle,
+            _ => return Err(ChannelError::WrongPhase("unexpected revocation")),
+        };
+        let revoked_n = self.their_commitment_number;
+        let expected = self
+            .their_points
+            .get(&revoked_n)
+            .ok_or(ChannelError::WrongSecret)?;
+        let secret = SecretKey::from_slice(&msg.per_commitment_secret)
+            .map_err(|_| ChannelError::WrongSecret)?;
+        if per_commitment_point(&secret) != *expected {
+            return Err(ChannelError::WrongSecret);
+        }
+        let mut store = self.their_secrets.clone();
+        store.provide(index_of(revoked_n), msg.per_commitment_secret)?;
+        self.their_secrets = store;
+        self.their_commitment_number = revoked_n + 1;
+        self.their_points.insert(revoked_n + 2, msg.next_point);
+        self.their_nonces.insert(revoked_n + 2, msg.next_nonce);
+        for (o, nonce) in &msg.next_other_nonces {
+            if self.other_fundings.contains(o) {
+                self.their_other_nonces.insert((*o, revoked_n + 2), *nonce);
+            }
+        }
+        self.their_other_nonces
+            .retain(|(_, k), _| *k > revoked_n + 1);
+        self.their_points.retain(|k, _| *k > revoked_n);
+        self.their_nonces.retain(|k, _| *k > revoked_n + 1);
+        self.phase = next_phase;
+        self.finish_round_if_done();
+        Ok(())
+    }
+
+    pub(super) fn finish_round_if_done(&mut self) {
+        if self.phase == Phase::Idle {
+            self.committed = self.next.clone();
+        }
+    }
+
+    pub(super) fn their_funding_key(&self) -> PublicKey {
+        self.their_funding
+    }
+
+    /// Secrets of their revoked commitments, for penalties.
+    pub fn their_revocation_secret(&self, n: u64) -> Option<[u8; 32]> {
+        self.their_secrets.get(index_of(n))
+    }
+
+    /// Our latest commitment, fully signed (completes the MuSig2 signature with our nonce).
+    pub fn signed_latest_commitment(
+        &self,
+    ) -> Result<(Transaction, Vec<Transaction>), ChannelError> {
+        self.signed_latest_commitment_on(self.funding_outpoint)
+    }
+
+    /// Our latest commitment spending the live funding outpoint `outpoint`, fully signed.
+    pub fn signed_latest_commitment_on(
+        &self,
+        outpoint: OutPoint,
+    ) -> Result<(Transaction, Vec<Transaction>), ChannelError> {
+        let n = self.our_commitment_number;
+        let Some((primary_partial, primary_nonce, primary_htlc, state)) = &self.our_latest_sig
+        else {
+            return Err(ChannelError::WrongPhase(
+                "no commitment signed by the other side yet",
+            ));
+        };
+        let (their_partial, their_nonce, htlc_sigs) = if outpoint == self.funding_outpoint {
+            (primary_partial, primary_nonce, primary_htlc)
+        } else {
+            let (p, nonce, h) =
+                self.our_latest_other
+                    .get(&outpoint)
+                    .ok_or(ChannelError::WrongPhase(
+                        "no commitment signed on that funding outpoint",
+                    ))?;
+            (p, nonce, h)
+        };
+        let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
+        let (mut tx, htlcs, keys) = self.commitment(true, n, state, &point, outpoint);
+        let sighash = Factory::sighash(&tx, &self.funding);
+        let (sec, our_nonce) = self.funding_key.deterministic_nonce(
+            &self.secrets.funding,
+            self.secrets.verification_seed(&outpoint, n),
+        );
+        let agg = aggregate_nonces(&[our_nonce, *their_nonce])?;
+        let ours = self
+            .funding_key
+            .partial_sign(sec, &self.secrets.funding, &agg, &sighash)?;
+        let sig = self
+            .funding_key
+            .aggregate(&agg, &sighash, &[ours, *their_partial])?;
+        tx.input[0].witness = Witness::from_slice(&[sig.as_ref()]);
+        let secp = Secp256k1::signing_only();
+        let htlc_key = Keypair::from_secret_key(&secp, &derive_privkey(&self.secrets.htlc, &point));
+        let mut second = Vec::new();
+        for ((mut htx, spent, leaf), (their_sig, (_, h))) in self
+            .htlc_txs(&tx, &htlcs, &keys, self.their_limits.to_self_delay)
+            .into_iter()
+            .zip(htlc_sigs.iter().zip(&htlcs))
+        {
+            let m = htlc_sighash(&htx, &spent, &leaf, TapSighashType::Default);
+            let ours = secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), &htlc_key);
+            // The preimage of a received HTLC is added by the caller when it has it.
+            let info = htlc_spend_info(&keys, h);
+            htx.input[0].witness = htlc_witness(their_sig, &ours, None, &leaf, &info);
+            second.push(htx);
+        }
+        Ok((tx, second))
+    }
+}
