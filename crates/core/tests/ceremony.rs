@@ -277,3 +277,36 @@ fn tiny_and_huge_amounts() {
     ));
     assert!(make(Amount::from_btc(1_000.0).unwrap()).is_ok());
 }
+
+#[test]
+fn crafted_nonce_messages_are_refused_by_the_decoder_without_panicking() {
+    let s = setup(3);
+    let mut lsp = LspCeremony::new(s.factory.clone(), s.lsp, s.funding).unwrap();
+    let mut c =
+        ClientCeremony::new(s.factory.clone(), ClientId(0), s.clients[0], s.funding, 100).unwrap();
+    let msg = serde_json::to_string(&c.round1().unwrap()).unwrap();
+    let hex_nonce = {
+        let v: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        v["nonces"][0][1].as_str().unwrap().to_string()
+    };
+    assert_eq!(hex_nonce.len(), 132);
+    // Same byte length, multi-byte characters across the 2-character boundaries the old decoder
+    // sliced at; a plus sign that `from_str_radix` would take; wrong lengths; not a string.
+    let crafted = [
+        "\u{e9}".repeat(66),
+        format!("a\u{e9}{}", &hex_nonce[3..]),
+        format!("+{}", &hex_nonce[1..]),
+        hex_nonce[..130].to_string(),
+        format!("{hex_nonce}00"),
+    ];
+    for bad in &crafted {
+        let json = msg.replacen(&hex_nonce, bad, 1);
+        assert!(serde_json::from_str::<superscalar_core::ceremony::NonceMsg>(&json).is_err());
+        assert!(serde_json::from_str::<superscalar_core::ceremony::AggNonceMsg>(&json).is_err());
+    }
+    let not_a_string = msg.replacen(&format!("\"{hex_nonce}\""), "[1,2,3]", 1);
+    assert!(serde_json::from_str::<superscalar_core::ceremony::NonceMsg>(&not_a_string).is_err());
+    // Nothing reached the LSP; the real message still goes through.
+    let real: superscalar_core::ceremony::NonceMsg = serde_json::from_str(&msg).unwrap();
+    lsp.receive_nonces(ClientId(0), &real).unwrap();
+}
