@@ -183,7 +183,12 @@ impl Watcher {
         for tx in &block.txdata {
             let txid = tx.compute_txid();
             for (i, (channel, funding)) in self.channels.iter().enumerate() {
-                let spends_funding = tx.input.iter().any(|inp| inp.previous_output == *funding);
+                // Any of its funding outpoints: a revoked commitment may spend an older
+                // outpoint of the channel (dual-state, retired) that a superseded state created.
+                let spends_funding = tx.input.iter().any(|inp| {
+                    inp.previous_output == *funding
+                        || channel.has_funding_outpoint(&inp.previous_output)
+                });
                 if spends_funding
                     && channel.is_revoked_commitment(tx)
                     && !self.revoked.iter().any(|r| r.commitment == *tx)

@@ -9,6 +9,7 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
 use common::*;
 use superscalar_chain::{Chain, RejectReason};
+use superscalar_client::watch::{WatchEvent, Watcher};
 use superscalar_client::UnilateralExit;
 use superscalar_core::ceremony::SignedTx;
 use superscalar_core::channel::state::Channel;
@@ -223,22 +224,41 @@ fn a_revoked_commitment_on_a_retired_outpoint_is_still_punished() {
     let raa = lsp_ch.receive_commitment_signed(&sig).unwrap();
     client_ch.receive_revoke_and_ack(&raa).unwrap();
     // The old leaf state confirms anyway and the LSP publishes its revoked commitment on it.
+    // The client's watcher follows the channel at its new outpoint only, and still sees it.
     let old_path = original_path(&h, 0);
     publish_path(&h, &old_path);
+    let mut watcher = Watcher::new(
+        vec![],
+        vec![(client_ch.clone(), new)],
+        burn_script(),
+        FeeRate::from_sat_per_vb_u32(2),
+        h.chain.tip().unwrap().height + 1,
+    );
     let (revoked, _): (Transaction, _) = revoked_lsp.signed_latest_commitment_on(old).unwrap();
     confirm_with_lsp_anchor(&mut h, &revoked);
-    let justice = client_ch
-        .justice_transaction(&revoked, burn_script(), FeeRate::from_sat_per_vb_u32(2))
-        .unwrap();
-    h.chain.submit_transaction(&justice).unwrap();
+    let events = watcher.poll(&h.chain).unwrap();
+    let justice_txid = events
+        .iter()
+        .find_map(|e| match e {
+            WatchEvent::Justice {
+                justice,
+                revoked: r,
+                ..
+            } if *r == revoked.compute_txid() => Some(*justice),
+            _ => None,
+        })
+        .expect("the watcher punished the revoked commitment on the retired outpoint");
     h.chain.mine_blocks(1, &burn_script()).unwrap();
-    assert!(
-        h.chain
-            .tx_status(&justice.compute_txid())
-            .unwrap()
-            .confirmations()
-            > 0
-    );
+    assert!(h.chain.tx_status(&justice_txid).unwrap().confirmations() > 0);
+    let justice = h
+        .chain
+        .block_at(h.chain.tip().unwrap().height)
+        .unwrap()
+        .unwrap()
+        .txdata
+        .into_iter()
+        .find(|t| t.compute_txid() == justice_txid)
+        .unwrap();
     // Everything but the anchor: the LSP's balance and both HTLCs.
     let taken: Amount = justice.output.iter().map(|o| o.value).sum();
     assert!(taken > Amount::from_sat(45_000), "{taken}");

@@ -51,6 +51,14 @@ impl Channel {
         Ok((n, secret, self.commitment_keys(false, &point), state))
     }
 
+    /// Whether `outpoint` is one of this channel's funding outpoints: the live one, another live
+    /// one (dual-state) or a retired one (its commitments are still punished).
+    pub fn has_funding_outpoint(&self, outpoint: &OutPoint) -> bool {
+        *outpoint == self.funding_outpoint
+            || self.other_fundings.contains(outpoint)
+            || self.retired_fundings.contains(outpoint)
+    }
+
     /// Whether `tx` is a commitment of the other side that they revoked (we hold its secret).
     pub fn is_revoked_commitment(&self, tx: &Transaction) -> bool {
         matches!(self.their_commitment(tx), Ok((_, Some(_), _, _)))
