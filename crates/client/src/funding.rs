@@ -26,19 +26,12 @@ pub fn check_funding(chain: &dyn Chain, state: &mut FactoryState) -> Result<bool
     }
     let funding = state.funding();
     if let Some(coin) = chain.get_utxo(&funding)? {
-        let tip = chain.tip()?.height;
-        let confirmations = tip.saturating_sub(coin.height) + 1;
-        state.confirm_funding(Some(&coin.txout), confirmations)?;
+        state.confirm_funding(Some(&coin.txout), Some(coin.height))?;
         return Ok(true);
     }
     // Spent already (the factory is being exited or closed): read the output from the block
     // that confirmed its transaction.
-    let TxStatus::Confirmed {
-        height,
-        confirmations,
-        ..
-    } = chain.tx_status(&funding.txid)?
-    else {
+    let TxStatus::Confirmed { height, .. } = chain.tx_status(&funding.txid)? else {
         // Not confirmed (yet): nothing to open.
         return Ok(false);
     };
@@ -49,6 +42,6 @@ pub fn check_funding(chain: &dyn Chain, state: &mut FactoryState) -> Result<bool
             .find(|tx| tx.compute_txid() == funding.txid)
             .and_then(|tx| tx.output.get(funding.vout as usize).cloned())
     });
-    state.confirm_funding(seen.as_ref(), confirmations)?;
+    state.confirm_funding(seen.as_ref(), Some(height))?;
     Ok(true)
 }

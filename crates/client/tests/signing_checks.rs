@@ -217,20 +217,31 @@ fn a_funding_output_seen_with_another_script_or_amount_or_unconfirmed_is_refused
     other.script_pubkey = burn_script();
     for bad in [&less, &other] {
         assert!(matches!(
-            st.confirm_funding(Some(bad), 6),
+            st.confirm_funding(Some(bad), Some(tip(&h))),
             Err(AdvanceError::WrongFunding { .. })
         ));
     }
     assert!(matches!(
-        st.confirm_funding(None, 6),
+        st.confirm_funding(None, Some(tip(&h))),
         Err(AdvanceError::WrongFunding { .. })
     ));
     assert!(matches!(
-        st.confirm_funding(Some(&good), 0),
+        st.confirm_funding(Some(&good), None),
         Err(AdvanceError::NotOpen)
     ));
+    // Confirmed too late (the LSP held the funding back until near T), or before the factory
+    // was created: refused.
+    let created = h.factory.params().creation_height;
+    let active_end = created + h.factory.params().config.active_blocks;
+    for late in [active_end, h.factory.timeout_height() - 2, created - 1] {
+        assert!(matches!(
+            st.confirm_funding(Some(&good), Some(late)),
+            Err(AdvanceError::Factory(FactoryError::Heights(_)))
+        ));
+    }
     assert!(!st.is_open());
-    st.confirm_funding(Some(&good), 1).unwrap();
+    st.confirm_funding(Some(&good), Some(active_end - 1))
+        .unwrap();
     assert!(st.is_open());
 }
 
@@ -409,4 +420,87 @@ fn a_sale_that_would_leave_dust_shares_in_the_stock_is_refused() {
     s.clients[0]
         .accept(&fair_proposal, ClientId(0), h.client_keys[0], tip(&h))
         .unwrap();
+}
+
+/// Malicious LSP: the ceremony checks heights against the client's tip, but the funding
+/// transaction is the LSP's to release. The LSP signs at height h, withholds the funding until
+/// a block before T, then confirms it. `check_funding` opens the factory (right script, right
+/// amount, confirmed) and channels can be set up and take payments, though no exit can
+/// complete before T (EWT_max blocks are needed): at T the timeout transactions (or, under
+/// `LspSweep`, the LSP alone) take the outputs. A client must not count a factory as open when
+/// its funding confirmed too late for a worst-case exit before T.
+#[test]
+fn a_factory_funded_just_before_its_timeout_is_not_open() {
+    use bitcoin::{Amount, FeeRate, OutPoint};
+    use std::sync::Arc;
+    use superscalar_core::advance::FactoryState;
+    use superscalar_core::ceremony::run_in_process;
+    use superscalar_core::revocation::StockSecrets;
+    use superscalar_core::{ClientSpec, Factory, FactoryId, FactoryParams, Signer};
+    use superscalar_wallet::{Faucet, OnchainWallet};
+
+    let chain = superscalar_chain::EmbeddedChain::in_memory().unwrap();
+    let mut faucet = Faucet::new(&chain, 2).unwrap();
+    let lsp_key = keypair(0xffff_0000);
+    let client_keys: Vec<_> = (0..2).map(|i| keypair(i + 1)).collect();
+    let secrets = StockSecrets::new([0x5e; 32]);
+    let params = FactoryParams {
+        id: FactoryId([0x77; 32]),
+        config: FactoryConfig {
+            timeout_policy: superscalar_core::TimeoutPolicy::LspSweep,
+            ..FactoryConfig::regtest()
+        },
+        lsp_key: bitcoin::PublicKey::new(lsp_key.public_key()),
+        clients: client_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                ClientSpec::new(bitcoin::PublicKey::new(k.public_key()), capacity(i as u32))
+            })
+            .collect(),
+        creation_height: chain.tip().unwrap().height,
+        stock_hashes: Vec::new(),
+    }
+    .with_stock_secrets(&secrets);
+    let factory = Arc::new(Factory::new(params).unwrap());
+    let out = factory.funding_output().unwrap();
+    let mut wallet = OnchainWallet::from_seed([0x15; 32]).unwrap();
+    let addr = wallet.new_address();
+    faucet
+        .fund(&chain, &addr, out.value + Amount::from_sat(1_000_000))
+        .unwrap();
+    wallet.sync(&chain).unwrap();
+    let funding_tx = wallet
+        .build_payment(
+            &out.script_pubkey,
+            out.value,
+            FeeRate::from_sat_per_vb_u32(2),
+        )
+        .unwrap();
+    let vout = funding_tx.output.iter().position(|o| *o == out).unwrap() as u32;
+    let funding = OutPoint::new(funding_tx.compute_txid(), vout);
+    let tip0 = chain.tip().unwrap().height;
+    let (lsp, clients) = run_in_process(&factory, lsp_key, &client_keys, funding, tip0).unwrap();
+    let funding_tx = lsp.release_funding(funding_tx).unwrap();
+    // The LSP sits on the funding until two blocks before T.
+    let t = factory.timeout_height();
+    let now = chain.tip().unwrap().height;
+    chain.mine_blocks(t - 3 - now, &burn_script()).unwrap();
+    chain.submit_transaction(&funding_tx).unwrap();
+    chain.mine_blocks(1, &burn_script()).unwrap();
+    let tip = chain.tip().unwrap().height;
+    assert!(tip + factory.ewt_max() > t, "no exit can complete before T");
+    let mut st = FactoryState::new(
+        factory.clone(),
+        funding,
+        Signer::Client(clients[0].client()),
+        clients[0].signed().iter().cloned(),
+    );
+    let opened = superscalar_client::funding::check_funding(&chain, &mut st);
+    assert!(
+        !matches!(opened, Ok(true)) && !st.is_open(),
+        "the factory counts as open at height {tip}, {} blocks before T = {t} (EWT_max {})",
+        t - tip,
+        factory.ewt_max()
+    );
 }

@@ -399,14 +399,16 @@ impl FactoryState {
         }
     }
 
-    /// Record what this party's own chain view holds at the funding outpoint: the factory opens
-    /// only when that is exactly the funding output (script and amount) with at least one
-    /// confirmation. Until then no update is proposed or accepted (and a client takes no payment
-    /// into the factory's channels). A mismatch is an error and leaves the factory closed.
+    /// Record what this party's own chain view holds at the funding outpoint: the output seen
+    /// there and the height of the block that confirmed it (`None`: unconfirmed). The factory
+    /// opens only when that is exactly the funding output (script and amount), confirmed within
+    /// the factory's active period (a funding held back until near T would leave no time to
+    /// exit). Until then no update is proposed or accepted (and a client takes no payment into
+    /// the factory's channels). A mismatch is an error and leaves the factory closed.
     pub fn confirm_funding(
         &mut self,
         seen: Option<&TxOut>,
-        confirmations: u32,
+        confirmed_height: Option<u32>,
     ) -> Result<(), AdvanceError> {
         let expected = self.factory.funding_output()?;
         if seen != Some(&expected) {
@@ -415,9 +417,8 @@ impl FactoryState {
                 got: seen.cloned().map(Box::new),
             });
         }
-        if confirmations == 0 {
-            return Err(AdvanceError::NotOpen);
-        }
+        let height = confirmed_height.ok_or(AdvanceError::NotOpen)?;
+        self.factory.check_funding_height(height)?;
         self.open = true;
         Ok(())
     }

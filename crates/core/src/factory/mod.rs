@@ -485,6 +485,21 @@ impl Factory {
         Ok(())
     }
 
+    /// Check that the funding transaction confirmed at `height` leaves the factory its active
+    /// period: at or after the creation height, and before the active period ends.
+    pub fn check_funding_height(&self, height: u32) -> Result<(), FactoryError> {
+        let created = self.params.creation_height;
+        let last = u64::from(created) + u64::from(self.params.config.active_blocks);
+        if height < created || u64::from(height) >= last {
+            return Err(FactoryError::Heights(format!(
+                "the funding confirmed at height {height}, outside the active period \
+                 {created}..{last}: too late to use the factory and exit before T {}",
+                self.timeout_height
+            )));
+        }
+        Ok(())
+    }
+
     /// Check that an update signed at `tip` can still be used: a state signed now must be able
     /// to reach the chain (worst-case exit) before T.
     pub fn check_update_height(&self, tip: u32) -> Result<(), FactoryError> {
