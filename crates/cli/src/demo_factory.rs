@@ -12,7 +12,7 @@ use superscalar_client::timeout::{claim_timeouts, ClientView};
 use superscalar_client::watch::{WatchEvent, Watcher};
 use superscalar_client::{ExitProgress, UnilateralExit};
 use superscalar_core::advance::{FactoryState, SaleTerms};
-use superscalar_core::ceremony::{run_in_process, LspCeremony, SignedTx};
+use superscalar_core::ceremony::{run_in_process, ClientCeremony, LspCeremony, SignedTx};
 use superscalar_core::channel::deadlines::{min_final_cltv_expiry_delta, DEFAULT_MARGIN_BLOCKS};
 use superscalar_core::factory::Slot;
 use superscalar_core::revocation::StockSecrets;
@@ -215,29 +215,31 @@ pub fn run(
         amount: Amount::from_sat(SOLD_SAT),
     };
     for sale in [Some(sale), None] {
-        let (proposal, mut lsp_c) = lsp_state.propose_with(leaf, sale, &lsp_key)?;
+        let (proposal, lsp_c) = lsp_state.propose_with(leaf, sale, &lsp_key)?;
         let participants: Vec<ClientId> = lsp_c.participants().collect();
         let mut ccs = Vec::new();
         for c in &participants {
             let tip = chain.tip()?.height;
-            let mut cc =
-                states[c.0 as usize].accept(&proposal, *c, client_keys[c.0 as usize], tip)?;
-            lsp_c.receive_nonces(*c, &cc.round1()?)?;
+            let cc = states[c.0 as usize].accept(&proposal, *c, client_keys[c.0 as usize], tip)?;
             ccs.push((*c, cc));
         }
-        for (c, cc) in ccs.iter_mut() {
-            let agg = lsp_c.agg_nonces_for(*c)?;
-            lsp_c.receive_partials(*c, &cc.round2(&agg)?)?;
+        // Stage 1: everything beneath the leaf's new state; every client holds its share fully
+        // signed before anyone signs that state (stage 2), the only way into it.
+        let (lsp_below, below) = run_ceremony(lsp_c, &mut ccs)?;
+        let lsp_e = lsp_state.propose_entry(&lsp_below, &lsp_key)?;
+        let mut entries = Vec::new();
+        for (c, mine) in &below {
+            let i = c.0 as usize;
+            entries.push((*c, states[i].accept_entry(mine, *c, client_keys[i])?));
         }
-        lsp_c.finalize()?;
-        for (c, cc) in ccs.iter_mut() {
-            cc.finish(&lsp_c.final_sigs_for(*c)?)?;
-            states[c.0 as usize].complete(cc.signed().iter().cloned())?;
+        let (lsp_entry, entry) = run_ceremony(lsp_e, &mut entries)?;
+        for ((c, mine), (_, theirs)) in below.iter().zip(&entry) {
+            states[c.0 as usize].complete(mine.iter().chain(theirs).cloned())?;
         }
-        lsp_state.complete(lsp_c.all_signed().cloned())?;
+        lsp_state.complete(lsp_below.into_iter().chain(lsp_entry))?;
         // The superseded stock version's secret: the clients accept nothing new without it.
         let revealed = lsp_state.reveal()?;
-        for (c, _) in &ccs {
+        for c in &participants {
             states[c.0 as usize].receive_revocations(&revealed)?;
         }
         if sale.is_some() {
@@ -490,4 +492,27 @@ fn lsp_old_path(ceremony: &LspCeremony, factory: &Factory, client: ClientId) -> 
         }
     }
     path
+}
+
+/// Both rounds of one ceremony with every participant in this process: what the LSP holds
+/// fully signed, and what each client verified and holds.
+#[allow(clippy::type_complexity)]
+fn run_ceremony(
+    mut lsp: LspCeremony,
+    ccs: &mut [(ClientId, ClientCeremony)],
+) -> DemoResult<(Vec<SignedTx>, Vec<(ClientId, Vec<SignedTx>)>)> {
+    for (c, cc) in ccs.iter_mut() {
+        lsp.receive_nonces(*c, &cc.round1()?)?;
+    }
+    for (c, cc) in ccs.iter_mut() {
+        let agg = lsp.agg_nonces_for(*c)?;
+        lsp.receive_partials(*c, &cc.round2(&agg)?)?;
+    }
+    lsp.finalize()?;
+    let mut signed = Vec::new();
+    for (c, cc) in ccs.iter_mut() {
+        cc.finish(&lsp.final_sigs_for(*c)?)?;
+        signed.push((*c, cc.signed().to_vec()));
+    }
+    Ok((lsp.all_signed().cloned().collect(), signed))
 }

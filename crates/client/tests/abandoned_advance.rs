@@ -28,18 +28,9 @@ fn an_abandoned_advance_is_skipped_and_loses_to_the_newest_state() {
         stock,
         amount: Amount::from_sat(20_000),
     };
-    let (mut lsp_a, mut ccs) = start_advance(&h, &mut s, 0, Some(sale));
-    for (c, cc) in ccs.iter_mut() {
-        lsp_a.receive_nonces(*c, &cc.round1().unwrap()).unwrap();
-    }
-    for (c, cc) in ccs.iter_mut() {
-        let agg = lsp_a.agg_nonces_for(*c).unwrap();
-        lsp_a
-            .receive_partials(*c, &cc.round2(&agg).unwrap())
-            .unwrap();
-    }
-    lsp_a.finalize().unwrap();
-    let state_a = lsp_a.signed(TxKind::State(leaf)).unwrap().clone();
+    let (lsp_a, ccs) = start_advance(&h, &mut s, 0, Some(sale));
+    let (lsp_entry, ccs, _, _) = stage_one_then_entry(&h, &mut s, lsp_a, ccs);
+    let state_a = lsp_entry.signed(TxKind::State(leaf)).unwrap().clone();
     // State 1 of the leaf: delay step x (4 - 1 - 1) = 4 blocks on regtest.
     assert_eq!(
         state_a.tx.input[0].sequence,
@@ -82,7 +73,7 @@ fn an_abandoned_advance_is_skipped_and_loses_to_the_newest_state() {
 
     // The honest next proposal moves past the used index: 0 -> 2.
     let (lsp_c, ccs) = start_advance(&h, &mut s, 0, None);
-    sign_update(&mut s, lsp_c, ccs);
+    sign_update(&h, &mut s, lsp_c, ccs);
     assert_eq!(s.clients[0].odometer().state(leaf), Some(StateIndex(2)));
     assert!(s.clients[0].is_settled());
     assert!(s.clients[0].abandoned().is_empty());
@@ -158,7 +149,7 @@ fn an_lsp_that_forgot_nothing_skips_used_indices_itself() {
                 .unwrap(),
         ));
     }
-    sign_update(&mut s, lsp, ccs);
+    sign_update(&h, &mut s, lsp, ccs);
     let mut exit = UnilateralExit::new(&s.clients[3].exit_path(ClientId(3))).unwrap();
     finish(&h, &mut exit);
 }
@@ -177,7 +168,7 @@ fn a_channel_keeps_its_commitments_on_an_abandoned_state_the_lsp_publishes() {
         stock: h.factory.stock_of(ClientId(1)).unwrap(),
         amount: Amount::from_sat(15_000),
     };
-    let (mut lsp_a, mut ccs) = start_advance(&h, &mut s, 0, Some(sale));
+    let (lsp_a, ccs) = start_advance(&h, &mut s, 0, Some(sale));
     let mine = ccs.iter().position(|(c, _)| *c == ClientId(0)).unwrap();
     let a_out = s.clients[0]
         .pending_outpoint(slot, |k| ccs[mine].1.txid(k))
@@ -187,17 +178,8 @@ fn a_channel_keeps_its_commitments_on_an_abandoned_state_the_lsp_publishes() {
     lsp.receive_funding_nonce(&nc).unwrap();
     client.receive_funding_nonce(&nl).unwrap();
     round(&mut lsp, &mut client);
-    for (c, cc) in ccs.iter_mut() {
-        lsp_a.receive_nonces(*c, &cc.round1().unwrap()).unwrap();
-    }
-    for (c, cc) in ccs.iter_mut() {
-        let agg = lsp_a.agg_nonces_for(*c).unwrap();
-        lsp_a
-            .receive_partials(*c, &cc.round2(&agg).unwrap())
-            .unwrap();
-    }
-    lsp_a.finalize().unwrap();
-    let state_a = lsp_a.signed(TxKind::State(leaf)).unwrap().clone();
+    let (lsp_entry, ccs, _, _) = stage_one_then_entry(&h, &mut s, lsp_a, ccs);
+    let state_a = lsp_entry.signed(TxKind::State(leaf)).unwrap().clone();
     // Final signatures withheld: everyone abandons. The client keeps A's outpoint live: the
     // factory is not settled, and it still knows where its channel is under A.
     for (c, _) in &ccs {
@@ -222,4 +204,133 @@ fn a_channel_keeps_its_commitments_on_an_abandoned_state_the_lsp_publishes() {
         .any(|o| o.value.to_sat() * 1000 == client.balance_msat()));
     confirm_with_lsp_anchor(&mut h, &commit);
     assert!(h.chain.get_utxo(&a_out).unwrap().is_none());
+}
+
+/// Root DW layer over two DW leaves of two clients each (4 clients): leaf 1 holds clients 0 and
+/// 1, leaf 2 clients 2 and 3.
+fn binary_dw() -> FactoryConfig {
+    let mut cfg = FactoryConfig::regtest();
+    cfg.shape = superscalar_core::Shape {
+        arity: vec![2],
+        leaf: superscalar_core::LeafKind::Dw,
+        static_levels: 0,
+        ..cfg.shape.clone()
+    };
+    cfg
+}
+
+/// The malicious LSP of the adversarial review: the abandoned advance A is a rollover of the
+/// root (leaf 2 is at its last state). The clients sign A in two stages: everything beneath the
+/// root's new state first, whose final signatures each of them holds, then the root's new state;
+/// the LSP aggregates that one and withholds it. Optionally (`then_leaf_update`) an advance B of
+/// client 0's own leaf completes under the old root state (it does not supersede A). The LSP
+/// publishes the root kickoff and A's root state, which beats the old one: client 0 follows A
+/// down to its channel with what it signed for A.
+fn abandoned_root_rollover(then_leaf_update: bool) {
+    let h = build(4, binary_dw());
+    let mut s = states(&h);
+    let root = superscalar_core::NodeId(0);
+    for _ in 0..3 {
+        advance(&h, &mut s, 2);
+    }
+    let (lsp_a, ccs) = start_advance(&h, &mut s, 2, None);
+    assert!(
+        ccs.iter().any(|(c, _)| *c == ClientId(0)),
+        "a root rollover"
+    );
+    let (lsp_entry, ccs, _, _) = stage_one_then_entry(&h, &mut s, lsp_a, ccs);
+    let root_state_a = lsp_entry.signed(TxKind::State(root)).unwrap().clone();
+    for (c, _) in &ccs {
+        s.clients[c.0 as usize].abandon();
+    }
+    s.lsp.abandon();
+    if then_leaf_update {
+        advance(&h, &mut s, 0);
+        assert_eq!(s.clients[0].odometer().state(root), Some(StateIndex(0)));
+        assert_eq!(
+            s.clients[0].abandoned().len(),
+            1,
+            "a leaf update does not supersede a root rollover"
+        );
+    }
+    // The LSP publishes the root kickoff and A's root state (delay 4 < 6 of the state clients
+    // completed).
+    let kickoff = original_path(&h, 0)
+        .into_iter()
+        .find(|x| x.kind == TxKind::Kickoff(root))
+        .unwrap();
+    let mut cheat = UnilateralExit::new(&[kickoff, root_state_a.clone()]).unwrap();
+    finish(&h, &mut cheat);
+    assert!(
+        h.chain
+            .tx_status(&root_state_a.tx.compute_txid())
+            .unwrap()
+            .confirmations()
+            > 0
+    );
+    // Client 0's newest path now loses; its path through A reaches its channel.
+    let paths = s.clients[0].abandoned_exit_paths(ClientId(0));
+    assert_eq!(paths.len(), 1);
+    let mut exit = UnilateralExit::new(&paths[0]).unwrap();
+    finish(&h, &mut exit);
+    let leaf_state = paths[0].last().unwrap();
+    let channel = leaf_state
+        .tx
+        .output
+        .iter()
+        .position(|o| o.value == capacity(0))
+        .expect("client 0's channel in A's leaf state");
+    assert!(h
+        .chain
+        .get_utxo(&bitcoin::OutPoint::new(
+            leaf_state.tx.compute_txid(),
+            channel as u32
+        ))
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn a_client_exits_through_an_abandoned_root_rollover_the_lsp_publishes() {
+    abandoned_root_rollover(false);
+}
+
+#[test]
+fn a_later_leaf_update_does_not_forget_an_abandoned_root_rollover() {
+    abandoned_root_rollover(true);
+}
+
+#[test]
+fn stage_two_needs_the_whole_of_stage_one() {
+    let h = build(4, FactoryConfig::regtest());
+    let mut s = states(&h);
+    let (mut lsp, mut ccs) = start_advance(&h, &mut s, 0, None);
+    rounds(&mut lsp, &mut ccs);
+    let (c, cc) = &mut ccs[0];
+    cc.finish(&lsp.final_sigs_for(*c).unwrap()).unwrap();
+    let mine = cc.signed().to_vec();
+    let i = c.0 as usize;
+    // Not before stage 1 is held: nothing, a part, a forged signature, or another's share.
+    let mut forged = mine.clone();
+    forged[0].tx.input[0].witness = bitcoin::Witness::from_slice(&[[7u8; 64]]);
+    let other = {
+        let (c1, cc1) = &mut ccs[1];
+        cc1.finish(&lsp.final_sigs_for(*c1).unwrap()).unwrap();
+        cc1.signed().to_vec()
+    };
+    let (c, _) = ccs[0];
+    for bad in [vec![], mine[1..].to_vec(), forged, other] {
+        assert!(s.clients[i]
+            .accept_entry(&bad, c, h.client_keys[i])
+            .is_err());
+    }
+    // Completing without stage 2 is refused too.
+    assert!(s.clients[i].complete(mine.clone()).is_err());
+    // The real share opens stage 2, once.
+    s.clients[i]
+        .accept_entry(&mine, c, h.client_keys[i])
+        .unwrap();
+    assert!(s.clients[i]
+        .accept_entry(&mine, c, h.client_keys[i])
+        .is_err());
 }

@@ -85,7 +85,7 @@ fn setup() -> Setup {
     assert_eq!(lsp.funding_outpoints(), vec![old, new]);
     // Only now is the new factory state signed (and the old stock version's secret revealed).
     assert!(!s.clients[0].is_settled());
-    sign_update(&mut s, lsp_ceremony, ceremonies);
+    sign_update(&h, &mut s, lsp_ceremony, ceremonies);
     assert!(s.clients[0].is_settled());
     assert_eq!(s.clients[0].outpoint(slot), Some(new));
     Setup {
@@ -290,7 +290,7 @@ fn advance_with_channel(h: &Harness, s: &mut States, lsp: &mut Channel, client: 
     lsp.receive_funding_nonce(&nc).unwrap();
     client.receive_funding_nonce(&nl).unwrap();
     round(lsp, client);
-    sign_update(s, lsp_ceremony, ceremonies);
+    sign_update(h, s, lsp_ceremony, ceremonies);
     assert!(s.clients[0].is_settled() && s.lsp.is_settled());
     lsp.retire_funding(old).unwrap();
     client.retire_funding(old).unwrap();

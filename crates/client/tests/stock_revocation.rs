@@ -206,28 +206,27 @@ fn a_client_fails_closed_until_it_holds_the_old_versions_secret() {
     let mut s = states(&h);
     let leaf = h.factory.tree().leaf_of(ClientId(0)).unwrap();
     // An advance whose secret is withheld.
-    let (proposal, mut lsp) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
+    let (proposal, lsp) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
     let participants: Vec<ClientId> = lsp.participants().collect();
-    let mut ccs = Vec::new();
-    for c in &participants {
-        let mut cc = s.clients[c.0 as usize]
-            .accept(&proposal, *c, h.client_keys[c.0 as usize], tip(&h))
-            .unwrap();
-        lsp.receive_nonces(*c, &cc.round1().unwrap()).unwrap();
-        ccs.push((*c, cc));
+    let ccs: Vec<_> = participants
+        .iter()
+        .map(|c| {
+            let i = c.0 as usize;
+            let cc = s.clients[i]
+                .accept(&proposal, *c, h.client_keys[i], tip(&h))
+                .unwrap();
+            (*c, cc)
+        })
+        .collect();
+    let (lsp2, mut entries, mut lsp_signed, signed) = stage_one_then_entry(&h, &mut s, lsp, ccs);
+    for (c, cc) in entries.iter_mut() {
+        cc.finish(&lsp2.final_sigs_for(*c).unwrap()).unwrap();
+        let mut all = signed.iter().find(|(b, _)| b == c).unwrap().1.clone();
+        all.extend(cc.signed().iter().cloned());
+        s.clients[c.0 as usize].complete(all).unwrap();
     }
-    for (c, cc) in ccs.iter_mut() {
-        let agg = lsp.agg_nonces_for(*c).unwrap();
-        lsp.receive_partials(*c, &cc.round2(&agg).unwrap()).unwrap();
-    }
-    lsp.finalize().unwrap();
-    for (c, cc) in ccs.iter_mut() {
-        cc.finish(&lsp.final_sigs_for(*c).unwrap()).unwrap();
-        s.clients[c.0 as usize]
-            .complete(cc.signed().iter().cloned())
-            .unwrap();
-    }
-    s.lsp.complete(lsp.all_signed().cloned()).unwrap();
+    lsp_signed.extend(lsp2.all_signed().cloned());
+    s.lsp.complete(lsp_signed).unwrap();
     // The next proposal is refused by client 0 until the secret arrives.
     let (next, _lsp2) = s.lsp.propose(leaf, &h.lsp_key).unwrap();
     let err = s.clients[0]

@@ -56,6 +56,14 @@ pub fn jobs_below(factory: &Factory, node: NodeId, v: &Version) -> Vec<TxKind> {
     jobs
 }
 
+/// Stage 1 of an advance: every job of `jobs` but the ticking node's new state, which is signed
+/// in stage 2, once every participant holds stage 1 fully signed.
+pub fn stage_one(jobs: Vec<TxKind>, node: NodeId) -> Vec<TxKind> {
+    jobs.into_iter()
+        .filter(|k| *k != TxKind::State(node))
+        .collect()
+}
+
 /// The transactions a pseudo-Spilman sale signs.
 pub fn sale_jobs(factory: &Factory, index: u32) -> Vec<TxKind> {
     let mut jobs = vec![TxKind::Sale(index)];
@@ -316,6 +324,19 @@ pub enum AdvanceError {
     },
 }
 
+/// An update abandoned after this party may have signed it: the LSP, which collects every
+/// partial signature, could still complete and publish it until a newer update supersedes it.
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    /// Its version.
+    pub version: Version,
+    /// The node that ticked (a DW advance), or the leaf of the stock sold (a PS sale).
+    pub node: NodeId,
+    /// What this party holds fully signed of it: everything beneath the ticking node's new state
+    /// (stage 1 of an advance, completed before that state was signed).
+    pub below: Vec<SignedTx>,
+}
+
 /// A superseded stock version and its punishment transactions (signed over the hashlock leaf).
 #[derive(Debug, Clone)]
 pub struct Superseded {
@@ -334,6 +355,14 @@ pub struct Superseded {
 #[derive(Debug, Clone)]
 struct Pending {
     next: Version,
+    /// A DW advance: the node that ticks (its new state is signed last); a PS sale: the leaf of
+    /// its stock.
+    node: NodeId,
+    /// Whether the update is a DW advance (signed in two stages).
+    advance: bool,
+    /// Stage 1 of an advance, held fully signed: this party's share of every transaction
+    /// beneath the ticking node's new state.
+    below: Option<Vec<SignedTx>>,
     /// Stocks whose version the update bumps.
     resigned: Vec<u32>,
     /// The outpoint a PS sale spends.
@@ -361,9 +390,9 @@ pub struct FactoryState {
     /// For each state transaction's input (the txid of its node's kickoff), the highest state
     /// index this party has started signing at: never a second, different transaction there.
     used: BTreeMap<Txid, StateIndex>,
-    /// Versions of updates that were abandoned after this party may have signed them: the LSP
-    /// could still complete and publish them, until a completed update supersedes them.
-    abandoned: Vec<Version>,
+    /// Updates abandoned after this party may have signed them: the LSP could still complete
+    /// and publish them, until a completed update supersedes them.
+    abandoned: Vec<Abandoned>,
 }
 
 impl FactoryState {
@@ -455,6 +484,15 @@ impl FactoryState {
         })
     }
 
+    /// The transaction an advance in progress signs last, in its second stage: the new state of
+    /// the ticking node, the only way into everything beneath it (none for a PS sale).
+    pub fn pending_entry(&self) -> Option<TxKind> {
+        self.pending
+            .as_ref()
+            .filter(|p| p.advance)
+            .map(|p| TxKind::State(p.node))
+    }
+
     /// Whether the funding output has been seen confirmed as expected.
     pub fn is_open(&self) -> bool {
         self.open
@@ -465,17 +503,60 @@ impl FactoryState {
         self.funding
     }
 
-    /// Versions of abandoned updates that may still be completed by the LSP (cleared when an
-    /// update completes: its newer state supersedes them).
-    pub fn abandoned(&self) -> &[Version] {
+    /// Abandoned updates that the LSP may still complete (each is cleared when an update at its
+    /// node or above completes: that newer state supersedes it).
+    pub fn abandoned(&self) -> &[Abandoned] {
         &self.abandoned
+    }
+
+    /// `client`'s exit paths through each abandoned advance of which it holds the part beneath
+    /// the ticking node: the current path above that node, the abandoned state of the node
+    /// (unsigned here: it is on chain when this path is needed, published by the LSP), then the
+    /// abandoned kickoffs and states beneath it. Used when the LSP publishes an abandoned state.
+    pub fn abandoned_exit_paths(&self, client: ClientId) -> Vec<Vec<SignedTx>> {
+        let tree = self.factory.tree();
+        let mut paths = Vec::new();
+        for a in self.abandoned.iter().filter(|a| !a.below.is_empty()) {
+            let Ok(built) =
+                self.factory
+                    .build_set(&[TxKind::State(a.node)], self.funding, &a.version)
+            else {
+                continue;
+            };
+            let entry = &built[&TxKind::State(a.node)];
+            let mut path = Vec::new();
+            let mut below = false;
+            for n in tree.path_of(client) {
+                let from_below = |k: TxKind| a.below.iter().find(|s| s.kind == k).cloned();
+                if below {
+                    path.extend(from_below(TxKind::Kickoff(n)));
+                    path.extend(from_below(TxKind::State(n)));
+                    continue;
+                }
+                path.extend(self.latest.get(&TxKind::Kickoff(n)).cloned());
+                if n == a.node {
+                    path.push(SignedTx {
+                        kind: TxKind::State(n),
+                        tx: entry.tx.clone(),
+                        spent: entry.spent.clone(),
+                    });
+                    below = true;
+                } else {
+                    path.extend(self.latest.get(&TxKind::State(n)).cloned());
+                }
+            }
+            if below {
+                paths.push(path);
+            }
+        }
+        paths
     }
 
     /// Where `slot` is in each abandoned version (keep a channel's commitments on these
     /// outpoints until the abandoned versions are superseded).
     pub fn abandoned_outpoints(&self, slot: Slot) -> Vec<OutPoint> {
         let mut out = Vec::new();
-        for v in &self.abandoned {
+        for v in self.abandoned.iter().map(|a| &a.version) {
             let Some(creator) = self.factory.creator_of(slot, v) else {
                 continue;
             };
@@ -563,9 +644,17 @@ impl FactoryState {
         txid_of: impl Fn(TxKind) -> Option<bitcoin::Txid>,
     ) -> Option<OutPoint> {
         let pending = self.pending.as_ref()?;
+        // A transaction the ceremony does not name (the ticking node's new state is signed in
+        // the second stage) is built at the pending version: txids do not depend on witnesses.
         self.factory
             .slot_outpoint(slot, self.funding, &pending.next, |k| {
-                txid_of(k).or_else(|| self.latest.get(&k).map(|s| s.tx.compute_txid()))
+                txid_of(k).or_else(|| {
+                    let built = self
+                        .factory
+                        .build_set(&[k], self.funding, &pending.next)
+                        .ok()?;
+                    built.get(&k).map(|b| b.tx.compute_txid())
+                })
             })
     }
 
@@ -856,12 +945,15 @@ impl FactoryState {
             signature: Signature::from_slice(&[0u8; 64]).expect("64 bytes"),
         };
         proposal.sign(lsp);
-        let jobs = jobs_below(&self.factory, changed, &next);
+        let jobs = stage_one(jobs_below(&self.factory, changed, &next), changed);
         let ceremony =
             LspCeremony::for_jobs(Arc::clone(&self.factory), *lsp, self.funding, &next, &jobs)?;
         self.record_tick(changed, proposal.to);
         self.pending = Some(Pending {
             next,
+            node: changed,
+            advance: true,
+            below: None,
             resigned,
             spends: None,
         });
@@ -952,7 +1044,7 @@ impl FactoryState {
                 });
             }
         }
-        let jobs = jobs_below(&self.factory, changed, &next);
+        let jobs = stage_one(jobs_below(&self.factory, changed, &next), changed);
         let ceremony = ClientCeremony::for_jobs(
             Arc::clone(&self.factory),
             me,
@@ -965,10 +1057,125 @@ impl FactoryState {
         self.record_tick(changed, proposal.to);
         self.pending = Some(Pending {
             next,
+            node: changed,
+            advance: true,
+            below: None,
             resigned,
             spends: None,
         });
         Ok(ceremony)
+    }
+
+    /// Stage 2 of an advance, for a client: once it holds, fully signed and verified, its whole
+    /// share of stage 1 (`below`: every transaction beneath the ticking node's new state, from
+    /// [`ClientCeremony::finish`]), start the ceremony of that state itself. Signing it last
+    /// means that whenever the LSP can publish the new state, this client can follow it down to
+    /// its channel, even if the LSP withholds the final signature of the state.
+    pub fn accept_entry(
+        &mut self,
+        below: &[SignedTx],
+        me: ClientId,
+        key: Keypair,
+    ) -> Result<ClientCeremony, AdvanceError> {
+        let entry = self.take_stage_one(below, Signer::Client(me))?;
+        let v = self
+            .pending
+            .as_ref()
+            .map(|p| p.next.clone())
+            .ok_or(AdvanceError::Busy)?;
+        Ok(ClientCeremony::for_jobs(
+            Arc::clone(&self.factory),
+            me,
+            key,
+            self.funding,
+            &v,
+            Some(&[entry]),
+        )?)
+    }
+
+    /// Stage 2 of an advance, for the LSP: with stage 1 complete (`below`: every transaction
+    /// of stage 1, fully signed), the ceremony of the ticking node's new state.
+    pub fn propose_entry(
+        &mut self,
+        below: &[SignedTx],
+        lsp: &Keypair,
+    ) -> Result<LspCeremony, AdvanceError> {
+        if self.lsp_secrets.is_none() {
+            return Err(AdvanceError::NotLsp);
+        }
+        let entry = self.take_stage_one(below, Signer::Lsp)?;
+        let v = self
+            .pending
+            .as_ref()
+            .map(|p| p.next.clone())
+            .ok_or(AdvanceError::Busy)?;
+        Ok(LspCeremony::for_jobs(
+            Arc::clone(&self.factory),
+            *lsp,
+            self.funding,
+            &v,
+            &[entry],
+        )?)
+    }
+
+    /// Check that `below` is exactly `who`'s share of the pending advance's stage 1, each
+    /// transaction the one the advance builds with a valid signature; record it, and return the
+    /// transaction stage 2 signs. Nothing changes when refused.
+    fn take_stage_one(&mut self, below: &[SignedTx], who: Signer) -> Result<TxKind, AdvanceError> {
+        let pending = self.pending.as_ref().ok_or(AdvanceError::Busy)?;
+        if !pending.advance || pending.below.is_some() {
+            return Err(
+                CeremonyError::WrongPhase("stage 2 follows stage 1 of an advance, once").into(),
+            );
+        }
+        let node = pending.node;
+        let v = &pending.next;
+        let stage = stage_one(jobs_below(&self.factory, node, v), node);
+        let mine: BTreeSet<TxKind> = match who {
+            Signer::Lsp => stage.iter().copied().collect(),
+            Signer::Client(c) => self
+                .factory
+                .client_jobs(c, v)?
+                .into_iter()
+                .filter(|k| stage.contains(k))
+                .collect(),
+        };
+        let given: BTreeSet<TxKind> = below.iter().map(|s| s.kind).collect();
+        if given != mine || given.len() != below.len() {
+            return Err(CeremonyError::WrongJobs {
+                signer: who,
+                expected: mine.len(),
+                got: below.len(),
+            }
+            .into());
+        }
+        let kinds: Vec<TxKind> = mine.iter().copied().collect();
+        let built = self.factory.build_set(&kinds, self.funding, v)?;
+        let secp = Secp256k1::verification_only();
+        for s in below {
+            let b = &built[&s.kind];
+            let bad = || CeremonyError::BadFinalSignature {
+                job: s.kind,
+                problem: "invalid",
+            };
+            if s.tx.compute_txid() != b.tx.compute_txid() || s.spent != b.spent {
+                return Err(bad().into());
+            }
+            let sig =
+                s.tx.input
+                    .first()
+                    .and_then(|i| i.witness.nth(0))
+                    .and_then(|w| Signature::from_slice(w).ok())
+                    .ok_or_else(bad)?;
+            let sighash = self.factory.sighash_of(s.kind, &b.tx, &b.spent, v)?;
+            let key = self.factory.key_for(s.kind, v)?;
+            secp.verify_schnorr(&sig, &Message::from_digest(sighash), &key.output_key())
+                .map_err(|_| bad())?;
+        }
+        if let Some(p) = self.pending.as_mut() {
+            p.below = Some(below.to_vec());
+        }
+        Ok(TxKind::State(node))
     }
 
     fn current_ps_output(&self, stock: u32) -> Result<OutPoint, AdvanceError> {
@@ -1038,6 +1245,9 @@ impl FactoryState {
         self.spent.insert(spends);
         self.pending = Some(Pending {
             next,
+            node: self.factory.stocks()[terms.stock as usize].leaf,
+            advance: false,
+            below: None,
             resigned: Vec::new(),
             spends: Some(spends),
         });
@@ -1099,6 +1309,9 @@ impl FactoryState {
         self.spent.insert(proposal.spends);
         self.pending = Some(Pending {
             next,
+            node: st.leaf,
+            advance: false,
+            below: None,
             resigned: Vec::new(),
             spends: Some(proposal.spends),
         });
@@ -1112,11 +1325,38 @@ impl FactoryState {
         &mut self,
         signed: impl IntoIterator<Item = SignedTx>,
     ) -> Result<(), AdvanceError> {
+        let ready = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| !p.advance || p.below.is_some());
+        if !ready {
+            return Err(match self.pending {
+                None => AdvanceError::Busy,
+                Some(_) => CeremonyError::WrongPhase(
+                    "an advance completes after its second stage (the ticking node's state)",
+                )
+                .into(),
+            });
+        }
         let pending = self.pending.take().ok_or(AdvanceError::Busy)?;
         let old = std::mem::replace(&mut self.version, pending.next);
-        // A newer state now beats every abandoned one (a later index at the same node, or a
-        // later state of an ancestor).
-        self.abandoned.clear();
+        // A newer state of a node beats every abandoned update at that node or beneath it (a
+        // later index at the same node, or a later state of an ancestor); abandoned updates
+        // elsewhere, or above it, still stand.
+        if pending.advance {
+            let tree = self.factory.tree();
+            let beaten = |n: NodeId| {
+                let mut id = Some(n);
+                while let Some(x) = id {
+                    if x == pending.node {
+                        return true;
+                    }
+                    id = tree.node(x).parent;
+                }
+                false
+            };
+            self.abandoned.retain(|a| !beaten(a.node));
+        }
         self.last_superseded.clear();
         let own = self.own_stock();
         for s in &pending.resigned {
@@ -1200,7 +1440,11 @@ impl FactoryState {
     /// update completes ([`FactoryState::abandoned`], [`FactoryState::is_settled`]).
     pub fn abandon(&mut self) {
         if let Some(p) = self.pending.take() {
-            self.abandoned.push(p.next);
+            self.abandoned.push(Abandoned {
+                version: p.next,
+                node: p.node,
+                below: p.below.unwrap_or_default(),
+            });
         }
     }
 }

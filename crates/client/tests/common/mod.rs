@@ -8,7 +8,7 @@ use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
 use superscalar_chain::{Chain, EmbeddedChain, RejectReason};
 use superscalar_client::{ExitProgress, UnilateralExit};
 use superscalar_core::advance::{FactoryState, SaleProposal, SaleTerms};
-use superscalar_core::ceremony::{run_in_process, ClientCeremony, LspCeremony};
+use superscalar_core::ceremony::{run_in_process, ClientCeremony, LspCeremony, SignedTx};
 use superscalar_core::channel::state::{Channel, ChannelLimits};
 use superscalar_core::factory::Slot;
 use superscalar_core::revocation::StockSecrets;
@@ -161,13 +161,8 @@ pub fn unopened_states(h: &Harness) -> States {
     }
 }
 
-/// Both rounds of an update's ceremony with every participant online; each client completes
-/// and receives the superseded stock versions' secrets.
-pub fn sign_update(
-    s: &mut States,
-    mut lsp: LspCeremony,
-    mut ceremonies: Vec<(ClientId, ClientCeremony)>,
-) {
+/// Both rounds of one ceremony with every participant online, up to the LSP's aggregation.
+pub fn rounds(lsp: &mut LspCeremony, ceremonies: &mut [(ClientId, ClientCeremony)]) {
     for (c, cc) in ceremonies.iter_mut() {
         lsp.receive_nonces(*c, &cc.round1().unwrap()).unwrap();
     }
@@ -176,15 +171,89 @@ pub fn sign_update(
         lsp.receive_partials(*c, &cc.round2(&agg).unwrap()).unwrap();
     }
     lsp.finalize().unwrap();
+}
+
+/// Stage 1 of an advance run to the end (every client holds its share fully signed), then
+/// stage 2 (the ticking node's new state) up to the LSP's aggregation: the LSP holds the new
+/// state fully signed and could withhold it. Returns the LSP's stage-2 ceremony, the clients'
+/// stage-2 ceremonies, and everything signed in stage 1 (LSP's, then each client's).
+#[allow(clippy::type_complexity)]
+pub fn stage_one_then_entry(
+    h: &Harness,
+    s: &mut States,
+    mut lsp: LspCeremony,
+    mut ceremonies: Vec<(ClientId, ClientCeremony)>,
+) -> (
+    LspCeremony,
+    Vec<(ClientId, ClientCeremony)>,
+    Vec<SignedTx>,
+    Vec<(ClientId, Vec<SignedTx>)>,
+) {
+    rounds(&mut lsp, &mut ceremonies);
+    let mut below = Vec::new();
     for (c, cc) in ceremonies.iter_mut() {
         cc.finish(&lsp.final_sigs_for(*c).unwrap()).unwrap();
+        below.push((*c, cc.signed().to_vec()));
+    }
+    let lsp_below: Vec<SignedTx> = lsp.all_signed().cloned().collect();
+    let mut lsp2 = s.lsp.propose_entry(&lsp_below, &h.lsp_key).unwrap();
+    let mut entries: Vec<(ClientId, ClientCeremony)> = lsp2
+        .participants()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|c| {
+            let i = c.0 as usize;
+            let mine = &below.iter().find(|(b, _)| *b == c).unwrap().1;
+            (
+                c,
+                s.clients[i]
+                    .accept_entry(mine, c, h.client_keys[i])
+                    .unwrap(),
+            )
+        })
+        .collect();
+    rounds(&mut lsp2, &mut entries);
+    (lsp2, entries, lsp_below, below)
+}
+
+/// An update's ceremony with every participant online (an advance in its two stages); each
+/// client completes and receives the superseded stock versions' secrets.
+pub fn sign_update(
+    h: &Harness,
+    s: &mut States,
+    mut lsp: LspCeremony,
+    mut ceremonies: Vec<(ClientId, ClientCeremony)>,
+) {
+    let (lsp_signed, signed): (Vec<SignedTx>, Vec<(ClientId, Vec<SignedTx>)>) =
+        if s.lsp.pending_entry().is_some() {
+            let (lsp2, mut entries, mut lsp_signed, mut signed) =
+                stage_one_then_entry(h, s, lsp, ceremonies);
+            for (c, cc) in entries.iter_mut() {
+                cc.finish(&lsp2.final_sigs_for(*c).unwrap()).unwrap();
+                let all = &mut signed.iter_mut().find(|(b, _)| b == c).unwrap().1;
+                all.extend(cc.signed().iter().cloned());
+            }
+            lsp_signed.extend(lsp2.all_signed().cloned());
+            (lsp_signed, signed)
+        } else {
+            rounds(&mut lsp, &mut ceremonies);
+            let signed = ceremonies
+                .iter_mut()
+                .map(|(c, cc)| {
+                    cc.finish(&lsp.final_sigs_for(*c).unwrap()).unwrap();
+                    (*c, cc.signed().to_vec())
+                })
+                .collect();
+            (lsp.all_signed().cloned().collect(), signed)
+        };
+    for (c, sig) in &signed {
         s.clients[c.0 as usize]
-            .complete(cc.signed().iter().cloned())
+            .complete(sig.iter().cloned())
             .unwrap();
     }
-    s.lsp.complete(lsp.all_signed().cloned()).unwrap();
+    s.lsp.complete(lsp_signed).unwrap();
     let revealed = s.lsp.reveal().unwrap();
-    for (c, _) in &ceremonies {
+    for (c, _) in &signed {
         s.clients[c.0 as usize]
             .receive_revocations(&revealed)
             .unwrap();
@@ -228,7 +297,7 @@ pub fn start_advance(
 /// merged into the new leaf state.
 pub fn advance_with(h: &Harness, s: &mut States, client: u32, sale: Option<SaleTerms>) {
     let (lsp, ceremonies) = start_advance(h, s, client, sale);
-    sign_update(s, lsp, ceremonies);
+    sign_update(h, s, lsp, ceremonies);
 }
 
 /// One advance of the path of `client`'s leaf, every participant online.
@@ -242,7 +311,7 @@ pub fn sell_ps(h: &Harness, s: &mut States, terms: SaleTerms) -> SaleProposal {
     let ceremonies = ceremonies_of(h, s, &lsp, |st, c, k| {
         st.accept_sale(&proposal, c, k, tip(h)).unwrap()
     });
-    sign_update(s, lsp, ceremonies);
+    sign_update(h, s, lsp, ceremonies);
     proposal
 }
 
