@@ -144,7 +144,7 @@ pub fn claim_timeouts(
 
 /// Where the client's fee coin is now: the fee coin itself while it is unspent in the chain, else
 /// the change output of the last fee-coin child confirmed since T (each child pays its change,
-/// output 0, to the client's payout script, which the client's key spends). `None` when the
+/// output 0, to the fee coin's own script, which the client's key spends). `None` when the
 /// coin is spent otherwise or its latest change is not confirmed yet.
 fn current_fee_coin(
     chain: &dyn Chain,
@@ -167,7 +167,7 @@ fn current_fee_coin(
     }
     // Follow the chain of children confirmed from T on (the first one is broadcast when the
     // next block is T, so it confirms at T or later).
-    let payout = factory.params().clients[client.0 as usize].payout.clone();
+    let payout = factory.fee_coin_script(client);
     let tip = chain.tip()?.height;
     for height in factory.timeout_height().saturating_sub(1)..=tip {
         let Some(block) = chain.block_at(height)? else {
@@ -201,7 +201,8 @@ fn pay_zero_fee(
     } = *view;
     // Used at most once per poll: its change is unconfirmed until the next block.
     if let Some(coin) = fee_coin.take() {
-        let payout = factory.params().clients[client.0 as usize].payout.clone();
+        // The change stays a fee coin: key-path P2TR of the client's key, which signs it.
+        let payout = factory.fee_coin_script(client);
         match fee_coin_child(&timeout.tx, Amount::ZERO, coin, key, payout, fee_rate) {
             Ok(child) => match chain.submit_package(&timeout.tx, &child) {
                 Ok(_) => return Ok(true),

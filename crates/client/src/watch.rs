@@ -43,6 +43,24 @@ pub enum WatchEvent {
         /// The sale transaction.
         sale: Txid,
     },
+    /// A commitment spent a watched channel's funding output: the channel is closed on chain and
+    /// takes no more updates (a commitment the other side revokes later is still punished).
+    ChannelClosed {
+        /// Index of the channel (as given to the watcher).
+        channel: usize,
+        /// The commitment on chain.
+        commitment: Txid,
+    },
+    /// Another state than our newest one spent a watched kickoff's output and confirmed: our
+    /// newest state can no longer win there. If it is an update this party abandoned, exit
+    /// through it ([`superscalar_core::advance::FactoryState::abandoned_exit_paths`]); otherwise
+    /// it is an old state that beat a late answer.
+    OtherState {
+        /// The kickoff whose output it spent.
+        kickoff: Txid,
+        /// The state that confirmed.
+        state: Txid,
+    },
     /// An answer was refused by the chain backend. It stays pending: it is rebuilt and retried
     /// at every poll until it confirms or can no longer be made, and the scan goes on.
     AnswerFailed {
@@ -68,8 +86,9 @@ pub enum Answer {
     Sale,
 }
 
-/// A revoked commitment seen on chain, with every output that the revocation key or our
-/// payment key may spend: its own and those of the transactions spending them.
+/// A commitment of a watched channel seen on chain (revoked already, or possibly later), with
+/// every output that the revocation key or our payment key may spend: its own and those of the
+/// transactions spending them.
 #[derive(Debug, Clone)]
 struct RevokedSeen {
     channel: usize,
@@ -90,6 +109,8 @@ pub struct Watcher {
     sales: Vec<SignedTx>,
     /// Revoked commitments seen, answered at every poll over what is left of them.
     revoked: Vec<RevokedSeen>,
+    /// Other states seen spending a watched kickoff's output (kickoff, state), reported once.
+    other_states: Vec<(Txid, Txid)>,
     destination: ScriptBuf,
     fee_rate: FeeRate,
     next_height: u32,
@@ -130,6 +151,7 @@ impl Watcher {
             punishments: Vec::new(),
             sales: Vec::new(),
             revoked: Vec::new(),
+            other_states: Vec::new(),
             destination,
             fee_rate,
             next_height: from_height,
@@ -178,10 +200,25 @@ impl Watcher {
     }
 
     /// Record what one block holds: revoked commitments of our channels and the transactions
-    /// spending their outputs (second stages). Reads nothing and sends nothing.
-    fn scan(&mut self, block: &bitcoin::Block) {
+    /// spending their outputs (second stages), and other states spending a watched kickoff's
+    /// output. Reads nothing and sends nothing; returns the other states seen.
+    fn scan(&mut self, block: &bitcoin::Block) -> Vec<WatchEvent> {
+        let mut seen = Vec::new();
         for tx in &block.txdata {
             let txid = tx.compute_txid();
+            for (kickoff, state) in &self.nodes {
+                let input = state.tx.input[0].previous_output;
+                if txid != state.tx.compute_txid()
+                    && tx.input.iter().any(|i| i.previous_output == input)
+                {
+                    let kickoff = kickoff.tx.compute_txid();
+                    self.other_states.push((kickoff, txid));
+                    seen.push(WatchEvent::OtherState {
+                        kickoff,
+                        state: txid,
+                    });
+                }
+            }
             for (i, (channel, funding)) in self.channels.iter().enumerate() {
                 // Any of its funding outpoints: a revoked commitment may spend an older
                 // outpoint of the channel (dual-state, retired) that a superseded state created.
@@ -189,14 +226,18 @@ impl Watcher {
                     inp.previous_output == *funding
                         || channel.has_funding_outpoint(&inp.previous_output)
                 });
-                if spends_funding
-                    && channel.is_revoked_commitment(tx)
-                    && !self.revoked.iter().any(|r| r.commitment == *tx)
-                {
+                // Every commitment is kept, revoked or not yet: the other side may revoke it
+                // after it confirmed (a channel updated off chain once closed), and justice is
+                // tried again whenever newer secrets arrive (`set_channels`).
+                if spends_funding && !self.revoked.iter().any(|r| r.commitment == *tx) {
                     self.revoked.push(RevokedSeen {
                         channel: i,
                         commitment: tx.clone(),
                         outputs: outputs_of(tx, txid),
+                    });
+                    seen.push(WatchEvent::ChannelClosed {
+                        channel: i,
+                        commitment: txid,
                     });
                 }
             }
@@ -209,6 +250,7 @@ impl Watcher {
                 }
             }
         }
+        seen
     }
 
     /// Whether a child of `parent` may join the mempool under TRUC rules: `parent` is one of our
@@ -270,7 +312,7 @@ impl Watcher {
             let Some(block) = chain.block_at(self.next_height)? else {
                 break;
             };
-            self.scan(&block);
+            events.extend(self.scan(&block));
             self.next_height += 1;
         }
         // Revoked commitments: take what is left of them, their second stages included.

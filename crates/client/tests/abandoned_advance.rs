@@ -259,8 +259,25 @@ fn abandoned_root_rollover(then_leaf_update: bool) {
         .into_iter()
         .find(|x| x.kind == TxKind::Kickoff(root))
         .unwrap();
+    let mut watcher = Watcher::new(
+        vec![s.clients[0].exit_path(ClientId(0))],
+        vec![],
+        burn_script(),
+        bitcoin::FeeRate::from_sat_per_vb_u32(2),
+        tip(&h) + 1,
+    );
     let mut cheat = UnilateralExit::new(&[kickoff, root_state_a.clone()]).unwrap();
     finish(&h, &mut cheat);
+    // Client 0's watcher reports the state that beat its newest one: one of its abandoned
+    // updates, so it exits through it.
+    let events = watcher.poll(&h.chain).unwrap();
+    let a_txid = root_state_a.tx.compute_txid();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, WatchEvent::OtherState { state, .. } if *state == a_txid)),
+        "{events:?}"
+    );
     assert!(
         h.chain
             .tx_status(&root_state_a.tx.compute_txid())

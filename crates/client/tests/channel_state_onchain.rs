@@ -356,9 +356,9 @@ fn the_watcher_punishes_a_revoked_commitment_it_sees_in_a_block() {
     h.chain.mine_blocks(1, &burn_script()).unwrap();
     let events = watcher.poll(&h.chain).unwrap();
     let justice = match events.as_slice() {
-        [WatchEvent::Justice {
+        [WatchEvent::ChannelClosed { commitment, .. }, WatchEvent::Justice {
             revoked, justice, ..
-        }] => {
+        }] if *commitment == old.compute_txid() => {
             assert_eq!(*revoked, old.compute_txid());
             *justice
         }

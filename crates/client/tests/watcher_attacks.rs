@@ -119,9 +119,10 @@ fn assert_justice(
         "the scan moved past every block"
     );
     let justice = match events.as_slice() {
-        [WatchEvent::Justice {
+        [WatchEvent::ChannelClosed { commitment: c, .. }, WatchEvent::Justice {
             revoked, justice, ..
         }] => {
+            assert_eq!(*c, commitment.compute_txid());
             assert_eq!(*revoked, commitment.compute_txid());
             *justice
         }

@@ -209,7 +209,7 @@ impl Factory {
     pub fn script_pubkey_at(&self, slot: Slot, v: &Version) -> Result<ScriptBuf, FactoryError> {
         if let Slot::FeeCoin(c) = slot {
             self.check_slot(slot, v)?;
-            return Ok(self.client_payout_script(c));
+            return Ok(self.fee_coin_script(c));
         }
         let key = self.signing_key_at(slot, v)?.output_key();
         Ok(ScriptBuf::new_p2tr_tweaked(
@@ -222,7 +222,16 @@ impl Factory {
         self.script_pubkey_at(slot, &self.initial_version())
     }
 
-    /// Where a client's timeout payouts and fee coin go.
+    /// The script of a client's fee coin: a key-path-only P2TR of its factory key, whatever its
+    /// payout script, so that the client can always spend it to bump its own transactions with
+    /// the key it signs the factory with.
+    pub fn fee_coin_script(&self, client: ClientId) -> ScriptBuf {
+        let secp = Secp256k1::verification_only();
+        let key = self.params.clients[client.0 as usize].key;
+        ScriptBuf::new_p2tr(&secp, key.inner.x_only_public_key().0, None)
+    }
+
+    /// Where a client's timeout payouts go.
     pub fn client_payout_script(&self, client: ClientId) -> ScriptBuf {
         self.params.clients[client.0 as usize].payout.clone()
     }
