@@ -486,11 +486,12 @@ impl Factory {
     }
 
     /// Check that the funding transaction confirmed at `height` leaves the factory its active
-    /// period: at or after the creation height, and before the active period ends.
+    /// period: it confirmed before the active period ends (earlier is harmless: the funding
+    /// script is this factory's alone, and T counts from the creation height).
     pub fn check_funding_height(&self, height: u32) -> Result<(), FactoryError> {
         let created = self.params.creation_height;
         let last = u64::from(created) + u64::from(self.params.config.active_blocks);
-        if height < created || u64::from(height) >= last {
+        if u64::from(height) >= last {
             return Err(FactoryError::Heights(format!(
                 "the funding confirmed at height {height}, outside the active period \
                  {created}..{last}: too late to use the factory and exit before T {}",
