@@ -303,3 +303,66 @@ fn claim_timeouts_collects_each_clients_payout_after_another_client_exited() {
         assert!(got >= capacity(c) + stock, "client {c} got {got}");
     }
 }
+
+/// Attack surface (finding 9's fix meets finding 8's): a client registers a standard P2WPKH
+/// payout of its own factory key, which `Factory::new` now accepts. Its fee coin (and every
+/// change `claim_timeouts` chains) is then paid to that P2WPKH, but `fee_coin_child` signs it
+/// as a key-path P2TR. Safe behaviour: the client exits, and at T its zero-fee channel timeout
+/// confirms (with its fee coin or, failing that, its wallet) before the LSP's sweep leaf can
+/// take the output.
+#[test]
+fn a_client_with_a_p2wpkh_payout_still_collects_its_timeout_at_t() {
+    use superscalar_client::timeout::{claim_timeouts, ClientView};
+    use superscalar_core::advance::FactoryState;
+    use superscalar_core::Signer;
+    let key = keypair(1);
+    let wpkh = bitcoin::CompressedPublicKey(key.public_key()).wpubkey_hash();
+    let payout = bitcoin::ScriptBuf::new_p2wpkh(&wpkh);
+    let h = build_with(4, FactoryConfig::regtest(), |p| {
+        p.clients[0].payout = payout
+    });
+    let mut st = FactoryState::new(
+        h.factory.clone(),
+        h.funding,
+        Signer::Client(ClientId(0)),
+        h.clients[0].signed().iter().cloned(),
+    );
+    assert!(superscalar_client::funding::check_funding(&h.chain, &mut st).unwrap());
+    let mut exit = superscalar_client::UnilateralExit::new(&st.exit_path(ClientId(0))).unwrap();
+    finish(&h, &mut exit);
+    let t = h.factory.timeout_height();
+    let now = tip(&h);
+    if now + 1 < t {
+        h.chain.mine_blocks(t - 1 - now, &burn_script()).unwrap();
+    }
+    let signed = st.signed();
+    let view = ClientView {
+        factory: &h.factory,
+        client: ClientId(0),
+        signed: &signed,
+        funding: h.funding,
+        key: &h.client_keys[0],
+        version: st.version(),
+    };
+    let timeout = signed
+        .iter()
+        .find(|x| x.kind == TxKind::Timeout(Slot::Channel(ClientId(0))))
+        .unwrap()
+        .tx
+        .compute_txid();
+    let mut results = Vec::new();
+    for _ in 0..4 {
+        results.push(format!(
+            "{:?}",
+            claim_timeouts(&h.chain, &view, FeeRate::from_sat_per_vb_u32(2), None)
+        ));
+        h.chain.mine_blocks(1, &burn_script()).unwrap();
+        if h.chain.tx_status(&timeout).unwrap().confirmations() > 0 {
+            break;
+        }
+    }
+    assert!(
+        h.chain.tx_status(&timeout).unwrap().confirmations() > 0,
+        "the channel timeout never confirmed at T: {results:#?}"
+    );
+}

@@ -6,7 +6,7 @@
 mod common;
 
 use bitcoin::hashes::{sha256, Hash};
-use bitcoin::{Amount, FeeRate, OutPoint, Transaction, Txid};
+use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
 use common::*;
 use superscalar_chain::{Chain, TxStatus};
 use superscalar_client::watch::{WatchEvent, Watcher};
@@ -17,21 +17,6 @@ use superscalar_core::{ClientId, FactoryConfig, TxKind};
 use superscalar_wallet::burn_script;
 
 const FEE_RATE: FeeRate = FeeRate::from_sat_per_vb_u32(2);
-
-/// The transaction `txid` from the active chain.
-fn confirmed_tx(h: &Harness, txid: Txid) -> Transaction {
-    let TxStatus::Confirmed { height, .. } = h.chain.tx_status(&txid).unwrap() else {
-        panic!("{txid} is not confirmed");
-    };
-    h.chain
-        .block_at(height)
-        .unwrap()
-        .unwrap()
-        .txdata
-        .into_iter()
-        .find(|t| t.compute_txid() == txid)
-        .unwrap()
-}
 
 /// Value of every confirmed unspent output paying `script` among the outputs of `tx`.
 fn paid_to(h: &Harness, tx: &Transaction, script: &bitcoin::Script) -> Amount {
@@ -479,4 +464,75 @@ fn without_the_buyer_watcher_the_lsp_sweeps_the_ps_output_and_the_sale_is_lost()
     );
     let sale0 = &s.clients[0].latest(TxKind::Sale(0)).unwrap().tx;
     assert!(h.chain.submit_transaction(sale0).is_err());
+}
+
+/// Attack (malicious LSP, watcher): the LSP confirms its CURRENT commitment (not yet revoked, so
+/// the watcher's one look at that block finds nothing), then keeps updating the channel off
+/// chain: it pays the client 15,000 sat through an HTLC, the client releases the preimage, and
+/// the LSP revokes the commitment that is already on chain. The client now holds the secret of a
+/// revoked commitment sitting on chain with the LSP's to_local still under to_self_delay: justice
+/// is possible and due. Safe behaviour: once given the newer channel, the watcher punishes it
+/// (the client ends with at least its latest balance).
+#[test]
+fn commitment_revoked_after_it_confirmed_is_punished() {
+    let mut h = build(4, FactoryConfig::regtest());
+    let client_msat = 20_000_000;
+    let (mut lsp, mut client, mut watcher, funding) = exit_with_channel(&h, client_msat);
+    // The LSP's latest commitment, confirmed while still current.
+    let (commitment, _) = lsp.signed_latest_commitment().unwrap();
+    confirm_with_lsp_anchor(&mut h, &commitment);
+    assert!(h.chain.get_utxo(&funding).unwrap().is_none());
+    // Not revoked yet: the watcher only reports the channel closed (an honest client stops
+    // updating it here; this one goes on, and is still protected).
+    let events = watcher.poll(&h.chain).unwrap();
+    assert!(
+        matches!(events.as_slice(), [WatchEvent::ChannelClosed { commitment: c, .. }]
+            if *c == commitment.compute_txid()),
+        "{events:?}"
+    );
+    // The channel keeps going off chain: the LSP pays the client, the client fulfills.
+    let now = tip(&h);
+    let preimage = [7u8; 32];
+    let hash = sha256::Hash::hash(&preimage).to_byte_array();
+    let add = lsp.add_htlc(15_000_000, hash, now + 40, now).unwrap();
+    client.receive_add(&add, now).unwrap();
+    round(&mut lsp, &mut client);
+    let f = client.fulfill_htlc(add.id, preimage).unwrap();
+    assert_eq!(
+        lsp.receive_fulfill(&f).unwrap(),
+        preimage,
+        "the LSP has the preimage"
+    );
+    round(&mut client, &mut lsp);
+    assert_eq!(client.balance_msat(), client_msat + 15_000_000);
+    assert!(
+        client.is_revoked_commitment(&commitment),
+        "the client holds the secret of the commitment on chain"
+    );
+    watcher.set_channels(vec![(client.clone(), funding)]);
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    let events = watcher.poll(&h.chain).unwrap();
+    let justice = events.iter().find_map(|e| match e {
+        WatchEvent::Justice { justice, .. } => Some(*justice),
+        _ => None,
+    });
+    let Some(justice) = justice else {
+        // Justice was possible: the client's own justice transaction is accepted right now.
+        let payout = h.factory.client_payout_script(ClientId(0));
+        let possible = client
+            .justice_transaction(&commitment, payout, FEE_RATE)
+            .unwrap();
+        h.chain.submit_transaction(&possible).unwrap();
+        panic!(
+            "a revoked commitment is on chain, the LSP's to_local still locked for 144 blocks, \
+             and the watcher holds its secret: no justice ({events:?}); the client keeps \
+             {} sat of its {} sat balance",
+            client_msat / 1000,
+            client.balance_msat() / 1000
+        );
+    };
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    let justice = confirmed_tx(&h, justice);
+    let got: Amount = justice.output.iter().map(|o| o.value).sum();
+    assert!(got >= Amount::from_sat(client.balance_msat() / 1000));
 }

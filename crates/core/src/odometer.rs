@@ -80,22 +80,7 @@ impl Odometer {
     /// state rolls over into its parent, resetting everything beneath. Returns the node whose
     /// subtree (itself included) must be re-signed.
     pub fn advance(&mut self, tree: &Tree, leaf: NodeId) -> Result<NodeId, OdometerError> {
-        if self.state(leaf).is_none() {
-            return Err(OdometerError::NotDw(leaf));
-        }
-        let last = self.states_per_layer - 1;
-        let mut id = Some(leaf);
-        while let Some(n) = id {
-            if let Some(s) = self.state(n) {
-                if s.0 < last {
-                    self.digits[n.0 as usize] = Some(StateIndex(s.0 + 1));
-                    self.reset_below(tree, n);
-                    return Ok(n);
-                }
-            }
-            id = tree.node(n).parent;
-        }
-        Err(OdometerError::Exhausted { leaf })
+        self.advance_past(tree, leaf, |_| None)
     }
 
     /// Advance `leaf`'s path like [`Odometer::advance`], but never onto a state index at or

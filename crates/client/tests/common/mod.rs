@@ -48,6 +48,27 @@ pub fn capacity(i: u32) -> Amount {
 }
 
 pub fn build(n: u32, config: FactoryConfig) -> Harness {
+    build_with(n, config, |_| {})
+}
+
+/// The transaction `txid`, read from the block that confirmed it.
+pub fn confirmed_tx(h: &Harness, txid: bitcoin::Txid) -> Transaction {
+    let superscalar_chain::TxStatus::Confirmed { height, .. } = h.chain.tx_status(&txid).unwrap()
+    else {
+        panic!("{txid} is not confirmed");
+    };
+    h.chain
+        .block_at(height)
+        .unwrap()
+        .unwrap()
+        .txdata
+        .into_iter()
+        .find(|t| t.compute_txid() == txid)
+        .unwrap()
+}
+
+/// `build`, with the parameters changed by `edit` before the factory is made.
+pub fn build_with(n: u32, config: FactoryConfig, edit: impl FnOnce(&mut FactoryParams)) -> Harness {
     let chain = EmbeddedChain::in_memory().unwrap();
     let mut faucet = Faucet::new(&chain, 2).unwrap();
     let lsp_key = keypair(0xffff_0000);
@@ -65,6 +86,8 @@ pub fn build(n: u32, config: FactoryConfig) -> Harness {
         stock_hashes: Vec::new(),
     }
     .with_stock_secrets(&StockSecrets::new(STOCK_SEED));
+    let mut params = params;
+    edit(&mut params);
     let factory = Arc::new(Factory::new(params).unwrap());
     let funding_out = factory.funding_output().unwrap();
     let mut lsp_wallet = OnchainWallet::from_seed([0x15; 32]).unwrap();
