@@ -167,7 +167,7 @@ fn current_fee_coin(
     }
     // Follow the chain of children confirmed from T on (the first one is broadcast when the
     // next block is T, so it confirms at T or later).
-    let payout = factory.fee_coin_script(client);
+    let coin_script = factory.fee_coin_script(client);
     let tip = chain.tip()?.height;
     for height in factory.timeout_height().saturating_sub(1)..=tip {
         let Some(block) = chain.block_at(height)? else {
@@ -175,7 +175,12 @@ fn current_fee_coin(
         };
         for tx in &block.txdata {
             let spends = tx.input.iter().any(|i| i.previous_output == op);
-            if spends && tx.output.first().is_some_and(|o| o.script_pubkey == payout) {
+            if spends
+                && tx
+                    .output
+                    .first()
+                    .is_some_and(|o| o.script_pubkey == coin_script)
+            {
                 op = OutPoint::new(tx.compute_txid(), 0);
             }
         }
@@ -202,8 +207,8 @@ fn pay_zero_fee(
     // Used at most once per poll: its change is unconfirmed until the next block.
     if let Some(coin) = fee_coin.take() {
         // The change stays a fee coin: key-path P2TR of the client's key, which signs it.
-        let payout = factory.fee_coin_script(client);
-        match fee_coin_child(&timeout.tx, Amount::ZERO, coin, key, payout, fee_rate) {
+        let change = factory.fee_coin_script(client);
+        match fee_coin_child(&timeout.tx, Amount::ZERO, coin, key, change, fee_rate) {
             Ok(child) => match chain.submit_package(&timeout.tx, &child) {
                 Ok(_) => return Ok(true),
                 // The coin is already spent by a transaction waiting in the mempool.

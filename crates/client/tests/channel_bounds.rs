@@ -324,13 +324,7 @@ fn a_client_with_several_channels_and_no_wallet_gets_every_timeout_confirmed_at_
     };
     advance_with(&h, &mut s, 0, Some(terms));
     let st = &s.clients[0];
-    let mut exit = UnilateralExit::new(&st.exit_path(ClientId(0))).unwrap();
-    finish(&h, &mut exit);
-    let t = h.factory.timeout_height();
-    let now = tip(&h);
-    if now + 1 < t {
-        h.chain.mine_blocks(t - 1 - now, &burn_script()).unwrap();
-    }
+    exit_then_wait_for_t(&h, st, ClientId(0));
     let signed = st.signed();
     let view = ClientView {
         factory: &h.factory,

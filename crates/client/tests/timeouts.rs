@@ -328,13 +328,7 @@ fn a_client_with_a_p2wpkh_payout_still_collects_its_timeout_at_t() {
         h.clients[0].signed().iter().cloned(),
     );
     assert!(superscalar_client::funding::check_funding(&h.chain, &mut st).unwrap());
-    let mut exit = superscalar_client::UnilateralExit::new(&st.exit_path(ClientId(0))).unwrap();
-    finish(&h, &mut exit);
-    let t = h.factory.timeout_height();
-    let now = tip(&h);
-    if now + 1 < t {
-        h.chain.mine_blocks(t - 1 - now, &burn_script()).unwrap();
-    }
+    exit_then_wait_for_t(&h, &st, ClientId(0));
     let signed = st.signed();
     let view = ClientView {
         factory: &h.factory,

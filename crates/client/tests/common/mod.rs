@@ -408,6 +408,18 @@ pub fn confirm_with_lsp_anchor(h: &mut Harness, tx: &Transaction) {
     );
 }
 
+/// `client` exits alone through the newest path `st` holds, then the chain is mined to the block
+/// just before T (the next block is the first in which timeout transactions confirm).
+pub fn exit_then_wait_for_t(h: &Harness, st: &FactoryState, client: ClientId) {
+    let mut exit = UnilateralExit::new(&st.exit_path(client)).unwrap();
+    finish(h, &mut exit);
+    let t = h.factory.timeout_height();
+    let now = h.chain.tip().unwrap().height;
+    if now + 1 < t {
+        h.chain.mine_blocks(t - 1 - now, &burn_script()).unwrap();
+    }
+}
+
 /// Drive `exit` to completion, mining as needed.
 pub fn finish(h: &Harness, exit: &mut UnilateralExit) {
     for _ in 0..200 {
