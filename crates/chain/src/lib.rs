@@ -15,6 +15,7 @@ mod index;
 mod mempool;
 mod miner;
 pub mod policy;
+pub mod rpc;
 
 pub use embedded::{ChainConfig, EmbeddedChain};
 pub use error::{ChainError, RejectReason};
