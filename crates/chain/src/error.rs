@@ -118,6 +118,9 @@ pub enum RejectReason {
     /// The package is not one parent and one child spending it.
     #[error("package rejected: {0}")]
     Package(String),
+    /// A reason this crate does not classify, in the node's own words.
+    #[error("rejected: {0}")]
+    Other(String),
 }
 
 /// An error of the chain interface.
@@ -154,6 +157,17 @@ pub enum ChainError {
     /// The data directory could not be used.
     #[error("chain storage error: {0}")]
     Storage(String),
+    /// The node's RPC failed: unreachable, refused our credentials, or answered an error that is
+    /// not a verdict on a transaction.
+    #[error("bitcoind RPC {method}: {message}")]
+    Rpc {
+        /// The RPC method called.
+        method: String,
+        /// Core's error code, when the node answered one.
+        code: Option<i32>,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl ChainError {

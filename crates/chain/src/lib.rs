@@ -16,12 +16,14 @@ mod mempool;
 mod miner;
 pub mod policy;
 pub mod rpc;
+pub mod testkit;
 
 pub use embedded::{ChainConfig, EmbeddedChain};
 pub use error::{ChainError, RejectReason};
 pub use index::Coin;
 pub use mempool::PackageAcceptance;
 pub use miner::regtest_subsidy;
+pub use rpc::BitcoindRpc;
 
 use bitcoin::consensus::deserialize;
 use bitcoin::hashes::Hash;

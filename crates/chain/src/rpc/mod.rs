@@ -3,5 +3,9 @@
 //! answer like Bitcoin Core (`superscalar chaind`).
 
 pub mod auth;
+pub mod client;
 pub mod codes;
+pub mod process;
 pub mod reject;
+
+pub use client::BitcoindRpc;

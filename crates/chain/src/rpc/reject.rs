@@ -169,6 +169,10 @@ pub fn to_core(reason: &RejectReason) -> CoreReject {
             let (token, rest) = token_and_rest(m, "package-not-child-with-parents");
             CoreReject::new(RPC_TRANSACTION_ERROR, token, rest)
         }
+        R::Other(m) => {
+            let (token, rest) = token_and_rest(m, "rejected");
+            CoreReject::new(RPC_TRANSACTION_REJECTED, token, rest)
+        }
     }
 }
 
@@ -238,6 +242,7 @@ impl RejectClass {
             R::MissingEphemeralSpend(_) => Self::MissingEphemeralSpend,
             R::TooLongMempoolChain(_) => Self::TooLongMempoolChain,
             R::Package(_) => Self::Package,
+            R::Other(_) => Self::Other,
         }
     }
 

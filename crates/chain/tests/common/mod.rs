@@ -11,7 +11,8 @@ use bitcoin::{
     absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, TapSighashType, Transaction,
     TxIn, TxOut, Witness, XOnlyPublicKey,
 };
-use superscalar_chain::{Chain, EmbeddedChain};
+use superscalar_chain::testkit::TestChain;
+use superscalar_chain::Chain;
 
 /// A key with taproot helpers.
 pub struct Signer {
@@ -150,9 +151,8 @@ pub fn out(value: u64, script_pubkey: ScriptBuf) -> TxOut {
     }
 }
 
-/// A fresh chain with `n` mature coinbase coins (50 BTC each) owned by `signer`.
-pub fn funded_chain(signer: &Signer, n: u32) -> (EmbeddedChain, Vec<(OutPoint, TxOut)>) {
-    let chain = EmbeddedChain::in_memory().unwrap();
+/// `chain` (fresh) with `n` mature coinbase coins (50 BTC each) owned by `signer`.
+pub fn fund(chain: TestChain, signer: &Signer, n: u32) -> (TestChain, Vec<(OutPoint, TxOut)>) {
     let hashes = chain.mine_blocks(n, &signer.p2tr()).unwrap();
     chain.mine_blocks(100, &burn()).unwrap();
     let coins = (1..=n)
