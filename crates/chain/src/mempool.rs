@@ -60,6 +60,8 @@ struct Checked {
     vsize: u64,
     /// Mempool (or in-package) parents.
     parents: BTreeSet<Txid>,
+    /// The outputs it spends, for the script checks.
+    spent: Vec<TxOut>,
 }
 
 /// The mempool.
@@ -118,6 +120,8 @@ impl Mempool {
         let checked = self.check(tx, chain, None)?;
         self.check_min_fee(checked.fee, checked.vsize)?;
         self.check_ephemeral_spends(&checked, None, true)?;
+        // Scripts last, as Core's ATMP (PreChecks, then PolicyScriptChecks).
+        verify_scripts(&checked.tx, &checked.spent)?;
         let txid = checked.txid;
         self.insert(checked);
         Ok(txid)
@@ -167,6 +171,8 @@ impl Mempool {
         } else {
             self.check_min_fee(fee, vsize)?;
         }
+        verify_scripts(&p.tx, &p.spent)?;
+        verify_scripts(&c.tx, &c.spent)?;
         let acceptance = PackageAcceptance {
             parent: p.txid,
             child: c.txid,
@@ -192,7 +198,8 @@ impl Mempool {
         Ok(())
     }
 
-    /// Every check except the fee rate: consensus against the chain, standardness, TRUC.
+    /// Every check except the fee rate and the scripts (Core's PreChecks): consensus against the
+    /// chain, standardness, TRUC.
     fn check(
         &self,
         tx: &Transaction,
@@ -270,7 +277,6 @@ impl Mempool {
         check_final(tx, next_height, mtp)?;
         check_sequence_locks(tx, &contexts, next_height, mtp)?;
         check_inputs_standard(tx, &spent)?;
-        verify_scripts(tx, &spent)?;
 
         let vsize = tx.vsize() as u64;
         self.check_chain_limits(tx, txid, vsize, &parents, package_parent)?;
@@ -287,6 +293,7 @@ impl Mempool {
             fee,
             vsize,
             parents,
+            spent,
         })
     }
 

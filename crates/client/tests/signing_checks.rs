@@ -294,7 +294,7 @@ fn only_standard_payout_scripts_are_accepted() {
 #[test]
 fn standard_payout_scripts_of_every_kind_exit_on_chain() {
     // A P2WPKH and a P2WSH payout in the same leaf as a P2TR one: every timeout relays.
-    let chain = superscalar_chain::EmbeddedChain::in_memory().unwrap();
+    let chain = superscalar_chain::testkit::TestChain::from_env();
     let mut faucet = superscalar_wallet::Faucet::new(&chain, 2).unwrap();
     let mut p = params(4, FactoryConfig::regtest(), chain.tip().unwrap().height);
     p.clients[0].payout = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([3; 20]));
@@ -438,7 +438,7 @@ fn a_factory_funded_just_before_its_timeout_is_not_open() {
     use superscalar_core::{ClientSpec, Factory, FactoryId, FactoryParams, Signer};
     use superscalar_wallet::{Faucet, OnchainWallet};
 
-    let chain = superscalar_chain::EmbeddedChain::in_memory().unwrap();
+    let chain = superscalar_chain::testkit::TestChain::from_env();
     let mut faucet = Faucet::new(&chain, 2).unwrap();
     let lsp_key = keypair(0xffff_0000);
     let client_keys: Vec<_> = (0..2).map(|i| keypair(i + 1)).collect();

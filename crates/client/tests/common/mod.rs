@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use bitcoin::key::{Keypair, PublicKey, Secp256k1};
 use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
-use superscalar_chain::{Chain, EmbeddedChain, RejectReason};
+use superscalar_chain::testkit::TestChain;
+use superscalar_chain::{Chain, RejectReason};
 use superscalar_client::{ExitProgress, UnilateralExit};
 use superscalar_core::advance::{FactoryState, SaleProposal, SaleTerms};
 use superscalar_core::ceremony::{run_in_process, ClientCeremony, LspCeremony, SignedTx};
@@ -19,7 +20,8 @@ use superscalar_core::{Signer, TxKind, Version};
 use superscalar_wallet::{burn_script, Faucet, OnchainWallet};
 
 pub struct Harness {
-    pub chain: EmbeddedChain,
+    /// The chain `SUPERSCALAR_TEST_CHAIN` names (the embedded chain by default).
+    pub chain: TestChain,
     pub faucet: Faucet,
     pub lsp_wallet: OnchainWallet,
     pub lsp_key: Keypair,
@@ -69,7 +71,7 @@ pub fn confirmed_tx(h: &Harness, txid: bitcoin::Txid) -> Transaction {
 
 /// `build`, with the parameters changed by `edit` before the factory is made.
 pub fn build_with(n: u32, config: FactoryConfig, edit: impl FnOnce(&mut FactoryParams)) -> Harness {
-    let chain = EmbeddedChain::in_memory().unwrap();
+    let chain = TestChain::from_env();
     let mut faucet = Faucet::new(&chain, 2).unwrap();
     let lsp_key = keypair(0xffff_0000);
     let client_keys: Vec<Keypair> = (0..n).map(|i| keypair(i + 1)).collect();
