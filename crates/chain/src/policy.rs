@@ -18,8 +18,9 @@ pub const MAX_STANDARD_TX_WEIGHT: Weight = Weight::from_wu(400_000);
 pub const MIN_STANDARD_TX_NONWITNESS_SIZE: usize = 65;
 /// Largest standard scriptSig.
 pub const MAX_STANDARD_SCRIPTSIG_SIZE: usize = 1650;
-/// Largest standard OP_RETURN output script.
-pub const MAX_OP_RETURN_RELAY: usize = 83;
+/// Bytes of OP_RETURN output scripts a standard transaction may carry in all (Core 30+:
+/// `MAX_STANDARD_TX_WEIGHT / 4`, any number of OP_RETURN outputs).
+pub const MAX_OP_RETURN_RELAY: usize = 100_000;
 /// Largest standard P2WSH witness script.
 pub const MAX_STANDARD_P2WSH_SCRIPT_SIZE: usize = 3600;
 /// Most standard P2WSH stack items (excluding the witness script).
@@ -233,6 +234,7 @@ pub fn check_standard(tx: &Transaction, config: &PolicyConfig) -> Result<(), Rej
             )));
         }
     }
+    let mut datacarrier_left = MAX_OP_RETURN_RELAY;
     for (i, output) in tx.output.iter().enumerate() {
         match classify(&output.script_pubkey) {
             OutputKind::NonStandard => {
@@ -241,24 +243,18 @@ pub fn check_standard(tx: &Transaction, config: &PolicyConfig) -> Result<(), Rej
                     output.script_pubkey
                 )))
             }
-            OutputKind::NullData if output.script_pubkey.len() > MAX_OP_RETURN_RELAY => {
-                return Err(RejectReason::NonStandard(format!(
-                    "datacarrier: output {i} OP_RETURN script is {} bytes (max {MAX_OP_RETURN_RELAY})",
-                    output.script_pubkey.len()
-                )))
+            OutputKind::NullData => {
+                let len = output.script_pubkey.len();
+                if len > datacarrier_left {
+                    return Err(RejectReason::NonStandard(format!(
+                        "datacarrier: output {i} OP_RETURN script of {len} bytes exceeds what is \
+                         left of the {MAX_OP_RETURN_RELAY}-byte allowance ({datacarrier_left})"
+                    )));
+                }
+                datacarrier_left -= len;
             }
             _ => {}
         }
-    }
-    let data_outputs = tx
-        .output
-        .iter()
-        .filter(|o| classify(&o.script_pubkey) == OutputKind::NullData)
-        .count();
-    if data_outputs > 1 {
-        return Err(RejectReason::NonStandard(
-            "multi-op-return: more than one OP_RETURN output".into(),
-        ));
     }
     let dust = dust_outputs(tx, config.dust_relay_fee_rate);
     if dust.len() > MAX_DUST_OUTPUTS_PER_TX {

@@ -387,7 +387,19 @@ impl BitcoindRpc {
                         }
                     }
                 }
-                return None;
+                // TRUC sibling eviction: the transaction it would replace spends another output
+                // of the same parent; Core names it ("rejecting replacement <txid>").
+                let by: Txid = message
+                    .split("rejecting replacement ")
+                    .nth(1)?
+                    .get(..64)?
+                    .parse()
+                    .ok()?;
+                RejectReason::Conflict {
+                    input: 0,
+                    outpoint: tx.input.first()?.previous_output,
+                    by,
+                }
             }
             RejectClass::ImmatureCoinbase => {
                 let (tip, _) = self.tip_and_mtp().ok()?;

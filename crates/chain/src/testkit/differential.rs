@@ -164,7 +164,8 @@ impl Differential {
                 .append(true)
                 .open(path)
             {
-                let _ = writeln!(f, "{line}");
+                // One write per record: appends from parallel tests do not interleave.
+                let _ = f.write_all(format!("{line}\n").as_bytes());
             }
         }
     }
