@@ -143,17 +143,7 @@ impl BitcoindRpc {
     /// Connect to the node at `url` (e.g. `http://127.0.0.1:18443`), checking that it answers,
     /// which network it runs and that its transaction index is on.
     pub fn connect(url: impl Into<String>, auth: Auth) -> Result<Self, ChainError> {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout(CALL_TIMEOUT)
-            .build();
-        let mut rpc = BitcoindRpc {
-            url: url.into(),
-            auth,
-            agent,
-            network: Network::Regtest,
-            next_id: AtomicU64::new(1),
-        };
+        let mut rpc = Self::unchecked(url, auth);
         let info = rpc.call_chain("getblockchaininfo", &[])?;
         let chain = field(&info, "chain", "getblockchaininfo")?
             .as_str()
@@ -177,6 +167,21 @@ impl BitcoindRpc {
             });
         }
         Ok(rpc)
+    }
+
+    /// A client that has not called the node yet (network assumed regtest).
+    pub(crate) fn unchecked(url: impl Into<String>, auth: Auth) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .timeout(CALL_TIMEOUT)
+            .build();
+        BitcoindRpc {
+            url: url.into(),
+            auth,
+            agent,
+            network: Network::Regtest,
+            next_id: AtomicU64::new(1),
+        }
     }
 
     /// The node's network.

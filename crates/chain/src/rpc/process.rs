@@ -156,14 +156,18 @@ impl BitcoindProcess {
                 )));
             }
             if self.cookie_path().is_file() {
-                match BitcoindRpc::connect(self.url(), self.auth()) {
+                let probe = BitcoindRpc::unchecked(self.url(), self.auth());
+                match probe.call("getblockchaininfo", &[]) {
                     Ok(_) => return Ok(()),
-                    Err(ChainError::Rpc {
-                        code: Some(RPC_IN_WARMUP),
-                        ..
-                    }) => {}
-                    Err(ChainError::Rpc { code: None, .. }) => {}
-                    Err(e) => return Err(e),
+                    Err(CallError::Rpc(e)) if e.code == RPC_IN_WARMUP => {}
+                    Err(CallError::Transport(_)) => {}
+                    Err(CallError::Rpc(e)) => {
+                        return Err(ChainError::Rpc {
+                            method: "getblockchaininfo".into(),
+                            code: Some(e.code),
+                            message: e.message,
+                        })
+                    }
                 }
             }
             if Instant::now() > deadline {
@@ -216,9 +220,7 @@ impl BitcoindProcess {
 
     /// Stop the node (RPC `stop`, then wait; killed if it does not exit within 30 s).
     pub fn stop(&mut self) {
-        if let Ok(rpc) = self.rpc() {
-            let _ = rpc.call("stop", &[]).map_err(|e: CallError| e);
-        }
+        let _ = BitcoindRpc::unchecked(self.url(), self.auth()).call("stop", &[]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
