@@ -210,7 +210,7 @@ impl BitcoindRpc {
         {
             Ok(r) => r,
             // Legacy (1.0) servers answer errors with HTTP 500/404/400 and a JSON body.
-            Err(ureq::Error::Status(code, r)) if matches!(code, 400 | 404 | 500) => r,
+            Err(ureq::Error::Status(400 | 404 | 500, r)) => r,
             Err(ureq::Error::Status(401, _)) => {
                 return Err(CallError::Transport(
                     "authentication refused (HTTP 401): check the cookie file or user and \
