@@ -21,13 +21,14 @@ if ! dpkg-query -W -f='${Status}' libevent-dev 2>/dev/null | grep -q "install ok
 fi
 
 # The Bitcoin Core sources, from the locked `libbitcoinkernel-sys` crate (fetched if missing).
-manifest="$(cargo metadata --locked --format-version 1 2>/dev/null |
-  python3 -c 'import json, sys
-for p in json.load(sys.stdin)["packages"]:
-    if p["name"] == "libbitcoinkernel-sys":
-        print(p["manifest_path"]); break')"
-[ -n "$manifest" ] || { echo "libbitcoinkernel-sys not found in the cargo metadata" >&2; exit 1; }
-src="$(dirname "$manifest")/bitcoin"
+version="$(awk '/^name = "libbitcoinkernel-sys"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)"
+[ -n "$version" ] || { echo "libbitcoinkernel-sys is not in Cargo.lock" >&2; exit 1; }
+cargo fetch --locked >&2
+crate_dir="$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 2 -type d \
+  -name "libbitcoinkernel-sys-$version" | head -1)"
+[ -n "$crate_dir" ] || { echo "libbitcoinkernel-sys-$version not found in the cargo registry" >&2; exit 1; }
+manifest="$crate_dir/Cargo.toml"
+src="$crate_dir/bitcoin"
 [ -f "$src/CMakeLists.txt" ] || { echo "no Bitcoin Core sources at $src" >&2; exit 1; }
 
 # One build per source tree: the cache key is the crate's version directory name.

@@ -61,6 +61,13 @@ impl Verdict {
         }
     }
 
+    fn class(&self) -> String {
+        match self {
+            Verdict::Accepted => "accepted".into(),
+            Verdict::Rejected(class, _) => format!("{class:?}"),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Verdict::Accepted => "accepted".into(),
@@ -153,6 +160,7 @@ impl Differential {
         if let Some(path) = std::env::var_os(DIFF_LOG_ENV) {
             let line = json!({
                 "kind": kind,
+                "pair": format!("{kind} {} {}", ours.class(), core.class()),
                 "id": id,
                 "agreed": agreed,
                 "ours": ours.describe(),
