@@ -5,3 +5,4 @@
 pub mod auth;
 pub mod codes;
 pub mod reject;
+pub mod server;
