@@ -1060,3 +1060,469 @@ fn generate_methods_mine_where_told_and_refuse_what_core_refuses() {
     );
     h.shutdown().unwrap();
 }
+
+#[test]
+fn bad_input_gets_core_codes_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let rpc = Client::new(&h);
+    let s = Signer::new(75);
+    let coins = fund(&rpc, &h, &s.p2tr(), 1);
+    let tx = s.spend(coins[0].clone(), vec![out(COIN - 1_000, s.p2tr())], 2);
+    rpc.ok("sendrawtransaction", json!([hex(&tx)]));
+    let before = state(&rpc);
+    let addr = h.local_addr();
+    let unchanged = |what: &str| assert_eq!(state(&rpc), before, "after {what}");
+
+    // JSON-RPC layer: (body, HTTP status, expected reply).
+    let cases: &[(&str, u16, &str)] = &[
+        (
+            "{",
+            500,
+            r#"{"result":null,"error":{"code":-32700,"message":"Parse error"},"id":null}"#,
+        ),
+        (
+            "",
+            500,
+            r#"{"result":null,"error":{"code":-32700,"message":"Parse error"},"id":null}"#,
+        ),
+        (
+            "\u{0}\u{ff}",
+            500,
+            r#"{"result":null,"error":{"code":-32700,"message":"Parse error"},"id":null}"#,
+        ),
+        (
+            "42",
+            500,
+            r#"{"result":null,"error":{"code":-32700,"message":"Top-level object parse error"},"id":null}"#,
+        ),
+        ("[]", 200, "[]"),
+        (
+            r#"{"id":1}"#,
+            400,
+            r#"{"result":null,"error":{"code":-32600,"message":"Missing method"},"id":1}"#,
+        ),
+        (
+            r#"{"method":1,"id":1}"#,
+            400,
+            r#"{"result":null,"error":{"code":-32600,"message":"Method must be a string"},"id":1}"#,
+        ),
+        (
+            r#"{"method":"getblockcount","params":"x","id":1}"#,
+            400,
+            r#"{"result":null,"error":{"code":-32600,"message":"Params must be an array or object"},"id":1}"#,
+        ),
+        (
+            r#"{"jsonrpc":"9","method":"getblockcount","id":1}"#,
+            400,
+            r#"{"result":null,"error":{"code":-32600,"message":"JSON-RPC version not supported"},"id":1}"#,
+        ),
+        (
+            r#"{"method":"nosuchmethod","id":"x"}"#,
+            404,
+            r#"{"result":null,"error":{"code":-32601,"message":"Method not found"},"id":"x"}"#,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"nosuchmethod","id":"x"}"#,
+            200,
+            r#"{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":"x"}"#,
+        ),
+        (
+            r#"{"method":"getblockcount","id":[1,{"a":null}]}"#,
+            200,
+            r#"{"result":101,"error":null,"id":[1,{"a":null}]}"#,
+        ),
+        (
+            r#"{"jsonrpc":"1.0","method":"getblockcount","id":null}"#,
+            200,
+            r#"{"result":101,"error":null,"id":null}"#,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"getblockcount","id":null}"#,
+            200,
+            r#"{"jsonrpc":"2.0","result":101,"id":null}"#,
+        ),
+        (r#"{"jsonrpc":"2.0","method":"getblockcount"}"#, 204, ""),
+        (r#"{"jsonrpc":"2.0","method":"nosuchmethod"}"#, 204, ""),
+        (r#"[{"jsonrpc":"2.0","method":"getblockcount"}]"#, 204, ""),
+        (
+            r#"{"method":"getblockhash","params":["1"],"id":1}"#,
+            500,
+            r#"{"result":null,"error":{"code":-3,"message":"Wrong type passed:\n{\n    \"Position 1 (height)\": \"JSON value of type string is not of expected type number\"\n}"},"id":1}"#,
+        ),
+        (
+            r#"{"method":"getblockhash","params":[1e20],"id":1}"#,
+            500,
+            r#"{"result":null,"error":{"code":-1,"message":"JSON integer out of range"},"id":1}"#,
+        ),
+        (
+            r#"{"method":"getblockhash","params":[4294967296],"id":1}"#,
+            500,
+            r#"{"result":null,"error":{"code":-1,"message":"JSON integer out of range"},"id":1}"#,
+        ),
+        (
+            r#"{"method":"getblockhash","params":{"height":1,"extra":2},"id":1}"#,
+            500,
+            r#"{"result":null,"error":{"code":-8,"message":"Unknown named parameter extra"},"id":1}"#,
+        ),
+        (
+            r#"{"method":"getblockhash","params":{"height":-7},"id":1}"#,
+            500,
+            r#"{"result":null,"error":{"code":-8,"message":"Block height out of range"},"id":1}"#,
+        ),
+        (
+            r#"{"method":"getblockhash","params":[null],"id":1}"#,
+            500,
+            r#"{"result":null,"error":{"code":-3,"message":"Wrong type passed:\n{\n    \"Position 1 (height)\": \"JSON value of type null is not of expected type number\"\n}"},"id":1}"#,
+        ),
+        (
+            r#"{"method":"sendrawtransaction","params":["zz"],"id":1}"#,
+            500,
+            r#"{"result":null,"error":{"code":-22,"message":"TX decode failed. Make sure the tx has at least one input."},"id":1}"#,
+        ),
+        (
+            r#"{"method":"generatetoaddress","params":[1],"id":1}"#,
+            500,
+            "",
+        ),
+        (r#"{"method":"getblockcount","params":[1],"id":1}"#, 500, ""),
+    ];
+    for (body, status, reply) in cases {
+        let (got_status, got) = rpc.post(body);
+        assert_eq!(got_status, *status, "{body}: {got}");
+        if reply.is_empty() && *status == 500 {
+            // Wrong argument count: Core answers -1 with the method's help.
+            let v: Value = serde_json::from_str(&got).unwrap();
+            assert_eq!(v["error"]["code"], -1, "{body}: {got}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains('\n'),
+                "{got}"
+            );
+        } else if reply.is_empty() {
+            assert_eq!(got, "", "{body}");
+        } else {
+            assert_eq!(got, format!("{reply}\n"), "{body}");
+        }
+        unchanged(body);
+    }
+
+    // Deep nesting is a parse error, not a stack overflow.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (status, got) = rpc.post(&deep);
+    assert_eq!(status, 500);
+    assert!(got.contains("-32700"), "{got}");
+    let deep_id = format!(
+        r#"{{"method":"getblockcount","id":{}1{}}}"#,
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    );
+    assert_eq!(rpc.post(&deep_id).0, 500);
+    unchanged("deep nesting");
+
+    // A batch mixing good and bad requests: each answered on its own, HTTP 200.
+    let (status, got) = rpc.post(
+        r#"[{"method":"getblockcount","id":1},{"method":"nope","id":2},7,{"jsonrpc":"2.0","method":"getblockcount"},{"jsonrpc":"2.0","method":"getblockhash","params":[999],"id":3},{"method":"sendrawtransaction","params":["00"],"id":4}]"#,
+    );
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(
+        v,
+        json!([
+            {"result": 101, "error": null, "id": 1},
+            {"result": null, "error": {"code": -32601, "message": "Method not found"}, "id": 2},
+            {"result": null, "error": {"code": -32600, "message": "Invalid Request object"}, "id": 2},
+            {"jsonrpc": "2.0", "error": {"code": -8, "message": "Block height out of range"}, "id": 3},
+            {"result": null, "error": {"code": -22, "message": "TX decode failed. Make sure the tx has at least one input."}, "id": 4},
+        ])
+    );
+    unchanged("batch");
+
+    // HTTP layer.
+    let auth = rpc.auth.clone();
+    let (status, head, body) = http(
+        addr,
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (405, "JSONRPC server handles only POST requests"),
+        "{head}"
+    );
+    let (status, head, _) = http(
+        addr,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(status, 401);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: basic realm=\"jsonrpc\""),
+        "{head}"
+    );
+    let wrong =
+        superscalar_chain::rpc::auth::Credentials::new("__cookie__", "wrong").basic_header();
+    let body = r#"{"method":"stop","id":1}"#;
+    let (status, head, _) = http(addr, &format!("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {wrong}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+    assert_eq!(status, 401, "a wrong password cannot stop the server");
+    assert!(
+        head.to_ascii_lowercase().contains("www-authenticate"),
+        "{head}"
+    );
+    let (status, _, _) = http(addr, &format!("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer xyz\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+    assert_eq!(status, 401);
+    // A body over 32 MiB, announced or sent.
+    let (status, _, _) = http(addr, &format!("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 33554433\r\n\r\n"));
+    assert_eq!(status, 413);
+    let mut chunked = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..33 {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(&chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (status, _, _) = http_bytes(addr, &chunked);
+    assert_eq!(status, 413);
+    // Headers over 8 KiB, and what is not HTTP.
+    let (status, _, _) = http(
+        addr,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(10_000)
+        ),
+    );
+    assert_eq!(status, 431);
+    let (status, _, _) = http(addr, "BLAH\r\n\r\n");
+    assert_eq!(status, 400);
+    unchanged("HTTP");
+
+    // And it still answers.
+    assert_eq!(rpc.ok("getblockcount", json!([])), 101);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn restart_keeps_tip_and_mempool_with_a_new_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Signer::new(76);
+    let h = start(dir.path());
+    let cookie = dir.path().join("regtest").join(".cookie");
+    assert_eq!(h.cookie_path(), Some(cookie.as_path()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cookie).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let first_cookie = std::fs::read_to_string(&cookie).unwrap();
+    assert!(first_cookie.starts_with("__cookie__:"));
+    let rpc = Client::new(&h);
+    let coins = fund(&rpc, &h, &s.p2tr(), 3);
+    let plain = s.spend(coins[0].clone(), vec![out(COIN - 1_000, s.p2tr())], 2);
+    let parent = anchored_parent(&s, coins[1].clone());
+    let child = anchor_child(&s, &parent, coins[2].clone(), 2_000);
+    rpc.ok("sendrawtransaction", json!([hex(&plain)]));
+    rpc.ok("submitpackage", json!([[hex(&parent), hex(&child)]]));
+    let (tip, pool) = state(&rpc);
+    assert_eq!(pool.as_array().unwrap().len(), 3);
+
+    // Stopped by the RPC: the reply first, then the server ends.
+    assert_eq!(rpc.ok("stop", json!([])), "Bitcoin Core stopping");
+    h.wait().unwrap();
+    assert!(!cookie.exists(), "the cookie is removed at stop");
+    assert!(dir.path().join("regtest").join("mempool.dat").exists());
+
+    let h = start(dir.path());
+    let second_cookie = std::fs::read_to_string(&cookie).unwrap();
+    assert_ne!(first_cookie, second_cookie, "a new cookie each start");
+    let rpc = Client::new(&h);
+    let (tip2, pool2) = state(&rpc);
+    assert_eq!(tip2, tip);
+    let sorted = |v: &Value| {
+        let mut a: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        a.sort();
+        a
+    };
+    assert_eq!(
+        sorted(&pool2),
+        sorted(&pool),
+        "the mempool, the zero-fee parent included"
+    );
+    assert_eq!(rpc.ok("getblockcount", json!([])), 103);
+    // The old cookie no longer opens the door.
+    let old = Client {
+        addr: h.local_addr(),
+        auth: superscalar_chain::rpc::auth::Credentials::new(
+            "__cookie__",
+            first_cookie.split_once(':').unwrap().1,
+        )
+        .basic_header(),
+    };
+    assert_eq!(old.post(r#"{"method":"getblockcount","id":1}"#).0, 401);
+    // Mined after the restart, all three confirm.
+    rpc.ok("generatetoaddress", json!([1, address(&burn())]));
+    assert_eq!(rpc.ok("getrawmempool", json!([])), json!([]));
+    assert_eq!(
+        rpc.ok(
+            "getrawtransaction",
+            json!([child.compute_txid().to_string(), 1])
+        )["confirmations"],
+        1
+    );
+    h.shutdown().unwrap();
+    assert!(!cookie.exists());
+    // Stopped with an empty mempool: it comes back empty.
+    let h = start(dir.path());
+    assert_eq!(Client::new(&h).ok("getrawmempool", json!([])), json!([]));
+    drop(h);
+    assert!(!cookie.exists(), "dropping the handle stops the server too");
+}
+
+#[test]
+fn remote_addresses_need_an_explicit_allowance_and_a_password() {
+    use superscalar_chain::rpc::auth::Credentials;
+    use superscalar_chain::rpc::server::{Chaind, ChaindConfig, ChaindError};
+    let dir = tempfile::tempdir().unwrap();
+    let any: std::net::SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let refused = Chaind::start(ChaindConfig {
+        bind: any,
+        ..ChaindConfig::new(dir.path())
+    });
+    assert!(
+        matches!(refused, Err(ChaindError::RemoteBind(_))),
+        "{refused:?}"
+    );
+    let refused = Chaind::start(ChaindConfig {
+        bind: any,
+        allow_remote: true,
+        ..ChaindConfig::new(dir.path())
+    });
+    assert!(
+        matches!(refused, Err(ChaindError::RemoteBind(_))),
+        "a cookie is not enough"
+    );
+    let creds = Credentials::new("alice", "correct horse");
+    let h = Chaind::start(ChaindConfig {
+        bind: any,
+        allow_remote: true,
+        credentials: Some(creds.clone()),
+        ..ChaindConfig::new(dir.path())
+    })
+    .unwrap();
+    assert_eq!(h.cookie_path(), None);
+    assert!(!dir.path().join("regtest").join(".cookie").exists());
+    let port = h.local_addr().port();
+    assert_ne!(port, 0);
+    let rpc = Client::with_credentials(([127, 0, 0, 1], port).into(), &creds);
+    assert_eq!(rpc.ok("getblockcount", json!([])), 0);
+    let wrong = Client::with_credentials(
+        ([127, 0, 0, 1], port).into(),
+        &Credentials::new("alice", "wrong"),
+    );
+    assert_eq!(wrong.post(r#"{"method":"getblockcount","id":1}"#).0, 401);
+    // Loopback with user and password, no allowance needed.
+    h.shutdown().unwrap();
+    let h = Chaind::start(ChaindConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        credentials: Some(creds.clone()),
+        ..ChaindConfig::new(dir.path())
+    })
+    .unwrap();
+    assert_eq!(
+        Client::with_credentials(h.local_addr(), &creds).ok("getblockcount", json!([])),
+        0
+    );
+    // The same data directory cannot serve twice at once.
+    let twice = Chaind::start(ChaindConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..ChaindConfig::new(dir.path())
+    });
+    assert!(twice.is_err(), "a second chaind on the same data directory");
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn idle_and_silent_connections_do_not_pin_the_server() {
+    use std::io::Write;
+    use superscalar_chain::rpc::server::ChaindConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_with(ChaindConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 2,
+        timeout: std::time::Duration::from_millis(300),
+        ..ChaindConfig::new(dir.path())
+    });
+    let rpc = Client::new(&h);
+    // Two connections take both slots: one idle, one sending half a head and then nothing.
+    let idle = std::net::TcpStream::connect(h.local_addr()).unwrap();
+    let mut half = std::net::TcpStream::connect(h.local_addr()).unwrap();
+    half.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // Both are dropped after the timeout, and the next request is served.
+    assert_eq!(rpc.ok("getblockcount", json!([])), 0);
+    for mut s in [idle, half] {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut buf);
+    }
+    // A body that never comes: 408, then the connection is closed.
+    let mut slow = std::net::TcpStream::connect(h.local_addr()).unwrap();
+    write!(
+        slow,
+        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 100\r\n\r\n{{",
+        rpc.auth
+    )
+    .unwrap();
+    let (status, _, _) = read_response(&mut slow);
+    assert_eq!(status, 408);
+    assert_eq!(rpc.ok("getblockcount", json!([])), 0);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn long_mining_does_not_hold_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let rpc = Client::new(&h);
+    let miner = {
+        let rpc = Client {
+            addr: rpc.addr,
+            auth: rpc.auth.clone(),
+        };
+        std::thread::spawn(move || rpc.ok("generatetoaddress", json!([3000, address(&burn())])))
+    };
+    // While the miner works, other requests are answered with the chain as it grows.
+    let mut seen_between = false;
+    while !miner.is_finished() {
+        let n = rpc.ok("getblockcount", json!([])).as_u64().unwrap();
+        if n > 0 && n < 3000 {
+            seen_between = true;
+        }
+    }
+    let hashes = miner.join().unwrap();
+    assert_eq!(hashes.as_array().unwrap().len(), 3000);
+    assert!(seen_between, "no request was answered while mining");
+    assert_eq!(rpc.ok("getblockcount", json!([])), 3000);
+    // A stop during a long call ends it early.
+    let miner = {
+        let rpc = Client {
+            addr: rpc.addr,
+            auth: rpc.auth.clone(),
+        };
+        std::thread::spawn(move || rpc.call("generatetoaddress", json!([10_000, address(&burn())])))
+    };
+    while h.chain().tip().unwrap().height < 3010 {
+        std::thread::yield_now();
+    }
+    assert_eq!(rpc.ok("stop", json!([])), "Bitcoin Core stopping");
+    let partial = miner.join().unwrap().unwrap();
+    assert!(partial.as_array().unwrap().len() < 10_000);
+    h.wait().unwrap();
+}
