@@ -342,8 +342,11 @@ fn shape_diff(path: &str, ours: &Value, core: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// One answer of the story: its name, and the result or the error code and message.
+type Answer = (String, Result<Value, (i64, String)>);
+
 /// Drive one node through the same story; the answers, by name.
-fn story(rpc: &Client) -> Vec<(String, Result<Value, (i64, String)>)> {
+fn story(rpc: &Client) -> Vec<Answer> {
     let s = Signer::new(82);
     let me = address(&s.p2tr());
     let burn_addr = address(&burn());

@@ -129,8 +129,8 @@ impl Chaind {
     /// Open the chain in `config.data_dir` and serve RPC until [`ChaindHandle::shutdown`], the
     /// `stop` RPC or (if asked) a signal.
     pub fn start(config: ChaindConfig) -> Result<ChaindHandle, ChaindError> {
-        if !config.bind.ip().is_loopback() && !(config.allow_remote && config.credentials.is_some())
-        {
+        let remote_allowed = config.allow_remote && config.credentials.is_some();
+        if !(config.bind.ip().is_loopback() || remote_allowed) {
             return Err(ChaindError::RemoteBind(config.bind));
         }
         let net_dir = config.data_dir.join(NETWORK_DIR);
@@ -179,16 +179,11 @@ impl Chaind {
             })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
-        let ctx = {
-            let stop_tx = Arc::clone(&stop_tx);
-            Arc::new(methods::Ctx::new(
-                Arc::clone(&chain),
-                Some(net_dir.join("blocks")),
-                Box::new(move || {
-                    stop_tx.send_replace(true);
-                }),
-            ))
-        };
+        let ctx = Arc::new(methods::Ctx::new(
+            Arc::clone(&chain),
+            Some(net_dir.join("blocks")),
+            Arc::clone(&stop_tx),
+        ));
         let shared = Arc::new(http::Shared {
             ctx,
             credentials,

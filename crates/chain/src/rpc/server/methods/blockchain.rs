@@ -264,30 +264,33 @@ fn gettxout(ctx: &Ctx, args: &Args) -> Result<Json, RpcError> {
     let n: u32 = args.req_int(1)?;
     let include_mempool = args.bool(2)?.unwrap_or(true);
     let outpoint = OutPoint::new(txid, n);
-    let tip = ctx.chain.tip().map_err(chain_error)?;
-    // (output, confirmations, coinbase)
-    let found = ctx.chain.with_mempool(|pool, index| {
-        if include_mempool {
-            if pool.spender_of(&outpoint).is_some() {
-                return None;
+    // (output, confirmations, coinbase), and the tip, read together.
+    let (found, tip_hash) = ctx.chain.with_mempool(|pool, index| {
+        let tip_height = index.tip_height();
+        let found = (|| {
+            if include_mempool {
+                if pool.spender_of(&outpoint).is_some() {
+                    return None;
+                }
+                if let Some(e) = pool.get(&txid) {
+                    return e
+                        .tx
+                        .output
+                        .get(n as usize)
+                        .map(|o| (o.clone(), 0u32, false));
+                }
             }
-            if let Some(e) = pool.get(&txid) {
-                return e
-                    .tx
-                    .output
-                    .get(n as usize)
-                    .map(|o| (o.clone(), 0u32, false));
-            }
-        }
-        index
-            .coin(&outpoint)
-            .map(|c| (c.txout.clone(), tip.height - c.height + 1, c.is_coinbase))
+            index
+                .coin(&outpoint)
+                .map(|c| (c.txout.clone(), tip_height - c.height + 1, c.is_coinbase))
+        })();
+        (found, index.tip_hash())
     });
     let Some((txout, confirmations, coinbase)) = found else {
         return Ok(Json::Null);
     };
     Ok(obj! {
-        "bestblock" => tip.hash.to_string(),
+        "bestblock" => tip_hash.to_string(),
         "confirmations" => confirmations,
         "value" => Json::Amount(txout.value.to_sat() as i64),
         "scriptPubKey" => script_pubkey_json(&txout.script_pubkey),

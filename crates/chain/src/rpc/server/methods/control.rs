@@ -1,7 +1,5 @@
 //! Core's `rpc/server.cpp` control methods: `help`, `stop`, `uptime`.
 
-use std::sync::atomic::Ordering;
-
 use super::{find, table, Ctx, Method};
 use crate::rpc::server::json::Json;
 use crate::rpc::server::jsonrpc::RpcError;
@@ -65,8 +63,7 @@ fn help(_: &Ctx, args: &Args) -> Result<Json, RpcError> {
 fn stop(ctx: &Ctx, args: &Args) -> Result<Json, RpcError> {
     // Core sleeps for the hidden `wait` (milliseconds) after asking to stop; we cap it.
     let wait: Option<i32> = args.int(0)?;
-    ctx.stopping.store(true, Ordering::Relaxed);
-    (ctx.stop)();
+    ctx.request_stop();
     if let Some(ms) = wait.filter(|ms| *ms > 0) {
         std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000) as u64));
     }

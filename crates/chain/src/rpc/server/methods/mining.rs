@@ -2,7 +2,6 @@
 //! and `generateblock`.
 
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
 
 use bitcoin::hashes::Hash;
 use bitcoin::{Address, Network, ScriptBuf, Transaction, Txid};
@@ -82,7 +81,7 @@ fn generate(ctx: &Ctx, n: i64, script: &ScriptBuf) -> Result<Json, RpcError> {
     }
     let mut hashes = Vec::new();
     for _ in 0..n.max(0) {
-        if ctx.stopping.load(Ordering::Relaxed) {
+        if ctx.stopping() {
             break;
         }
         let hash = ctx.chain.mine_blocks(1, script).map_err(chain_error)?;

@@ -40,10 +40,8 @@ pub(crate) struct Ctx {
     pub chain: Arc<EmbeddedChain>,
     /// When the server started (for `uptime`).
     pub started: Instant,
-    /// Ask the server to stop.
-    pub stop: Box<dyn Fn() + Send + Sync>,
-    /// Set once `stop` was asked for (long calls end early).
-    pub stopping: std::sync::atomic::AtomicBool,
+    /// The server's stop switch (set by `stop`, a signal or the handle).
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
     /// The chain's `blocks` directory (for `size_on_disk`).
     pub blocks_dir: Option<std::path::PathBuf>,
     /// Entry time and height of mempool transactions, as first seen.
@@ -55,16 +53,25 @@ impl Ctx {
     pub(crate) fn new(
         chain: Arc<EmbeddedChain>,
         blocks_dir: Option<std::path::PathBuf>,
-        stop: Box<dyn Fn() + Send + Sync>,
+        stop: Arc<tokio::sync::watch::Sender<bool>>,
     ) -> Self {
         Ctx {
             chain,
             started: Instant::now(),
             stop,
-            stopping: std::sync::atomic::AtomicBool::new(false),
             blocks_dir,
             meta: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Ask the server to stop.
+    pub(crate) fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Whether the server was asked to stop (long calls end early).
+    pub(crate) fn stopping(&self) -> bool {
+        *self.stop.borrow()
     }
 
     /// Record that `txids` entered the mempool now (if not recorded yet).
@@ -141,11 +148,10 @@ impl Ctx {
             else {
                 return Ok(None);
             };
-            if !cache.contains_key(&height) {
-                let b = self.block(height)?;
-                cache.insert(height, b);
-            }
-            let block = &cache[&height];
+            let block = match cache.entry(height) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.block(height)?),
+            };
             let Some((pos, prev)) = block
                 .txdata
                 .iter()
