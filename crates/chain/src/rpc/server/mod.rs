@@ -165,18 +165,20 @@ impl Chaind {
                 (c, Some(path))
             }
         };
+        // From here on, a failure must not leave the cookie behind.
+        let failed = |message: String| {
+            if let Some(p) = &cookie {
+                let _ = std::fs::remove_file(p);
+            }
+            ChaindError::Io(message)
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(config.max_connections.max(1) + 2)
             .thread_name("chaind")
             .enable_all()
             .build()
-            .map_err(|e| {
-                if let Some(p) = &cookie {
-                    let _ = std::fs::remove_file(p);
-                }
-                ChaindError::Io(format!("cannot start the RPC runtime: {e}"))
-            })?;
+            .map_err(|e| failed(format!("cannot start the RPC runtime: {e}")))?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let ctx = Arc::new(methods::Ctx::new(
@@ -214,7 +216,7 @@ impl Chaind {
                     }
                     result
                 })
-                .map_err(|e| ChaindError::Io(format!("cannot start the RPC thread: {e}")))?
+                .map_err(|e| failed(format!("cannot start the RPC thread: {e}")))?
         };
         Ok(ChaindHandle {
             local_addr,
