@@ -292,12 +292,20 @@ impl Inner {
     /// Our own reading of why the kernel refused a block's transactions (the kernel gives only a
     /// category); the kernel's verdict stands regardless.
     fn diagnose(&self, txs: &[Transaction]) -> Option<String> {
+        self.check_block_txs(txs)
+            .err()
+            .map(|(txid, r)| format!("tx {txid}: {r}"))
+    }
+
+    /// Our own consensus checks of a block's transactions on top of the tip: the first
+    /// transaction that fails and why.
+    pub(crate) fn check_block_txs(&self, txs: &[Transaction]) -> Result<(), (Txid, RejectReason)> {
         let height = self.index.tip_height() + 1;
         let mtp = self.index.mtp_at(self.index.tip_height());
         let mut created: HashMap<OutPoint, (TxOut, SpentContext)> = HashMap::new();
         for tx in txs {
             let txid = tx.compute_txid();
-            let fail = |r: RejectReason| Some(format!("tx {txid}: {r}"));
+            let fail = |r: RejectReason| Err((txid, r));
             if let Err(r) = check_transaction(tx) {
                 return fail(r);
             }
@@ -348,7 +356,7 @@ impl Inner {
                 created.insert(OutPoint::new(txid, vout as u32), (o.clone(), ctx));
             }
         }
-        None
+        Ok(())
     }
 }
 
@@ -460,5 +468,77 @@ impl EmbeddedChain {
     /// Timestamp of the block at `height`.
     pub fn block_time(&self, height: u32) -> Option<u32> {
         self.lock().index.time_at(height)
+    }
+}
+
+/// Lookups and dry runs for the RPC server (`superscalar chaind`).
+impl EmbeddedChain {
+    /// Height of the active-chain block with hash `hash`.
+    pub fn block_height(&self, hash: &BlockHash) -> Option<u32> {
+        self.lock().index.height_of(hash)
+    }
+
+    /// Hash of the active-chain block at `height`, without reading the block.
+    pub fn block_hash_at(&self, height: u32) -> Option<BlockHash> {
+        self.lock().index.hash_at(height)
+    }
+
+    /// Median time past of the active-chain block at `height`.
+    pub fn median_time_past_at(&self, height: u32) -> Option<u32> {
+        let inner = self.lock();
+        (height <= inner.index.tip_height()).then(|| inner.index.mtp_at(height))
+    }
+
+    /// Run `f` on the mempool and the chain index, under the chain's lock.
+    pub(crate) fn with_mempool<R>(&self, f: impl FnOnce(&Mempool, &ChainIndex) -> R) -> R {
+        let inner = self.lock();
+        f(&inner.mempool, &inner.index)
+    }
+
+    /// Run `f` on a copy of the mempool (to judge transactions without admitting them).
+    pub(crate) fn with_mempool_copy<R>(&self, f: impl FnOnce(&mut Mempool, &ChainIndex) -> R) -> R {
+        let inner = self.lock();
+        let mut copy = inner.mempool.clone();
+        f(&mut copy, &inner.index)
+    }
+
+    /// Submit a parent and child, saying which one a rejection is about.
+    pub(crate) fn submit_package_attributed(
+        &self,
+        parent: &Transaction,
+        child: &Transaction,
+    ) -> Result<PackageAcceptance, (crate::mempool::PackageMember, RejectReason)> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner
+            .mempool
+            .accept_package_attributed(parent, child, &inner.index)
+    }
+
+    /// Our consensus checks of `txs` as a block on top of the tip (the kernel is not asked).
+    pub(crate) fn check_block_transactions(
+        &self,
+        txs: &[Transaction],
+    ) -> Result<(), (Txid, RejectReason)> {
+        self.lock().check_block_txs(txs)
+    }
+
+    /// Assemble (and mine) a block on the tip holding exactly `txs`, without submitting it.
+    pub(crate) fn assemble_block(&self, txs: &[Transaction], payout: &Script) -> Block {
+        let inner = self.lock();
+        let height = inner.index.tip_height() + 1;
+        let mtp = inner.index.mtp_at(inner.index.tip_height());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        assemble(Template {
+            prev_hash: inner.index.tip_hash(),
+            height,
+            time: now.max(mtp + 1),
+            payout,
+            fees: inner.template_fees(txs),
+            txs: txs.to_vec(),
+        })
     }
 }

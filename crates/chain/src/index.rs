@@ -111,3 +111,14 @@ impl ChainIndex {
         self.utxos.len()
     }
 }
+
+/// Lookups for the RPC server.
+impl ChainIndex {
+    /// Height of the active-chain block with hash `hash`.
+    pub(crate) fn height_of(&self, hash: &BlockHash) -> Option<u32> {
+        self.headers
+            .iter()
+            .rposition(|(h, _)| h == hash)
+            .map(|i| i as u32)
+    }
+}

@@ -65,7 +65,7 @@ struct Checked {
 }
 
 /// The mempool.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Mempool {
     config: PolicyConfig,
     entries: HashMap<Txid, MempoolEntry>,
@@ -134,21 +134,36 @@ impl Mempool {
         child: &Transaction,
         chain: &ChainIndex,
     ) -> Result<PackageAcceptance, RejectReason> {
+        self.accept_package_attributed(parent, child, chain)
+            .map_err(|(_, reason)| reason)
+    }
+
+    /// [`Mempool::accept_package`], saying which transaction a rejection is about.
+    pub(crate) fn accept_package_attributed(
+        &mut self,
+        parent: &Transaction,
+        child: &Transaction,
+        chain: &ChainIndex,
+    ) -> Result<PackageAcceptance, (PackageMember, RejectReason)> {
+        use PackageMember::{Child, Package, Parent};
         let parent_txid = parent.compute_txid();
         if !child
             .input
             .iter()
             .any(|i| i.previous_output.txid == parent_txid)
         {
-            return Err(RejectReason::Package(format!(
-                "child {} does not spend parent {parent_txid}",
-                child.compute_txid()
-            )));
+            return Err((
+                Package,
+                RejectReason::Package(format!(
+                    "child {} does not spend parent {parent_txid}",
+                    child.compute_txid()
+                )),
+            ));
         }
         // A parent already known is deduplicated: only the child is new.
         if self.entries.contains_key(&parent_txid) || chain.confirmed_height(&parent_txid).is_some()
         {
-            let child_txid = self.accept(child, chain)?;
+            let child_txid = self.accept(child, chain).map_err(|r| (Child, r))?;
             let p = self.entries.get(&parent_txid);
             let c = &self.entries[&child_txid];
             return Ok(PackageAcceptance {
@@ -158,18 +173,20 @@ impl Mempool {
                 vsize: p.map_or(0, |p| p.vsize) + c.vsize,
             });
         }
-        let p = self.check(parent, chain, None)?;
-        let c = self.check(child, chain, Some(&p))?;
+        let p = self.check(parent, chain, None).map_err(|r| (Parent, r))?;
+        let c = self.check(child, chain, Some(&p)).map_err(|r| (Child, r))?;
         self.check_ephemeral_spends(&p, None, false)
-            .and_then(|_| self.check_ephemeral_spends(&c, Some(&p), false))?;
+            .map_err(|r| (Parent, r))?;
+        self.check_ephemeral_spends(&c, Some(&p), false)
+            .map_err(|r| (Child, r))?;
         let parent_ok_alone = self.check_min_fee(p.fee, p.vsize).is_ok();
         let fee = p.fee + c.fee;
         let vsize = p.vsize + c.vsize;
         if parent_ok_alone && dust_outputs(&p.tx, self.config.dust_relay_fee_rate).is_empty() {
             // Core accepts such a parent on its own and then judges the child alone.
-            self.check_min_fee(c.fee, c.vsize)?;
+            self.check_min_fee(c.fee, c.vsize).map_err(|r| (Child, r))?;
         } else {
-            self.check_min_fee(fee, vsize)?;
+            self.check_min_fee(fee, vsize).map_err(|r| (Package, r))?;
         }
         verify_scripts(&p.tx, &p.spent)?;
         verify_scripts(&c.tx, &c.spent)?;
@@ -573,5 +590,57 @@ impl Mempool {
             }
         }
         self.config.min_relay_fee_rate
+    }
+}
+
+/// Which transaction of a package a rejection is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PackageMember {
+    /// The parent.
+    Parent,
+    /// The child.
+    Child,
+    /// Both together (the package fee rate, or the package's shape).
+    Package,
+}
+
+impl MempoolEntry {
+    /// Order of arrival.
+    pub(crate) fn arrival(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// Read access for the RPC server (`getrawmempool`, `getmempoolentry`, ...).
+impl Mempool {
+    /// Core's mempool sequence number: one plus the number of additions and removals so far.
+    pub(crate) fn sequence(&self) -> u64 {
+        // Every transaction added is either still here or was removed.
+        let added = self.next_seq;
+        let removed = added - self.entries.len() as u64;
+        1 + added + removed
+    }
+
+    /// In-mempool parents of a mempool transaction.
+    pub(crate) fn parents_of(&self, txid: &Txid) -> BTreeSet<Txid> {
+        self.entries
+            .get(txid)
+            .map(|e| self.parents_in_pool(&e.tx))
+            .unwrap_or_default()
+    }
+
+    /// In-mempool children of a mempool transaction.
+    pub(crate) fn children_of_tx(&self, txid: &Txid) -> BTreeSet<Txid> {
+        self.children_of(txid)
+    }
+
+    /// In-mempool ancestors of a mempool transaction (itself excluded).
+    pub(crate) fn ancestors_of_tx(&self, txid: &Txid) -> BTreeSet<Txid> {
+        self.ancestors_of(&self.parents_of(txid), None)
+    }
+
+    /// In-mempool descendants of a mempool transaction (itself excluded).
+    pub(crate) fn descendants_of_tx(&self, txid: &Txid) -> BTreeSet<Txid> {
+        self.descendants_of(txid)
     }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_payments;
+mod chaind;
 mod demo;
 mod demo_channels;
 mod demo_factory;
@@ -43,6 +44,9 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         count: u64,
     },
+    /// A regtest node on the embedded chain serving Bitcoin Core's JSON-RPC (bitcoin-cli works
+    /// against it), until the `stop` RPC, SIGINT or SIGTERM.
+    Chaind(chaind::ChaindArgs),
     /// Print one client's signed exit package (JSON) for a factory of N clients.
     ExportExit {
         /// Clients in the factory.
@@ -60,6 +64,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Chaind(args) => return chaind::run(args),
         Command::Demo { data_dir } => demo::run(data_dir),
         Command::Bench { clients, threads } => bench::run(&clients, threads.max(1)),
         Command::BenchPayments { count } => bench_payments::run(count),

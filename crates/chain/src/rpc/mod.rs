@@ -7,5 +7,6 @@ pub mod client;
 pub mod codes;
 pub mod process;
 pub mod reject;
+pub mod server;
 
 pub use client::BitcoindRpc;

@@ -295,7 +295,10 @@ impl RejectClass {
             Self::MissingEphemeralSpend
         } else if starts("too-long-mempool-chain") || starts("too-large-cluster") {
             Self::TooLongMempoolChain
-        } else if starts("package-") || starts("Transaction rejected due to invalid package") {
+        } else if starts("package-")
+            || starts("package topology disallowed")
+            || starts("Transaction rejected due to invalid package")
+        {
             Self::Package
         } else if starts("bad-txns-") || starts("bad-tx") || starts("coinbase") {
             Self::Consensus

@@ -1,0 +1,315 @@
+//! JSON-RPC as Bitcoin Core speaks it (`rpc/request.cpp`, `httprpc.cpp`): the legacy 1.0/1.1
+//! envelope and 2.0, batches and notifications, and the HTTP status of each outcome.
+
+use serde_json::Value;
+
+use super::json::{obj, Json};
+use crate::rpc::codes::{RPC_INVALID_REQUEST, RPC_METHOD_NOT_FOUND, RPC_PARSE_ERROR};
+
+/// An RPC error: Core's code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RpcError {
+    /// Core's error code (`rpc/protocol.h`).
+    pub code: i32,
+    /// The message.
+    pub message: String,
+}
+
+impl RpcError {
+    /// An error with `code` and `message`.
+    pub(crate) fn new(code: i32, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn to_json(&self) -> Json {
+        obj! { "code" => self.code, "message" => self.message.as_str() }
+    }
+}
+
+/// Which envelope a request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    /// 1.0/1.1: `result` and `error` both present; errors are HTTP errors.
+    Legacy,
+    /// 2.0: one of `result` or `error`; HTTP 200; no reply to notifications.
+    V2,
+}
+
+/// What `JSONRPCRequest::parse` keeps between the requests of a batch: Core parses each
+/// element into the same object, so a malformed element is answered with the id and version
+/// of whatever was parsed before it.
+#[derive(Debug, Clone)]
+struct RequestState {
+    /// `None` when the request had no `id` member.
+    id: Option<Value>,
+    version: Version,
+}
+
+impl Default for RequestState {
+    fn default() -> Self {
+        RequestState {
+            id: Some(Value::Null),
+            version: Version::Legacy,
+        }
+    }
+}
+
+impl RequestState {
+    fn is_notification(&self) -> bool {
+        self.id.is_none() && self.version == Version::V2
+    }
+}
+
+/// A parsed call.
+struct Call<'a> {
+    method: &'a str,
+    params: Value,
+}
+
+fn parse<'a>(v: &'a Value, state: &mut RequestState) -> Result<Call<'a>, RpcError> {
+    let Some(request) = v.as_object() else {
+        return Err(RpcError::new(RPC_INVALID_REQUEST, "Invalid Request object"));
+    };
+    state.id = request.get("id").cloned();
+    state.version = Version::Legacy;
+    match request.get("jsonrpc") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "1.0" => {}
+        Some(Value::String(s)) if s == "2.0" => state.version = Version::V2,
+        Some(Value::String(_)) => {
+            return Err(RpcError::new(
+                RPC_INVALID_REQUEST,
+                "JSON-RPC version not supported",
+            ))
+        }
+        Some(_) => {
+            return Err(RpcError::new(
+                RPC_INVALID_REQUEST,
+                "jsonrpc field must be a string",
+            ))
+        }
+    }
+    let method = match request.get("method") {
+        None | Some(Value::Null) => {
+            return Err(RpcError::new(RPC_INVALID_REQUEST, "Missing method"))
+        }
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => {
+            return Err(RpcError::new(
+                RPC_INVALID_REQUEST,
+                "Method must be a string",
+            ))
+        }
+    };
+    let params = match request.get("params") {
+        Some(p @ (Value::Array(_) | Value::Object(_))) => p.clone(),
+        None | Some(Value::Null) => Value::Array(Vec::new()),
+        Some(_) => {
+            return Err(RpcError::new(
+                RPC_INVALID_REQUEST,
+                "Params must be an array or object",
+            ))
+        }
+    };
+    Ok(Call { method, params })
+}
+
+/// Core's `JSONRPCReplyObj`.
+fn reply(result: Result<Json, RpcError>, state: &RequestState) -> Json {
+    let mut o = Json::object();
+    if state.version == Version::V2 {
+        o.push("jsonrpc", "2.0");
+    }
+    match result {
+        Ok(r) => {
+            o.push("result", r);
+            if state.version == Version::Legacy {
+                o.push("error", Json::Null);
+            }
+        }
+        Err(e) => {
+            if state.version == Version::Legacy {
+                o.push("result", Json::Null);
+            }
+            o.push("error", e.to_json());
+        }
+    }
+    if let Some(id) = &state.id {
+        o.push("id", Json::from(id));
+    }
+    o
+}
+
+/// Core's `JSONErrorReply`: an error as an HTTP error.
+fn error_reply(e: RpcError, state: &RequestState) -> HttpReply {
+    let status = match e.code {
+        RPC_INVALID_REQUEST => 400,
+        RPC_METHOD_NOT_FOUND => 404,
+        _ => 500,
+    };
+    HttpReply {
+        status,
+        body: Some(reply(Err(e), state)),
+    }
+}
+
+/// The HTTP answer to a JSON-RPC body.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpReply {
+    /// HTTP status.
+    pub status: u16,
+    /// The JSON body (none for 204).
+    pub body: Option<Json>,
+}
+
+/// Answer an HTTP body: parse it, run each call with `exec`, wrap the results like Core.
+pub(crate) fn handle_body(
+    body: &[u8],
+    exec: &mut dyn FnMut(&str, &Value) -> Result<Json, RpcError>,
+) -> HttpReply {
+    let mut state = RequestState::default();
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return error_reply(RpcError::new(RPC_PARSE_ERROR, "Parse error"), &state);
+    };
+    match &request {
+        Value::Object(_) => {
+            let call = match parse(&request, &mut state) {
+                Ok(c) => c,
+                Err(e) => return error_reply(e, &state),
+            };
+            let result = exec(call.method, &call.params);
+            if state.is_notification() {
+                return HttpReply {
+                    status: 204,
+                    body: None,
+                };
+            }
+            match result {
+                Ok(r) => HttpReply {
+                    status: 200,
+                    body: Some(reply(Ok(r), &state)),
+                },
+                // 2.0 catches errors into an HTTP 200; legacy makes them HTTP errors.
+                Err(e) if state.version == Version::V2 => HttpReply {
+                    status: 200,
+                    body: Some(reply(Err(e), &state)),
+                },
+                Err(e) => error_reply(e, &state),
+            }
+        }
+        Value::Array(batch) => {
+            let mut replies = Vec::new();
+            for element in batch {
+                let result =
+                    parse(element, &mut state).and_then(|call| exec(call.method, &call.params));
+                if !state.is_notification() {
+                    replies.push(reply(result, &state));
+                }
+            }
+            if replies.is_empty() && !batch.is_empty() {
+                return HttpReply {
+                    status: 204,
+                    body: None,
+                };
+            }
+            HttpReply {
+                status: 200,
+                body: Some(Json::Arr(replies)),
+            }
+        }
+        _ => error_reply(
+            RpcError::new(RPC_PARSE_ERROR, "Top-level object parse error"),
+            &state,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(body: &str) -> (u16, String) {
+        let mut exec = |m: &str, p: &Value| -> Result<Json, RpcError> {
+            match m {
+                "echo" => Ok(Json::from(p)),
+                "fail" => Err(RpcError::new(-8, "bad")),
+                _ => Err(RpcError::new(RPC_METHOD_NOT_FOUND, "Method not found")),
+            }
+        };
+        let r = handle_body(body.as_bytes(), &mut exec);
+        (r.status, r.body.map(|b| b.write()).unwrap_or_default())
+    }
+
+    #[test]
+    fn envelopes_and_statuses_are_core_s() {
+        assert_eq!(
+            run(r#"{"method":"echo","params":[1],"id":7}"#),
+            (200, r#"{"result":[1],"error":null,"id":7}"#.into())
+        );
+        assert_eq!(
+            run(r#"{"jsonrpc":"2.0","method":"echo","id":"a"}"#),
+            (200, r#"{"jsonrpc":"2.0","result":[],"id":"a"}"#.into())
+        );
+        assert_eq!(
+            run(r#"{"method":"fail","id":1}"#),
+            (
+                500,
+                r#"{"result":null,"error":{"code":-8,"message":"bad"},"id":1}"#.into()
+            )
+        );
+        assert_eq!(
+            run(r#"{"jsonrpc":"2.0","method":"fail","id":1}"#),
+            (
+                200,
+                r#"{"jsonrpc":"2.0","error":{"code":-8,"message":"bad"},"id":1}"#.into()
+            )
+        );
+        assert_eq!(run(r#"{"method":"nope","id":1}"#).0, 404);
+        assert_eq!(run(r#"{"id":1}"#).0, 400);
+        assert_eq!(
+            run("{"),
+            (
+                500,
+                r#"{"result":null,"error":{"code":-32700,"message":"Parse error"},"id":null}"#
+                    .into()
+            )
+        );
+        assert_eq!(run("3").0, 500);
+        assert_eq!(
+            run(r#"{"jsonrpc":"2.0","method":"echo"}"#),
+            (204, String::new())
+        );
+        // A 1.0 request without id is no notification.
+        assert_eq!(
+            run(r#"{"method":"echo"}"#),
+            (200, r#"{"result":[],"error":null}"#.into())
+        );
+        assert_eq!(run(r#"{"jsonrpc":3,"method":"echo","id":1}"#).0, 400);
+        assert_eq!(run(r#"{"jsonrpc":"3.0","method":"echo","id":1}"#).0, 400);
+        assert_eq!(run(r#"{"method":"echo","params":3,"id":1}"#).0, 400);
+    }
+
+    #[test]
+    fn batches_answer_each_element() {
+        let (status, body) = run(
+            r#"[{"method":"echo","id":1},5,{"jsonrpc":"2.0","method":"echo"},{"jsonrpc":"2.0","method":"fail","id":2}]"#,
+        );
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let a = v.as_array().unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[0]["id"], 1);
+        // The non-object element is answered with what the previous element left behind.
+        assert_eq!(a[1]["error"]["code"], -32600);
+        assert_eq!(a[1]["id"], 1);
+        assert_eq!(a[2]["error"]["code"], -8);
+        assert_eq!(run("[]"), (200, "[]".into()));
+        assert_eq!(
+            run(r#"[{"jsonrpc":"2.0","method":"echo"}]"#),
+            (204, String::new())
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! `superscalar chaind`: a regtest node on the embedded chain serving Bitcoin Core's JSON-RPC,
+//! until the `stop` RPC, SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use superscalar_chain::rpc::auth::Credentials;
+use superscalar_chain::rpc::server::{Chaind, ChaindConfig, DEFAULT_RPC_BIND};
+
+/// Arguments of `superscalar chaind`.
+#[derive(Debug, clap::Args)]
+pub struct ChaindArgs {
+    /// Data directory, as Core's -datadir: the chain, the cookie and mempool.dat live in its
+    /// `regtest` directory (so `bitcoin-cli -regtest -datadir=DIR -rpcport=PORT` works).
+    #[arg(long)]
+    datadir: PathBuf,
+    /// Address to serve RPC on (port 0 picks a free port; the address line tells which).
+    #[arg(long, default_value_t = DEFAULT_RPC_BIND)]
+    rpc_bind: SocketAddr,
+    /// User name for HTTP Basic authentication (instead of a cookie).
+    #[arg(long, requires = "rpcpassword")]
+    rpcuser: Option<String>,
+    /// Password for HTTP Basic authentication (instead of a cookie).
+    #[arg(long, requires = "rpcuser")]
+    rpcpassword: Option<String>,
+    /// Allow a non-loopback --rpc-bind (needs --rpcuser and --rpcpassword).
+    #[arg(long)]
+    rpc_allow_remote: bool,
+}
+
+/// Exit code of a bad argument (as clap's own).
+const USAGE: u8 = 2;
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(USAGE)
+}
+
+/// Run `chaind` until it is stopped.
+pub fn run(args: ChaindArgs) -> ExitCode {
+    if args.datadir.as_os_str().is_empty() {
+        return usage_error("--datadir must not be empty");
+    }
+    let credentials = match (args.rpcuser, args.rpcpassword) {
+        (Some(user), Some(password)) => {
+            if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                return usage_error(
+                    "--rpcuser must be non-empty, without ':' or control characters",
+                );
+            }
+            if password.is_empty() {
+                return usage_error("--rpcpassword must not be empty");
+            }
+            Some(Credentials::new(user, password))
+        }
+        _ => None,
+    };
+    if !args.rpc_bind.ip().is_loopback() {
+        if !args.rpc_allow_remote {
+            return usage_error(&format!(
+                "--rpc-bind {} is not a loopback address; pass --rpc-allow-remote (with --rpcuser and --rpcpassword) to serve RPC beyond this machine",
+                args.rpc_bind
+            ));
+        }
+        if credentials.is_none() {
+            return usage_error("--rpc-allow-remote needs --rpcuser and --rpcpassword");
+        }
+    }
+    let handle = match Chaind::start(ChaindConfig {
+        bind: args.rpc_bind,
+        credentials,
+        allow_remote: args.rpc_allow_remote,
+        stop_on_signals: true,
+        ..ChaindConfig::new(&args.datadir)
+    }) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "chaind listening on {}", handle.local_addr());
+    let _ = match handle.cookie_path() {
+        Some(path) => writeln!(stdout, "chaind cookie at {}", path.display()),
+        None => writeln!(
+            stdout,
+            "chaind authenticates with --rpcuser and --rpcpassword"
+        ),
+    };
+    let _ = stdout.flush();
+    drop(stdout);
+    match handle.wait() {
+        Ok(()) => {
+            println!("chaind stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
