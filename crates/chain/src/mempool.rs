@@ -188,8 +188,8 @@ impl Mempool {
         } else {
             self.check_min_fee(fee, vsize).map_err(|r| (Package, r))?;
         }
-        verify_scripts(&p.tx, &p.spent)?;
-        verify_scripts(&c.tx, &c.spent)?;
+        verify_scripts(&p.tx, &p.spent).map_err(|r| (Parent, r))?;
+        verify_scripts(&c.tx, &c.spent).map_err(|r| (Child, r))?;
         let acceptance = PackageAcceptance {
             parent: p.txid,
             child: c.txid,

@@ -1,6 +1,7 @@
 //! Every method of the `Chain` trait, errors included, on each backend: the embedded chain itself,
-//! `BitcoindRpc` against a real `bitcoind -regtest` (when `SUPERSCALAR_BITCOIND_BIN` is set), and
-//! the same expectations for both, down to the fields of each typed rejection.
+//! `BitcoindRpc` against `chaind`, and `BitcoindRpc` against a real `bitcoind -regtest` (when
+//! `SUPERSCALAR_BITCOIND_BIN` is set), with the same expectations for all, down to the fields of
+//! each typed rejection.
 
 mod common;
 
@@ -8,6 +9,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::{absolute, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction, TxOut, Txid};
 use common::*;
 use superscalar_chain::rpc::process::{bitcoind_bin_dir, BitcoindProcess};
+use superscalar_chain::testkit::{Backend, TestChain};
 use superscalar_chain::{Chain, ChainError, EmbeddedChain, RejectReason, TxStatus};
 
 const COIN: u64 = 5_000_000_000;
@@ -232,6 +234,11 @@ pub fn every_chain_method(chain: &dyn Chain) {
 #[test]
 fn every_chain_method_on_the_embedded_chain() {
     every_chain_method(&EmbeddedChain::in_memory().unwrap());
+}
+
+#[test]
+fn every_chain_method_over_rpc_on_chaind() {
+    every_chain_method(&TestChain::new(Backend::Chaind));
 }
 
 #[test]

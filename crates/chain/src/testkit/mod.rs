@@ -18,6 +18,7 @@ use crate::error::ChainError;
 use crate::index::Coin;
 use crate::mempool::PackageAcceptance;
 use crate::rpc::process::{bitcoind_bin_dir, BitcoindProcess};
+use crate::rpc::server::{Chaind, ChaindConfig, ChaindHandle};
 use crate::rpc::BitcoindRpc;
 use crate::{Chain, ChainTip, EmbeddedChain, TxStatus};
 
@@ -29,6 +30,8 @@ pub const TEST_CHAIN_ENV: &str = "SUPERSCALAR_TEST_CHAIN";
 pub enum Backend {
     /// [`EmbeddedChain`] in process.
     Embedded,
+    /// [`BitcoindRpc`] over `chaind` (the embedded chain behind Core's RPC), in process.
+    Chaind,
     /// [`BitcoindRpc`] over a real `bitcoind -regtest` started for the test.
     Bitcoind,
     /// [`EmbeddedChain`], with every submission also judged by a real bitcoind.
@@ -42,10 +45,13 @@ impl Backend {
     pub fn from_env() -> Self {
         match std::env::var(TEST_CHAIN_ENV).as_deref() {
             Err(_) | Ok("") | Ok("embedded") => Backend::Embedded,
+            Ok("chaind") => Backend::Chaind,
             Ok("bitcoind") => Backend::Bitcoind,
             Ok("differential") => Backend::Differential,
             Ok(other) => {
-                panic!("{TEST_CHAIN_ENV}={other}: expected embedded, bitcoind or differential")
+                panic!(
+                    "{TEST_CHAIN_ENV}={other}: expected embedded, chaind, bitcoind or differential"
+                )
             }
         }
     }
@@ -59,6 +65,12 @@ enum Inner {
         _node: BitcoindProcess,
     },
     Differential(Box<Differential>),
+    Chaind {
+        rpc: BitcoindRpc,
+        // Field order is drop order: the client, then the server, then its directory.
+        _server: ChaindHandle,
+        _dir: tempfile::TempDir,
+    },
 }
 
 /// A chain for tests, on any [`Backend`], with the few controls tests need beyond [`Chain`].
@@ -86,6 +98,20 @@ impl TestChain {
         let inner = match backend {
             Backend::Embedded => {
                 Inner::Embedded(EmbeddedChain::in_memory().expect("embedded chain"))
+            }
+            Backend::Chaind => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let mut config = ChaindConfig::new(dir.path());
+                config.bind = ([127, 0, 0, 1], 0).into();
+                config.stop_on_signals = false;
+                let server = Chaind::start(config).expect("start chaind");
+                let url = format!("http://{}", server.local_addr());
+                let rpc = BitcoindRpc::connect(url, server.auth()).expect("chaind rpc");
+                Inner::Chaind {
+                    rpc,
+                    _server: server,
+                    _dir: dir,
+                }
             }
             Backend::Bitcoind | Backend::Differential => {
                 let bin = bitcoind_bin_dir().unwrap_or_else(|| {
@@ -122,6 +148,7 @@ impl TestChain {
         match self.inner {
             Inner::Embedded(_) => Backend::Embedded,
             Inner::Rpc { .. } => Backend::Bitcoind,
+            Inner::Chaind { .. } => Backend::Chaind,
             Inner::Differential(_) => Backend::Differential,
         }
     }
@@ -129,7 +156,7 @@ impl TestChain {
     fn chain(&self) -> &dyn Chain {
         match &self.inner {
             Inner::Embedded(c) => c,
-            Inner::Rpc { rpc, .. } => rpc,
+            Inner::Rpc { rpc, .. } | Inner::Chaind { rpc, .. } => rpc,
             Inner::Differential(d) => d.as_ref(),
         }
     }
@@ -139,11 +166,12 @@ impl TestChain {
         match &self.inner {
             Inner::Embedded(c) => c.mempool_len(),
             Inner::Differential(d) => d.ours().mempool_len(),
-            Inner::Rpc { rpc, .. } => rpc
-                .call("getmempoolinfo", &[])
-                .ok()
-                .and_then(|v| v.get("size").and_then(|s| s.as_u64()))
-                .expect("getmempoolinfo") as usize,
+            Inner::Rpc { rpc, .. } | Inner::Chaind { rpc, .. } => {
+                rpc.call("getmempoolinfo", &[])
+                    .ok()
+                    .and_then(|v| v.get("size").and_then(|s| s.as_u64()))
+                    .expect("getmempoolinfo") as usize
+            }
         }
     }
 
@@ -152,7 +180,7 @@ impl TestChain {
         match &self.inner {
             Inner::Embedded(c) => c.mempool_fee(txid),
             Inner::Differential(d) => d.ours().mempool_fee(txid),
-            Inner::Rpc { rpc, .. } => {
+            Inner::Rpc { rpc, .. } | Inner::Chaind { rpc, .. } => {
                 let entry = rpc
                     .call("getmempoolentry", &[txid.to_string().into()])
                     .ok()?;

@@ -152,7 +152,11 @@ pub fn out(value: u64, script_pubkey: ScriptBuf) -> TxOut {
 }
 
 /// `chain` (fresh) with `n` mature coinbase coins (50 BTC each) owned by `signer`.
-pub fn fund(chain: TestChain, signer: &Signer, n: u32) -> (TestChain, Vec<(OutPoint, TxOut)>) {
+pub fn fund_chain(
+    chain: TestChain,
+    signer: &Signer,
+    n: u32,
+) -> (TestChain, Vec<(OutPoint, TxOut)>) {
     let hashes = chain.mine_blocks(n, &signer.p2tr()).unwrap();
     chain.mine_blocks(100, &burn()).unwrap();
     let coins = (1..=n)

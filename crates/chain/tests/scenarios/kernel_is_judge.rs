@@ -7,7 +7,7 @@ use superscalar_chain::testkit::TestChain;
 
 /// A fresh chain with `n` mature coinbase coins owned by `signer`.
 fn funded_chain(signer: &Signer, n: u32) -> (TestChain, Vec<(bitcoin::OutPoint, bitcoin::TxOut)>) {
-    fund(new_chain(), signer, n)
+    fund_chain(new_chain(), signer, n)
 }
 
 #[test]

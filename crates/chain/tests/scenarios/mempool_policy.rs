@@ -13,7 +13,7 @@ fn is_core(chain: &TestChain) -> bool {
 
 /// A fresh chain with `n` mature coinbase coins owned by `signer`.
 fn funded_chain(signer: &Signer, n: u32) -> (TestChain, Vec<(bitcoin::OutPoint, bitcoin::TxOut)>) {
-    fund(new_chain(), signer, n)
+    fund_chain(new_chain(), signer, n)
 }
 
 fn reason(r: Result<impl std::fmt::Debug, ChainError>) -> RejectReason {
