@@ -518,6 +518,32 @@ impl BitcoindRpc {
     }
 }
 
+/// The transaction of a refused package whose error says why, and that error: the first error that
+/// is not a fee shortfall (a zero-fee parent is refused alone before the package is judged), else
+/// the first error.
+pub(crate) fn package_error<'a>(
+    result: &Value,
+    parent: &'a Transaction,
+    child: &'a Transaction,
+) -> Option<(&'a Transaction, String)> {
+    let errors: Vec<(&Transaction, String)> = [parent, child]
+        .into_iter()
+        .filter_map(|tx| {
+            let err = result
+                .get("tx-results")?
+                .get(tx.compute_wtxid().to_string())?
+                .get("error")?
+                .as_str()?;
+            Some((tx, err.to_string()))
+        })
+        .collect();
+    errors
+        .iter()
+        .find(|(_, e)| RejectClass::of(e) != RejectClass::FeeTooLow)
+        .or(errors.first())
+        .cloned()
+}
+
 /// What can be said of a refusal without looking anything up.
 fn fallback_reason(tx: &Transaction, class: RejectClass, message: &str) -> RejectReason {
     let m = message.to_string();
@@ -629,18 +655,17 @@ impl Chain for BitcoindRpc {
             .as_str()
             .unwrap_or_default();
         if msg != "success" {
-            // The first transaction with an error says why; else the package message does.
-            for tx in [parent, child] {
-                if let Some(err) = by_wtxid(tx)
-                    .and_then(|r| r.get("error"))
-                    .and_then(Value::as_str)
-                {
-                    let reason = self.reject_reason(Some(tx), err);
-                    return Err(ChainError::Rejected {
-                        txid: tx.compute_txid(),
-                        reason,
-                    });
-                }
+            if let Some((tx, err)) = package_error(&result, parent, child) {
+                // The dust a child fails to spend is the parent's.
+                let judged = match RejectClass::of(&err) {
+                    RejectClass::MissingEphemeralSpend => parent,
+                    _ => tx,
+                };
+                let reason = self.reject_reason(Some(judged), &err);
+                return Err(ChainError::Rejected {
+                    txid: tx.compute_txid(),
+                    reason,
+                });
             }
             let reason = self.reject_reason(Some(child), msg);
             let reason = match reason {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::error::ChainError;
 use crate::index::Coin;
 use crate::mempool::PackageAcceptance;
-use crate::rpc::client::CallError;
+use crate::rpc::client::{package_error, CallError};
 use crate::rpc::process::BitcoindProcess;
 use crate::rpc::reject::RejectClass;
 use crate::rpc::BitcoindRpc;
@@ -306,22 +306,15 @@ impl Chain for Differential {
             Ok(v) if v.get("package_msg").and_then(Value::as_str) == Some("success") => {
                 Verdict::Accepted
             }
-            Ok(v) => {
-                let results = v.get("tx-results").cloned().unwrap_or(Value::Null);
-                let error = [parent, child].iter().find_map(|t| {
-                    results
-                        .get(t.compute_wtxid().to_string())
-                        .and_then(|r| r.get("error"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                });
-                Verdict::of_core(&error.unwrap_or_else(|| {
+            Ok(v) => Verdict::of_core(&package_error(&v, parent, child).map_or_else(
+                || {
                     v.get("package_msg")
                         .and_then(Value::as_str)
                         .unwrap_or("?")
                         .to_string()
-                }))
-            }
+                },
+                |(_, e)| e,
+            )),
             Err(CallError::Rpc(e)) => Verdict::of_core(&e.message),
             Err(CallError::Transport(e)) => panic!("bitcoind unreachable: {e}"),
         };
