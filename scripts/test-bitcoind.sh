@@ -24,7 +24,12 @@ SUPERSCALAR_TEST_CHAIN=differential SUPERSCALAR_DIFF_LOG="$log" \
   cargo test --locked -p superscalar-chain -p superscalar-client --tests "$@"
 compared=$(grep -c '"agreed"' "$log" || true)
 agreed=$(grep -c '"agreed":true' "$log" || true)
-echo "differential check: $compared verdicts compared (transactions, packages, blocks), $agreed agreed, $((compared - agreed)) differ"
+echo "differential check: $compared verdicts compared, $agreed agreed, $((compared - agreed)) differ"
+for kind in tx package block; do
+  n=$(grep -c "\"kind\":\"$kind\"" "$log" || true)
+  a=$(grep "\"kind\":\"$kind\"" "$log" | grep -c '"agreed":true' || true)
+  echo "  ${kind}s: $n compared, $a agreed"
+done
 unlisted=0
 while IFS= read -r pair; do
   count=$(grep -F "\"pair\":\"$pair\"" "$log" | grep -c '"agreed":false' || true)
