@@ -165,13 +165,77 @@ pub(crate) struct HttpReply {
     pub body: Option<Json>,
 }
 
+/// Parse a request body. UniValue keeps a number's text, so Core parses `1e400` and only its
+/// reader (`getInt`, `AmountFromValue`) refuses it; `serde_json` refuses the whole document
+/// instead. Numbers beyond `f64` are therefore read as the largest finite magnitude, which every
+/// reader refuses just as Core's does ("JSON integer out of range", "Invalid amount").
+fn parse_json(body: &[u8]) -> Option<Value> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => Some(v),
+        Err(_) => serde_json::from_slice(&clamp_huge_numbers(body)?).ok(),
+    }
+}
+
+/// `body` with every number literal outside strings that overflows `f64` replaced by
+/// `±1e308`; `None` when there is none.
+fn clamp_huge_numbers(body: &[u8]) -> Option<Vec<u8>> {
+    let is_number_byte =
+        |b: u8| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E');
+    let mut out = Vec::with_capacity(body.len());
+    let mut changed = false;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if in_string {
+            out.push(b);
+            match b {
+                b'\\' => {
+                    if let Some(&next) = body.get(i + 1) {
+                        out.push(next);
+                        i += 1;
+                    }
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+        } else if b == b'-' || b.is_ascii_digit() {
+            let end = body[i..]
+                .iter()
+                .position(|&c| !is_number_byte(c))
+                .map_or(body.len(), |n| i + n);
+            let token = &body[i..end];
+            let overflows = std::str::from_utf8(token)
+                .ok()
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_some_and(f64::is_infinite);
+            if overflows {
+                changed = true;
+                out.extend_from_slice(if b == b'-' { b"-1e308" } else { b"1e308" });
+            } else {
+                out.extend_from_slice(token);
+            }
+            i = end;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
 /// Answer an HTTP body: parse it, run each call with `exec`, wrap the results like Core.
 pub(crate) fn handle_body(
     body: &[u8],
     exec: &mut dyn FnMut(&str, &Value) -> Result<Json, RpcError>,
 ) -> HttpReply {
     let mut state = RequestState::default();
-    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+    let Some(request) = parse_json(body) else {
         return error_reply(RpcError::new(RPC_PARSE_ERROR, "Parse error"), &state);
     };
     match &request {
@@ -290,6 +354,22 @@ mod tests {
         assert_eq!(run(r#"{"jsonrpc":3,"method":"echo","id":1}"#).0, 400);
         assert_eq!(run(r#"{"jsonrpc":"3.0","method":"echo","id":1}"#).0, 400);
         assert_eq!(run(r#"{"method":"echo","params":3,"id":1}"#).0, 400);
+    }
+
+    #[test]
+    fn numbers_beyond_f64_are_read_not_refused() {
+        assert_eq!(
+            run(r#"{"method":"echo","params":[1e400,-1E+999,"1e400",{"k\"1e400":2e400}],"id":1}"#),
+            (
+                200,
+                r#"{"result":[1e+308,-1e+308,"1e400",{"k\"1e400":1e+308}],"error":null,"id":1}"#
+                    .into()
+            )
+        );
+        // Still refused: what is not JSON at all.
+        assert_eq!(run("[1e400,").0, 500);
+        assert_eq!(run("[1e]").0, 500);
+        assert_eq!(clamp_huge_numbers(b"[1, 2.5e10]"), None);
     }
 
     #[test]
