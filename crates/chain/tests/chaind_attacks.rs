@@ -284,3 +284,89 @@ fn numbers_hex_and_params_at_the_edges_answer_like_core() {
     assert_eq!(state(&rpc), before);
     h.shutdown().unwrap();
 }
+
+/// Files of the network directory and their contents (the cookie aside, which the test reads).
+fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn generateblock_refuses_duplicates_conflicts_and_coinbases_like_core_and_mines_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let rpc = Client::new(&h);
+    let s = Signer::new(91);
+    let coins = fund(&rpc, &h, &s.p2tr(), 1);
+    let a = s.spend(coins[0].clone(), vec![out(COIN - 1_000, s.p2tr())], 2);
+    let b = s.spend(coins[0].clone(), vec![out(COIN - 2_000, s.p2tr())], 2);
+    let before = state(&rpc);
+    let addr = address(&burn());
+    let missing = |tx: &Transaction| {
+        format!(
+            "TestBlockValidity failed: bad-txns-inputs-missingorspent, CheckTxInputs: inputs missing/spent in transaction {}",
+            tx.compute_txid()
+        )
+    };
+    // A coinbase-shaped transaction (null prevout) among the block's transactions.
+    let mut cb_like = bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: ScriptBuf::from_bytes(vec![0x51, 0x51]),
+            sequence: bitcoin::Sequence::MAX,
+            witness: bitcoin::Witness::new(),
+        }],
+        output: vec![out(1_000, burn())],
+    };
+    cb_like.output[0].value = bitcoin::Amount::from_sat(1_000);
+    for submit in [true, false] {
+        // (transactions, Core's message): each checked against bitcoind 31.99.
+        let cases = [
+            (vec![hex(&a), hex(&a)], missing(&a)),
+            (vec![hex(&a), hex(&b)], missing(&b)),
+            (
+                vec![hex(&cb_like)],
+                "TestBlockValidity failed: bad-cb-multiple, more than one coinbase".to_string(),
+            ),
+        ];
+        for (txs, message) in cases {
+            let (code, got) = rpc.err("generateblock", json!([addr, txs, submit]));
+            assert_eq!(
+                (code, got.as_str()),
+                (-25, message.as_str()),
+                "submit={submit}"
+            );
+            assert_eq!(state(&rpc), before);
+        }
+    }
+    // A transaction in the mempool named by txid and given in full: the same transaction twice.
+    rpc.ok("sendrawtransaction", json!([hex(&a)]));
+    let before = state(&rpc);
+    let (code, got) = rpc.err(
+        "generateblock",
+        json!([addr, [a.compute_txid().to_string(), hex(&a)]]),
+    );
+    assert_eq!((code, got), (-25, missing(&a)));
+    assert_eq!(state(&rpc), before);
+    // Core's mempool refuses a coinbase with reject reason "coinbase".
+    let (code, got) = rpc.err("sendrawtransaction", json!([hex(&cb_like)]));
+    assert_eq!((code, got.as_str()), (-26, "coinbase"));
+    let r = rpc.ok("testmempoolaccept", json!([[hex(&cb_like)]]));
+    assert_eq!(r[0]["reject-reason"], "coinbase");
+    assert_eq!(state(&rpc), before);
+    h.shutdown().unwrap();
+}
