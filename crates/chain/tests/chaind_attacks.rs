@@ -14,7 +14,6 @@ use bitcoin::{OutPoint, ScriptBuf, Transaction, TxOut};
 use chaind_support::*;
 use common::*;
 use serde_json::{json, Value};
-use superscalar_chain::Chain;
 
 const COIN: u64 = 5_000_000_000;
 const REGTEST_GENESIS: &str = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
@@ -285,7 +284,7 @@ fn numbers_hex_and_params_at_the_edges_answer_like_core() {
     h.shutdown().unwrap();
 }
 
-/// Files of the network directory and their contents (the cookie aside, which the test reads).
+/// The files under `dir` and their contents.
 fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -333,6 +332,8 @@ fn generateblock_refuses_duplicates_conflicts_and_coinbases_like_core_and_mines_
         output: vec![out(1_000, burn())],
     };
     cb_like.output[0].value = bitcoin::Amount::from_sat(1_000);
+    let blocks_dir = dir.path().join("regtest").join("blocks");
+    let stored = files(&blocks_dir);
     for submit in [true, false] {
         // (transactions, Core's message): each checked against bitcoind 31.99.
         let cases = [
@@ -353,6 +354,11 @@ fn generateblock_refuses_duplicates_conflicts_and_coinbases_like_core_and_mines_
             assert_eq!(state(&rpc), before);
         }
     }
+    assert!(
+        files(&blocks_dir) == stored,
+        "refused blocks are not stored"
+    );
+
     // A transaction in the mempool named by txid and given in full: the same transaction twice.
     rpc.ok("sendrawtransaction", json!([hex(&a)]));
     let before = state(&rpc);

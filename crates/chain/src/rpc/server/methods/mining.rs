@@ -135,10 +135,10 @@ fn missing_or_spent(txid: Txid) -> RpcError {
     )
 }
 
-/// What our per-transaction checks cannot see, in Core's order: a second coinbase (`CheckBlock`),
-/// then (as `ConnectBlock` meets them) the first transaction spending an output an earlier
-/// transaction of the block already spent (a duplicate or a conflict), with the transactions
-/// before it checked first.
+/// What our per-transaction checks cannot see, in Core's order: a second coinbase and each
+/// transaction alone (`CheckBlock`), then (as `ConnectBlock` meets them) the first transaction
+/// spending an output an earlier transaction of the block already spent (a duplicate or a
+/// conflict), with the transactions before it checked first.
 fn check_block(ctx: &Ctx, txs: &[Transaction]) -> Result<(), RpcError> {
     if txs.iter().any(Transaction::is_coinbase) {
         return Err(RpcError::new(
@@ -146,12 +146,17 @@ fn check_block(ctx: &Ctx, txs: &[Transaction]) -> Result<(), RpcError> {
             "TestBlockValidity failed: bad-cb-multiple, more than one coinbase",
         ));
     }
+    // `CheckBlock` checks every transaction alone (duplicate inputs within one, say) before
+    // `ConnectBlock` spends any.
+    for tx in txs {
+        crate::consensus::check_transaction(tx)
+            .map_err(|r| block_invalid(tx.compute_txid(), &r))?;
+    }
     let mut spent = HashSet::new();
     let double = txs.iter().position(|tx| {
-        // Every input is recorded, so a transaction spending one output twice is caught too.
-        !tx.input
-            .iter()
-            .fold(true, |fresh, i| spent.insert(i.previous_output) && fresh)
+        let again = tx.input.iter().any(|i| spent.contains(&i.previous_output));
+        spent.extend(tx.input.iter().map(|i| i.previous_output));
+        again
     });
     let checked = double.map_or(txs, |k| &txs[..k]);
     ctx.chain
