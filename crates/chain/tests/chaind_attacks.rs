@@ -258,6 +258,26 @@ fn numbers_hex_and_params_at_the_edges_answer_like_core() {
         v["result"].clone()
     };
     assert_eq!(ok("getblockhash", "[-0]"), REGTEST_GENESIS);
+    // Duplicate keys: the first counts, as in Core (serde_json alone would keep the last and
+    // run `stop` here).
+    let (status, v) = legacy(
+        &rpc,
+        r#"{"method":"getblockcount","method":"stop","params":[],"params":[1],"id":1,"id":2}"#,
+    );
+    assert_eq!(
+        (status, &v),
+        (200, &json!({"result": 101, "error": null, "id": 1}))
+    );
+    assert!(!h.stop_requested());
+    let (status, v) = legacy(
+        &rpc,
+        r#"{"method":"getblockhash","params":{"height":1,"height":2},"id":1}"#,
+    );
+    assert_eq!(status, 500);
+    assert_eq!(
+        v["error"],
+        json!({"code": -8, "message": "Parameter height specified multiple times"})
+    );
     assert_eq!(ok("getblockcount", "null"), 101);
     assert_eq!(ok("getblockcount", "{}"), 101);
     // Uppercase hex is a hash like any other; verbosity 4 is 3 (details and prevouts).
