@@ -34,8 +34,14 @@ pub struct ChaindArgs {
 const USAGE: u8 = 2;
 
 fn usage_error(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
+    error(message);
     ExitCode::from(USAGE)
+}
+
+/// A line on stderr. Like every output of a long-running server, it must not panic when nobody
+/// reads any more (a closed pipe): the server's work is done either way.
+fn error(message: &str) {
+    let _ = writeln!(std::io::stderr(), "error: {message}");
 }
 
 /// Run `chaind` until it is stopped.
@@ -77,10 +83,13 @@ pub fn run(args: ChaindArgs) -> ExitCode {
     }) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: {e}");
+            error(&e.to_string());
             return ExitCode::FAILURE;
         }
     };
+    if let Some(why) = &handle.mempool_load().ignored {
+        let _ = writeln!(std::io::stderr(), "warning: {why}");
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "chaind listening on {}", handle.local_addr());
     let _ = match handle.cookie_path() {
@@ -94,11 +103,11 @@ pub fn run(args: ChaindArgs) -> ExitCode {
     drop(stdout);
     match handle.wait() {
         Ok(()) => {
-            println!("chaind stopped");
+            let _ = writeln!(std::io::stdout(), "chaind stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error(&e.to_string());
             ExitCode::FAILURE
         }
     }

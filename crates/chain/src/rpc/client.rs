@@ -37,6 +37,10 @@ use crate::{Chain, ChainTip, TxStatus};
 
 /// Largest block weight (BIP141), less what a coinbase needs.
 const MAX_TEMPLATE_WEIGHT: u64 = 4_000_000 - 4_000;
+/// Largest virtual size of a block, hence of any transaction.
+const MAX_BLOCK_VSIZE: u64 = 1_000_000;
+/// Largest answer read (a block's hex is at most 8 MB); a longer one is refused.
+const MAX_ANSWER_SIZE: u64 = 64 * 1024 * 1024;
 /// How long one RPC call may take before it counts as failed (mining many blocks is slow).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -139,6 +143,13 @@ fn as_u32(v: &Value, method: &str) -> Result<u32, ChainError> {
         .ok_or_else(|| bad_answer(method, format!("{v} is not a u32")))
 }
 
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
+        .build()
+}
+
 impl BitcoindRpc {
     /// Connect to the node at `url` (e.g. `http://127.0.0.1:18443`), checking that it answers,
     /// which network it runs and that its transaction index is on.
@@ -171,17 +182,20 @@ impl BitcoindRpc {
 
     /// A client that has not called the node yet (network assumed regtest).
     pub(crate) fn unchecked(url: impl Into<String>, auth: Auth) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout(CALL_TIMEOUT)
-            .build();
         BitcoindRpc {
             url: url.into(),
             auth,
-            agent,
+            agent: agent(CALL_TIMEOUT),
             network: Network::Regtest,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The same client with another limit on how long one call may take (120 s by default, for
+    /// long mining calls); a node that does not answer in time is a [`ChainError::Rpc`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.agent = agent(timeout);
+        self
     }
 
     /// The node's network.
@@ -226,8 +240,18 @@ impl BitcoindRpc {
             }
             Err(e) => return Err(CallError::Transport(e.to_string())),
         };
-        let body: Value = response
-            .into_json()
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(response.into_reader(), MAX_ANSWER_SIZE + 1),
+            &mut bytes,
+        )
+        .map_err(|e| CallError::Transport(format!("cannot read the answer: {e}")))?;
+        if bytes.len() as u64 > MAX_ANSWER_SIZE {
+            return Err(CallError::Transport(format!(
+                "answer too large (over {MAX_ANSWER_SIZE} bytes)"
+            )));
+        }
+        let body: Value = serde_json::from_slice(&bytes)
             .map_err(|e| CallError::Transport(format!("answer is not JSON: {e}")))?;
         if let Some(err) = body.get("error").filter(|e| !e.is_null()) {
             let code = err
@@ -313,7 +337,17 @@ impl BitcoindRpc {
         } else {
             let best: BlockHash = parse_hash(field(&v, "bestblock", M)?, M)?;
             let best_height = as_u32(field(&self.header(&best)?, "height", M)?, M)?;
-            Some(best_height + 1 - confirmations as u32)
+            // The block `confirmations - 1` below the best one.
+            let height = u32::try_from(confirmations - 1)
+                .ok()
+                .and_then(|depth| best_height.checked_sub(depth))
+                .ok_or_else(|| {
+                    bad_answer(
+                        M,
+                        format!("{confirmations} confirmations under a best block at height {best_height}"),
+                    )
+                })?;
+            Some(height)
         };
         let coinbase = v.get("coinbase").and_then(Value::as_bool).unwrap_or(false);
         Ok(Some((
@@ -407,15 +441,16 @@ impl BitcoindRpc {
                 }
             }
             RejectClass::ImmatureCoinbase => {
-                let (tip, _) = self.tip_and_mtp().ok()?;
+                let next = self.tip_and_mtp().ok()?.0.checked_add(1)?;
                 for (input, i) in tx.input.iter().enumerate() {
                     if let Some((_, Some(h), true)) = self.txout(&i.previous_output, false).ok()? {
-                        if tip + 1 < h + 100 {
+                        let mature_at = h.checked_add(100)?;
+                        if next < mature_at {
                             return Some(RejectReason::ImmatureCoinbase {
                                 input,
                                 outpoint: i.previous_output,
-                                height: tip + 1,
-                                mature_at: h + 100,
+                                height: next,
+                                mature_at,
                             });
                         }
                     }
@@ -425,29 +460,34 @@ impl BitcoindRpc {
             RejectClass::InputsBelowOutputs => {
                 let mut inputs = Amount::ZERO;
                 for i in &tx.input {
-                    inputs += self.txout(&i.previous_output, true).ok()??.0.value;
+                    let value = self.txout(&i.previous_output, true).ok()??.0.value;
+                    inputs = inputs.checked_add(value)?;
                 }
-                let outputs = tx.output.iter().map(|o| o.value).sum();
+                let outputs = tx
+                    .output
+                    .iter()
+                    .try_fold(Amount::ZERO, |sum, o| sum.checked_add(o.value))?;
                 RejectReason::InputsBelowOutputs { inputs, outputs }
             }
             RejectClass::NonFinal => {
                 let (tip, mtp) = self.tip_and_mtp().ok()?;
                 RejectReason::NonFinal {
                     lock_time: tx.lock_time.to_consensus_u32(),
-                    height: tip + 1,
+                    height: tip.checked_add(1)?,
                     mtp,
                 }
             }
             RejectClass::SequenceLocked => {
                 let (tip, mtp) = self.tip_and_mtp().ok()?;
+                let next = tip.checked_add(1)?;
                 let mut spent = Vec::with_capacity(tx.input.len());
                 for i in &tx.input {
                     let (_, height, _) = self.txout(&i.previous_output, true).ok()??;
-                    let height = height.unwrap_or(tip + 1);
+                    let height = height.unwrap_or(next);
                     let prev_mtp = self.mtp_at(height.saturating_sub(1)).ok()?;
                     spent.push(SpentContext { height, prev_mtp });
                 }
-                return check_sequence_locks(tx, &spent, tip + 1, mtp).err();
+                return check_sequence_locks(tx, &spent, next, mtp).err();
             }
             RejectClass::FeeTooLow => {
                 // "min relay fee not met, <fee> < <minimum fee>" (sat, for the package's size).
@@ -459,8 +499,8 @@ impl BitcoindRpc {
                 RejectReason::FeeTooLow {
                     fee: Amount::from_sat(fee),
                     vsize,
-                    rate: fee * 1000 / vsize.max(1),
-                    min: min_fee * 1000 / vsize.max(1),
+                    rate: fee.checked_mul(1000)? / vsize.max(1),
+                    min: min_fee.checked_mul(1000)? / vsize.max(1),
                 }
             }
             _ => return None,
@@ -681,13 +721,21 @@ impl Chain for BitcoindRpc {
         let mut vsize = 0u64;
         for tx in [parent, child] {
             let r = by_wtxid(tx).ok_or_else(|| bad_answer(M, "a transaction has no result"))?;
-            vsize += r.get("vsize").and_then(Value::as_u64).unwrap_or(0);
-            fee += r
-                .get("fees")
-                .and_then(|f| f.get("base"))
-                .and_then(btc_to_sat)
-                .map(Amount::from_sat)
-                .unwrap_or(Amount::ZERO);
+            let tx_vsize = r.get("vsize").and_then(Value::as_u64).unwrap_or(0);
+            // No transaction is larger than a block.
+            if tx_vsize > MAX_BLOCK_VSIZE {
+                return Err(bad_answer(M, format!("vsize {tx_vsize}")));
+            }
+            vsize += tx_vsize;
+            fee = fee
+                .checked_add(
+                    r.get("fees")
+                        .and_then(|f| f.get("base"))
+                        .and_then(btc_to_sat)
+                        .map(Amount::from_sat)
+                        .unwrap_or(Amount::ZERO),
+                )
+                .ok_or_else(|| bad_answer(M, "fees"))?;
         }
         Ok(PackageAcceptance {
             parent: parent_txid,

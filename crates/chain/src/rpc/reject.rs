@@ -84,6 +84,8 @@ pub fn to_core(reason: &RejectReason) -> CoreReject {
         R::Consensus(m) => {
             // Our consensus messages read "bad-txns-xxx (kernel result ...)".
             let (token, rest) = match m.split_once(' ') {
+                // Core's `MemPoolAccept` refuses a coinbase with the bare reason "coinbase".
+                Some(("coinbase:", _)) => ("coinbase".to_string(), String::new()),
                 Some((t, r)) if t.starts_with("bad-") => (t.to_string(), r.to_string()),
                 _ if m.starts_with("bad-") => (m.clone(), String::new()),
                 _ => ("bad-txns".to_string(), m.clone()),

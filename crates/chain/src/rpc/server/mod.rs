@@ -36,6 +36,7 @@ use tokio::sync::{watch, Semaphore};
 
 pub use http::{MAX_BODY_SIZE, MAX_HEADERS_SIZE};
 pub use methods::MAX_GENERATE_BLOCKS;
+pub use persist::MempoolLoad;
 
 use crate::policy::PolicyConfig;
 use crate::rpc::auth::{Auth, AuthError, Credentials, COOKIE_FILE};
@@ -141,10 +142,13 @@ impl Chaind {
             policy: config.policy,
         })?);
         let mempool_file = net_dir.join(persist::MEMPOOL_FILE);
-        if config.persist_mempool {
-            let (accepted, dropped) = persist::load(&chain, &mempool_file);
-            tracing::info!(accepted, dropped, "mempool loaded");
-        }
+        let mempool_load = if config.persist_mempool {
+            let load = persist::load(&chain, &mempool_file);
+            tracing::info!(load.accepted, load.dropped, "mempool loaded");
+            load
+        } else {
+            MempoolLoad::default()
+        };
         let listener = TcpListener::bind(config.bind).map_err(|source| ChaindError::Bind {
             addr: config.bind,
             source,
@@ -220,6 +224,7 @@ impl Chaind {
         };
         Ok(ChaindHandle {
             local_addr,
+            mempool_load,
             data_dir: config.data_dir,
             cookie,
             credentials: config.credentials,
@@ -340,6 +345,7 @@ async fn stop_on_signals(stop: Arc<watch::Sender<bool>>) {
 #[derive(Debug)]
 pub struct ChaindHandle {
     local_addr: SocketAddr,
+    mempool_load: MempoolLoad,
     data_dir: PathBuf,
     cookie: Option<PathBuf>,
     credentials: Option<Credentials>,
@@ -352,6 +358,11 @@ impl ChaindHandle {
     /// The address the server listens on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What became of the mempool saved at the last stop (Core's `-persistmempool`).
+    pub fn mempool_load(&self) -> &MempoolLoad {
+        &self.mempool_load
     }
 
     /// The data directory.

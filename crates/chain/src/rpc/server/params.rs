@@ -307,6 +307,9 @@ pub(crate) fn get_int<T: TryFrom<i128>>(v: &Value) -> Result<T, RpcError> {
         i.into()
     } else if let Some(u) = n.as_u64() {
         u.into()
+    } else if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) {
+        // `-0`, which serde_json reads as a real number (and, alas, `-0.0` too).
+        0
     } else {
         // Written with a fraction or an exponent: Core's from_chars stops there.
         return Err(out_of_range());

@@ -29,19 +29,38 @@ pub(crate) fn save(chain: &EmbeddedChain, path: &Path) -> std::io::Result<usize>
     Ok(txs.len())
 }
 
-/// Submit the transactions saved at `path` again; returns (accepted, dropped). A missing file
-/// is an empty mempool; an unreadable one is reported and ignored.
-pub(crate) fn load(chain: &EmbeddedChain, path: &Path) -> (usize, usize) {
-    let Ok(bytes) = fs::read(path) else {
-        return (0, 0);
+/// What became of the mempool saved at the last stop, when `chaind` started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MempoolLoad {
+    /// Transactions admitted again.
+    pub accepted: usize,
+    /// Saved transactions no longer valid (confirmed or conflicting since), dropped.
+    pub dropped: usize,
+    /// Why the file was ignored as a whole (not ours, or torn by a crash), if it was.
+    pub ignored: Option<String>,
+}
+
+/// Submit the transactions saved at `path` again. A missing file is an empty mempool; an
+/// unreadable, foreign or torn one is ignored (and says why): it never stops a start.
+pub(crate) fn load(chain: &EmbeddedChain, path: &Path) -> MempoolLoad {
+    let ignored = |why: String| {
+        tracing::warn!(path = %path.display(), why, "mempool file ignored");
+        MempoolLoad {
+            ignored: Some(format!("{}: {why}; ignored", path.display())),
+            ..MempoolLoad::default()
+        }
+    };
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return MempoolLoad::default(),
+        Err(e) => return ignored(format!("cannot read it: {e}")),
     };
     let Some(body) = bytes.strip_prefix(MAGIC) else {
-        tracing::warn!(path = %path.display(), "not a chaind mempool file; ignored");
-        return (0, 0);
+        return ignored("not a chaind mempool file".into());
     };
-    let Ok(txs) = deserialize::<Vec<Transaction>>(body) else {
-        tracing::warn!(path = %path.display(), "corrupt mempool file; ignored");
-        return (0, 0);
+    let txs = match deserialize::<Vec<Transaction>>(body) {
+        Ok(t) => t,
+        Err(e) => return ignored(format!("corrupt (a crash while it was written?): {e}")),
     };
     let mut accepted = 0;
     let mut i = 0;
@@ -70,5 +89,9 @@ pub(crate) fn load(chain: &EmbeddedChain, path: &Path) -> (usize, usize) {
         }
         i += 1;
     }
-    (accepted, txs.len() - accepted)
+    MempoolLoad {
+        accepted,
+        dropped: txs.len() - accepted,
+        ignored: None,
+    }
 }

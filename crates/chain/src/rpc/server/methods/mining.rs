@@ -1,6 +1,7 @@
 //! Core's `rpc/mining.cpp` (regtest generation): `generatetoaddress`, `generatetodescriptor`
 //! and `generateblock`.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use bitcoin::hashes::Hash;
@@ -109,7 +110,7 @@ fn generatetodescriptor(ctx: &Ctx, args: &Args) -> Result<Json, RpcError> {
 /// Core's `TestBlockValidity` message for a transaction our checks refuse in a block.
 fn block_invalid(txid: Txid, reason: &RejectReason) -> RpcError {
     let token = match reason {
-        RejectReason::MissingInput { .. } => "bad-txns-inputs-missingorspent".to_string(),
+        RejectReason::MissingInput { .. } => return missing_or_spent(txid),
         RejectReason::NonFinal { .. } | RejectReason::SequenceLocked { .. } => {
             "bad-txns-nonfinal".to_string()
         }
@@ -122,6 +123,49 @@ fn block_invalid(txid: Txid, reason: &RejectReason) -> RpcError {
         RPC_VERIFY_ERROR,
         format!("TestBlockValidity failed: {token}, tx {txid}: {reason}"),
     )
+}
+
+/// Core's `ConnectBlock` message for a transaction whose input is missing or already spent.
+fn missing_or_spent(txid: Txid) -> RpcError {
+    RpcError::new(
+        RPC_VERIFY_ERROR,
+        format!(
+            "TestBlockValidity failed: bad-txns-inputs-missingorspent, CheckTxInputs: inputs missing/spent in transaction {txid}"
+        ),
+    )
+}
+
+/// What our per-transaction checks cannot see, in Core's order: a second coinbase and each
+/// transaction alone (`CheckBlock`), then (as `ConnectBlock` meets them) the first transaction
+/// spending an output an earlier transaction of the block already spent (a duplicate or a
+/// conflict), with the transactions before it checked first.
+fn check_block(ctx: &Ctx, txs: &[Transaction]) -> Result<(), RpcError> {
+    if txs.iter().any(Transaction::is_coinbase) {
+        return Err(RpcError::new(
+            RPC_VERIFY_ERROR,
+            "TestBlockValidity failed: bad-cb-multiple, more than one coinbase",
+        ));
+    }
+    // `CheckBlock` checks every transaction alone (duplicate inputs within one, say) before
+    // `ConnectBlock` spends any.
+    for tx in txs {
+        crate::consensus::check_transaction(tx)
+            .map_err(|r| block_invalid(tx.compute_txid(), &r))?;
+    }
+    let mut spent = HashSet::new();
+    let double = txs.iter().position(|tx| {
+        let again = tx.input.iter().any(|i| spent.contains(&i.previous_output));
+        spent.extend(tx.input.iter().map(|i| i.previous_output));
+        again
+    });
+    let checked = double.map_or(txs, |k| &txs[..k]);
+    ctx.chain
+        .check_block_transactions(checked)
+        .map_err(|(txid, r)| block_invalid(txid, &r))?;
+    match double {
+        Some(k) => Err(missing_or_spent(txs[k].compute_txid())),
+        None => Ok(()),
+    }
 }
 
 fn generateblock(ctx: &Ctx, args: &Args) -> Result<Json, RpcError> {
@@ -164,9 +208,7 @@ fn generateblock(ctx: &Ctx, args: &Args) -> Result<Json, RpcError> {
         }
     }
     let submit = args.bool(2)?.unwrap_or(true);
-    ctx.chain
-        .check_block_transactions(&txs)
-        .map_err(|(txid, r)| block_invalid(txid, &r))?;
+    check_block(ctx, &txs)?;
     if !submit {
         let block = ctx.chain.assemble_block(&txs, &script);
         return Ok(obj! {
