@@ -9,10 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::secp::SECP;
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::key::Keypair;
 use bitcoin::secp256k1::schnorr::Signature;
-use bitcoin::secp256k1::{Message, Secp256k1};
+use bitcoin::secp256k1::Message;
 use bitcoin::{Amount, OutPoint, Transaction, TxOut, Txid};
 use thiserror::Error;
 
@@ -135,7 +136,7 @@ fn push_sales(data: &mut Vec<u8>, sales: &[Sale]) {
 }
 
 fn lsp_sign(digest: [u8; 32], lsp: &Keypair) -> Signature {
-    Secp256k1::signing_only().sign_schnorr(&Message::from_digest(digest), lsp)
+    SECP.sign_schnorr(&Message::from_digest(digest), lsp)
 }
 
 impl AdvanceProposal {
@@ -961,7 +962,7 @@ impl FactoryState {
     }
 
     fn check_lsp_signature(&self, digest: [u8; 32], sig: &Signature) -> Result<(), AdvanceError> {
-        let secp = Secp256k1::verification_only();
+        let secp = &*SECP;
         let lsp = self.factory.key_of(Signer::Lsp).inner.x_only_public_key().0;
         secp.verify_schnorr(sig, &Message::from_digest(digest), &lsp)
             .map_err(|_| AdvanceError::WrongParty)
@@ -1151,7 +1152,7 @@ impl FactoryState {
         }
         let kinds: Vec<TxKind> = mine.iter().copied().collect();
         let built = self.factory.build_set(&kinds, self.funding, v)?;
-        let secp = Secp256k1::verification_only();
+        let secp = &*SECP;
         for s in below {
             let b = &built[&s.kind];
             let bad = || CeremonyError::BadFinalSignature {

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod musig;
 pub mod odometer;
 pub mod revocation;
+pub mod secp;
 pub mod shachain;
 pub mod shape;
 pub mod tree;

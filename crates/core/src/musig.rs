@@ -84,6 +84,7 @@ impl AggregateKey {
         TweakedAggregateKey {
             cache: self.cache,
             output: self.internal,
+            musig_output: self.cache.agg_pk(),
         }
     }
 
@@ -99,8 +100,12 @@ impl AggregateKey {
         let full = cache
             .pubkey_xonly_tweak_add(&scalar)
             .map_err(|_| MusigError::Tweak)?;
-        let output = from_musig_xonly(&full.x_only_public_key().0);
-        Ok(TweakedAggregateKey { cache, output })
+        let musig_output = full.x_only_public_key().0;
+        Ok(TweakedAggregateKey {
+            cache,
+            output: from_musig_xonly(&musig_output),
+            musig_output,
+        })
     }
 }
 
@@ -109,6 +114,7 @@ impl AggregateKey {
 pub struct TweakedAggregateKey {
     cache: KeyAggCache,
     output: XOnlyPublicKey,
+    musig_output: musig::XOnlyPublicKey,
 }
 
 impl std::fmt::Debug for TweakedAggregateKey {
@@ -159,6 +165,64 @@ impl SecNonce {
     }
 }
 
+/// A signer's key pair in the form libsecp256k1's MuSig2 takes, converted once: signing with a
+/// bitcoin [`Keypair`] directly converts it on every call (a point multiplication).
+#[derive(Clone)]
+pub struct MusigSigner {
+    keypair: musig::Keypair,
+    secret: musig::SecretKey,
+    public: musig::PublicKey,
+}
+
+impl std::fmt::Debug for MusigSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MusigSigner({})", self.public)
+    }
+}
+
+impl MusigSigner {
+    /// Convert `keypair` (its secret never leaves memory).
+    pub fn new(keypair: &Keypair) -> Self {
+        let keypair = musig::Keypair::from_secret_bytes(keypair.secret_bytes())
+            .expect("a valid keypair's secret is a valid secret key");
+        MusigSigner {
+            secret: keypair.secret_key(),
+            public: keypair.public_key(),
+            keypair,
+        }
+    }
+}
+
+/// A key that can sign MuSig2 partial signatures: a bitcoin [`Keypair`] (converted at each call)
+/// or a [`MusigSigner`] (converted once).
+pub trait SignerKey {
+    /// The key in libsecp256k1's MuSig2 form.
+    fn musig_signer(&self) -> std::borrow::Cow<'_, MusigSigner>;
+}
+
+impl SignerKey for Keypair {
+    fn musig_signer(&self) -> std::borrow::Cow<'_, MusigSigner> {
+        std::borrow::Cow::Owned(MusigSigner::new(self))
+    }
+}
+
+impl SignerKey for MusigSigner {
+    fn musig_signer(&self) -> std::borrow::Cow<'_, MusigSigner> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
+
+/// A co-signer's public key parsed once for checking its partial signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CosignerKey(musig::PublicKey);
+
+impl CosignerKey {
+    /// Parse `key` for libsecp256k1's MuSig2.
+    pub fn new(key: &PublicKey) -> Result<Self, MusigError> {
+        to_musig_pk(key).map(CosignerKey)
+    }
+}
+
 impl TweakedAggregateKey {
     /// The taproot output key.
     pub fn output_key(&self) -> XOnlyPublicKey {
@@ -166,7 +230,8 @@ impl TweakedAggregateKey {
     }
 
     /// Generate a nonce pair for signing `msg` with `signer` under this key.
-    pub fn nonce_gen(&self, signer: &Keypair, msg: &[u8; 32]) -> (SecNonce, PubNonce) {
+    pub fn nonce_gen(&self, signer: &impl SignerKey, msg: &[u8; 32]) -> (SecNonce, PubNonce) {
+        let signer = signer.musig_signer();
         let mut rand = [0u8; 32];
         bitcoin::secp256k1::rand::RngCore::fill_bytes(
             &mut bitcoin::secp256k1::rand::thread_rng(),
@@ -175,44 +240,62 @@ impl TweakedAggregateKey {
         // Zero randomness is refused by libsecp; thread_rng never yields it in practice.
         rand[0] |= 1;
         let secrand = SessionSecretRand::assume_uniformly_random(rand);
-        let pk = musig::PublicKey::from_slice(&signer.public_key().serialize())
-            .expect("a keypair's public key is valid");
-        let sk =
-            musig::SecretKey::from_secret_bytes(signer.secret_bytes()).expect("valid secret key");
-        let (sec, public) =
-            musig::musig::new_nonce_pair(secrand, Some(&self.cache), Some(sk), pk, Some(msg), None);
+        let (sec, public) = musig::musig::new_nonce_pair(
+            secrand,
+            Some(&self.cache),
+            Some(signer.secret),
+            signer.public,
+            Some(msg),
+            None,
+        );
         (SecNonce(sec), PubNonce(public.serialize()))
     }
 
     /// A nonce pair that is a function of `seed` (and the signer's key): re-derivable after a
     /// restart instead of stored. `seed` must never be used for two different messages.
-    pub fn deterministic_nonce(&self, signer: &Keypair, seed: [u8; 32]) -> (SecNonce, PubNonce) {
-        let pk = musig::PublicKey::from_slice(&signer.public_key().serialize())
-            .expect("a keypair's public key is valid");
-        let sk =
-            musig::SecretKey::from_secret_bytes(signer.secret_bytes()).expect("valid secret key");
-        let secrand = SessionSecretRand::assume_unique_per_nonce_gen(seed, &sk);
-        let (sec, public) =
-            musig::musig::new_nonce_pair(secrand, Some(&self.cache), Some(sk), pk, None, None);
+    pub fn deterministic_nonce(
+        &self,
+        signer: &impl SignerKey,
+        seed: [u8; 32],
+    ) -> (SecNonce, PubNonce) {
+        let signer = signer.musig_signer();
+        let secrand = SessionSecretRand::assume_unique_per_nonce_gen(seed, &signer.secret);
+        let (sec, public) = musig::musig::new_nonce_pair(
+            secrand,
+            Some(&self.cache),
+            Some(signer.secret),
+            signer.public,
+            None,
+            None,
+        );
         (SecNonce(sec), PubNonce(public.serialize()))
+    }
+
+    /// The signing session of one message under one aggregated nonce: every partial signature of
+    /// that message is made, checked and combined in it (nonce processing done once).
+    pub fn session(
+        &self,
+        agg_nonce: &AggNonce,
+        msg: &[u8; 32],
+    ) -> Result<SigningSession<'_>, MusigError> {
+        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0)
+            .map_err(|_| MusigError::MalformedNonce)?;
+        Ok(SigningSession {
+            key: self,
+            session: Session::new(&self.cache, agg, msg),
+            msg: *msg,
+        })
     }
 
     /// Sign `msg` with `signer`, consuming the secret nonce.
     pub fn partial_sign(
         &self,
         nonce: SecNonce,
-        signer: &Keypair,
+        signer: &impl SignerKey,
         agg_nonce: &AggNonce,
         msg: &[u8; 32],
     ) -> Result<PartialSig, MusigError> {
-        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0)
-            .map_err(|_| MusigError::MalformedNonce)?;
-        let session = Session::new(&self.cache, agg, msg);
-        let kp = musig::Keypair::from_secret_bytes(signer.secret_bytes())
-            .map_err(|e| MusigError::Keys(e.to_string()))?;
-        Ok(PartialSig(
-            session.partial_sign(nonce.0, &kp, &self.cache).serialize(),
-        ))
+        Ok(self.session(agg_nonce, msg)?.partial_sign(nonce, signer))
     }
 
     /// Check one signer's partial signature.
@@ -224,14 +307,8 @@ impl TweakedAggregateKey {
         agg_nonce: &AggNonce,
         msg: &[u8; 32],
     ) -> Result<bool, MusigError> {
-        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0)
-            .map_err(|_| MusigError::MalformedNonce)?;
-        let sig = PartialSignature::from_byte_array(&partial.0)
-            .map_err(|_| MusigError::MalformedPartialSignature)?;
-        let pubnonce =
-            PublicNonce::from_byte_array(&nonce.0).map_err(|_| MusigError::MalformedNonce)?;
-        let session = Session::new(&self.cache, agg, msg);
-        Ok(session.partial_verify(&self.cache, &sig, &pubnonce, to_musig_pk(signer)?))
+        self.session(agg_nonce, msg)?
+            .partial_verify(partial, nonce, &CosignerKey::new(signer)?)
     }
 
     /// Combine partial signatures into a BIP-340 signature that verifies under the output key.
@@ -241,8 +318,53 @@ impl TweakedAggregateKey {
         msg: &[u8; 32],
         partials: &[PartialSig],
     ) -> Result<Signature, MusigError> {
-        let agg = AggregatedNonce::from_byte_array(&agg_nonce.0)
-            .map_err(|_| MusigError::MalformedNonce)?;
+        self.session(agg_nonce, msg)?.aggregate(partials)
+    }
+}
+
+/// A MuSig2 signing session: one message, one aggregated nonce, one tweaked key.
+pub struct SigningSession<'a> {
+    key: &'a TweakedAggregateKey,
+    session: Session,
+    msg: [u8; 32],
+}
+
+impl std::fmt::Debug for SigningSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningSession({:?})", self.key)
+    }
+}
+
+impl SigningSession<'_> {
+    /// Sign with `signer`, consuming the secret nonce.
+    pub fn partial_sign(&self, nonce: SecNonce, signer: &impl SignerKey) -> PartialSig {
+        let signer = signer.musig_signer();
+        PartialSig(
+            self.session
+                .partial_sign(nonce.0, &signer.keypair, &self.key.cache)
+                .serialize(),
+        )
+    }
+
+    /// Check one signer's partial signature, made with the public nonce `nonce`.
+    pub fn partial_verify(
+        &self,
+        partial: &PartialSig,
+        nonce: &PubNonce,
+        signer: &CosignerKey,
+    ) -> Result<bool, MusigError> {
+        let sig = PartialSignature::from_byte_array(&partial.0)
+            .map_err(|_| MusigError::MalformedPartialSignature)?;
+        let pubnonce =
+            PublicNonce::from_byte_array(&nonce.0).map_err(|_| MusigError::MalformedNonce)?;
+        Ok(self
+            .session
+            .partial_verify(&self.key.cache, &sig, &pubnonce, signer.0))
+    }
+
+    /// Combine every signer's partial signature into a BIP-340 signature, checked against the
+    /// output key before it is returned.
+    pub fn aggregate(&self, partials: &[PartialSig]) -> Result<Signature, MusigError> {
         let sigs: Vec<PartialSignature> = partials
             .iter()
             .map(|p| {
@@ -251,12 +373,10 @@ impl TweakedAggregateKey {
             })
             .collect::<Result<_, _>>()?;
         let refs: Vec<&PartialSignature> = sigs.iter().collect();
-        let session = Session::new(&self.cache, agg, msg);
-        let out = musig::XOnlyPublicKey::from_byte_array(self.output.serialize())
-            .map_err(|e| MusigError::Keys(e.to_string()))?;
-        let sig = session
+        let sig = self
+            .session
             .partial_sig_agg(&refs)
-            .verify(&out, msg)
+            .verify(&self.key.musig_output, &self.msg)
             .map_err(|_| MusigError::InvalidAggregate)?;
         Ok(Signature::from_slice(&sig.to_byte_array()).expect("64 bytes"))
     }

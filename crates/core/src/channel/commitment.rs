@@ -2,13 +2,14 @@
 //! format (`taproot_zero_fee_commitments`): v3, no fee, one P2A shared anchor, taproot outputs.
 //! Pure functions, checked against `bolt03/taproot-zero-fee-commitments-test.json`.
 
+use crate::secp::SECP;
 use bitcoin::hashes::{hash160, ripemd160, sha256, Hash};
 use bitcoin::key::{TweakedPublicKey, XOnlyPublicKey};
 use bitcoin::opcodes::all::{
     OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_SIZE,
 };
 use bitcoin::script::Builder;
-use bitcoin::secp256k1::{PublicKey, Secp256k1};
+use bitcoin::secp256k1::PublicKey;
 use bitcoin::sighash::{Prevouts, SighashCache};
 use bitcoin::taproot::{LeafVersion, TaprootBuilder, TaprootSpendInfo};
 use bitcoin::{
@@ -139,7 +140,7 @@ pub fn htlc_leaves(keys: &CommitmentKeys, htlc: &Htlc) -> (ScriptBuf, ScriptBuf)
 }
 
 fn tree(internal: &PublicKey, leaves: &[ScriptBuf]) -> TaprootSpendInfo {
-    let secp = Secp256k1::verification_only();
+    let secp = &*SECP;
     let depth = if leaves.len() == 1 { 0 } else { 1 };
     let mut b = TaprootBuilder::new();
     for l in leaves {
@@ -147,7 +148,7 @@ fn tree(internal: &PublicKey, leaves: &[ScriptBuf]) -> TaprootSpendInfo {
             .add_leaf(depth, l.clone())
             .expect("one or two leaves form a valid tree");
     }
-    b.finalize(&secp, xonly(internal)).expect("complete tree")
+    b.finalize(secp, xonly(internal)).expect("complete tree")
 }
 
 /// Spend info of the to_local output (and of every second-stage output).
@@ -161,14 +162,18 @@ pub fn htlc_spend_info(keys: &CommitmentKeys, htlc: &Htlc) -> TaprootSpendInfo {
     tree(&keys.revocation, &[timeout, success])
 }
 
-fn p2tr(info: &TaprootSpendInfo) -> ScriptBuf {
+pub(crate) fn p2tr(info: &TaprootSpendInfo) -> ScriptBuf {
     ScriptBuf::new_p2tr_tweaked(info.output_key())
 }
 
 /// The to_remote output script: key path only, BIP-86 tweak of the counterparty's payment key.
 pub fn to_remote_script(keys: &CommitmentKeys) -> ScriptBuf {
-    let secp = Secp256k1::verification_only();
-    ScriptBuf::new_p2tr(&secp, xonly(&keys.remote_payment), None)
+    to_remote_script_of(&keys.remote_payment)
+}
+
+/// The to_remote output script paying `payment_key` (the same for every commitment of a side).
+pub fn to_remote_script_of(payment_key: &PublicKey) -> ScriptBuf {
+    ScriptBuf::new_p2tr(&SECP, xonly(payment_key), None)
 }
 
 /// What an output of a commitment transaction is.
@@ -202,31 +207,61 @@ pub fn build_commitment(
     to_remote_msat: u64,
     htlcs: &[Htlc],
 ) -> Commitment {
+    build_commitment_with(
+        chan,
+        keys,
+        commitment_number,
+        to_local_msat,
+        to_remote_msat,
+        htlcs,
+        || p2tr(&to_local_spend_info(keys, chan.to_self_delay)),
+        || to_remote_script(keys),
+    )
+}
+
+/// [`build_commitment`] with the to_local and to_remote scripts from the caller (to_remote does
+/// not change between commitments of one side, to_local is also what HTLC transactions pay: a
+/// channel computes each once). Scripts are asked for only for outputs above the dust limit.
+pub(crate) fn build_commitment_with(
+    chan: &ChannelStatic,
+    keys: &CommitmentKeys,
+    commitment_number: u64,
+    to_local_msat: u64,
+    to_remote_msat: u64,
+    htlcs: &[Htlc],
+    to_local: impl FnOnce() -> ScriptBuf,
+    to_remote: impl FnOnce() -> ScriptBuf,
+) -> Commitment {
     let obscured = (commitment_number ^ chan.obscure_factor) & 0xffff_ffff_ffff;
     let mut outs: Vec<(TxOut, CommitmentOutput, u32)> = Vec::new();
-    let push =
-        |value: Amount, spk: ScriptBuf, role: CommitmentOutput, cltv: u32, outs: &mut Vec<_>| {
-            if value >= chan.dust_limit {
-                outs.push((
-                    TxOut {
-                        value,
-                        script_pubkey: spk,
-                    },
-                    role,
-                    cltv,
-                ));
-            }
-        };
+    let push = |value: Amount,
+                spk: &mut dyn FnMut() -> ScriptBuf,
+                role: CommitmentOutput,
+                cltv: u32,
+                outs: &mut Vec<_>| {
+        if value >= chan.dust_limit {
+            outs.push((
+                TxOut {
+                    value,
+                    script_pubkey: spk(),
+                },
+                role,
+                cltv,
+            ));
+        }
+    };
+    let mut to_local = Some(to_local);
     push(
         Amount::from_sat(to_local_msat / 1000),
-        p2tr(&to_local_spend_info(keys, chan.to_self_delay)),
+        &mut || to_local.take().expect("called once")(),
         CommitmentOutput::ToLocal,
         0,
         &mut outs,
     );
+    let mut to_remote = Some(to_remote);
     push(
         Amount::from_sat(to_remote_msat / 1000),
-        to_remote_script(keys),
+        &mut || to_remote.take().expect("called once")(),
         CommitmentOutput::ToRemote,
         0,
         &mut outs,
@@ -234,7 +269,7 @@ pub fn build_commitment(
     for (i, h) in htlcs.iter().enumerate() {
         push(
             Amount::from_sat(h.amount_msat / 1000),
-            p2tr(&htlc_spend_info(keys, h)),
+            &mut || p2tr(&htlc_spend_info(keys, h)),
             CommitmentOutput::Htlc(i),
             h.cltv_expiry,
             &mut outs,
@@ -291,6 +326,22 @@ pub fn build_htlc_tx(
     keys: &CommitmentKeys,
     to_self_delay: u16,
 ) -> Transaction {
+    build_htlc_tx_to(
+        commitment_txid,
+        vout,
+        htlc,
+        p2tr(&to_local_spend_info(keys, to_self_delay)),
+    )
+}
+
+/// [`build_htlc_tx`] paying `to_local`, the to_local script of the same commitment (every HTLC
+/// transaction of a commitment pays the same script: computed once).
+pub(crate) fn build_htlc_tx_to(
+    commitment_txid: Txid,
+    vout: u32,
+    htlc: &Htlc,
+    to_local: ScriptBuf,
+) -> Transaction {
     Transaction {
         version: transaction::Version(3),
         lock_time: if htlc.offered {
@@ -306,7 +357,7 @@ pub fn build_htlc_tx(
         }],
         output: vec![TxOut {
             value: Amount::from_sat(htlc.amount_msat / 1000),
-            script_pubkey: p2tr(&to_local_spend_info(keys, to_self_delay)),
+            script_pubkey: to_local,
         }],
     }
 }

@@ -1,25 +1,26 @@
 //! BOLT-3 key derivation for commitment transactions: per-commitment points, per-commitment
 //! public and private keys, and revocation keys. Built on LDK's `chan_utils` / `channel_keys`.
 
-use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use crate::secp::SECP;
+use bitcoin::secp256k1::{PublicKey, SecretKey};
 use lightning::ln::chan_utils::{derive_private_key, derive_private_revocation_key};
 use lightning::ln::channel_keys::{HtlcBasepoint, HtlcKey, RevocationBasepoint, RevocationKey};
 
 /// The per-commitment point of a per-commitment secret.
 pub fn per_commitment_point(secret: &SecretKey) -> PublicKey {
-    PublicKey::from_secret_key(&Secp256k1::signing_only(), secret)
+    PublicKey::from_secret_key(&SECP, secret)
 }
 
 /// `basepoint + SHA256(per_commitment_point || basepoint) * G` (local, remote, htlc and delayed
 /// payment keys).
 pub fn derive_pubkey(basepoint: &PublicKey, per_commitment_point: &PublicKey) -> PublicKey {
-    let secp = Secp256k1::new();
-    HtlcKey::from_basepoint(&secp, &HtlcBasepoint(*basepoint), per_commitment_point).0
+    let secp = &*SECP;
+    HtlcKey::from_basepoint(secp, &HtlcBasepoint(*basepoint), per_commitment_point).0
 }
 
 /// The secret of [`derive_pubkey`].
 pub fn derive_privkey(base_secret: &SecretKey, per_commitment_point: &PublicKey) -> SecretKey {
-    derive_private_key(&Secp256k1::new(), per_commitment_point, base_secret)
+    derive_private_key(&SECP, per_commitment_point, base_secret)
 }
 
 /// The revocation public key of a commitment: only the holder of the revocation base secret and
@@ -29,7 +30,7 @@ pub fn revocation_pubkey(
     per_commitment_point: &PublicKey,
 ) -> PublicKey {
     RevocationKey::from_basepoint(
-        &Secp256k1::new(),
+        &SECP,
         &RevocationBasepoint(*revocation_basepoint),
         per_commitment_point,
     )
@@ -41,11 +42,7 @@ pub fn revocation_privkey(
     revocation_base_secret: &SecretKey,
     per_commitment_secret: &SecretKey,
 ) -> SecretKey {
-    derive_private_revocation_key(
-        &Secp256k1::new(),
-        per_commitment_secret,
-        revocation_base_secret,
-    )
+    derive_private_revocation_key(&SECP, per_commitment_secret, revocation_base_secret)
 }
 
 #[cfg(test)]

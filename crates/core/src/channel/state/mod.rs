@@ -8,31 +8,38 @@
 //!
 //! Commitment signatures: each side publishes, ahead of time, the public "verification nonce"
 //! for its next commitment, derived deterministically from its seed and the commitment number
-//! (re-derivable, never stored); the signer adds a fresh nonce, sends its partial signature, and
+//! (the secret half is re-derived when needed, never stored; the public half is kept in memory
+//! from announcement to use); the signer adds a fresh nonce, sends its partial signature, and
 //! the holder completes the signature only when it publishes its commitment.
 //!
 //! Here: the parameters, messages and state of a channel and the limits both sides impose;
 //! `updates` (HTLC add, fulfill, fail), `signing` (commitment rounds, revocation, dual-state
 //! funding outpoints) and `onchain` (justice and claims once a commitment is published).
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
+use crate::secp::SECP;
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::key::{Keypair, PublicKey as BtcPublicKey};
 use bitcoin::secp256k1::schnorr::Signature;
-use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::secp256k1::{Message, PublicKey, SecretKey};
 use bitcoin::{Amount, OutPoint, TapSighashType, Transaction, TxOut, Witness};
 use thiserror::Error;
 
 use crate::channel::commitment::{
-    build_commitment, build_htlc_tx, htlc_leaves, htlc_sighash, htlc_spend_info, htlc_witness,
-    obscure_factor, ChannelStatic, CommitmentKeys, CommitmentOutput, Htlc,
+    build_commitment_with, build_htlc_tx_to, htlc_leaves, htlc_sighash, htlc_spend_info,
+    htlc_witness, obscure_factor, p2tr, to_local_spend_info, to_remote_script_of, ChannelStatic,
+    CommitmentKeys, CommitmentOutput, Htlc,
 };
 use crate::channel::keys::{
     derive_privkey, derive_pubkey, per_commitment_point, revocation_pubkey,
 };
 use crate::factory::Factory;
-use crate::musig::{aggregate_nonces, MusigError, PartialSig, PubNonce, TweakedAggregateKey};
+use crate::musig::{
+    aggregate_nonces, CosignerKey, MusigError, MusigSigner, PartialSig, PubNonce,
+    TweakedAggregateKey,
+};
 use crate::shachain::{index_of, SecretGenerator, SecretStore, ShachainError};
 
 mod onchain;
@@ -211,12 +218,12 @@ impl std::fmt::Debug for ChannelSecrets {
 impl ChannelSecrets {
     /// The public basepoints.
     pub fn basepoints(&self) -> Basepoints {
-        let secp = Secp256k1::signing_only();
+        let secp = &*SECP;
         Basepoints {
-            payment: PublicKey::from_secret_key(&secp, &self.payment),
-            delayed_payment: PublicKey::from_secret_key(&secp, &self.delayed_payment),
-            htlc: PublicKey::from_secret_key(&secp, &self.htlc),
-            revocation: PublicKey::from_secret_key(&secp, &self.revocation),
+            payment: PublicKey::from_secret_key(secp, &self.payment),
+            delayed_payment: PublicKey::from_secret_key(secp, &self.delayed_payment),
+            htlc: PublicKey::from_secret_key(secp, &self.htlc),
+            revocation: PublicKey::from_secret_key(secp, &self.revocation),
         }
     }
 
@@ -542,10 +549,33 @@ pub struct ChannelSummary {
     pub revocations_held: u64,
 }
 
+/// A commitment built for signing or checking, with what its HTLC transactions need.
+pub(super) struct BuiltCommitment {
+    /// The unsigned commitment transaction.
+    tx: Transaction,
+    /// Its HTLC outputs (output index, HTLC seen from the holder).
+    htlcs: Vec<(u32, Htlc)>,
+    /// Its keys (HTLC keys derived only when it has HTLC outputs).
+    keys: CommitmentKeys,
+    /// The script every HTLC transaction pays (the to_local script), when it has HTLC outputs.
+    second_stage: Option<bitcoin::ScriptBuf>,
+}
+
 /// One side of a leaf channel.
 #[derive(Debug, Clone)]
 pub struct Channel {
     secrets: ChannelSecrets,
+    /// Our basepoints (public halves of `secrets`).
+    mine: Basepoints,
+    /// Our funding key in MuSig2 form, and theirs.
+    funding_signer: MusigSigner,
+    their_funding_musig: CosignerKey,
+    /// The to_remote scripts of our commitments and of theirs (static: no per-commitment key).
+    to_remote_scripts: (bitcoin::ScriptBuf, bitcoin::ScriptBuf),
+    /// Our per-commitment points computed so far and still needed (the latest and the next).
+    our_points: BTreeMap<u64, PublicKey>,
+    /// Our public verification nonces announced and not yet used, by (outpoint, commitment).
+    our_nonces: BTreeMap<(OutPoint, u64), PubNonce>,
     their: Basepoints,
     limits: ChannelLimits,
     their_limits: ChannelLimits,
@@ -567,7 +597,6 @@ pub struct Channel {
     their_commitment_number: u64,
     their_points: BTreeMap<u64, PublicKey>,
     their_nonces: BTreeMap<u64, PubNonce>,
-    their_funding: PublicKey,
     /// The state of each of their commitments we signed (for claims and penalties on chain).
     their_states: BTreeMap<u64, State>,
     their_secrets: SecretStore,
@@ -655,7 +684,18 @@ impl Channel {
         } else {
             obscure_factor(&theirs.basepoints.payment, &mine.payment)
         };
+        let their_funding_musig = CosignerKey::new(&BtcPublicKey::new(theirs.funding_key))?;
+        let to_remote_scripts = (
+            to_remote_script_of(&theirs.basepoints.payment),
+            to_remote_script_of(&mine.payment),
+        );
         Ok(Channel {
+            to_remote_scripts,
+            funding_signer: MusigSigner::new(&secrets.funding),
+            their_funding_musig,
+            our_points: BTreeMap::new(),
+            our_nonces: BTreeMap::new(),
+            mine,
             secrets,
             their: theirs.basepoints,
             limits,
@@ -674,7 +714,6 @@ impl Channel {
             their_commitment_number: 0,
             their_points: BTreeMap::from([(0, theirs.points[0]), (1, theirs.points[1])]),
             their_nonces: BTreeMap::from([(1, theirs.nonce)]),
-            their_funding: theirs.funding_key,
             their_states: BTreeMap::new(),
             their_secrets: SecretStore::new(),
             our_latest_sig: None,

@@ -100,29 +100,29 @@ impl Channel {
         let secret = secret.ok_or(ChannelError::NotRevoked(
             "its revocation secret was never received",
         ))?;
-        let secp = Secp256k1::new();
+        let secp = &*SECP;
         let revocation = Keypair::from_secret_key(
-            &secp,
+            secp,
             &crate::channel::keys::revocation_privkey(&self.secrets.revocation, &secret),
         );
-        let payment = Keypair::from_secret_key(&secp, &self.secrets.payment);
+        let payment = Keypair::from_secret_key(secp, &self.secrets.payment);
         // Each output we can take, with the key (already tweaked) that signs for it.
         let mut candidates: Vec<(bitcoin::ScriptBuf, bitcoin::key::TweakedKeypair)> = Vec::new();
         let to_local =
             crate::channel::commitment::to_local_spend_info(&keys, self.limits.to_self_delay);
         candidates.push((
             bitcoin::ScriptBuf::new_p2tr_tweaked(to_local.output_key()),
-            revocation.tap_tweak(&secp, to_local.merkle_root()),
+            revocation.tap_tweak(secp, to_local.merkle_root()),
         ));
         candidates.push((
             crate::channel::commitment::to_remote_script(&keys),
-            payment.tap_tweak(&secp, None),
+            payment.tap_tweak(secp, None),
         ));
         for h in Self::htlc_list(&state, false) {
             let info = htlc_spend_info(&keys, &h);
             candidates.push((
                 bitcoin::ScriptBuf::new_p2tr_tweaked(info.output_key()),
-                revocation.tap_tweak(&secp, info.merkle_root()),
+                revocation.tap_tweak(secp, info.merkle_root()),
             ));
         }
         let mut spent: Vec<(OutPoint, TxOut, bitcoin::key::TweakedKeypair)> = Vec::new();
@@ -193,9 +193,9 @@ impl Channel {
         use bitcoin::sighash::{Prevouts, SighashCache};
         use bitcoin::taproot::LeafVersion;
         let (_, _, keys, state) = self.their_commitment(commitment)?;
-        let secp = Secp256k1::new();
+        let secp = &*SECP;
         let point_key = Keypair::from_secret_key(
-            &secp,
+            secp,
             &derive_privkey(&self.secrets.htlc, &self.their_point_of(commitment)?),
         );
         let txid = commitment.compute_txid();
@@ -332,11 +332,9 @@ impl Channel {
             .checked_sub(fee)
             .filter(|v| *v >= Amount::from_sat(330))
             .ok_or(ChannelError::NotRevoked("to_local cannot pay the fee"))?;
-        let secp = Secp256k1::new();
-        let key = Keypair::from_secret_key(
-            &secp,
-            &derive_privkey(&self.secrets.delayed_payment, &point),
-        );
+        let secp = &*SECP;
+        let key =
+            Keypair::from_secret_key(secp, &derive_privkey(&self.secrets.delayed_payment, &point));
         let sighash = SighashCache::new(&tx)
             .taproot_script_spend_signature_hash(
                 0,

@@ -22,17 +22,35 @@ impl Channel {
 
     /// Keys of a commitment: ours (`holder_is_us`) at our point, or theirs at their point.
     pub(super) fn commitment_keys(&self, holder_is_us: bool, point: &PublicKey) -> CommitmentKeys {
-        let mine = self.secrets.basepoints();
-        let (holder, counter) = if holder_is_us {
-            (mine, self.their)
+        let mut keys = self.commitment_keys_without_htlc(holder_is_us, point);
+        let (holder, counter) = self.holder_and_counter(holder_is_us);
+        keys.local_htlc = derive_pubkey(&holder.htlc, point);
+        keys.remote_htlc = derive_pubkey(&counter.htlc, point);
+        keys
+    }
+
+    fn holder_and_counter(&self, holder_is_us: bool) -> (&Basepoints, &Basepoints) {
+        if holder_is_us {
+            (&self.mine, &self.their)
         } else {
-            (self.their, mine)
-        };
+            (&self.their, &self.mine)
+        }
+    }
+
+    /// The keys of a commitment without HTLC outputs: its two HTLC keys are left at the
+    /// basepoints (not derived: a point multiplication each), which nothing reads when the
+    /// commitment has no HTLC.
+    fn commitment_keys_without_htlc(
+        &self,
+        holder_is_us: bool,
+        point: &PublicKey,
+    ) -> CommitmentKeys {
+        let (holder, counter) = self.holder_and_counter(holder_is_us);
         CommitmentKeys {
             revocation: revocation_pubkey(&counter.revocation, point),
             local_delayed: derive_pubkey(&holder.delayed_payment, point),
-            local_htlc: derive_pubkey(&holder.htlc, point),
-            remote_htlc: derive_pubkey(&counter.htlc, point),
+            local_htlc: holder.htlc,
+            remote_htlc: counter.htlc,
             remote_payment: counter.payment,
         }
     }
@@ -58,23 +76,41 @@ impl Channel {
         state: &State,
         point: &PublicKey,
         outpoint: OutPoint,
-    ) -> (Transaction, Vec<(u32, Htlc)>, CommitmentKeys) {
-        let keys = self.commitment_keys(holder_is_us, point);
+    ) -> BuiltCommitment {
+        let keys = if state.htlcs.is_empty() {
+            self.commitment_keys_without_htlc(holder_is_us, point)
+        } else {
+            self.commitment_keys(holder_is_us, point)
+        };
         let htlcs = Self::htlc_list(state, holder_is_us);
         let (local, remote) = if holder_is_us {
             (state.ours_msat, state.theirs_msat)
         } else {
             (state.theirs_msat, state.ours_msat)
         };
-        let c = build_commitment(
-            &self.chan_static(holder_is_us, outpoint),
+        let chan = self.chan_static(holder_is_us, outpoint);
+        let to_local = OnceCell::new();
+        let to_local_script = || {
+            to_local
+                .get_or_init(|| p2tr(&to_local_spend_info(&keys, chan.to_self_delay)))
+                .clone()
+        };
+        let to_remote = if holder_is_us {
+            &self.to_remote_scripts.0
+        } else {
+            &self.to_remote_scripts.1
+        };
+        let c = build_commitment_with(
+            &chan,
             &keys,
             n,
             local,
             remote,
             &htlcs,
+            to_local_script,
+            || to_remote.clone(),
         );
-        let htlc_outputs = c
+        let htlc_outputs: Vec<(u32, Htlc)> = c
             .outputs
             .iter()
             .enumerate()
@@ -83,24 +119,36 @@ impl Channel {
                 _ => None,
             })
             .collect();
-        (c.tx, htlc_outputs, keys)
+        // Every HTLC transaction pays the to_local script (also when to_local itself is dust).
+        let second_stage = if htlc_outputs.is_empty() {
+            None
+        } else {
+            Some(to_local_script())
+        };
+        BuiltCommitment {
+            tx: c.tx,
+            htlcs: htlc_outputs,
+            keys,
+            second_stage,
+        }
     }
 
+    /// The HTLC transactions of a commitment: each with the output it spends and its leaf.
     pub(super) fn htlc_txs(
         &self,
-        commitment: &Transaction,
-        htlcs: &[(u32, Htlc)],
-        keys: &CommitmentKeys,
-        to_self_delay: u16,
+        c: &BuiltCommitment,
     ) -> Vec<(Transaction, TxOut, bitcoin::ScriptBuf)> {
-        let txid = commitment.compute_txid();
-        htlcs
+        let Some(to_local) = &c.second_stage else {
+            return Vec::new();
+        };
+        let txid = c.tx.compute_txid();
+        c.htlcs
             .iter()
             .map(|(vout, h)| {
-                let tx = build_htlc_tx(txid, *vout, h, keys, to_self_delay);
-                let (timeout, success) = htlc_leaves(keys, h);
+                let tx = build_htlc_tx_to(txid, *vout, h, to_local.clone());
+                let (timeout, success) = htlc_leaves(&c.keys, h);
                 let leaf = if h.offered { timeout } else { success };
-                (tx, commitment.output[*vout as usize].clone(), leaf)
+                (tx, c.tx.output[*vout as usize].clone(), leaf)
             })
             .collect()
     }
@@ -162,21 +210,24 @@ impl Channel {
         their_nonce: PubNonce,
         outpoint: OutPoint,
     ) -> Result<(PartialSig, PubNonce, Vec<Signature>), ChannelError> {
-        let (tx, htlcs, keys) = self.commitment(false, n, &self.next, point, outpoint);
-        let msg = Factory::sighash(&tx, &self.funding);
-        let (sec, nonce) = self.funding_key.nonce_gen(&self.secrets.funding, &msg);
+        let built = self.commitment(false, n, &self.next, point, outpoint);
+        let msg = Factory::sighash(&built.tx, &self.funding);
+        let (sec, nonce) = self.funding_key.nonce_gen(&self.funding_signer, &msg);
         let agg = aggregate_nonces(&[their_nonce, nonce])?;
         let partial_sig = self
             .funding_key
-            .partial_sign(sec, &self.secrets.funding, &agg, &msg)?;
-        let secp = Secp256k1::signing_only();
-        let htlc_key = Keypair::from_secret_key(&secp, &derive_privkey(&self.secrets.htlc, point));
-        let htlc_signatures = self
-            .htlc_txs(&tx, &htlcs, &keys, self.limits.to_self_delay)
+            .partial_sign(sec, &self.funding_signer, &agg, &msg)?;
+        let secp = &*SECP;
+        let htlc_txs = self.htlc_txs(&built);
+        // The HTLC key is derived only when there are HTLC transactions to sign.
+        let htlc_key = (!htlc_txs.is_empty())
+            .then(|| Keypair::from_secret_key(secp, &derive_privkey(&self.secrets.htlc, point)));
+        let htlc_signatures = htlc_txs
             .iter()
             .map(|(htx, spent, leaf)| {
                 let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
-                secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), &htlc_key)
+                let key = htlc_key.as_ref().expect("derived when there are HTLCs");
+                secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), key)
             })
             .collect();
         Ok((partial_sig, nonce, htlc_signatures))
@@ -192,35 +243,31 @@ impl Channel {
         nonce: &PubNonce,
         htlc_signatures: &[Signature],
     ) -> Result<(), ChannelError> {
-        let (tx, htlcs, keys) = self.commitment(true, n, &self.next, point, outpoint);
-        let sighash = Factory::sighash(&tx, &self.funding);
-        let (_, our_nonce) = self.funding_key.deterministic_nonce(
-            &self.secrets.funding,
-            self.secrets.verification_seed(&outpoint, n),
-        );
+        let built = self.commitment(true, n, &self.next, point, outpoint);
+        let sighash = Factory::sighash(&built.tx, &self.funding);
+        let our_nonce = self.our_verification_nonce(&outpoint, n);
         let agg = aggregate_nonces(&[our_nonce, *nonce])
             .map_err(|_| ChannelError::BadSignature("commitment nonce"))?;
-        let their_funding = BtcPublicKey::new(self.their_funding_key());
-        if !self
+        let verified = self
             .funding_key
-            .partial_verify(partial_sig, nonce, &their_funding, &agg, &sighash)
-            .unwrap_or(false)
-        {
+            .session(&agg, &sighash)
+            .and_then(|s| s.partial_verify(partial_sig, nonce, &self.their_funding_musig));
+        if !verified.unwrap_or(false) {
             return Err(ChannelError::BadSignature("commitment partial signature"));
         }
-        let htlc_txs = self.htlc_txs(&tx, &htlcs, &keys, self.their_limits.to_self_delay);
+        let htlc_txs = self.htlc_txs(&built);
         if htlc_txs.len() != htlc_signatures.len() {
             return Err(ChannelError::BadSignature(
                 "wrong number of HTLC signatures",
             ));
         }
-        let secp = Secp256k1::verification_only();
+        let secp = &*SECP;
         for ((htx, spent, leaf), sig) in htlc_txs.iter().zip(htlc_signatures) {
             let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
             secp.verify_schnorr(
                 sig,
                 &Message::from_digest(m),
-                &keys.remote_htlc.x_only_public_key().0,
+                &built.keys.remote_htlc.x_only_public_key().0,
             )
             .map_err(|_| ChannelError::BadSignature("HTLC signature"))?;
         }
@@ -241,10 +288,8 @@ impl Channel {
             self.retired_fundings.retain(|o| *o != outpoint);
         }
         let n = self.our_commitment_number + 1;
-        let (_, nonce) = self.funding_key.deterministic_nonce(
-            &self.secrets.funding,
-            self.secrets.verification_seed(&outpoint, n),
-        );
+        let nonce = self.our_verification_nonce(&outpoint, n);
+        self.our_nonces.insert((outpoint, n), nonce);
         Ok(FundingNonce {
             outpoint,
             commitment: n,
@@ -325,7 +370,7 @@ impl Channel {
             _ => return Err(ChannelError::WrongPhase("unexpected commitment signature")),
         };
         let n = self.our_commitment_number + 1;
-        let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
+        let point = self.our_point(n);
         self.check_our_commitment(
             n,
             &point,
@@ -359,23 +404,24 @@ impl Channel {
         }
         // Revoke the previous commitment: reveal its secret, announce the one after next.
         let revoked = self.secrets.per_commitment_secret(n - 1);
-        let next_point = per_commitment_point(&self.secrets.per_commitment_secret(n + 1));
-        let (_, next_nonce) = self.funding_key.deterministic_nonce(
-            &self.secrets.funding,
-            self.secrets
-                .verification_seed(&self.funding_outpoint, n + 1),
-        );
-        let next_other_nonces = self
+        let next_point = self.our_point(n + 1);
+        let next_nonce = self.our_verification_nonce(&self.funding_outpoint, n + 1);
+        let next_other_nonces: Vec<(OutPoint, PubNonce)> = self
             .other_fundings
             .iter()
-            .map(|o| {
-                let (_, nonce) = self.funding_key.deterministic_nonce(
-                    &self.secrets.funding,
-                    self.secrets.verification_seed(o, n + 1),
-                );
-                (*o, nonce)
-            })
+            .map(|o| (*o, self.our_verification_nonce(o, n + 1)))
             .collect();
+        // Keep what the next round and our latest commitment need: points n and n + 1, the
+        // nonces announced for n + 1.
+        self.our_points.retain(|k, _| *k >= n);
+        self.our_points.insert(n, point);
+        self.our_points.insert(n + 1, next_point);
+        self.our_nonces.retain(|(_, k), _| *k > n);
+        self.our_nonces
+            .insert((self.funding_outpoint, n + 1), next_nonce);
+        for (o, nonce) in &next_other_nonces {
+            self.our_nonces.insert((*o, n + 1), *nonce);
+        }
         self.our_latest_other = msg
             .others
             .iter()
@@ -450,8 +496,28 @@ impl Channel {
         }
     }
 
-    pub(super) fn their_funding_key(&self) -> PublicKey {
-        self.their_funding
+    /// Our per-commitment point `n` (remembered from when we announced it, or derived).
+    pub(super) fn our_point(&self, n: u64) -> PublicKey {
+        match self.our_points.get(&n) {
+            Some(p) => *p,
+            None => per_commitment_point(&self.secrets.per_commitment_secret(n)),
+        }
+    }
+
+    /// Our public verification nonce of commitment `n` on `outpoint` (remembered from when we
+    /// announced it, or derived: it is a function of our seed, the outpoint and `n`).
+    pub(super) fn our_verification_nonce(&self, outpoint: &OutPoint, n: u64) -> PubNonce {
+        match self.our_nonces.get(&(*outpoint, n)) {
+            Some(nonce) => *nonce,
+            None => {
+                self.funding_key
+                    .deterministic_nonce(
+                        &self.funding_signer,
+                        self.secrets.verification_seed(outpoint, n),
+                    )
+                    .1
+            }
+        }
     }
 
     /// Secrets of their revoked commitments, for penalties.
@@ -489,36 +555,34 @@ impl Channel {
                     ))?;
             (p, nonce, h)
         };
-        let point = per_commitment_point(&self.secrets.per_commitment_secret(n));
-        let (mut tx, htlcs, keys) = self.commitment(true, n, state, &point, outpoint);
-        let sighash = Factory::sighash(&tx, &self.funding);
+        let point = self.our_point(n);
+        let built = self.commitment(true, n, state, &point, outpoint);
+        let sighash = Factory::sighash(&built.tx, &self.funding);
         let (sec, our_nonce) = self.funding_key.deterministic_nonce(
-            &self.secrets.funding,
+            &self.funding_signer,
             self.secrets.verification_seed(&outpoint, n),
         );
         let agg = aggregate_nonces(&[our_nonce, *their_nonce])?;
-        let ours = self
-            .funding_key
-            .partial_sign(sec, &self.secrets.funding, &agg, &sighash)?;
-        let sig = self
-            .funding_key
-            .aggregate(&agg, &sighash, &[ours, *their_partial])?;
-        tx.input[0].witness = Witness::from_slice(&[sig.as_ref()]);
-        let secp = Secp256k1::signing_only();
-        let htlc_key = Keypair::from_secret_key(&secp, &derive_privkey(&self.secrets.htlc, &point));
+        let session = self.funding_key.session(&agg, &sighash)?;
+        let ours = session.partial_sign(sec, &self.funding_signer);
+        let sig = session.aggregate(&[ours, *their_partial])?;
+        let secp = &*SECP;
+        let htlc_key = Keypair::from_secret_key(secp, &derive_privkey(&self.secrets.htlc, &point));
         let mut second = Vec::new();
         for ((mut htx, spent, leaf), (their_sig, (_, h))) in self
-            .htlc_txs(&tx, &htlcs, &keys, self.their_limits.to_self_delay)
+            .htlc_txs(&built)
             .into_iter()
-            .zip(htlc_sigs.iter().zip(&htlcs))
+            .zip(htlc_sigs.iter().zip(&built.htlcs))
         {
             let m = htlc_sighash(&htx, &spent, &leaf, TapSighashType::Default);
             let ours = secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), &htlc_key);
             // The preimage of a received HTLC is added by the caller when it has it.
-            let info = htlc_spend_info(&keys, h);
+            let info = htlc_spend_info(&built.keys, h);
             htx.input[0].witness = htlc_witness(their_sig, &ours, None, &leaf, &info);
             second.push(htx);
         }
+        let mut tx = built.tx;
+        tx.input[0].witness = Witness::from_slice(&[sig.as_ref()]);
         Ok((tx, second))
     }
 }
