@@ -214,8 +214,10 @@ pub fn build_commitment(
         to_local_msat,
         to_remote_msat,
         htlcs,
-        || p2tr(&to_local_spend_info(keys, chan.to_self_delay)),
-        || to_remote_script(keys),
+        (
+            || p2tr(&to_local_spend_info(keys, chan.to_self_delay)),
+            || to_remote_script(keys),
+        ),
     )
 }
 
@@ -229,8 +231,7 @@ pub(crate) fn build_commitment_with(
     to_local_msat: u64,
     to_remote_msat: u64,
     htlcs: &[Htlc],
-    to_local: impl FnOnce() -> ScriptBuf,
-    to_remote: impl FnOnce() -> ScriptBuf,
+    (to_local, to_remote): (impl FnOnce() -> ScriptBuf, impl FnOnce() -> ScriptBuf),
 ) -> Commitment {
     let obscured = (commitment_number ^ chan.obscure_factor) & 0xffff_ffff_ffff;
     let mut outs: Vec<(TxOut, CommitmentOutput, u32)> = Vec::new();

@@ -107,8 +107,7 @@ impl Channel {
             local,
             remote,
             &htlcs,
-            to_local_script,
-            || to_remote.clone(),
+            (to_local_script, || to_remote.clone()),
         );
         let htlc_outputs: Vec<(u32, Htlc)> = c
             .outputs
