@@ -231,6 +231,16 @@ impl TweakedAggregateKey {
 
     /// Generate a nonce pair for signing `msg` with `signer` under this key.
     pub fn nonce_gen(&self, signer: &impl SignerKey, msg: &[u8; 32]) -> (SecNonce, PubNonce) {
+        let (sec, public) = self.nonce_gen_parsed(signer, msg);
+        (sec, public.bytes)
+    }
+
+    /// [`Self::nonce_gen`], the public nonce also in parsed form.
+    pub fn nonce_gen_parsed(
+        &self,
+        signer: &impl SignerKey,
+        msg: &[u8; 32],
+    ) -> (SecNonce, ParsedNonce) {
         let signer = signer.musig_signer();
         let mut rand = [0u8; 32];
         bitcoin::secp256k1::rand::RngCore::fill_bytes(
@@ -248,7 +258,7 @@ impl TweakedAggregateKey {
             Some(msg),
             None,
         );
-        (SecNonce(sec), PubNonce(public.serialize()))
+        (SecNonce(sec), ParsedNonce::from_libsecp(public))
     }
 
     /// A nonce pair that is a function of `seed` (and the signer's key): re-derivable after a
@@ -258,6 +268,16 @@ impl TweakedAggregateKey {
         signer: &impl SignerKey,
         seed: [u8; 32],
     ) -> (SecNonce, PubNonce) {
+        let (sec, public) = self.deterministic_nonce_parsed(signer, seed);
+        (sec, public.bytes)
+    }
+
+    /// [`Self::deterministic_nonce`], the public nonce also in parsed form.
+    pub fn deterministic_nonce_parsed(
+        &self,
+        signer: &impl SignerKey,
+        seed: [u8; 32],
+    ) -> (SecNonce, ParsedNonce) {
         let signer = signer.musig_signer();
         let secrand = SessionSecretRand::assume_unique_per_nonce_gen(seed, &signer.secret);
         let (sec, public) = musig::musig::new_nonce_pair(
@@ -268,7 +288,7 @@ impl TweakedAggregateKey {
             None,
             None,
         );
-        (SecNonce(sec), PubNonce(public.serialize()))
+        (SecNonce(sec), ParsedNonce::from_libsecp(public))
     }
 
     /// The signing session of one message under one aggregated nonce: every partial signature of
@@ -283,6 +303,24 @@ impl TweakedAggregateKey {
         Ok(SigningSession {
             key: self,
             session: Session::new(&self.cache, agg, msg),
+            msg: *msg,
+        })
+    }
+
+    /// The signing session of `msg` with every signer's public nonce given (aggregated here,
+    /// without a round trip through bytes).
+    pub fn session_of(
+        &self,
+        nonces: &[&ParsedNonce],
+        msg: &[u8; 32],
+    ) -> Result<SigningSession<'_>, MusigError> {
+        if nonces.is_empty() {
+            return Err(MusigError::MalformedNonce);
+        }
+        let refs: Vec<&PublicNonce> = nonces.iter().map(|n| &n.parsed).collect();
+        Ok(SigningSession {
+            key: self,
+            session: Session::new(&self.cache, AggregatedNonce::new(&refs), msg),
             msg: *msg,
         })
     }
@@ -353,13 +391,21 @@ impl SigningSession<'_> {
         nonce: &PubNonce,
         signer: &CosignerKey,
     ) -> Result<bool, MusigError> {
+        self.partial_verify_parsed(partial, &ParsedNonce::parse(nonce)?, signer)
+    }
+
+    /// [`Self::partial_verify`] with the signer's nonce already parsed.
+    pub fn partial_verify_parsed(
+        &self,
+        partial: &PartialSig,
+        nonce: &ParsedNonce,
+        signer: &CosignerKey,
+    ) -> Result<bool, MusigError> {
         let sig = PartialSignature::from_byte_array(&partial.0)
             .map_err(|_| MusigError::MalformedPartialSignature)?;
-        let pubnonce =
-            PublicNonce::from_byte_array(&nonce.0).map_err(|_| MusigError::MalformedNonce)?;
         Ok(self
             .session
-            .partial_verify(&self.key.cache, &sig, &pubnonce, signer.0))
+            .partial_verify(&self.key.cache, &sig, &nonce.parsed, signer.0))
     }
 
     /// Combine every signer's partial signature into a BIP-340 signature, checked against the
@@ -379,6 +425,43 @@ impl SigningSession<'_> {
             .verify(&self.key.musig_output, &self.msg)
             .map_err(|_| MusigError::InvalidAggregate)?;
         Ok(Signature::from_slice(&sig.to_byte_array()).expect("64 bytes"))
+    }
+}
+
+/// A public nonce with its parsed form: parsing costs two square roots, so a nonce used more
+/// than once (or made here) is kept parsed.
+#[derive(Clone, Copy)]
+pub struct ParsedNonce {
+    bytes: PubNonce,
+    parsed: PublicNonce,
+}
+
+impl std::fmt::Debug for ParsedNonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ParsedNonce({:?})", self.bytes)
+    }
+}
+
+impl ParsedNonce {
+    /// Parse `nonce` (refused when its points are not on the curve).
+    pub fn parse(nonce: &PubNonce) -> Result<Self, MusigError> {
+        Ok(ParsedNonce {
+            bytes: *nonce,
+            parsed: PublicNonce::from_byte_array(&nonce.0)
+                .map_err(|_| MusigError::MalformedNonce)?,
+        })
+    }
+
+    fn from_libsecp(parsed: PublicNonce) -> Self {
+        ParsedNonce {
+            bytes: PubNonce(parsed.serialize()),
+            parsed,
+        }
+    }
+
+    /// The nonce as sent.
+    pub fn bytes(&self) -> PubNonce {
+        self.bytes
     }
 }
 

@@ -37,7 +37,7 @@ use crate::channel::keys::{
 };
 use crate::factory::Factory;
 use crate::musig::{
-    aggregate_nonces, CosignerKey, MusigError, MusigSigner, PartialSig, PubNonce,
+    aggregate_nonces, CosignerKey, MusigError, MusigSigner, ParsedNonce, PartialSig, PubNonce,
     TweakedAggregateKey,
 };
 use crate::shachain::{index_of, SecretGenerator, SecretStore, ShachainError};
@@ -572,10 +572,11 @@ pub struct Channel {
     their_funding_musig: CosignerKey,
     /// The to_remote scripts of our commitments and of theirs (static: no per-commitment key).
     to_remote_scripts: (bitcoin::ScriptBuf, bitcoin::ScriptBuf),
-    /// Our per-commitment points computed so far and still needed (the latest and the next).
-    our_points: BTreeMap<u64, PublicKey>,
+    /// Our per-commitment secrets and points derived so far and still needed (the latest, which
+    /// the next round revokes, and the next): derivable from the seed, kept to derive them once.
+    our_points: BTreeMap<u64, (SecretKey, PublicKey)>,
     /// Our public verification nonces announced and not yet used, by (outpoint, commitment).
-    our_nonces: BTreeMap<(OutPoint, u64), PubNonce>,
+    our_nonces: BTreeMap<(OutPoint, u64), ParsedNonce>,
     their: Basepoints,
     limits: ChannelLimits,
     their_limits: ChannelLimits,

@@ -245,12 +245,14 @@ impl Channel {
         let built = self.commitment(true, n, &self.next, point, outpoint);
         let sighash = Factory::sighash(&built.tx, &self.funding);
         let our_nonce = self.our_verification_nonce(&outpoint, n);
-        let agg = aggregate_nonces(&[our_nonce, *nonce])
+        let their_nonce = ParsedNonce::parse(nonce)
             .map_err(|_| ChannelError::BadSignature("commitment nonce"))?;
         let verified = self
             .funding_key
-            .session(&agg, &sighash)
-            .and_then(|s| s.partial_verify(partial_sig, nonce, &self.their_funding_musig));
+            .session_of(&[&our_nonce, &their_nonce], &sighash)
+            .and_then(|s| {
+                s.partial_verify_parsed(partial_sig, &their_nonce, &self.their_funding_musig)
+            });
         if !verified.unwrap_or(false) {
             return Err(ChannelError::BadSignature("commitment partial signature"));
         }
@@ -292,7 +294,7 @@ impl Channel {
         Ok(FundingNonce {
             outpoint,
             commitment: n,
-            nonce,
+            nonce: nonce.bytes(),
         })
     }
 
@@ -402,19 +404,21 @@ impl Channel {
             )?;
         }
         // Revoke the previous commitment: reveal its secret, announce the one after next.
-        let revoked = self.secrets.per_commitment_secret(n - 1);
-        let next_point = self.our_point(n + 1);
+        let revoked = self.our_secret(n - 1);
+        let next_secret = self.secrets.per_commitment_secret(n + 1);
+        let next_point = per_commitment_point(&next_secret);
         let next_nonce = self.our_verification_nonce(&self.funding_outpoint, n + 1);
-        let next_other_nonces: Vec<(OutPoint, PubNonce)> = self
+        let next_other_nonces: Vec<(OutPoint, ParsedNonce)> = self
             .other_fundings
             .iter()
             .map(|o| (*o, self.our_verification_nonce(o, n + 1)))
             .collect();
         // Keep what the next round and our latest commitment need: points n and n + 1, the
         // nonces announced for n + 1.
+        let secret = self.our_secret(n);
         self.our_points.retain(|k, _| *k >= n);
-        self.our_points.insert(n, point);
-        self.our_points.insert(n + 1, next_point);
+        self.our_points.insert(n, (secret, point));
+        self.our_points.insert(n + 1, (next_secret, next_point));
         self.our_nonces.retain(|(_, k), _| *k > n);
         self.our_nonces
             .insert((self.funding_outpoint, n + 1), next_nonce);
@@ -443,8 +447,11 @@ impl Channel {
         Ok(RevokeAndAck {
             per_commitment_secret: revoked.secret_bytes(),
             next_point,
-            next_nonce,
-            next_other_nonces,
+            next_nonce: next_nonce.bytes(),
+            next_other_nonces: next_other_nonces
+                .into_iter()
+                .map(|(o, nonce)| (o, nonce.bytes()))
+                .collect(),
         })
     }
 
@@ -498,19 +505,27 @@ impl Channel {
     /// Our per-commitment point `n` (remembered from when we announced it, or derived).
     pub(super) fn our_point(&self, n: u64) -> PublicKey {
         match self.our_points.get(&n) {
-            Some(p) => *p,
+            Some((_, p)) => *p,
             None => per_commitment_point(&self.secrets.per_commitment_secret(n)),
+        }
+    }
+
+    /// Our per-commitment secret `n` (remembered from its point's announcement, or derived).
+    fn our_secret(&self, n: u64) -> SecretKey {
+        match self.our_points.get(&n) {
+            Some((s, _)) => *s,
+            None => self.secrets.per_commitment_secret(n),
         }
     }
 
     /// Our public verification nonce of commitment `n` on `outpoint` (remembered from when we
     /// announced it, or derived: it is a function of our seed, the outpoint and `n`).
-    pub(super) fn our_verification_nonce(&self, outpoint: &OutPoint, n: u64) -> PubNonce {
+    pub(super) fn our_verification_nonce(&self, outpoint: &OutPoint, n: u64) -> ParsedNonce {
         match self.our_nonces.get(&(*outpoint, n)) {
             Some(nonce) => *nonce,
             None => {
                 self.funding_key
-                    .deterministic_nonce(
+                    .deterministic_nonce_parsed(
                         &self.funding_signer,
                         self.secrets.verification_seed(outpoint, n),
                     )
