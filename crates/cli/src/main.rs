@@ -43,6 +43,11 @@ enum Command {
         /// Payments to make.
         #[arg(long, default_value_t = 2000)]
         count: u64,
+        /// Amount of the first payment in msat (each next one 1 msat more). The default is
+        /// below the dust limit (HTLC outputs trimmed, as in the first measurements); 10000000
+        /// gives every commitment an HTLC output with its second-stage signatures.
+        #[arg(long, default_value_t = 1_000)]
+        amount_msat: u64,
     },
     /// A regtest node on the embedded chain serving Bitcoin Core's JSON-RPC (bitcoin-cli works
     /// against it), until the `stop` RPC, SIGINT or SIGTERM.
@@ -67,7 +72,7 @@ fn main() -> ExitCode {
         Command::Chaind(args) => return chaind::run(args),
         Command::Demo { data_dir } => demo::run(data_dir),
         Command::Bench { clients, threads } => bench::run(&clients, threads.max(1)),
-        Command::BenchPayments { count } => bench_payments::run(count),
+        Command::BenchPayments { count, amount_msat } => bench_payments::run(count, amount_msat),
         Command::ExportExit {
             clients,
             client,

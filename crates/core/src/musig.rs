@@ -10,6 +10,8 @@ use musig::musig::{
     SessionSecretRand,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::secp::count;
 use thiserror::Error;
 
 /// A MuSig2 failure.
@@ -242,6 +244,7 @@ impl TweakedAggregateKey {
         msg: &[u8; 32],
     ) -> (SecNonce, ParsedNonce) {
         let signer = signer.musig_signer();
+        count(|c| c.nonce_gen += 1);
         let mut rand = [0u8; 32];
         bitcoin::secp256k1::rand::RngCore::fill_bytes(
             &mut bitcoin::secp256k1::rand::thread_rng(),
@@ -279,6 +282,7 @@ impl TweakedAggregateKey {
         seed: [u8; 32],
     ) -> (SecNonce, ParsedNonce) {
         let signer = signer.musig_signer();
+        count(|c| c.nonce_gen += 1);
         let secrand = SessionSecretRand::assume_unique_per_nonce_gen(seed, &signer.secret);
         let (sec, public) = musig::musig::new_nonce_pair(
             secrand,
@@ -300,6 +304,7 @@ impl TweakedAggregateKey {
     ) -> Result<SigningSession<'_>, MusigError> {
         let agg = AggregatedNonce::from_byte_array(&agg_nonce.0)
             .map_err(|_| MusigError::MalformedNonce)?;
+        count(|c| c.session += 1);
         Ok(SigningSession {
             key: self,
             session: Session::new(&self.cache, agg, msg),
@@ -318,6 +323,7 @@ impl TweakedAggregateKey {
             return Err(MusigError::MalformedNonce);
         }
         let refs: Vec<&PublicNonce> = nonces.iter().map(|n| &n.parsed).collect();
+        count(|c| c.session += 1);
         Ok(SigningSession {
             key: self,
             session: Session::new(&self.cache, AggregatedNonce::new(&refs), msg),
@@ -377,6 +383,7 @@ impl SigningSession<'_> {
     /// Sign with `signer`, consuming the secret nonce.
     pub fn partial_sign(&self, nonce: SecNonce, signer: &impl SignerKey) -> PartialSig {
         let signer = signer.musig_signer();
+        count(|c| c.partial_sign += 1);
         PartialSig(
             self.session
                 .partial_sign(nonce.0, &signer.keypair, &self.key.cache)
@@ -403,6 +410,7 @@ impl SigningSession<'_> {
     ) -> Result<bool, MusigError> {
         let sig = PartialSignature::from_byte_array(&partial.0)
             .map_err(|_| MusigError::MalformedPartialSignature)?;
+        count(|c| c.partial_verify += 1);
         Ok(self
             .session
             .partial_verify(&self.key.cache, &sig, &nonce.parsed, signer.0))
@@ -419,6 +427,7 @@ impl SigningSession<'_> {
             })
             .collect::<Result<_, _>>()?;
         let refs: Vec<&PartialSignature> = sigs.iter().collect();
+        count(|c| c.schnorr_verify += 1);
         let sig = self
             .session
             .partial_sig_agg(&refs)
@@ -445,6 +454,7 @@ impl std::fmt::Debug for ParsedNonce {
 impl ParsedNonce {
     /// Parse `nonce` (refused when its points are not on the curve).
     pub fn parse(nonce: &PubNonce) -> Result<Self, MusigError> {
+        count(|c| c.nonce_parse += 1);
         Ok(ParsedNonce {
             bytes: *nonce,
             parsed: PublicNonce::from_byte_array(&nonce.0)
@@ -470,6 +480,7 @@ pub fn aggregate_nonces(nonces: &[PubNonce]) -> Result<AggNonce, MusigError> {
     if nonces.is_empty() {
         return Err(MusigError::MalformedNonce);
     }
+    count(|c| c.nonce_parse += nonces.len() as u64);
     let parsed: Vec<PublicNonce> = nonces
         .iter()
         .map(|n| PublicNonce::from_byte_array(&n.0).map_err(|_| MusigError::MalformedNonce))

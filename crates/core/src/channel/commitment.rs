@@ -2,7 +2,7 @@
 //! format (`taproot_zero_fee_commitments`): v3, no fee, one P2A shared anchor, taproot outputs.
 //! Pure functions, checked against `bolt03/taproot-zero-fee-commitments-test.json`.
 
-use crate::secp::SECP;
+use crate::secp::{count, SECP};
 use bitcoin::hashes::{hash160, ripemd160, sha256, Hash};
 use bitcoin::key::{TweakedPublicKey, XOnlyPublicKey};
 use bitcoin::opcodes::all::{
@@ -142,6 +142,7 @@ pub fn htlc_leaves(keys: &CommitmentKeys, htlc: &Htlc) -> (ScriptBuf, ScriptBuf)
 fn tree(internal: &PublicKey, leaves: &[ScriptBuf]) -> TaprootSpendInfo {
     let secp = &*SECP;
     let depth = if leaves.len() == 1 { 0 } else { 1 };
+    count(|c| c.tweak_add += 1);
     let mut b = TaprootBuilder::new();
     for l in leaves {
         b = b
@@ -173,6 +174,7 @@ pub fn to_remote_script(keys: &CommitmentKeys) -> ScriptBuf {
 
 /// The to_remote output script paying `payment_key` (the same for every commitment of a side).
 pub fn to_remote_script_of(payment_key: &PublicKey) -> ScriptBuf {
+    count(|c| c.tweak_add += 1);
     ScriptBuf::new_p2tr(&SECP, xonly(payment_key), None)
 }
 

@@ -1,13 +1,14 @@
 //! BOLT-3 key derivation for commitment transactions: per-commitment points, per-commitment
 //! public and private keys, and revocation keys. Built on LDK's `chan_utils` / `channel_keys`.
 
-use crate::secp::SECP;
+use crate::secp::{count, SECP};
 use bitcoin::secp256k1::{PublicKey, SecretKey};
 use lightning::ln::chan_utils::{derive_private_key, derive_private_revocation_key};
 use lightning::ln::channel_keys::{HtlcBasepoint, HtlcKey, RevocationBasepoint, RevocationKey};
 
 /// The per-commitment point of a per-commitment secret.
 pub fn per_commitment_point(secret: &SecretKey) -> PublicKey {
+    count(|c| c.pubkey_create += 1);
     PublicKey::from_secret_key(&SECP, secret)
 }
 
@@ -15,11 +16,14 @@ pub fn per_commitment_point(secret: &SecretKey) -> PublicKey {
 /// payment keys).
 pub fn derive_pubkey(basepoint: &PublicKey, per_commitment_point: &PublicKey) -> PublicKey {
     let secp = &*SECP;
+    count(|c| c.pubkey_create += 1);
     HtlcKey::from_basepoint(secp, &HtlcBasepoint(*basepoint), per_commitment_point).0
 }
 
 /// The secret of [`derive_pubkey`].
 pub fn derive_privkey(base_secret: &SecretKey, per_commitment_point: &PublicKey) -> SecretKey {
+    // LDK derives the basepoint from the secret first.
+    count(|c| c.pubkey_create += 1);
     derive_private_key(&SECP, per_commitment_point, base_secret)
 }
 
@@ -29,6 +33,7 @@ pub fn revocation_pubkey(
     revocation_basepoint: &PublicKey,
     per_commitment_point: &PublicKey,
 ) -> PublicKey {
+    count(|c| c.tweak_mul += 2);
     RevocationKey::from_basepoint(
         &SECP,
         &RevocationBasepoint(*revocation_basepoint),

@@ -2,6 +2,7 @@
 //! outpoint (dual-state), and our latest commitment signed for publishing.
 
 use super::*;
+use crate::secp::count;
 
 impl Channel {
     pub(super) fn chan_static(&self, holder_is_us: bool, outpoint: OutPoint) -> ChannelStatic {
@@ -77,10 +78,16 @@ impl Channel {
         point: &PublicKey,
         outpoint: OutPoint,
     ) -> BuiltCommitment {
-        let keys = if state.htlcs.is_empty() {
-            self.commitment_keys_without_htlc(holder_is_us, point)
-        } else {
+        let chan = self.chan_static(holder_is_us, outpoint);
+        // HTLC keys only matter for HTLC outputs: none when every HTLC is below the dust limit.
+        let untrimmed = state
+            .htlcs
+            .values()
+            .any(|h| Amount::from_sat(h.amount_msat / 1000) >= chan.dust_limit);
+        let keys = if untrimmed {
             self.commitment_keys(holder_is_us, point)
+        } else {
+            self.commitment_keys_without_htlc(holder_is_us, point)
         };
         let htlcs = Self::htlc_list(state, holder_is_us);
         let (local, remote) = if holder_is_us {
@@ -88,7 +95,6 @@ impl Channel {
         } else {
             (state.theirs_msat, state.ours_msat)
         };
-        let chan = self.chan_static(holder_is_us, outpoint);
         let to_local = OnceCell::new();
         let to_local_script = || {
             to_local
@@ -118,6 +124,7 @@ impl Channel {
                 _ => None,
             })
             .collect();
+        debug_assert!(untrimmed || htlc_outputs.is_empty(), "HTLC keys derived");
         // Every HTLC transaction pays the to_local script (also when to_local itself is dust).
         let second_stage = if htlc_outputs.is_empty() {
             None
@@ -211,21 +218,28 @@ impl Channel {
     ) -> Result<(PartialSig, PubNonce, Vec<Signature>), ChannelError> {
         let built = self.commitment(false, n, &self.next, point, outpoint);
         let msg = Factory::sighash(&built.tx, &self.funding);
-        let (sec, nonce) = self.funding_key.nonce_gen(&self.funding_signer, &msg);
-        let agg = aggregate_nonces(&[their_nonce, nonce])?;
+        let (sec, nonce) = self
+            .funding_key
+            .nonce_gen_parsed(&self.funding_signer, &msg);
+        let their_nonce = ParsedNonce::parse(&their_nonce)?;
         let partial_sig = self
             .funding_key
-            .partial_sign(sec, &self.funding_signer, &agg, &msg)?;
+            .session_of(&[&their_nonce, &nonce], &msg)?
+            .partial_sign(sec, &self.funding_signer);
+        let nonce = nonce.bytes();
         let secp = &*SECP;
         let htlc_txs = self.htlc_txs(&built);
         // The HTLC key is derived only when there are HTLC transactions to sign.
-        let htlc_key = (!htlc_txs.is_empty())
-            .then(|| Keypair::from_secret_key(secp, &derive_privkey(&self.secrets.htlc, point)));
+        let htlc_key = (!htlc_txs.is_empty()).then(|| {
+            count(|c| c.pubkey_create += 1);
+            Keypair::from_secret_key(secp, &derive_privkey(&self.secrets.htlc, point))
+        });
         let htlc_signatures = htlc_txs
             .iter()
             .map(|(htx, spent, leaf)| {
                 let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
                 let key = htlc_key.as_ref().expect("derived when there are HTLCs");
+                count(|c| c.schnorr_sign += 1);
                 secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), key)
             })
             .collect();
@@ -265,6 +279,7 @@ impl Channel {
         let secp = &*SECP;
         for ((htx, spent, leaf), sig) in htlc_txs.iter().zip(htlc_signatures) {
             let m = htlc_sighash(htx, spent, leaf, TapSighashType::SinglePlusAnyoneCanPay);
+            count(|c| c.schnorr_verify += 1);
             secp.verify_schnorr(
                 sig,
                 &Message::from_digest(m),
