@@ -7,22 +7,24 @@
 //! agrees that the factory is live. Two round trips regardless of N. Secret nonces stay in memory
 //! and are consumed by signing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use bitcoin::key::{Keypair, PublicKey};
+use bitcoin::key::Keypair;
 use bitcoin::secp256k1::schnorr::Signature;
-use bitcoin::secp256k1::{Message, Secp256k1};
+use bitcoin::secp256k1::Message;
 use bitcoin::{OutPoint, Transaction, TxOut, Witness};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::factory::{Factory, FactoryError, Signer, TxKind};
+use crate::factory::{BuiltTx, Factory, FactoryError, ScriptHints, Signer, TxKind};
 use crate::ledger::Version;
 use crate::musig::{
-    aggregate_nonces, check_pub_nonce, AggNonce, MusigError, PartialSig, PubNonce, SecNonce,
+    AggNonce, MusigError, MusigSigner, ParsedNonce, PartialSig, PubNonce, SecNonce, StoredSession,
     TweakedAggregateKey,
 };
+use crate::par;
+use crate::secp::{count, SECP};
 use crate::types::{ClientId, FactoryId};
 
 /// Round 1: a signer's public nonces.
@@ -131,38 +133,62 @@ pub enum CeremonyError {
 pub const HEIGHT_TOLERANCE_BLOCKS: u32 = 6;
 
 /// A transaction ready to sign: what it spends and the key that signs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Prepared {
+    kind: TxKind,
     tx: Transaction,
     spent: TxOut,
     sighash: [u8; 32],
     key: TweakedAggregateKey,
-    signers: Vec<Signer>,
 }
 
+/// Build `kinds` (each once, in the order given) at version `v`, with their sighashes and
+/// signing keys; the per-transaction work on every core when `parallel` (the LSP's side).
 fn prepare(
     factory: &Factory,
     kinds: &[TxKind],
     funding: OutPoint,
     v: &Version,
-) -> Result<BTreeMap<TxKind, Prepared>, FactoryError> {
-    let built = factory.build_set(kinds, funding, v)?;
-    let mut out = BTreeMap::new();
-    for kind in kinds {
-        let b = &built[kind];
-        let slot = factory.input_of(*kind, v);
-        out.insert(
-            *kind,
-            Prepared {
-                sighash: factory.sighash_of(*kind, &b.tx, &b.spent, v)?,
-                tx: b.tx.clone(),
-                spent: b.spent.clone(),
-                key: factory.key_for(*kind, v)?,
-                signers: factory.signers(slot, v),
-            },
-        );
+    parallel: bool,
+) -> Result<Vec<Prepared>, FactoryError> {
+    let mut unique = Vec::with_capacity(kinds.len());
+    let mut seen = std::collections::HashSet::with_capacity(kinds.len());
+    for k in kinds {
+        if seen.insert(*k) {
+            unique.push(*k);
+        }
     }
-    Ok(out)
+    let mut built = factory.build_set(&unique, funding, v)?;
+    let txs: Vec<(TxKind, BuiltTx)> = unique
+        .iter()
+        .map(|k| {
+            (
+                *k,
+                built.remove(k).expect("build_set builds every kind asked"),
+            )
+        })
+        .collect();
+    drop(built);
+    let finish = |kind: TxKind, b: BuiltTx| -> Result<Prepared, FactoryError> {
+        Ok(Prepared {
+            kind,
+            sighash: factory.sighash_of(kind, &b.tx, &b.spent, v)?,
+            key: factory.key_for(kind, v)?,
+            tx: b.tx,
+            spent: b.spent,
+        })
+    };
+    if parallel {
+        let mut slots: Vec<Option<(TxKind, BuiltTx)>> = txs.into_iter().map(Some).collect();
+        par::map_mut(&mut slots, |_, s| {
+            let (kind, b) = s.take().expect("each transaction prepared once");
+            finish(kind, b)
+        })
+        .into_iter()
+        .collect()
+    } else {
+        txs.into_iter().map(|(k, b)| finish(k, b)).collect()
+    }
 }
 
 /// A transaction with its final key-path signature, and what it spends.
@@ -176,22 +202,22 @@ pub struct SignedTx {
     pub spent: TxOut,
 }
 
-fn attach(p: &Prepared, kind: TxKind, sig: &Signature) -> SignedTx {
-    let mut tx = p.tx.clone();
+fn attach(p: Prepared, sig: &Signature) -> SignedTx {
+    let mut tx = p.tx;
     tx.input[0].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature {
         signature: *sig,
         sighash_type: bitcoin::TapSighashType::Default,
     });
     SignedTx {
-        kind,
+        kind: p.kind,
         tx,
-        spent: p.spent.clone(),
+        spent: p.spent,
     }
 }
 
 enum ClientPhase {
     Ready,
-    AwaitingAggNonces(HashMap<TxKind, SecNonce>),
+    AwaitingAggNonces(Vec<SecNonce>),
     AwaitingFinal,
     Live,
     Failed,
@@ -201,10 +227,10 @@ enum ClientPhase {
 pub struct ClientCeremony {
     factory: Arc<Factory>,
     me: ClientId,
-    keypair: Keypair,
-    jobs: BTreeMap<TxKind, Prepared>,
-    /// Job order: the exit path in publishing order, then the timeouts.
-    order: Vec<TxKind>,
+    signer: MusigSigner,
+    /// The exit path in publishing order, then the timeouts; emptied once live (the signed
+    /// transactions are in `signed`).
+    jobs: Vec<Prepared>,
     phase: ClientPhase,
     signed: Vec<SignedTx>,
     ops: CryptoOps,
@@ -221,7 +247,8 @@ impl std::fmt::Debug for ClientCeremony {
 impl ClientCeremony {
     /// Start: check the factory's heights against this client's own chain view (`tip`, the
     /// height of its best block: see [`Factory::check_heights`]), then build its exit path and
-    /// timeout transactions from the shared parameters.
+    /// timeout transactions from the shared parameters (and the LSP's script hints, if the
+    /// factory was given them: [`Factory::with_script_hints`]).
     pub fn new(
         factory: Arc<Factory>,
         me: ClientId,
@@ -252,13 +279,12 @@ impl ClientCeremony {
         if factory.key_of(Signer::Client(me)).inner != keypair.public_key() {
             return Err(CeremonyError::WrongKey(Signer::Client(me)));
         }
-        let jobs = prepare(&factory, &order, funding, v)?;
+        let jobs = prepare(&factory, &order, funding, v, false)?;
         Ok(ClientCeremony {
             factory,
             me,
-            keypair,
+            signer: MusigSigner::new(&keypair),
             jobs,
-            order,
             phase: ClientPhase::Ready,
             signed: Vec::new(),
             ops: CryptoOps::default(),
@@ -270,13 +296,13 @@ impl ClientCeremony {
         if !matches!(self.phase, ClientPhase::Ready) {
             return Err(CeremonyError::WrongPhase("round 1 runs once"));
         }
-        let mut secrets = HashMap::new();
-        let mut nonces = Vec::new();
-        for (kind, p) in &self.jobs {
-            let (sec, public) = p.key.nonce_gen(&self.keypair, &p.sighash);
+        let mut secrets = Vec::with_capacity(self.jobs.len());
+        let mut nonces = Vec::with_capacity(self.jobs.len());
+        for p in &self.jobs {
+            let (sec, public) = p.key.nonce_gen(&self.signer, &p.sighash);
             self.ops.nonces += 1;
-            secrets.insert(*kind, sec);
-            nonces.push((*kind, public));
+            secrets.push(sec);
+            nonces.push((p.kind, public));
         }
         self.phase = ClientPhase::AwaitingAggNonces(secrets);
         Ok(NonceMsg {
@@ -294,26 +320,29 @@ impl ClientCeremony {
             ));
         };
         let agg: HashMap<TxKind, AggNonce> = msg.nonces.iter().copied().collect();
-        if agg.len() != self.jobs.len() || !self.jobs.keys().all(|k| agg.contains_key(k)) {
+        if agg.len() != self.jobs.len()
+            || msg.nonces.len() != self.jobs.len()
+            || !self.jobs.iter().all(|p| agg.contains_key(&p.kind))
+        {
             return Err(CeremonyError::WrongJobs {
                 signer: Signer::Lsp,
                 expected: self.jobs.len(),
                 got: msg.nonces.len(),
             });
         }
-        let ClientPhase::AwaitingAggNonces(mut secrets) =
+        let ClientPhase::AwaitingAggNonces(secrets) =
             std::mem::replace(&mut self.phase, ClientPhase::Failed)
         else {
             unreachable!("checked above");
         };
         let mut partials = Vec::with_capacity(self.jobs.len());
-        for (kind, p) in &self.jobs {
-            let sec = secrets.remove(kind).expect("one secret nonce per job");
+        for (p, sec) in self.jobs.iter().zip(secrets) {
             let sig = p
                 .key
-                .partial_sign(sec, &self.keypair, &agg[kind], &p.sighash)?;
+                .session(&agg[&p.kind], &p.sighash)?
+                .partial_sign(sec, &self.signer);
             self.ops.partial_signs += 1;
-            partials.push((*kind, sig));
+            partials.push((p.kind, sig));
         }
         self.phase = ClientPhase::AwaitingFinal;
         Ok(PartialSigMsg {
@@ -322,7 +351,8 @@ impl ClientCeremony {
         })
     }
 
-    /// Verify every final signature of this client's transactions; only then is the factory live.
+    /// Verify every final signature of this client's transactions, each over the sighash it
+    /// computed and under the key it aggregated itself; only then is the factory live.
     pub fn finish(&mut self, msg: &FinalSigMsg) -> Result<&[SignedTx], CeremonyError> {
         check_factory(self.factory.params().id, msg.factory)?;
         if !matches!(self.phase, ClientPhase::AwaitingFinal) {
@@ -331,32 +361,46 @@ impl ClientCeremony {
             ));
         }
         let sigs: HashMap<TxKind, Signature> = msg.signatures.iter().copied().collect();
-        let secp = Secp256k1::verification_only();
-        let mut signed = Vec::with_capacity(self.jobs.len());
-        for kind in &self.order {
-            let p = &self.jobs[kind];
-            let Some(sig) = sigs.get(kind) else {
+        let secp = &*SECP;
+        let mut checked = Vec::with_capacity(self.jobs.len());
+        for p in &self.jobs {
+            let Some(sig) = sigs.get(&p.kind) else {
                 return Err(CeremonyError::BadFinalSignature {
-                    job: *kind,
+                    job: p.kind,
                     problem: "missing",
                 });
             };
             self.ops.final_verifies += 1;
+            count(|c| c.schnorr_verify += 1);
             secp.verify_schnorr(sig, &Message::from_digest(p.sighash), &p.key.output_key())
                 .map_err(|_| CeremonyError::BadFinalSignature {
-                    job: *kind,
+                    job: p.kind,
                     problem: "invalid",
                 })?;
-            signed.push(attach(p, *kind, sig));
+            checked.push(*sig);
         }
-        self.signed = signed;
+        // Everything verified: the prepared transactions become the signed ones.
+        self.signed = std::mem::take(&mut self.jobs)
+            .into_iter()
+            .zip(&checked)
+            .map(|(p, sig)| attach(p, sig))
+            .collect();
         self.phase = ClientPhase::Live;
         Ok(&self.signed)
     }
 
     /// The txid `kind` will have once signed (known before signing: for dual-state channels).
     pub fn txid(&self, kind: TxKind) -> Option<bitcoin::Txid> {
-        self.jobs.get(&kind).map(|p| p.tx.compute_txid())
+        self.jobs
+            .iter()
+            .find(|p| p.kind == kind)
+            .map(|p| p.tx.compute_txid())
+            .or_else(|| {
+                self.signed
+                    .iter()
+                    .find(|s| s.kind == kind)
+                    .map(|s| s.tx.compute_txid())
+            })
     }
 
     /// Whether the client has verified everything and considers the factory live.
@@ -402,28 +446,82 @@ pub struct CryptoOps {
     pub final_verifies: u64,
 }
 
+/// One transaction the LSP signs, through both rounds.
+struct LspJob {
+    p: Prepared,
+    /// The clients who sign it with the LSP: signer position 0 is the LSP, position `1 + i` is
+    /// client `clients.start + i` (every output's clients are contiguous).
+    clients: std::ops::Range<u32>,
+    /// The LSP's secret nonce, until it signs.
+    secret: Option<SecNonce>,
+    /// Public nonces by signer position, parsed once.
+    nonces: Vec<Option<ParsedNonce>>,
+    /// Once every nonce is in: the aggregated nonce and the signing session (nonce processing
+    /// done once per transaction, for every partial signature checked and the aggregation).
+    round2: Option<(AggNonce, StoredSession)>,
+    /// Checked partial signatures by signer position.
+    partials: Vec<Option<PartialSig>>,
+}
+
+impl LspJob {
+    fn position(&self, client: ClientId) -> usize {
+        1 + (client.0 - self.clients.start) as usize
+    }
+}
+
+/// A partial signature received for a job: (signer position, index of the message, signature).
+type Received = (usize, usize, PartialSig);
+
+/// The contiguous range of clients among `signers` (after the LSP, first).
+fn client_range(signers: &[Signer]) -> Result<std::ops::Range<u32>, FactoryError> {
+    let ids: Vec<u32> = signers
+        .iter()
+        .filter_map(|s| match s {
+            Signer::Client(c) => Some(c.0),
+            Signer::Lsp => None,
+        })
+        .collect();
+    let start = ids.first().copied().unwrap_or(0);
+    let contiguous = signers.first() == Some(&Signer::Lsp)
+        && ids.len() + 1 == signers.len()
+        && ids.iter().enumerate().all(|(i, c)| *c == start + i as u32);
+    if !contiguous {
+        return Err(FactoryError::NoSuch(
+            "a transaction whose co-signers are not the LSP and a range of clients".into(),
+        ));
+    }
+    Ok(start..start + ids.len() as u32)
+}
+
 /// The LSP's side of the ceremony: it signs and coordinates every transaction.
+///
+/// Every step runs on all cores, one transaction per task: building and hashing the
+/// transactions and generating the LSP's nonces ([`LspCeremony::new`]), parsing the clients'
+/// nonces ([`LspCeremony::receive_all_nonces`]), aggregating them and opening one signing session
+/// per transaction, checking every partial signature in its transaction's session
+/// ([`LspCeremony::receive_all_partials`]), and signing and aggregating
+/// ([`LspCeremony::finalize`]).
 pub struct LspCeremony {
     factory: Arc<Factory>,
-    keypair: Keypair,
-    jobs: BTreeMap<TxKind, Prepared>,
-    own_secrets: HashMap<TxKind, SecNonce>,
-    /// Public nonces per job, in the job's signer order.
-    nonces: HashMap<TxKind, Vec<Option<PubNonce>>>,
-    agg: HashMap<TxKind, AggNonce>,
-    partials: HashMap<TxKind, Vec<Option<PartialSig>>>,
-    nonce_senders: HashMap<ClientId, ()>,
-    partial_senders: HashMap<ClientId, ()>,
-    finals: HashMap<TxKind, SignedTx>,
+    signer: MusigSigner,
+    /// Every transaction, until finalized (then dropped: the signed ones are in `signed`).
+    jobs: Vec<LspJob>,
+    /// Job index of each transaction.
+    index: HashMap<TxKind, usize>,
+    nonce_senders: HashSet<ClientId>,
+    partial_senders: HashSet<ClientId>,
+    /// After finalize: every signed transaction and its signature, in job order.
+    signed: Vec<SignedTx>,
+    sigs: Vec<Signature>,
     ops: CryptoOps,
-    /// The clients taking part and the transactions each signs.
-    participants: BTreeMap<ClientId, Vec<TxKind>>,
+    /// The clients taking part and the job indices of the transactions each signs.
+    participants: BTreeMap<ClientId, Vec<usize>>,
 }
 
 impl std::fmt::Debug for LspCeremony {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LspCeremony")
-            .field("jobs", &self.jobs.len())
+            .field("jobs", &self.index.len())
             .finish_non_exhaustive()
     }
 }
@@ -452,72 +550,103 @@ impl LspCeremony {
         if factory.key_of(Signer::Lsp).inner != keypair.public_key() {
             return Err(CeremonyError::WrongKey(Signer::Lsp));
         }
-        let jobs = prepare(&factory, kinds, funding, v)?;
-        let mut participants: BTreeMap<ClientId, Vec<TxKind>> = BTreeMap::new();
-        for c in 0..factory.params().clients.len() as u32 {
-            let mine: Vec<TxKind> = factory
-                .client_jobs(ClientId(c), v)?
-                .into_iter()
-                .filter(|k| jobs.contains_key(k))
-                .collect();
-            if !mine.is_empty() {
-                participants.insert(ClientId(c), mine);
+        let signer = MusigSigner::new(&keypair);
+        // Every output's key on every core first: building the tree then only looks them up.
+        factory.aggregate_all(v)?;
+        let prepared = prepare(&factory, kinds, funding, v, true)?;
+        let mut jobs = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            let slot = factory.input_of(p.kind, v);
+            let clients = client_range(&factory.signers(slot, v))?;
+            let n = 1 + clients.len();
+            jobs.push(LspJob {
+                p,
+                clients,
+                secret: None,
+                nonces: vec![None; n],
+                round2: None,
+                partials: vec![None; n],
+            });
+        }
+        par::map_mut(&mut jobs, |_, job| {
+            let (sec, public) = job.p.key.nonce_gen_parsed(&signer, &job.p.sighash);
+            job.secret = Some(sec);
+            job.nonces[0] = Some(public); // the LSP is always the first signer
+        });
+        let mut participants: BTreeMap<ClientId, Vec<usize>> = BTreeMap::new();
+        let mut index = HashMap::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            index.insert(job.p.kind, i);
+            for c in job.clients.clone() {
+                participants.entry(ClientId(c)).or_default().push(i);
             }
         }
-        let mut own_secrets = HashMap::with_capacity(jobs.len());
-        let mut nonces = HashMap::with_capacity(jobs.len());
-        let mut ops = CryptoOps::default();
-        for (kind, p) in &jobs {
-            let (sec, public) = p.key.nonce_gen(&keypair, &p.sighash);
-            ops.nonces += 1;
-            own_secrets.insert(*kind, sec);
-            let mut v = vec![None; p.signers.len()];
-            v[0] = Some(public); // the LSP is always the first signer
-            nonces.insert(*kind, v);
-        }
+        let ops = CryptoOps {
+            nonces: jobs.len() as u64,
+            ..CryptoOps::default()
+        };
         Ok(LspCeremony {
             factory,
-            keypair,
+            signer,
             jobs,
-            own_secrets,
-            nonces,
-            agg: HashMap::new(),
-            partials: HashMap::new(),
-            nonce_senders: HashMap::new(),
-            partial_senders: HashMap::new(),
-            finals: HashMap::new(),
+            index,
+            nonce_senders: HashSet::new(),
+            partial_senders: HashSet::new(),
+            signed: Vec::new(),
+            sigs: Vec::new(),
             ops,
             participants,
         })
     }
 
-    fn jobs_of(&self, client: ClientId) -> Result<&Vec<TxKind>, CeremonyError> {
+    /// The script hints `client` needs to build its transactions without aggregating the keys
+    /// of the nodes beside its path ([`Factory::with_script_hints`]).
+    pub fn script_hints_for(&self, client: ClientId) -> Result<ScriptHints, CeremonyError> {
+        self.jobs_of(client)?;
+        Ok(self.factory.script_hints_for(client)?)
+    }
+
+    fn jobs_of(&self, client: ClientId) -> Result<&Vec<usize>, CeremonyError> {
         self.participants
             .get(&client)
             .ok_or(CeremonyError::Factory(FactoryError::UnknownClient(client)))
     }
 
-    fn position(&self, kind: TxKind, signer: Signer) -> Option<usize> {
-        self.jobs
-            .get(&kind)?
-            .signers
-            .iter()
-            .position(|s| *s == signer)
+    /// The job indices of `kinds`, if they are exactly the transactions `client` signs.
+    fn expect_jobs(
+        &self,
+        client: ClientId,
+        kinds: impl ExactSizeIterator<Item = TxKind>,
+    ) -> Result<Vec<usize>, CeremonyError> {
+        let expected = self.jobs_of(client)?;
+        let got_len = kinds.len();
+        let wrong = || CeremonyError::WrongJobs {
+            signer: Signer::Client(client),
+            expected: expected.len(),
+            got: got_len,
+        };
+        let idx: Vec<usize> = kinds
+            .map(|k| self.index.get(&k).copied().ok_or_else(wrong))
+            .collect::<Result<_, _>>()?;
+        let mut sorted = idx.clone();
+        sorted.sort_unstable();
+        // `expected` is in job order: equal when the same set, each once.
+        if &sorted != expected {
+            return Err(wrong());
+        }
+        Ok(idx)
     }
 
-    fn expect_jobs(&self, client: ClientId, kinds: &[TxKind]) -> Result<(), CeremonyError> {
-        let expected = self.jobs_of(client)?.clone();
-        let mut got: Vec<TxKind> = kinds.to_vec();
-        got.sort();
-        got.dedup();
-        let mut want = expected.clone();
-        want.sort();
-        if got != want || kinds.len() != expected.len() {
-            return Err(CeremonyError::WrongJobs {
-                signer: Signer::Client(client),
-                expected: expected.len(),
-                got: kinds.len(),
-            });
+    fn check_sender(
+        &self,
+        client: ClientId,
+        factory: FactoryId,
+        senders: &HashSet<ClientId>,
+        batch: &HashSet<ClientId>,
+    ) -> Result<(), CeremonyError> {
+        check_factory(self.factory.params().id, factory)?;
+        if senders.contains(&client) || batch.contains(&client) {
+            return Err(CeremonyError::Duplicate(Signer::Client(client)));
         }
         Ok(())
     }
@@ -528,32 +657,63 @@ impl LspCeremony {
         client: ClientId,
         msg: &NonceMsg,
     ) -> Result<(), CeremonyError> {
-        check_factory(self.factory.params().id, msg.factory)?;
-        if !self.agg.is_empty() {
+        self.receive_all_nonces(&[(client, msg)])
+    }
+
+    /// Round 1: take many clients' nonces at once, parsing them on every core. Each message is
+    /// taken or refused on its own: when any is refused, the first refusal (in the order given)
+    /// is returned, and [`LspCeremony::missing_nonces`] lists who still has to send.
+    pub fn receive_all_nonces(
+        &mut self,
+        msgs: &[(ClientId, &NonceMsg)],
+    ) -> Result<(), CeremonyError> {
+        if self.jobs.first().is_some_and(|j| j.round2.is_some()) || !self.signed.is_empty() {
             return Err(CeremonyError::WrongPhase("nonces are closed"));
         }
-        if self.nonce_senders.contains_key(&client) {
-            return Err(CeremonyError::Duplicate(Signer::Client(client)));
+        let mut first_error = None;
+        let mut batch = HashSet::new();
+        let mut valid = Vec::with_capacity(msgs.len());
+        for (client, msg) in msgs {
+            let checked = self
+                .check_sender(*client, msg.factory, &self.nonce_senders, &batch)
+                .and_then(|()| self.expect_jobs(*client, msg.nonces.iter().map(|n| n.0)));
+            match checked {
+                Ok(idx) => {
+                    batch.insert(*client);
+                    valid.push((*client, *msg, idx));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        let kinds: Vec<TxKind> = msg.nonces.iter().map(|n| n.0).collect();
-        self.expect_jobs(client, &kinds)?;
-        let signer = Signer::Client(client);
-        for (kind, nonce) in &msg.nonces {
-            check_pub_nonce(nonce)
-                .map_err(|_| CeremonyError::MalformedNonce { signer, job: *kind })?;
+        let parsed = par::map(&valid, |_, (client, msg, _)| {
+            msg.nonces
+                .iter()
+                .map(|(kind, nonce)| {
+                    ParsedNonce::parse(nonce).map_err(|_| CeremonyError::MalformedNonce {
+                        signer: Signer::Client(*client),
+                        job: *kind,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        for ((client, _, idx), nonces) in valid.into_iter().zip(parsed) {
+            match nonces {
+                Ok(nonces) => {
+                    for (i, nonce) in idx.into_iter().zip(nonces) {
+                        let job = &mut self.jobs[i];
+                        let pos = job.position(client);
+                        job.nonces[pos] = Some(nonce);
+                    }
+                    self.nonce_senders.insert(client);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        for (kind, nonce) in &msg.nonces {
-            let pos = self
-                .position(*kind, signer)
-                .ok_or(CeremonyError::WrongJobs {
-                    signer,
-                    expected: 0,
-                    got: msg.nonces.len(),
-                })?;
-            self.nonces.get_mut(kind).expect("job exists")[pos] = Some(*nonce);
-        }
-        self.nonce_senders.insert(client, ());
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Clients whose nonces are still missing.
@@ -561,35 +721,61 @@ impl LspCeremony {
         self.participants
             .keys()
             .copied()
-            .filter(|c| !self.nonce_senders.contains_key(c))
+            .filter(|c| !self.nonce_senders.contains(c))
             .collect()
     }
 
+    /// Clients whose partial signatures are still missing (or were refused).
+    pub fn missing_partials(&self) -> Vec<ClientId> {
+        self.participants
+            .keys()
+            .copied()
+            .filter(|c| !self.partial_senders.contains(c))
+            .collect()
+    }
+
+    fn nonces_closed(&self) -> bool {
+        !self.signed.is_empty() || self.jobs.first().is_some_and(|j| j.round2.is_some())
+    }
+
+    /// Once every nonce is in: aggregate each transaction's nonces and open its signing
+    /// session, on every core.
     fn close_nonces(&mut self) -> Result<(), CeremonyError> {
-        if !self.agg.is_empty() {
+        if self.nonces_closed() {
             return Ok(());
         }
         let missing = self.missing_nonces();
         if !missing.is_empty() {
             return Err(CeremonyError::Incomplete(missing.len()));
         }
-        for (kind, list) in &self.nonces {
-            let all: Vec<PubNonce> = list
+        par::map_mut(&mut self.jobs, |_, job| {
+            let all: Vec<&ParsedNonce> = job
+                .nonces
                 .iter()
-                .map(|n| n.expect("all nonces received"))
+                .map(|n| n.as_ref().expect("all nonces received"))
                 .collect();
-            self.agg.insert(*kind, aggregate_nonces(&all)?);
-        }
+            let (agg, session) = job.p.key.open_session(&all, &job.p.sighash)?;
+            job.round2 = Some((agg, session.detach()));
+            Ok(())
+        })
+        .into_iter()
+        .collect::<Result<(), MusigError>>()?;
         Ok(())
     }
 
     /// Round 2: the aggregated nonces a client needs (once every client has sent its nonces).
     pub fn agg_nonces_for(&mut self, client: ClientId) -> Result<AggNonceMsg, CeremonyError> {
         self.close_nonces()?;
+        if !self.signed.is_empty() {
+            return Err(CeremonyError::WrongPhase("the ceremony is finalized"));
+        }
         let nonces = self
             .jobs_of(client)?
             .iter()
-            .map(|k| (*k, self.agg[k]))
+            .map(|i| {
+                let job = &self.jobs[*i];
+                (job.p.kind, job.round2.as_ref().expect("nonces closed").0)
+            })
             .collect();
         Ok(AggNonceMsg {
             factory: self.factory.params().id,
@@ -603,87 +789,147 @@ impl LspCeremony {
         client: ClientId,
         msg: &PartialSigMsg,
     ) -> Result<(), CeremonyError> {
-        check_factory(self.factory.params().id, msg.factory)?;
-        if self.agg.is_empty() {
-            return Err(CeremonyError::WrongPhase(
-                "partial signatures come after the aggregated nonces",
-            ));
-        }
-        if self.partial_senders.contains_key(&client) {
-            return Err(CeremonyError::Duplicate(Signer::Client(client)));
-        }
-        let kinds: Vec<TxKind> = msg.partials.iter().map(|n| n.0).collect();
-        self.expect_jobs(client, &kinds)?;
-        let signer = Signer::Client(client);
-        let pk: PublicKey = self.factory.key_of(signer);
-        for (kind, partial) in &msg.partials {
-            let p = &self.jobs[kind];
-            let pos = self.position(*kind, signer).expect("checked job set");
-            let nonce = self.nonces[kind][pos].expect("nonces closed");
-            self.ops.partial_verifies += 1;
-            let ok = p
-                .key
-                .partial_verify(partial, &nonce, &pk, &self.agg[kind], &p.sighash)
-                .unwrap_or(false);
-            if !ok {
-                return Err(CeremonyError::BadPartialSignature { signer, job: *kind });
-            }
-        }
-        for (kind, partial) in &msg.partials {
-            let n = self.jobs[kind].signers.len();
-            let pos = self.position(*kind, signer).expect("checked job set");
-            self.partials.entry(*kind).or_insert_with(|| vec![None; n])[pos] = Some(*partial);
-        }
-        self.partial_senders.insert(client, ());
-        Ok(())
+        self.receive_all_partials(&[(client, msg)])
     }
 
-    /// Sign the LSP's own share, aggregate every transaction and check each final signature.
+    /// Round 2: take many clients' partial signatures at once and check every one of them, on
+    /// every core, each in the signing session of its transaction. A client with any invalid
+    /// partial signature is refused as a whole (none of its partial signatures is kept) and
+    /// named; the others are taken. When any message is refused, the first refusal (in the
+    /// order given) is returned, and [`LspCeremony::missing_partials`] lists who still has to
+    /// send.
+    pub fn receive_all_partials(
+        &mut self,
+        msgs: &[(ClientId, &PartialSigMsg)],
+    ) -> Result<(), CeremonyError> {
+        if !self.nonces_closed() || !self.signed.is_empty() {
+            return Err(CeremonyError::WrongPhase(
+                "partial signatures come after the aggregated nonces, before finalize",
+            ));
+        }
+        let mut errors: Vec<Option<CeremonyError>> = Vec::with_capacity(msgs.len());
+        let mut batch = HashSet::new();
+        // The partial signatures to check, by job.
+        let mut todo: HashMap<usize, Vec<Received>> = HashMap::new();
+        for (m, (client, msg)) in msgs.iter().enumerate() {
+            let checked = self
+                .check_sender(*client, msg.factory, &self.partial_senders, &batch)
+                .and_then(|()| self.expect_jobs(*client, msg.partials.iter().map(|p| p.0)));
+            match checked {
+                Ok(idx) => {
+                    batch.insert(*client);
+                    for (i, (_, partial)) in idx.into_iter().zip(&msg.partials) {
+                        let pos = self.jobs[i].position(*client);
+                        todo.entry(i).or_default().push((pos, m, *partial));
+                    }
+                    errors.push(None);
+                }
+                Err(e) => errors.push(Some(e)),
+            }
+        }
+        let mut todo: Vec<(usize, Vec<Received>)> = todo.into_iter().collect();
+        todo.sort_unstable_by_key(|t| t.0);
+        let factory = &self.factory;
+        let jobs = &self.jobs;
+        // Per job, the messages whose partial signature does not verify.
+        let failed: Vec<Vec<usize>> = par::map(&todo, |_, (i, partials)| {
+            let job = &jobs[*i];
+            let (_, stored) = job.round2.as_ref().expect("nonces closed");
+            let session = stored.attach(&job.p.key);
+            partials
+                .iter()
+                .filter(|(pos, _, partial)| {
+                    let signer = Signer::Client(ClientId(job.clients.start + *pos as u32 - 1));
+                    let nonce = job.nonces[*pos].as_ref().expect("nonces closed");
+                    !session
+                        .partial_verify_parsed(partial, nonce, factory.cosigner_key(signer))
+                        .unwrap_or(false)
+                })
+                .map(|(_, m, _)| *m)
+                .collect()
+        });
+        let checked: usize = todo.iter().map(|t| t.1.len()).sum();
+        self.ops.partial_verifies += checked as u64;
+        for ((i, _), bad) in todo.iter().zip(&failed) {
+            for m in bad {
+                let e = &mut errors[*m];
+                if e.is_none() {
+                    *e = Some(CeremonyError::BadPartialSignature {
+                        signer: Signer::Client(msgs[*m].0),
+                        job: self.jobs[*i].p.kind,
+                    });
+                }
+            }
+        }
+        for (i, partials) in todo {
+            for (pos, m, partial) in partials {
+                if errors[m].is_none() {
+                    self.jobs[i].partials[pos] = Some(partial);
+                }
+            }
+        }
+        let mut first = None;
+        for ((client, _), e) in msgs.iter().zip(errors) {
+            match e {
+                None => {
+                    self.partial_senders.insert(*client);
+                }
+                Some(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Sign the LSP's own share, aggregate every transaction and check each final signature, on
+    /// every core. The ceremony's working state (nonces, sessions, partial signatures) is freed.
     pub fn finalize(&mut self) -> Result<(), CeremonyError> {
-        if !self.finals.is_empty() {
+        if !self.signed.is_empty() {
             return Ok(());
         }
         let missing = self.participants.len() - self.partial_senders.len();
-        if missing > 0 || self.agg.is_empty() {
+        if missing > 0 || !self.nonces_closed() {
             return Err(CeremonyError::Incomplete(missing));
         }
-        let mut secrets = std::mem::take(&mut self.own_secrets);
-        for (kind, p) in &self.jobs {
-            let sec = secrets.remove(kind).expect("one LSP nonce per job");
-            let own = p
-                .key
-                .partial_sign(sec, &self.keypair, &self.agg[kind], &p.sighash)?;
-            self.ops.partial_signs += 1;
-            let list = self
+        let signer = &self.signer;
+        let sigs = par::map_mut(&mut self.jobs, |_, job| {
+            let sec = job
+                .secret
+                .take()
+                .ok_or(CeremonyError::WrongPhase("the LSP's nonces are spent"))?;
+            let (_, stored) = job.round2.as_ref().expect("nonces closed");
+            let session = stored.attach(&job.p.key);
+            job.partials[0] = Some(session.partial_sign(sec, signer));
+            let all: Vec<PartialSig> = job
                 .partials
-                .entry(*kind)
-                .or_insert_with(|| vec![None; p.signers.len()]);
-            list[0] = Some(own);
-            let all: Vec<PartialSig> = list
                 .iter()
                 .map(|s| s.expect("every partial received"))
                 .collect();
-            let sig = p.key.aggregate(&self.agg[kind], &p.sighash, &all)?;
-            self.ops.aggregations += 1;
-            self.finals.insert(*kind, attach(p, *kind, &sig));
-        }
+            Ok(session.aggregate(&all)?)
+        })
+        .into_iter()
+        .collect::<Result<Vec<Signature>, CeremonyError>>()?;
+        self.ops.partial_signs += sigs.len() as u64;
+        self.ops.aggregations += sigs.len() as u64;
+        self.signed = std::mem::take(&mut self.jobs)
+            .into_iter()
+            .zip(&sigs)
+            .map(|(job, sig)| attach(job.p, sig))
+            .collect();
+        self.sigs = sigs;
         Ok(())
     }
 
     /// The final signatures a client needs to go live.
     pub fn final_sigs_for(&self, client: ClientId) -> Result<FinalSigMsg, CeremonyError> {
-        if self.finals.is_empty() {
+        if self.signed.is_empty() {
             return Err(CeremonyError::WrongPhase("finalize first"));
         }
         let signatures = self
             .jobs_of(client)?
             .iter()
-            .map(|k| {
-                let k = *k;
-                let w = &self.finals[&k].tx.input[0].witness;
-                let sig = Signature::from_slice(&w.to_vec()[0]).expect("64-byte signature");
-                (k, sig)
-            })
+            .map(|i| (self.signed[*i].kind, self.sigs[*i]))
             .collect();
         Ok(FinalSigMsg {
             factory: self.factory.params().id,
@@ -693,7 +939,11 @@ impl LspCeremony {
 
     /// The txid `kind` will have once signed (known before signing: for dual-state channels).
     pub fn txid(&self, kind: TxKind) -> Option<bitcoin::Txid> {
-        self.jobs.get(&kind).map(|p| p.tx.compute_txid())
+        let i = *self.index.get(&kind)?;
+        Some(match self.jobs.get(i) {
+            Some(job) => job.p.tx.compute_txid(),
+            None => self.signed.get(i)?.tx.compute_txid(),
+        })
     }
 
     /// The clients taking part.
@@ -705,13 +955,13 @@ impl LspCeremony {
     /// every timeout transaction is fully signed, and only if it creates the funding output the
     /// tree spends.
     pub fn release_funding(&self, funding_tx: Transaction) -> Result<Transaction, CeremonyError> {
-        if self.finals.len() != self.jobs.len() || self.finals.is_empty() {
+        if self.signed.is_empty() || self.signed.len() != self.index.len() {
             return Err(CeremonyError::WrongPhase(
                 "the funding transaction waits until everything is signed",
             ));
         }
         let root = crate::factory::TxKind::Kickoff(crate::types::NodeId(0));
-        let root_job = self.jobs.get(&root).ok_or(CeremonyError::WrongPhase(
+        let root_job = self.signed(root).ok_or(CeremonyError::WrongPhase(
             "only the factory's first ceremony releases the funding transaction",
         ))?;
         let spends = root_job.tx.input[0].previous_output;
@@ -730,17 +980,17 @@ impl LspCeremony {
 
     /// A fully signed transaction of the factory.
     pub fn signed(&self, kind: TxKind) -> Option<&SignedTx> {
-        self.finals.get(&kind)
+        self.signed.get(*self.index.get(&kind)?)
     }
 
     /// Every signed transaction.
     pub fn all_signed(&self) -> impl Iterator<Item = &SignedTx> {
-        self.finals.values()
+        self.signed.iter()
     }
 
     /// Number of transactions the LSP signs.
     pub fn job_count(&self) -> usize {
-        self.jobs.len()
+        self.index.len()
     }
 
     /// Crypto operations the LSP performed.
@@ -751,7 +1001,7 @@ impl LspCeremony {
 
 /// Run the whole ceremony with every party in this process (tests, demo, benchmarks): both round
 /// trips, then every client verifies its final signatures. `tip` is the height of the best block
-/// of the chain every party here shares.
+/// of the chain every party here shares. The clients' steps run on every core.
 pub fn run_in_process(
     factory: &Arc<Factory>,
     lsp_key: Keypair,
@@ -760,26 +1010,34 @@ pub fn run_in_process(
     tip: u32,
 ) -> Result<(LspCeremony, Vec<ClientCeremony>), CeremonyError> {
     let mut lsp = LspCeremony::new(Arc::clone(factory), lsp_key, funding)?;
-    let mut clients: Vec<ClientCeremony> = client_keys
+    let mut clients: Vec<ClientCeremony> = par::map(client_keys, |i, k| {
+        ClientCeremony::new(Arc::clone(factory), ClientId(i as u32), *k, funding, tip)
+    })
+    .into_iter()
+    .collect::<Result<_, _>>()?;
+    let nonces = par::map_mut(&mut clients, |_, c| c.round1())
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let msgs: Vec<(ClientId, &NonceMsg)> =
+        clients.iter().map(|c| c.client()).zip(&nonces).collect();
+    lsp.receive_all_nonces(&msgs)?;
+    let aggs = clients
         .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            ClientCeremony::new(Arc::clone(factory), ClientId(i as u32), *k, funding, tip)
-        })
-        .collect::<Result<_, _>>()?;
-    for c in clients.iter_mut() {
-        let msg = c.round1()?;
-        lsp.receive_nonces(c.client(), &msg)?;
-    }
-    for c in clients.iter_mut() {
-        let agg = lsp.agg_nonces_for(c.client())?;
-        let partials = c.round2(&agg)?;
-        lsp.receive_partials(c.client(), &partials)?;
-    }
+        .map(|c| lsp.agg_nonces_for(c.client()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let partials = par::map_mut(&mut clients, |i, c| c.round2(&aggs[i]))
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let msgs: Vec<(ClientId, &PartialSigMsg)> =
+        clients.iter().map(|c| c.client()).zip(&partials).collect();
+    lsp.receive_all_partials(&msgs)?;
     lsp.finalize()?;
-    for c in clients.iter_mut() {
-        let sigs = lsp.final_sigs_for(c.client())?;
-        c.finish(&sigs)?;
-    }
+    let finals = clients
+        .iter()
+        .map(|c| lsp.final_sigs_for(c.client()))
+        .collect::<Result<Vec<_>, _>>()?;
+    par::map_mut(&mut clients, |i, c| c.finish(&finals[i]).map(|_| ()))
+        .into_iter()
+        .collect::<Result<(), _>>()?;
     Ok((lsp, clients))
 }

@@ -11,6 +11,7 @@ pub mod factory;
 pub mod ledger;
 pub mod musig;
 pub mod odometer;
+pub mod par;
 pub mod revocation;
 pub mod secp;
 pub mod shachain;

@@ -35,6 +35,7 @@ pub enum MusigError {
 }
 
 fn to_musig_pk(pk: &PublicKey) -> Result<musig::PublicKey, MusigError> {
+    count(|c| c.key_parse += 1);
     musig::PublicKey::from_slice(&pk.inner.serialize()).map_err(|e| MusigError::Keys(e.to_string()))
 }
 
@@ -71,9 +72,26 @@ impl AggregateKey {
         let converted: Vec<musig::PublicKey> =
             sorted.iter().map(to_musig_pk).collect::<Result<_, _>>()?;
         let refs: Vec<&musig::PublicKey> = converted.iter().collect();
-        let cache = KeyAggCache::new(&refs);
+        Ok(Self::from_refs(&refs))
+    }
+
+    /// Aggregate keys parsed once ([`CosignerKey`]) and already in KeySort order (sorted by
+    /// [`key_sort`]'s order, lexicographically by compressed serialization): for a party that
+    /// aggregates many subsets of one key set, parsing and sorting it once. Keys out of order
+    /// give another aggregate key, which nobody else computes (nothing signed under it verifies).
+    pub fn from_sorted(keys: &[&CosignerKey]) -> Result<Self, MusigError> {
+        if keys.is_empty() {
+            return Err(MusigError::Keys("no keys to aggregate".into()));
+        }
+        let refs: Vec<&musig::PublicKey> = keys.iter().map(|k| &k.0).collect();
+        Ok(Self::from_refs(&refs))
+    }
+
+    fn from_refs(refs: &[&musig::PublicKey]) -> Self {
+        count(|c| c.key_agg += refs.len() as u64);
+        let cache = KeyAggCache::new(refs);
         let internal = from_musig_xonly(&cache.agg_pk());
-        Ok(AggregateKey { cache, internal })
+        AggregateKey { cache, internal }
     }
 
     /// The aggregate key, used as a taproot internal key.
@@ -99,6 +117,7 @@ impl AggregateKey {
         let scalar =
             musig::Scalar::from_be_bytes(tweak.to_byte_array()).map_err(|_| MusigError::Tweak)?;
         let mut cache = self.cache;
+        count(|c| c.tweak_add += 1);
         let full = cache
             .pubkey_xonly_tweak_add(&scalar)
             .map_err(|_| MusigError::Tweak)?;
@@ -223,6 +242,11 @@ impl CosignerKey {
     pub fn new(key: &PublicKey) -> Result<Self, MusigError> {
         to_musig_pk(key).map(CosignerKey)
     }
+
+    /// The key, as rust-bitcoin's type.
+    pub fn to_public_key(&self) -> PublicKey {
+        PublicKey::from_slice(&self.0.serialize()).expect("libsecp keys are valid")
+    }
 }
 
 impl TweakedAggregateKey {
@@ -323,12 +347,42 @@ impl TweakedAggregateKey {
             return Err(MusigError::MalformedNonce);
         }
         let refs: Vec<&PublicNonce> = nonces.iter().map(|n| &n.parsed).collect();
-        count(|c| c.session += 1);
+        count(|c| {
+            c.nonce_agg += refs.len() as u64;
+            c.session += 1;
+        });
         Ok(SigningSession {
             key: self,
             session: Session::new(&self.cache, AggregatedNonce::new(&refs), msg),
             msg: *msg,
         })
+    }
+
+    /// Aggregate every signer's public nonce and open the signing session of `msg`: the
+    /// aggregated nonce (what the coordinator sends the signers) and the session in which every
+    /// partial signature of `msg` is then checked and combined.
+    pub fn open_session(
+        &self,
+        nonces: &[&ParsedNonce],
+        msg: &[u8; 32],
+    ) -> Result<(AggNonce, SigningSession<'_>), MusigError> {
+        if nonces.is_empty() {
+            return Err(MusigError::MalformedNonce);
+        }
+        let refs: Vec<&PublicNonce> = nonces.iter().map(|n| &n.parsed).collect();
+        count(|c| {
+            c.nonce_agg += refs.len() as u64;
+            c.session += 1;
+        });
+        let agg = AggregatedNonce::new(&refs);
+        Ok((
+            AggNonce(agg.serialize()),
+            SigningSession {
+                key: self,
+                session: Session::new(&self.cache, agg, msg),
+                msg: *msg,
+            },
+        ))
     }
 
     /// Sign `msg` with `signer`, consuming the secret nonce.
@@ -379,7 +433,41 @@ impl std::fmt::Debug for SigningSession<'_> {
     }
 }
 
+/// A signing session kept without its key (to be stored beside it): [`SigningSession::detach`],
+/// then [`StoredSession::attach`] to the same key.
+#[derive(Clone, Copy)]
+pub struct StoredSession {
+    session: Session,
+    msg: [u8; 32],
+}
+
+impl std::fmt::Debug for StoredSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredSession(..)")
+    }
+}
+
+impl StoredSession {
+    /// The session again, under `key`: the key it was opened with (another key makes every
+    /// partial signature fail to verify, and nothing it signs verifies).
+    pub fn attach<'a>(&self, key: &'a TweakedAggregateKey) -> SigningSession<'a> {
+        SigningSession {
+            key,
+            session: self.session,
+            msg: self.msg,
+        }
+    }
+}
+
 impl SigningSession<'_> {
+    /// The session without its key, to be stored and [`StoredSession::attach`]ed again.
+    pub fn detach(&self) -> StoredSession {
+        StoredSession {
+            session: self.session,
+            msg: self.msg,
+        }
+    }
+
     /// Sign with `signer`, consuming the secret nonce.
     pub fn partial_sign(&self, nonce: SecNonce, signer: &impl SignerKey) -> PartialSig {
         let signer = signer.musig_signer();
@@ -427,7 +515,10 @@ impl SigningSession<'_> {
             })
             .collect::<Result<_, _>>()?;
         let refs: Vec<&PartialSignature> = sigs.iter().collect();
-        count(|c| c.schnorr_verify += 1);
+        count(|c| {
+            c.sig_agg += 1;
+            c.schnorr_verify += 1;
+        });
         let sig = self
             .session
             .partial_sig_agg(&refs)
@@ -480,7 +571,10 @@ pub fn aggregate_nonces(nonces: &[PubNonce]) -> Result<AggNonce, MusigError> {
     if nonces.is_empty() {
         return Err(MusigError::MalformedNonce);
     }
-    count(|c| c.nonce_parse += nonces.len() as u64);
+    count(|c| {
+        c.nonce_parse += nonces.len() as u64;
+        c.nonce_agg += nonces.len() as u64;
+    });
     let parsed: Vec<PublicNonce> = nonces
         .iter()
         .map(|n| PublicNonce::from_byte_array(&n.0).map_err(|_| MusigError::MalformedNonce))

@@ -24,16 +24,24 @@ pub struct OpCounts {
     pub tweak_mul: u64,
     /// `P + t*G` additions (taproot output keys).
     pub tweak_add: u64,
+    /// Public keys parsed for MuSig2 (a square root each).
+    pub key_parse: u64,
+    /// Public keys aggregated by MuSig2 key aggregation (one count per key of each aggregate).
+    pub key_agg: u64,
     /// MuSig2 nonce pairs generated.
     pub nonce_gen: u64,
     /// MuSig2 public nonces parsed from bytes.
     pub nonce_parse: u64,
-    /// MuSig2 sessions (nonce aggregation and processing).
+    /// MuSig2 public nonces summed into aggregated nonces (one count per nonce).
+    pub nonce_agg: u64,
+    /// MuSig2 sessions (nonce processing: the aggregated nonce, the challenge).
     pub session: u64,
     /// MuSig2 partial signatures made.
     pub partial_sign: u64,
     /// MuSig2 partial signatures checked.
     pub partial_verify: u64,
+    /// MuSig2 final signatures summed from partial signatures.
+    pub sig_agg: u64,
     /// BIP-340 signatures made.
     pub schnorr_sign: u64,
     /// BIP-340 signatures checked (an aggregated MuSig2 signature's check included).
@@ -47,11 +55,15 @@ impl OpCounts {
             pubkey_create: self.pubkey_create - earlier.pubkey_create,
             tweak_mul: self.tweak_mul - earlier.tweak_mul,
             tweak_add: self.tweak_add - earlier.tweak_add,
+            key_parse: self.key_parse - earlier.key_parse,
+            key_agg: self.key_agg - earlier.key_agg,
             nonce_gen: self.nonce_gen - earlier.nonce_gen,
             nonce_parse: self.nonce_parse - earlier.nonce_parse,
+            nonce_agg: self.nonce_agg - earlier.nonce_agg,
             session: self.session - earlier.session,
             partial_sign: self.partial_sign - earlier.partial_sign,
             partial_verify: self.partial_verify - earlier.partial_verify,
+            sig_agg: self.sig_agg - earlier.sig_agg,
             schnorr_sign: self.schnorr_sign - earlier.schnorr_sign,
             schnorr_verify: self.schnorr_verify - earlier.schnorr_verify,
         }
@@ -64,11 +76,15 @@ thread_local! {
             pubkey_create: 0,
             tweak_mul: 0,
             tweak_add: 0,
+            key_parse: 0,
+            key_agg: 0,
             nonce_gen: 0,
             nonce_parse: 0,
+            nonce_agg: 0,
             session: 0,
             partial_sign: 0,
             partial_verify: 0,
+            sig_agg: 0,
             schnorr_sign: 0,
             schnorr_verify: 0,
         })
@@ -78,6 +94,26 @@ thread_local! {
 /// The operations counted on this thread so far.
 pub fn op_counts() -> OpCounts {
     COUNTS.with(|c| c.get())
+}
+
+/// Add `counts` (work another thread did for this one) to this thread's counts.
+pub(crate) fn add_counts(counts: &OpCounts) {
+    count(|c| {
+        c.pubkey_create += counts.pubkey_create;
+        c.tweak_mul += counts.tweak_mul;
+        c.tweak_add += counts.tweak_add;
+        c.key_parse += counts.key_parse;
+        c.key_agg += counts.key_agg;
+        c.nonce_gen += counts.nonce_gen;
+        c.nonce_parse += counts.nonce_parse;
+        c.nonce_agg += counts.nonce_agg;
+        c.session += counts.session;
+        c.partial_sign += counts.partial_sign;
+        c.partial_verify += counts.partial_verify;
+        c.sig_agg += counts.sig_agg;
+        c.schnorr_sign += counts.schnorr_sign;
+        c.schnorr_verify += counts.schnorr_verify;
+    });
 }
 
 /// Count operations on this thread.

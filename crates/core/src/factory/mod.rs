@@ -14,7 +14,7 @@ use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::Secp256k1;
 use bitcoin::sighash::{Prevouts, SighashCache};
-use bitcoin::taproot::{LeafVersion, TaprootBuilder, TaprootSpendInfo};
+use bitcoin::taproot::{LeafVersion, TapNodeHash, TaprootBuilder, TaprootSpendInfo};
 use bitcoin::{
     transaction, Amount, OutPoint, ScriptBuf, Sequence, TapSighashType, Transaction, TxIn, TxOut,
     Txid, Witness,
@@ -32,12 +32,15 @@ use crate::tree::{NodeKind, Tree};
 use crate::types::{ClientId, FactoryId, NodeId};
 
 mod amounts;
+mod hints;
+mod keys;
 mod punishment;
 mod scripts;
 mod timeouts;
 mod transactions;
 
 pub use amounts::{tree_tx_vsize, Amounts};
+pub use hints::{HintProblem, ScriptHints};
 pub use scripts::control_block;
 pub use transactions::BuiltTx;
 pub(crate) use transactions::{check_dust, one_input_tx};
@@ -153,6 +156,9 @@ pub enum FactoryError {
     /// The factory's heights do not fit this party's view of the chain.
     #[error("unsafe heights: {0}")]
     Heights(String),
+    /// Script hints from the LSP that a client refuses.
+    #[error("script hints refused: {0}")]
+    ScriptHints(#[from] HintProblem),
 }
 
 /// An output of the factory, by role.
@@ -212,6 +218,9 @@ pub struct Factory {
     channel_keys: Vec<OnceLock<Box<AggregateKey>>>,
     stock_keys: Vec<OnceLock<Box<AggregateKey>>>,
     keys_aggregated: AtomicU64,
+    keys: keys::KeyCache,
+    /// A client's scripts of the outputs beside its path, from the LSP (`hints`).
+    hints: std::collections::BTreeMap<Slot, ScriptBuf>,
 }
 
 impl Factory {
@@ -328,6 +337,8 @@ impl Factory {
             channel_keys: (0..params.clients.len()).map(|_| OnceLock::new()).collect(),
             stock_keys: (0..stocks.len()).map(|_| OnceLock::new()).collect(),
             keys_aggregated: AtomicU64::new(0),
+            keys: keys::KeyCache::default(),
+            hints: std::collections::BTreeMap::new(),
             params,
             tree,
             timeout_height,

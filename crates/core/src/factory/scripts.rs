@@ -83,14 +83,7 @@ impl Factory {
         if let Some(k) = cell.get() {
             return Ok(k);
         }
-        let keys: Vec<PublicKey> = self
-            .signers(slot, v)
-            .into_iter()
-            .map(|s| self.key_of(s))
-            .collect();
-        self.keys_aggregated
-            .fetch_add(keys.len() as u64, Ordering::Relaxed);
-        let key = Box::new(AggregateKey::new(&keys)?);
+        let key = Box::new(self.aggregate_signers(&self.signers(slot, v))?);
         Ok(cell.get_or_init(|| key))
     }
 
@@ -196,8 +189,8 @@ impl Factory {
         slot: Slot,
         v: &Version,
     ) -> Result<TweakedAggregateKey, FactoryError> {
-        let root = self.spend_info(slot, v)?.and_then(|i| i.merkle_root());
-        Ok(self.aggregate(slot, v)?.tweaked(root)?)
+        let root = self.merkle_root(slot, v)?;
+        self.tweaked_key(self.aggregate(slot, v)?, root)
     }
 
     /// The key that signs key-path spends of `slot` in the initial version.
@@ -207,6 +200,9 @@ impl Factory {
 
     /// The output script of `slot` at version `v`.
     pub fn script_pubkey_at(&self, slot: Slot, v: &Version) -> Result<ScriptBuf, FactoryError> {
+        if let Some(hinted) = self.hinted_script(slot) {
+            return Ok(hinted);
+        }
         if let Slot::FeeCoin(c) = slot {
             self.check_slot(slot, v)?;
             return Ok(self.fee_coin_script(c));
@@ -226,9 +222,10 @@ impl Factory {
     /// payout script, so that the client can always spend it to bump its own transactions with
     /// the key it signs the factory with.
     pub fn fee_coin_script(&self, client: ClientId) -> ScriptBuf {
-        let secp = Secp256k1::verification_only();
-        let key = self.params.clients[client.0 as usize].key;
-        ScriptBuf::new_p2tr(&secp, key.inner.x_only_public_key().0, None)
+        self.cached_fee_coin_script(client, || {
+            let key = self.params.clients[client.0 as usize].key;
+            ScriptBuf::new_p2tr(&*crate::secp::SECP, key.inner.x_only_public_key().0, None)
+        })
     }
 
     /// Where a client's timeout payouts go.
