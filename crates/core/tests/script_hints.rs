@@ -14,7 +14,7 @@ use superscalar_core::ceremony::{
 use superscalar_core::factory::{HintProblem, ScriptHints};
 use superscalar_core::{
     ClientId, ClientSpec, Factory, FactoryConfig, FactoryError, FactoryId, FactoryParams, NodeId,
-    Signer, Slot, TxKind,
+    Signer, Slot,
 };
 
 const TIP: u32 = 100;
