@@ -29,7 +29,8 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Build, sign and verify factories of N clients and compare with the crypto floor.
+    /// The signing ceremony of factories of N clients: the LSP's critical path against its raw
+    /// libsecp256k1 floor, and each client's cost.
     Bench {
         /// Client counts to measure.
         #[arg(long, value_delimiter = ',', default_value = "8,64,256,1024,4096")]
@@ -37,6 +38,9 @@ enum Command {
         /// Threads for the clients' work (the clients are independent devices in reality).
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Threads for the LSP's work (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        lsp_threads: usize,
     },
     /// Payments per second through the LSP between two leaf channels, in process.
     BenchPayments {
@@ -71,7 +75,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Chaind(args) => return chaind::run(args),
         Command::Demo { data_dir } => demo::run(data_dir),
-        Command::Bench { clients, threads } => bench::run(&clients, threads.max(1)),
+        Command::Bench {
+            clients,
+            threads,
+            lsp_threads,
+        } => bench::run(&clients, threads.max(1), lsp_threads),
         Command::BenchPayments { count, amount_msat } => bench_payments::run(count, amount_msat),
         Command::ExportExit {
             clients,

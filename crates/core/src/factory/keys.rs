@@ -144,10 +144,19 @@ impl Factory {
     /// whole tree (later lookups hit the caches).
     pub fn aggregate_all(&self, v: &Version) -> Result<(), FactoryError> {
         self.parties(true);
-        let slots = self.all_slots(v);
-        par::map(&slots, |_, slot| self.signing_key_at(*slot, v).map(|_| ()))
+        // One task per aggregate: slots sharing one (a node's input and its kickoff's output, a
+        // sold channel and the buyer's channel, a change output and its stock) come after, as
+        // lookups, so that no aggregate or tweak is computed twice by two threads at once.
+        let (first, then): (Vec<Slot>, Vec<Slot>) = self
+            .all_slots(v)
+            .into_iter()
+            .partition(|s| matches!(s, Slot::NodeInput(_) | Slot::Channel(_) | Slot::Stock(_)));
+        par::map(&first, |_, slot| self.signing_key_at(*slot, v).map(|_| ()))
             .into_iter()
             .collect::<Result<(), _>>()?;
+        for slot in then {
+            self.signing_key_at(slot, v)?;
+        }
         let clients: Vec<ClientId> = (0..self.params.clients.len() as u32)
             .map(ClientId)
             .collect();

@@ -223,6 +223,7 @@ impl Factory {
     /// the key it signs the factory with.
     pub fn fee_coin_script(&self, client: ClientId) -> ScriptBuf {
         self.cached_fee_coin_script(client, || {
+            crate::secp::count(|c| c.tweak_add += 1);
             let key = self.params.clients[client.0 as usize].key;
             ScriptBuf::new_p2tr(&*crate::secp::SECP, key.inner.x_only_public_key().0, None)
         })
