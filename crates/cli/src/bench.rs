@@ -284,6 +284,9 @@ struct Step {
     cpu: f64,
 }
 
+/// One LSP step, timed (never inlined: `valgrind --tool=callgrind
+/// --toggle-collect='superscalar::bench::lsp_step*'` counts the LSP's instructions alone).
+#[inline(never)]
 fn lsp_step<T>(
     steps: &mut Vec<(&'static str, Step)>,
     name: &'static str,

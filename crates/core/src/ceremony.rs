@@ -6,6 +6,13 @@
 //! signatures of its exit path and timeout transactions; the client verifies them all before it
 //! agrees that the factory is live. Two round trips regardless of N. Secret nonces stay in memory
 //! and are consumed by signing.
+//!
+//! Before round 1 the LSP gives each client the scripts of the outputs beside its path
+//! ([`LspCeremony::script_hints_for`], [`Factory::with_script_hints`]), so that a client
+//! aggregates only its own path's keys. The LSP's side runs on every core and takes the clients'
+//! messages in batches ([`LspCeremony::receive_all_nonces`],
+//! [`LspCeremony::receive_all_partials`]); each transaction's nonces are aggregated and its MuSig2
+//! session opened once, and every partial signature is checked in it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
