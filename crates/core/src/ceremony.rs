@@ -558,8 +558,13 @@ impl LspCeremony {
             return Err(CeremonyError::WrongKey(Signer::Lsp));
         }
         let signer = MusigSigner::new(&keypair);
-        // Every output's key on every core first: building the tree then only looks them up.
-        factory.aggregate_all(v)?;
+        // The keys of every output these transactions spend or create, on every core first:
+        // building them then only looks the keys up.
+        let slots: Vec<crate::factory::Slot> = kinds
+            .iter()
+            .flat_map(|k| std::iter::once(factory.input_of(*k, v)).chain(factory.outputs_of(*k, v)))
+            .collect();
+        factory.aggregate_slots(&slots, v)?;
         let prepared = prepare(&factory, kinds, funding, v, true)?;
         let mut jobs = Vec::with_capacity(prepared.len());
         for p in prepared {

@@ -143,24 +143,40 @@ impl Factory {
     /// version `v` and every client's fee coin script: what the LSP needs before it builds the
     /// whole tree (later lookups hit the caches).
     pub fn aggregate_all(&self, v: &Version) -> Result<(), FactoryError> {
-        self.parties(true);
+        let mut slots = self.all_slots(v);
+        slots.extend((0..self.params.clients.len() as u32).map(|c| Slot::FeeCoin(ClientId(c))));
+        self.aggregate_slots(&slots, v)
+    }
+
+    /// [`Factory::aggregate_all`] for `slots` only (those of the transactions a ceremony signs).
+    pub fn aggregate_slots(&self, slots: &[Slot], v: &Version) -> Result<(), FactoryError> {
+        self.parties(slots.len() > 64);
         // One task per aggregate: slots sharing one (a node's input and its kickoff's output, a
         // sold channel and the buyer's channel, a change output and its stock) come after, as
         // lookups, so that no aggregate or tweak is computed twice by two threads at once.
-        let (first, then): (Vec<Slot>, Vec<Slot>) = self
-            .all_slots(v)
-            .into_iter()
-            .partition(|s| matches!(s, Slot::NodeInput(_) | Slot::Channel(_) | Slot::Stock(_)));
-        par::map(&first, |_, slot| self.signing_key_at(*slot, v).map(|_| ()))
+        let mut seen = std::collections::HashSet::with_capacity(slots.len());
+        let (first, then): (Vec<Slot>, Vec<Slot>) = slots
+            .iter()
+            .copied()
+            .filter(|s| seen.insert(*s))
+            .partition(|s| {
+                matches!(
+                    s,
+                    Slot::NodeInput(_) | Slot::Channel(_) | Slot::Stock(_) | Slot::FeeCoin(_)
+                )
+            });
+        let key = |slot: Slot| match slot {
+            Slot::FeeCoin(c) => self.check_slot(slot, v).map(|_| {
+                self.fee_coin_script(c);
+            }),
+            _ => self.signing_key_at(slot, v).map(|_| ()),
+        };
+        par::map(&first, |_, slot| key(*slot))
             .into_iter()
             .collect::<Result<(), _>>()?;
         for slot in then {
-            self.signing_key_at(slot, v)?;
+            key(slot)?;
         }
-        let clients: Vec<ClientId> = (0..self.params.clients.len() as u32)
-            .map(ClientId)
-            .collect();
-        par::map(&clients, |_, c| self.fee_coin_script(*c));
         Ok(())
     }
 }
