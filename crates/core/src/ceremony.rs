@@ -165,17 +165,6 @@ fn prepare(
             unique.push(*k);
         }
     }
-    let mut built = factory.build_set(&unique, funding, v)?;
-    let txs: Vec<(TxKind, BuiltTx)> = unique
-        .iter()
-        .map(|k| {
-            (
-                *k,
-                built.remove(k).expect("build_set builds every kind asked"),
-            )
-        })
-        .collect();
-    drop(built);
     let finish = |kind: TxKind, b: BuiltTx| -> Result<Prepared, FactoryError> {
         Ok(Prepared {
             kind,
@@ -185,17 +174,61 @@ fn prepare(
             spent: b.spent,
         })
     };
-    if parallel {
-        let mut slots: Vec<Option<(TxKind, BuiltTx)>> = txs.into_iter().map(Some).collect();
-        par::map_mut(&mut slots, |_, s| {
-            let (kind, b) = s.take().expect("each transaction prepared once");
-            finish(kind, b)
-        })
-        .into_iter()
-        .collect()
-    } else {
-        txs.into_iter().map(|(k, b)| finish(k, b)).collect()
+    if !parallel {
+        let mut built = factory.build_set(&unique, funding, v)?;
+        return unique
+            .iter()
+            .map(|k| {
+                finish(
+                    *k,
+                    built.remove(k).expect("build_set builds every kind asked"),
+                )
+            })
+            .collect();
     }
+    // The tree's transactions in order (each needs its parent's txid), then the timeouts and
+    // punishments, which only need the txid of the transaction they spend, each on its own.
+    let is_leaf = |k: &TxKind| matches!(k, TxKind::Timeout(_) | TxKind::Punish(_));
+    let mut first: Vec<TxKind> = unique.iter().copied().filter(|k| !is_leaf(k)).collect();
+    first.extend(
+        unique
+            .iter()
+            .filter(|k| is_leaf(k))
+            .filter_map(|k| factory.creator_of(factory.input_of(*k, v), v)),
+    );
+    let mut built = factory.build_set(&first, funding, v)?;
+    let txids: HashMap<TxKind, bitcoin::Txid> = built
+        .iter()
+        .map(|(k, b)| (*k, b.tx.compute_txid()))
+        .collect();
+    let amounts = factory.amounts(v)?;
+    let mut todo: Vec<(TxKind, Option<BuiltTx>)> = unique
+        .iter()
+        .map(|k| (*k, if is_leaf(k) { None } else { built.remove(k) }))
+        .collect();
+    drop(built);
+    par::map_mut(&mut todo, |_, (kind, b)| {
+        let b = match b.take() {
+            Some(b) => b,
+            None => {
+                let slot = factory.input_of(*kind, v);
+                factory.check_slot(slot, v)?;
+                let spends = factory
+                    .slot_outpoint(slot, funding, v, |k| txids.get(&k).copied())
+                    .ok_or_else(|| FactoryError::NoSuch(format!("the output {slot:?}")))?;
+                BuiltTx {
+                    tx: factory.build_tx(*kind, spends, &amounts, v)?,
+                    spent: TxOut {
+                        value: amounts.value(factory, slot),
+                        script_pubkey: factory.script_pubkey_at(slot, v)?,
+                    },
+                }
+            }
+        };
+        finish(*kind, b)
+    })
+    .into_iter()
+    .collect()
 }
 
 /// A transaction with its final key-path signature, and what it spends.
