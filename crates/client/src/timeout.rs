@@ -3,7 +3,9 @@
 //! once the leaf is on chain; zero-fee ones are paid for with the client's fee coin, then with
 //! the change of the child that spent it, one zero-fee timeout per block (a TRUC child cannot
 //! build on an unconfirmed child): the claim is resumable, reading where the coin is from the
-//! chain at every poll.
+//! chain at every poll. A split timeout (a large factory's) is walked down the parts holding the
+//! client's money, one level per block: each part's timeout goes out once the part is confirmed
+//! (a TRUC transaction has at most one unconfirmed child, of at most 1,000 vB).
 
 use bitcoin::key::Keypair;
 use bitcoin::{Amount, FeeRate, OutPoint, TxOut, Txid};
@@ -111,9 +113,13 @@ pub fn claim_timeouts(
         let Some(timeout) = signed.iter().find(|s| s.kind == TxKind::Timeout(slot)) else {
             continue;
         };
-        let is_tree = matches!(slot, Slot::NodeInput(_) | Slot::KickoffOut(_));
+        let is_tree = matches!(
+            slot,
+            Slot::NodeInput(_) | Slot::KickoffOut(_) | Slot::TimeoutPart { .. }
+        );
         if chain.get_utxo(&op)?.is_none() {
-            // Spent already: by the next transaction of the path (go deeper) or by this timeout.
+            // Spent already: by the next transaction of the path (go deeper) or by this timeout
+            // (then its part holding our money comes next), or not confirmed yet.
             continue;
         }
         let txid = timeout.tx.compute_txid();
@@ -135,7 +141,7 @@ pub fn claim_timeouts(
             claim.sent.push(txid);
         }
         if is_tree {
-            // This output's timeout pays everything beneath it.
+            // This output's timeout pays everything beneath it (or its parts do, later).
             break;
         }
     }

@@ -27,8 +27,8 @@ use crate::shape::LeafKind;
 use crate::types::{ClientId, FactoryId, NodeId, StateIndex};
 
 /// Every transaction re-signed when `node`'s state ticks: its state transaction and everything
-/// beneath it, with the timeout and punishment transactions of the outputs they create; parents
-/// first.
+/// beneath it, with the timeout transactions (split ones with their parts) and punishment
+/// transactions of the outputs they create; parents first.
 pub fn jobs_below(factory: &Factory, node: NodeId, v: &Version) -> Vec<TxKind> {
     let tree = factory.tree();
     let mut txs = Vec::new();
@@ -46,9 +46,9 @@ pub fn jobs_below(factory: &Factory, node: NodeId, v: &Version) -> Vec<TxKind> {
     let mut jobs = txs.clone();
     for tx in &txs {
         for slot in factory.outputs_of(*tx, v) {
-            if factory.has_timeout(slot) {
-                jobs.push(TxKind::Timeout(slot));
-            }
+            // With the parts of a split timeout: they spend its new outputs. The parts of
+            // timeouts above the ticking node keep spending the outputs those were signed with.
+            jobs.extend(factory.timeout_jobs(slot, None));
             if matches!(slot, Slot::Stock(_)) {
                 jobs.push(TxKind::Punish(slot));
             }
@@ -69,9 +69,7 @@ pub fn stage_one(jobs: Vec<TxKind>, node: NodeId) -> Vec<TxKind> {
 pub fn sale_jobs(factory: &Factory, index: u32) -> Vec<TxKind> {
     let mut jobs = vec![TxKind::Sale(index)];
     for slot in [Slot::Sold(index), Slot::Change(index)] {
-        if factory.has_timeout(slot) {
-            jobs.push(TxKind::Timeout(slot));
-        }
+        jobs.extend(factory.timeout_jobs(slot, None));
     }
     jobs.push(TxKind::Punish(Slot::Change(index)));
     jobs

@@ -546,3 +546,73 @@ pub fn round(
 ) {
     superscalar_core::channel::state::run_round(a, b).unwrap();
 }
+
+/// Check one signed transaction of the factory against our mempool's standardness rules: Bitcoin
+/// Core's `IsStandardTx` (weight at most 400,000 WU, standard outputs, at most one dust output)
+/// and input checks, TRUC's 10,000 vB for a v3 transaction, and a fee of at least 1 sat/vB unless
+/// it is a zero-fee transaction with a P2A anchor for its child.
+pub fn assert_standard(s: &SignedTx) {
+    use superscalar_chain::policy::{
+        check_inputs_standard, check_standard, is_p2a, PolicyConfig, TRUC_MAX_VSIZE,
+    };
+    let tx = &s.tx;
+    check_standard(tx, &PolicyConfig::default())
+        .unwrap_or_else(|e| panic!("{:?} is not standard: {e:?}", s.kind));
+    check_inputs_standard(tx, std::slice::from_ref(&s.spent))
+        .unwrap_or_else(|e| panic!("{:?} has non-standard inputs: {e:?}", s.kind));
+    let vsize = tx.vsize() as u64;
+    if tx.version.0 == 3 {
+        assert!(
+            vsize <= TRUC_MAX_VSIZE,
+            "{:?}: a v3 transaction of {vsize} vB",
+            s.kind
+        );
+    }
+    let out: Amount = tx.output.iter().map(|o| o.value).sum();
+    let fee = s
+        .spent
+        .value
+        .checked_sub(out)
+        .expect("pays more than it spends");
+    if fee == Amount::ZERO {
+        assert!(
+            tx.output.iter().any(|o| is_p2a(&o.script_pubkey)),
+            "{:?}: zero fee without an anchor",
+            s.kind
+        );
+    } else {
+        assert!(
+            fee.to_sat() >= vsize,
+            "{:?}: fee {fee} below 1 sat/vB for {vsize} vB",
+            s.kind
+        );
+    }
+}
+
+/// Resident and peak resident memory of this process, in MB (Linux; zero elsewhere).
+pub fn rss_mb() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Give freed heap memory back to the system, so that RSS shows what is still live.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory; it has no preconditions.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}

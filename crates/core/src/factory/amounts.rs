@@ -26,6 +26,9 @@ impl Amounts {
             Slot::Stock(s) => self.stock[s as usize],
             Slot::Sold(j) => self.sold.get(j as usize).copied().unwrap_or(Amount::ZERO),
             Slot::Change(j) => self.change.get(j as usize).copied().unwrap_or(Amount::ZERO),
+            // What the timeout transactions of the node's clients need: their payouts plus the
+            // fees and fee coins set aside below the node (see `timeouts`).
+            Slot::TimeoutPart { node, .. } => self.node_input[node.0 as usize],
         }
     }
 

@@ -50,7 +50,13 @@ pub const P2TR_DUST: Amount = Amount::from_sat(330);
 /// vbytes one P2TR output adds to a transaction.
 const P2TR_OUTPUT_VBYTES: u64 = 43;
 /// Largest vsize of a TRUC (v3) transaction.
-const TRUC_MAX_VSIZE: u64 = 10_000;
+pub const TRUC_MAX_VSIZE: u64 = 10_000;
+/// Largest weight of a standard transaction (Bitcoin Core's `MAX_STANDARD_TX_WEIGHT`).
+pub const MAX_STANDARD_TX_WEIGHT: u64 = 400_000;
+/// Largest vsize of a timeout transaction paying clients directly: above it, the timeout of a
+/// tree output is split into a tree of timeout transactions ([`Slot::TimeoutPart`]), each a TRUC
+/// transaction within TRUC's limit.
+pub const TIMEOUT_SPLIT_VSIZE: u64 = TRUC_MAX_VSIZE;
 
 /// One client of a factory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +165,17 @@ pub enum FactoryError {
     /// Script hints from the LSP that a client refuses.
     #[error("script hints refused: {0}")]
     ScriptHints(#[from] HintProblem),
+    /// A transaction of the factory would be above the standard weight and would not relay.
+    #[error(
+        "{kind:?} would weigh about {weight} WU, above the standard {MAX_STANDARD_TX_WEIGHT}: \
+         lower the arity of the tree or the size of its leaves"
+    )]
+    TooLarge {
+        /// The transaction.
+        kind: TxKind,
+        /// Its weight (an upper bound, with a 64-byte key-path signature).
+        weight: u64,
+    },
 }
 
 /// An output of the factory, by role.
@@ -178,6 +195,18 @@ pub enum Slot {
     Sold(u32),
     /// The PS-factory (stock) output a pseudo-Spilman sale leaves as change.
     Change(u32),
+    /// An output of a split timeout transaction (inverted policy): the money the timeout of
+    /// `NodeInput(top)` (or `KickoffOut(top)` when `kickoff`) owes the clients below `node`, a
+    /// descendant of `top`, spendable by the same key as `NodeInput(node)` (MuSig2 of the LSP
+    /// and those clients). Its own timeout pays them, or splits again.
+    TimeoutPart {
+        /// The node whose output's timeout is split.
+        top: NodeId,
+        /// Whether that output is `KickoffOut(top)` (else `NodeInput(top)`).
+        kickoff: bool,
+        /// The node whose clients this output holds the money of.
+        node: NodeId,
+    },
 }
 
 /// A transaction of the factory, by role.
@@ -346,7 +375,9 @@ impl Factory {
             stocks,
             leaf_stocks,
         };
-        // The stock must be able to pay for the newest state of every layer.
+        // Every transaction must relay, and the stock must be able to pay for the newest state
+        // of every layer.
+        factory.check_sizes()?;
         factory.check_worst_case_fees()?;
         Ok(factory)
     }

@@ -14,6 +14,7 @@ impl Factory {
             Slot::Stock(s) => (s as usize) < self.stocks.len() && (s as usize) < v.stocks.len(),
             Slot::Sold(j) => (j as usize) < v.sales.len(),
             Slot::Change(j) => v.sales.get(j as usize).is_some_and(|s| !s.merged),
+            Slot::TimeoutPart { .. } => self.is_timeout_part(slot),
         };
         if ok {
             Ok(())
@@ -34,7 +35,9 @@ impl Factory {
     /// The public keys that must sign to spend `slot` on the key path (LSP first).
     pub fn signers(&self, slot: Slot, v: &Version) -> Vec<Signer> {
         let clients: Vec<ClientId> = match slot {
-            Slot::NodeInput(n) | Slot::KickoffOut(n) => self.tree.node(n).client_ids().collect(),
+            Slot::NodeInput(n) | Slot::KickoffOut(n) | Slot::TimeoutPart { node: n, .. } => {
+                self.tree.node(n).client_ids().collect()
+            }
             Slot::Channel(c) => vec![c],
             Slot::Sold(j) => v
                 .sales
@@ -68,7 +71,10 @@ impl Factory {
     pub(crate) fn aggregate(&self, slot: Slot, v: &Version) -> Result<&AggregateKey, FactoryError> {
         self.check_slot(slot, v)?;
         let cell = match slot {
-            Slot::NodeInput(n) | Slot::KickoffOut(n) => &self.node_keys[n.0 as usize],
+            // A timeout part is held by the same signers as its node's outputs.
+            Slot::NodeInput(n) | Slot::KickoffOut(n) | Slot::TimeoutPart { node: n, .. } => {
+                &self.node_keys[n.0 as usize]
+            }
             Slot::Channel(c) => &self.channel_keys[c.0 as usize],
             // A sold channel is MuSig2(LSP, buyer), like the buyer's first channel.
             Slot::Sold(j) => &self.channel_keys[v.sales[j as usize].buyer.0 as usize],
@@ -144,7 +150,7 @@ impl Factory {
                     leaves.push(self.sweep_leaf());
                 }
             }
-            Slot::KickoffOut(_) | Slot::FeeCoin(_) => {}
+            Slot::KickoffOut(_) | Slot::FeeCoin(_) | Slot::TimeoutPart { .. } => {}
             Slot::Channel(_) | Slot::Sold(_) => {
                 if sweep {
                     leaves.push(self.sweep_leaf());

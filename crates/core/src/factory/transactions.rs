@@ -33,7 +33,8 @@ impl Factory {
                 }
             }
             TxKind::Sale(j) => vec![Slot::Sold(j), Slot::Change(j)],
-            TxKind::Timeout(_) | TxKind::Punish(_) => Vec::new(),
+            TxKind::Timeout(s) => self.timeout_parts(s),
+            TxKind::Punish(_) => Vec::new(),
         }
     }
 
@@ -77,6 +78,7 @@ impl Factory {
                 }
             }
             Slot::Change(j) => Some(TxKind::Sale(j)),
+            Slot::TimeoutPart { .. } => self.timeout_part_parent(slot).map(TxKind::Timeout),
         }
     }
 
@@ -342,13 +344,16 @@ impl Factory {
     }
 
     /// Outputs that hold a client's money along its path (fee coin excluded): the tree outputs
-    /// above it, its channels, and its stock output with the change outputs of its PS chain.
+    /// above it, each followed by the parts of its split timeout that hold the client's money
+    /// (top down), its channels, and its stock output with the change outputs of its PS chain.
     pub fn client_slots(&self, client: ClientId, v: &Version) -> Vec<Slot> {
         let mut slots = Vec::new();
         for n in self.tree.path_of(client) {
             slots.push(Slot::NodeInput(n));
+            slots.extend(self.timeout_parts_of(Slot::NodeInput(n), client));
             if self.tree.node(n).has_state() {
                 slots.push(Slot::KickoffOut(n));
+                slots.extend(self.timeout_parts_of(Slot::KickoffOut(n), client));
             }
         }
         slots.push(Slot::Channel(client));
@@ -394,13 +399,23 @@ impl Factory {
         jobs
     }
 
-    /// Every output of the factory that belongs to the tree (fee coins and anchors excluded).
+    /// Every output of the factory that belongs to the tree (fee coins and anchors excluded),
+    /// with the parts of split timeouts.
     pub fn all_slots(&self, v: &Version) -> Vec<Slot> {
         let mut slots = Vec::new();
+        let with_parts = |slots: &mut Vec<Slot>, slot: Slot| {
+            for job in self.timeout_jobs(slot, None) {
+                if let TxKind::Timeout(part @ Slot::TimeoutPart { .. }) = job {
+                    slots.push(part);
+                }
+            }
+        };
         for n in self.tree.nodes() {
             slots.push(Slot::NodeInput(n.id));
+            with_parts(&mut slots, Slot::NodeInput(n.id));
             if n.has_state() {
                 slots.push(Slot::KickoffOut(n.id));
+                with_parts(&mut slots, Slot::KickoffOut(n.id));
             }
         }
         slots.extend((0..self.params.clients.len() as u32).map(|c| Slot::Channel(ClientId(c))));
@@ -410,5 +425,42 @@ impl Factory {
             slots.extend(v.chain_of(s).into_iter().map(Slot::Change));
         }
         slots
+    }
+}
+
+impl Factory {
+    /// Every kickoff, state and timeout transaction within the standard weight (an upper
+    /// bound: every output counted as P2TR, a 64-byte key-path signature): the timeouts are split
+    /// along the tree where they must be, but a node with too many children, or a leaf with too
+    /// many clients, cannot be made standard.
+    pub(crate) fn check_sizes(&self) -> Result<(), FactoryError> {
+        let check = |kind: TxKind, vsize: u64| {
+            let weight = vsize * 4;
+            if weight > MAX_STANDARD_TX_WEIGHT {
+                return Err(FactoryError::TooLarge { kind, weight });
+            }
+            Ok(())
+        };
+        let timeouts = self.params.config.timeout_policy == TimeoutPolicy::Inverted;
+        for n in self.tree.nodes() {
+            let kick_outputs = match n.kind {
+                NodeKind::Static => n.children.len(),
+                _ => 1,
+            };
+            check(TxKind::Kickoff(n.id), tree_tx_vsize(kick_outputs, 1))?;
+            if n.has_state() {
+                check(TxKind::State(n.id), self.state_vsize(n.id))?;
+            }
+            if timeouts {
+                // The timeout of the node's outputs, or of the part holding its clients' money.
+                let vsize = if self.splits_timeout_at(n.id) {
+                    tree_tx_vsize(n.children.len(), 0)
+                } else {
+                    tree_tx_vsize((n.clients.end - n.clients.start) as usize, 1)
+                };
+                check(TxKind::Timeout(Slot::NodeInput(n.id)), vsize)?;
+            }
+        }
+        Ok(())
     }
 }
