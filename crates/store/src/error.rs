@@ -155,9 +155,9 @@ pub enum StoreError {
         /// The outpoint.
         outpoint: OutPoint,
         /// The spend signed before.
-        recorded: Spend,
+        recorded: Box<Spend>,
         /// The spend asked for.
-        attempted: Spend,
+        attempted: Box<Spend>,
     },
     /// A ceremony without participants or with one twice.
     #[error("ceremony of factory {0}: participants must be distinct and at least one")]

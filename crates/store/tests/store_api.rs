@@ -191,8 +191,8 @@ fn never_two_different_spends_of_one_outpoint() {
             attempted,
         }) => {
             assert_eq!(outpoint, op);
-            assert_eq!(recorded, spend(10));
-            assert_eq!(attempted, spend(11));
+            assert_eq!(*recorded, spend(10));
+            assert_eq!(*attempted, spend(11));
         }
         other => panic!("{other:?}"),
     }

@@ -188,15 +188,9 @@ fn invoice_of(row: InvoiceRow) -> Result<Invoice> {
     })
 }
 
-fn punishment_of(
-    (txid, breach, factory, channel, raw): (
-        Vec<u8>,
-        Vec<u8>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<u8>,
-    ),
-) -> Result<Punishment> {
+type PunishmentRow = (Vec<u8>, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>, Vec<u8>);
+
+fn punishment_of((txid, breach, factory, channel, raw): PunishmentRow) -> Result<Punishment> {
     let tx = decode_tx(&raw, "punishments.raw_tx")?;
     if tx.compute_txid() != txid_of(txid, "punishments.txid")? {
         return Err(StoreError::corrupt(
@@ -305,8 +299,8 @@ fn put_spends(tx: &Transaction<'_>, spends: &[(OutPoint, Spend)]) -> Result<()> 
                 if recorded != *spend {
                     return Err(StoreError::ConflictingSpend {
                         outpoint: *outpoint,
-                        recorded,
-                        attempted: *spend,
+                        recorded: Box::new(recorded),
+                        attempted: Box::new(*spend),
                     });
                 }
             }
@@ -1076,25 +1070,7 @@ impl Store {
 
     /// An invoice.
     pub fn invoice(&self, hash: PaymentHash) -> Result<Option<Invoice>> {
-        self.conn
-            .query_row(
-                &format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE payment_hash = ?1"),
-                [&hash.0[..]],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
-                },
-            )
-            .optional()?
-            .map(invoice_of)
-            .transpose()
+        read_invoice(&self.conn, hash)
     }
 
     /// Every invoice with `status`.
@@ -1126,7 +1102,7 @@ impl Store {
     ) -> Result<()> {
         check_preimage(hash, preimage)?;
         self.write(|tx| {
-            let current = self_invoice(tx, hash)?.ok_or(StoreError::UnknownInvoice(hash))?;
+            let current = read_invoice(tx, hash)?.ok_or(StoreError::UnknownInvoice(hash))?;
             let preimage = preimage.or(current.preimage);
             if !current.status.can_become(status)
                 || (status == InvoiceStatus::Paid && preimage.is_none())
@@ -1189,7 +1165,7 @@ fn check_preimage(hash: PaymentHash, preimage: Option<Preimage>) -> Result<()> {
     }
 }
 
-fn self_invoice(conn: &Connection, hash: PaymentHash) -> Result<Option<Invoice>> {
+fn read_invoice(conn: &Connection, hash: PaymentHash) -> Result<Option<Invoice>> {
     conn.query_row(
         &format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE payment_hash = ?1"),
         [&hash.0[..]],
