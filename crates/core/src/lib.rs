@@ -6,6 +6,7 @@
 pub mod advance;
 pub mod ceremony;
 pub mod channel;
+pub mod codec;
 pub mod encoding;
 pub mod factory;
 pub mod ledger;

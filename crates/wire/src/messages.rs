@@ -1,0 +1,923 @@
+//! The messages of the SuperScalar protocol between an LSP and its clients, their Lightning
+//! message types (odd, so that a Lightning node that does not speak SuperScalar ignores them),
+//! their size limits and their decoding.
+
+use bitcoin::{Network, OutPoint, PublicKey, ScriptBuf, Transaction, Txid};
+use lightning::io;
+use lightning::ln::msgs::DecodeError;
+use lightning::ln::wire::Type;
+use lightning::util::ser::{LengthLimitedRead, Readable, Writeable, Writer};
+use superscalar_core::ceremony::{AggNonceMsg, FinalSigMsg, NonceMsg, PartialSigMsg};
+use superscalar_core::codec::read_script;
+use superscalar_core::{ClientId, FactoryId, FactoryParams};
+
+/// The protocol version this implementation speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this implementation still speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// Lightning message types of the SuperScalar protocol: the odd numbers of 54001..=54099 (clear
+/// of LSPS0's 37913 and bLIP-56's 32800). Even numbers of the range stay unused, so that every
+/// message is one a peer may ignore if it does not know it.
+pub mod types {
+    /// First message on every connection: versions and network.
+    pub const HELLO: u16 = 54001;
+    /// A refusal or failure, with a code and a readable reason.
+    pub const ERROR: u16 = 54003;
+    /// A client asks to join the next factory.
+    pub const JOIN: u16 = 54005;
+    /// One chunk of a factory's parameters, with the funding outpoint and the client's index.
+    pub const PROPOSAL: u16 = 54007;
+    /// Round 1, client to LSP: public nonces.
+    pub const NONCES: u16 = 54009;
+    /// Round 2, LSP to client: aggregated nonces of the client's transactions.
+    pub const AGG_NONCES: u16 = 54011;
+    /// Round 2, client to LSP: partial signatures.
+    pub const PARTIALS: u16 = 54013;
+    /// LSP to client: final signatures of the client's transactions.
+    pub const FINAL_SIGS: u16 = 54015;
+    /// LSP to client: the funding transaction is broadcast.
+    pub const LIVE: u16 = 54017;
+    /// LSP to client: a ceremony is abandoned.
+    pub const ABORT: u16 = 54019;
+    /// The range every SuperScalar message type falls in.
+    pub const RANGE: std::ops::RangeInclusive<u16> = 54000..=54099;
+}
+
+/// The largest message body the Lightning transport carries (65,535 bytes less the type).
+pub const MAX_BODY: usize = 65_533;
+/// Bytes of factory parameters one proposal chunk carries at most.
+pub const MAX_CHUNK: usize = 60_000;
+/// Chunks one factory's parameters may span (about 15 MB: 190,000 clients).
+pub const MAX_CHUNKS: u16 = 256;
+/// The longest reason an error or abort message may carry.
+pub const MAX_REASON: usize = 1_000;
+
+/// The first message on every connection, from both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Newest protocol version the sender speaks.
+    pub version: u16,
+    /// Oldest protocol version the sender speaks.
+    pub min_version: u16,
+    /// The network the sender is on.
+    pub network: Network,
+}
+
+impl Hello {
+    /// This implementation's hello on `network`.
+    pub fn ours(network: Network) -> Self {
+        Hello {
+            version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
+            network,
+        }
+    }
+
+    /// The version both sides speak, or why there is none.
+    pub fn agree(&self, theirs: &Hello) -> Result<u16, String> {
+        if self.network != theirs.network {
+            return Err(format!(
+                "network mismatch: we are on {}, the peer on {}",
+                self.network, theirs.network
+            ));
+        }
+        if theirs.min_version > theirs.version {
+            return Err(format!(
+                "the peer's versions are inverted ({}..={})",
+                theirs.min_version, theirs.version
+            ));
+        }
+        let version = self.version.min(theirs.version);
+        if version < self.min_version.max(theirs.min_version) {
+            return Err(format!(
+                "no common protocol version: we speak {}..={}, the peer {}..={}",
+                self.min_version, self.version, theirs.min_version, theirs.version
+            ));
+        }
+        Ok(version)
+    }
+}
+
+/// Why a message or a step was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The message could not be decoded, was too large, or is of an unknown even type.
+    Malformed,
+    /// No common protocol version, or another network.
+    Incompatible,
+    /// The message was not expected now (before hello, unknown factory, wrong round).
+    Unexpected,
+    /// The message was well formed but its content is refused (bad signature, wrong amount).
+    Refused,
+    /// The sender cannot go on (its own failure).
+    Internal,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl ErrorCode {
+    fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::Malformed => 1,
+            ErrorCode::Incompatible => 2,
+            ErrorCode::Unexpected => 3,
+            ErrorCode::Refused => 4,
+            ErrorCode::Internal => 5,
+            ErrorCode::Other(c) => c,
+        }
+    }
+
+    fn from_u16(c: u16) -> Self {
+        match c {
+            1 => ErrorCode::Malformed,
+            2 => ErrorCode::Incompatible,
+            3 => ErrorCode::Unexpected,
+            4 => ErrorCode::Refused,
+            5 => ErrorCode::Internal,
+            c => ErrorCode::Other(c),
+        }
+    }
+}
+
+/// A refusal or failure, sent before the sender drops the connection or the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorMsg {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// The factory concerned, if any.
+    pub factory: Option<FactoryId>,
+    /// A reason for people (sanitised by the receiver before it is shown).
+    pub reason: String,
+}
+
+/// A client asks to join the LSP's next factory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// The client's key for that factory (fresh per factory).
+    pub key: PublicKey,
+    /// Where the client's fee coin and timeout payouts go.
+    pub payout: ScriptBuf,
+    /// The channel capacity the client asks for, in satoshis.
+    pub capacity_sat: u64,
+}
+
+/// One chunk of a factory's parameters (the whole of them exceeds one Lightning message from
+/// about 800 clients on), with what the client needs to sign: the funding outpoint and its index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposalChunk {
+    /// The factory.
+    pub factory: FactoryId,
+    /// The outpoint the factory spends.
+    pub funding: OutPoint,
+    /// The receiving client's position in the factory.
+    pub client: ClientId,
+    /// This chunk's index (from 0).
+    pub index: u16,
+    /// How many chunks the parameters take.
+    pub count: u16,
+    /// The chunk's bytes of the encoded [`FactoryParams`].
+    pub bytes: Vec<u8>,
+}
+
+/// The LSP has broadcast the factory's funding transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// The factory.
+    pub factory: FactoryId,
+    /// The funding transaction (the client checks it against the proposal and its own chain).
+    pub funding_tx: Transaction,
+}
+
+/// The LSP abandons a ceremony (the client forgets its nonces; a new proposal may follow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abort {
+    /// The factory.
+    pub factory: FactoryId,
+    /// Why.
+    pub reason: String,
+}
+
+/// Why an incoming message was refused before it reached the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A message of an even type nobody here knows (BOLT-1: "it's OK to be odd").
+    UnknownEvenType(u16),
+    /// A message larger than its type allows.
+    Oversized {
+        /// The message type.
+        ty: u16,
+        /// Its body's length.
+        len: u64,
+        /// The most its type allows.
+        max: usize,
+    },
+    /// A message that does not decode (truncated, bad value, unknown required field).
+    Malformed {
+        /// The message type.
+        ty: u16,
+        /// What was wrong.
+        error: String,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::UnknownEvenType(ty) => write!(f, "unknown even message type {ty}"),
+            Refusal::Oversized { ty, len, max } => {
+                write!(
+                    f,
+                    "message type {ty} of {len} bytes exceeds its limit of {max}"
+                )
+            }
+            Refusal::Malformed { ty, error } => write!(f, "malformed message type {ty}: {error}"),
+        }
+    }
+}
+
+/// Every message of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`ErrorMsg`].
+    Error(ErrorMsg),
+    /// See [`Join`].
+    Join(Join),
+    /// See [`ProposalChunk`].
+    Proposal(ProposalChunk),
+    /// Round 1: a client's public nonces.
+    Nonces(NonceMsg),
+    /// Round 2: aggregated nonces for one client.
+    AggNonces(AggNonceMsg),
+    /// Round 2: a client's partial signatures.
+    Partials(PartialSigMsg),
+    /// The final signatures of one client's transactions.
+    FinalSigs(FinalSigMsg),
+    /// See [`Live`].
+    Live(Live),
+    /// See [`Abort`].
+    Abort(Abort),
+    /// An incoming message refused by the decoder (never sent).
+    Refused(Refusal),
+}
+
+impl Message {
+    /// The message's Lightning type.
+    pub fn ty(&self) -> u16 {
+        match self {
+            Message::Hello(_) => types::HELLO,
+            Message::Error(_) => types::ERROR,
+            Message::Join(_) => types::JOIN,
+            Message::Proposal(_) => types::PROPOSAL,
+            Message::Nonces(_) => types::NONCES,
+            Message::AggNonces(_) => types::AGG_NONCES,
+            Message::Partials(_) => types::PARTIALS,
+            Message::FinalSigs(_) => types::FINAL_SIGS,
+            Message::Live(_) => types::LIVE,
+            Message::Abort(_) => types::ABORT,
+            // Never sent; an even type in our range that no message uses.
+            Message::Refused(_) => 54000,
+        }
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Error(_) => "error",
+            Message::Join(_) => "join",
+            Message::Proposal(_) => "proposal",
+            Message::Nonces(_) => "nonces",
+            Message::AggNonces(_) => "agg_nonces",
+            Message::Partials(_) => "partials",
+            Message::FinalSigs(_) => "final_sigs",
+            Message::Live(_) => "live",
+            Message::Abort(_) => "abort",
+            Message::Refused(_) => "refused",
+        }
+    }
+}
+
+/// The largest body a message type may have.
+pub fn max_body(ty: u16) -> usize {
+    match ty {
+        types::HELLO => 256,
+        types::ERROR | types::ABORT => 64 + MAX_REASON,
+        types::JOIN => 33 + 8 + 2 + 10_000 + 64,
+        _ => MAX_BODY,
+    }
+}
+
+fn write_reason<W: Writer>(w: &mut W, reason: &str) -> Result<(), io::Error> {
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned().write(w)
+}
+
+fn read_reason<R: io::Read>(r: &mut R) -> Result<String, DecodeError> {
+    let reason = String::read(r)?;
+    if reason.len() > MAX_REASON {
+        return Err(DecodeError::InvalidValue);
+    }
+    Ok(reason)
+}
+
+fn write_outpoint<W: Writer>(w: &mut W, o: &OutPoint) -> Result<(), io::Error> {
+    use bitcoin::hashes::Hash;
+    o.txid.to_byte_array().write(w)?;
+    o.vout.write(w)
+}
+
+fn read_outpoint<R: io::Read>(r: &mut R) -> Result<OutPoint, DecodeError> {
+    use bitcoin::hashes::Hash;
+    Ok(OutPoint {
+        txid: Txid::from_byte_array(Readable::read(r)?),
+        vout: Readable::read(r)?,
+    })
+}
+
+/// Message bodies end in a TLV stream for later extensions (read by `superscalar_core::codec`
+/// for the signing messages): these small ones carry none yet, and refuse trailing bytes.
+fn end<R: LengthLimitedRead>(r: &mut R) -> Result<(), DecodeError> {
+    superscalar_core::codec::read_extensions(r)
+}
+
+impl Writeable for Message {
+    fn write<W: Writer>(&self, w: &mut W) -> Result<(), io::Error> {
+        match self {
+            Message::Hello(h) => {
+                h.version.write(w)?;
+                h.min_version.write(w)?;
+                h.network.magic().to_bytes().write(w)
+            }
+            Message::Error(e) => {
+                e.code.to_u16().write(w)?;
+                e.factory.map(|f| f.0).unwrap_or([0; 32]).write(w)?;
+                write_reason(w, &e.reason)
+            }
+            Message::Join(j) => {
+                j.key.inner.write(w)?;
+                j.capacity_sat.write(w)?;
+                j.payout.write(w)
+            }
+            Message::Proposal(p) => {
+                p.factory.write(w)?;
+                write_outpoint(w, &p.funding)?;
+                p.client.write(w)?;
+                p.index.write(w)?;
+                p.count.write(w)?;
+                p.bytes.write(w)
+            }
+            Message::Nonces(m) => m.write(w),
+            Message::AggNonces(m) => m.write(w),
+            Message::Partials(m) => m.write(w),
+            Message::FinalSigs(m) => m.write(w),
+            Message::Live(l) => {
+                l.factory.write(w)?;
+                l.funding_tx.write(w)
+            }
+            Message::Abort(a) => {
+                a.factory.write(w)?;
+                write_reason(w, &a.reason)
+            }
+            Message::Refused(_) => Ok(()),
+        }
+    }
+}
+
+impl Type for Message {
+    fn type_id(&self) -> u16 {
+        self.ty()
+    }
+}
+
+/// Decodes the body of a message of type `ty`: `None` for an odd type that is not ours (the
+/// caller ignores it), [`Message::Refused`] for anything refused (unknown even type, too large,
+/// malformed), so that the refusal can be reported to the sender before it is disconnected.
+pub fn read_message<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Option<Message> {
+    let ours = types::RANGE.contains(&ty) && ty % 2 == 1 && ty <= types::ABORT;
+    if !ours {
+        return (ty % 2 == 0).then_some(Message::Refused(Refusal::UnknownEvenType(ty)));
+    }
+    let len = r.remaining_bytes();
+    let max = max_body(ty);
+    if len > max as u64 {
+        return Some(Message::Refused(Refusal::Oversized { ty, len, max }));
+    }
+    Some(decode_body(ty, r).unwrap_or_else(|e| {
+        Message::Refused(Refusal::Malformed {
+            ty,
+            error: describe(&e),
+        })
+    }))
+}
+
+/// Decodes one whole message body (`ty` is one of ours).
+fn decode_body<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Result<Message, DecodeError> {
+    let whole = |r: &mut R| -> Result<Vec<u8>, DecodeError> {
+        let mut bytes = vec![0u8; r.remaining_bytes() as usize];
+        r.read_exact(&mut bytes)
+            .map_err(|_| DecodeError::ShortRead)?;
+        Ok(bytes)
+    };
+    use superscalar_core::codec::decode;
+    let msg = match ty {
+        types::HELLO => {
+            let version = Readable::read(r)?;
+            let min_version = Readable::read(r)?;
+            let magic: [u8; 4] = Readable::read(r)?;
+            let network = Network::from_magic(bitcoin::p2p::Magic::from_bytes(magic))
+                .ok_or(DecodeError::InvalidValue)?;
+            end(r)?;
+            Message::Hello(Hello {
+                version,
+                min_version,
+                network,
+            })
+        }
+        types::ERROR => {
+            let code = ErrorCode::from_u16(Readable::read(r)?);
+            let factory: [u8; 32] = Readable::read(r)?;
+            let reason = read_reason(r)?;
+            end(r)?;
+            Message::Error(ErrorMsg {
+                code,
+                factory: (factory != [0; 32]).then_some(FactoryId(factory)),
+                reason,
+            })
+        }
+        types::JOIN => {
+            let key: bitcoin::secp256k1::PublicKey = Readable::read(r)?;
+            let key = PublicKey::new(key);
+            let capacity_sat = Readable::read(r)?;
+            let payout = read_script(r)?;
+            end(r)?;
+            Message::Join(Join {
+                key,
+                payout,
+                capacity_sat,
+            })
+        }
+        types::PROPOSAL => {
+            let factory = Readable::read(r)?;
+            let funding = read_outpoint(r)?;
+            let client = Readable::read(r)?;
+            let index: u16 = Readable::read(r)?;
+            let count: u16 = Readable::read(r)?;
+            let bytes: Vec<u8> = Readable::read(r)?;
+            end(r)?;
+            if count == 0 || count > MAX_CHUNKS || index >= count || bytes.len() > MAX_CHUNK {
+                return Err(DecodeError::InvalidValue);
+            }
+            Message::Proposal(ProposalChunk {
+                factory,
+                funding,
+                client,
+                index,
+                count,
+                bytes,
+            })
+        }
+        types::NONCES => Message::Nonces(decode(&whole(r)?)?),
+        types::AGG_NONCES => Message::AggNonces(decode(&whole(r)?)?),
+        types::PARTIALS => Message::Partials(decode(&whole(r)?)?),
+        types::FINAL_SIGS => Message::FinalSigs(decode(&whole(r)?)?),
+        types::LIVE => {
+            let factory = Readable::read(r)?;
+            let funding_tx = Readable::read(r)?;
+            end(r)?;
+            Message::Live(Live {
+                factory,
+                funding_tx,
+            })
+        }
+        types::ABORT => {
+            let factory = Readable::read(r)?;
+            let reason = read_reason(r)?;
+            end(r)?;
+            Message::Abort(Abort { factory, reason })
+        }
+        _ => return Err(DecodeError::UnknownRequiredFeature),
+    };
+    Ok(msg)
+}
+
+/// A decoding failure in words.
+fn describe(e: &DecodeError) -> String {
+    match e {
+        DecodeError::ShortRead => "truncated".into(),
+        DecodeError::InvalidValue => "invalid value".into(),
+        DecodeError::UnknownRequiredFeature => "unknown required (even) field".into(),
+        DecodeError::BadLengthDescriptor => "bad length".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Splits a factory's parameters into the proposal chunks for one client.
+pub fn proposal_chunks(
+    params: &FactoryParams,
+    funding: OutPoint,
+    client: ClientId,
+) -> Result<Vec<ProposalChunk>, AssemblyError> {
+    let bytes = superscalar_core::codec::encode(params);
+    let count = bytes.len().div_ceil(MAX_CHUNK).max(1);
+    if count > MAX_CHUNKS as usize {
+        return Err(AssemblyError::TooLarge(bytes.len()));
+    }
+    Ok((0..count)
+        .map(|i| ProposalChunk {
+            factory: params.id,
+            funding,
+            client,
+            index: i as u16,
+            count: count as u16,
+            bytes: bytes[i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(bytes.len())].to_vec(),
+        })
+        .collect())
+}
+
+/// Why proposal chunks do not make one factory's parameters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssemblyError {
+    /// The parameters exceed [`MAX_CHUNKS`] chunks.
+    #[error("factory parameters of {0} bytes exceed the largest proposal")]
+    TooLarge(usize),
+    /// A chunk arrived out of order, or disagrees with the first chunk.
+    #[error("proposal chunk {index} of {count} out of order or inconsistent with the first")]
+    OutOfOrder {
+        /// The chunk's index.
+        index: u16,
+        /// Its count.
+        count: u16,
+    },
+    /// The chunks decode to no valid parameters, or to another factory's.
+    #[error("factory parameters do not decode: {0}")]
+    Undecodable(String),
+}
+
+/// Reassembles one factory's parameters from its proposal chunks, which arrive in order.
+#[derive(Debug, Default)]
+pub struct ProposalAssembler {
+    first: Option<ProposalChunk>,
+    bytes: Vec<u8>,
+    next: u16,
+}
+
+/// A whole proposal: the parameters and what the client needs to sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// The factory's parameters.
+    pub params: FactoryParams,
+    /// The outpoint the factory spends.
+    pub funding: OutPoint,
+    /// The receiving client's position.
+    pub client: ClientId,
+}
+
+impl ProposalAssembler {
+    /// Takes the next chunk: the whole proposal once the last chunk is in. A chunk of another
+    /// proposal restarts assembly only when it is a first chunk.
+    pub fn push(&mut self, chunk: ProposalChunk) -> Result<Option<Proposal>, AssemblyError> {
+        let bad = AssemblyError::OutOfOrder {
+            index: chunk.index,
+            count: chunk.count,
+        };
+        if chunk.count == 0 || chunk.count > MAX_CHUNKS || chunk.index >= chunk.count {
+            *self = ProposalAssembler::default();
+            return Err(bad);
+        }
+        if chunk.index == 0 {
+            *self = ProposalAssembler::default();
+        } else {
+            let first = self.first.as_ref().ok_or(bad.clone())?;
+            if chunk.index != self.next
+                || chunk.count != first.count
+                || chunk.factory != first.factory
+                || chunk.funding != first.funding
+                || chunk.client != first.client
+            {
+                *self = ProposalAssembler::default();
+                return Err(bad);
+            }
+        }
+        self.bytes.extend_from_slice(&chunk.bytes);
+        self.next = chunk.index + 1;
+        if chunk.index == 0 {
+            self.first = Some(ProposalChunk {
+                bytes: Vec::new(),
+                ..chunk
+            });
+        }
+        let first = self.first.as_ref().expect("set above");
+        if self.next < first.count {
+            return Ok(None);
+        }
+        let (funding, client, factory) = (first.funding, first.client, first.factory);
+        let bytes = std::mem::take(&mut self.bytes);
+        *self = ProposalAssembler::default();
+        let params: FactoryParams = superscalar_core::codec::decode(&bytes)
+            .map_err(|e| AssemblyError::Undecodable(describe(&e)))?;
+        if params.id != factory {
+            return Err(AssemblyError::Undecodable(
+                "the parameters name another factory".into(),
+            ));
+        }
+        Ok(Some(Proposal {
+            params,
+            funding,
+            client,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use bitcoin::Amount;
+    use proptest::prelude::*;
+    use superscalar_core::codec::encode;
+    use superscalar_core::musig::{AggNonce, PartialSig, PubNonce};
+    use superscalar_core::{ClientSpec, FactoryConfig, NodeId, TxKind};
+
+    fn key(i: u32) -> PublicKey {
+        let mut sk = [1u8; 32];
+        sk[28..].copy_from_slice(&(i + 1).to_be_bytes());
+        let sk = SecretKey::from_slice(&sk).unwrap();
+        PublicKey::new(sk.public_key(&Secp256k1::new()))
+    }
+
+    fn params(n: u32) -> FactoryParams {
+        FactoryParams {
+            id: FactoryId([4; 32]),
+            config: FactoryConfig::regtest(),
+            lsp_key: key(1_000_000),
+            clients: (0..n)
+                .map(|i| ClientSpec::new(key(i), Amount::from_sat(10_000 + u64::from(i))))
+                .collect(),
+            creation_height: 1234,
+            stock_hashes: Vec::new(),
+        }
+    }
+
+    fn funding() -> OutPoint {
+        OutPoint::new(Txid::from_byte_array([9; 32]), 3)
+    }
+
+    fn decode(m: &Message) -> Option<Message> {
+        let bytes = encode(m);
+        read_message(m.ty(), &mut &bytes[..])
+    }
+
+    fn every_message() -> Vec<Message> {
+        let f = FactoryId([1; 32]);
+        let kind = TxKind::Kickoff(NodeId(0));
+        vec![
+            Message::Hello(Hello::ours(Network::Regtest)),
+            Message::Error(ErrorMsg {
+                code: ErrorCode::Refused,
+                factory: Some(f),
+                reason: "wrong amount".into(),
+            }),
+            Message::Error(ErrorMsg {
+                code: ErrorCode::Other(77),
+                factory: None,
+                reason: String::new(),
+            }),
+            Message::Join(Join {
+                key: key(5),
+                payout: ScriptBuf::from_bytes(vec![0x51, 0x20, 7]),
+                capacity_sat: 100_000,
+            }),
+            Message::Proposal(
+                proposal_chunks(&params(3), funding(), ClientId(2)).unwrap()[0].clone(),
+            ),
+            Message::Nonces(NonceMsg {
+                factory: f,
+                nonces: vec![(kind, PubNonce([2; 66]))],
+            }),
+            Message::AggNonces(AggNonceMsg {
+                factory: f,
+                nonces: vec![(kind, AggNonce([3; 66]))],
+            }),
+            Message::Partials(PartialSigMsg {
+                factory: f,
+                partials: vec![(kind, PartialSig([4; 32]))],
+            }),
+            Message::FinalSigs(FinalSigMsg {
+                factory: f,
+                signatures: Vec::new(),
+            }),
+            Message::Live(Live {
+                factory: f,
+                funding_tx: Transaction {
+                    version: bitcoin::transaction::Version::TWO,
+                    lock_time: bitcoin::absolute::LockTime::ZERO,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                },
+            }),
+            Message::Abort(Abort {
+                factory: f,
+                reason: "client 3 left".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_with_an_odd_type_of_our_range() {
+        for m in every_message() {
+            assert_eq!(m.ty() % 2, 1, "{}", m.name());
+            assert!(types::RANGE.contains(&m.ty()));
+            assert!(encode(&m).len() <= max_body(m.ty()), "{}", m.name());
+            assert_eq!(decode(&m), Some(m.clone()), "{}", m.name());
+        }
+    }
+
+    #[test]
+    fn odd_extensions_are_skipped_even_ones_and_junk_refused() {
+        for m in every_message() {
+            let mut bytes = encode(&m);
+            let n = bytes.len();
+            // An odd TLV record (type 1, length 2) is a later version's extension.
+            bytes.extend_from_slice(&[1, 2, 0xaa, 0xbb]);
+            assert_eq!(
+                read_message(m.ty(), &mut &bytes[..]),
+                Some(m.clone()),
+                "{}",
+                m.name()
+            );
+            bytes.truncate(n);
+            bytes.extend_from_slice(&[2, 1, 0]);
+            assert!(
+                matches!(
+                    read_message(m.ty(), &mut &bytes[..]),
+                    Some(Message::Refused(Refusal::Malformed { .. }))
+                ),
+                "{}",
+                m.name()
+            );
+            bytes.truncate(n);
+            bytes.push(0xfd);
+            assert!(
+                matches!(
+                    read_message(m.ty(), &mut &bytes[..]),
+                    Some(Message::Refused(_))
+                ),
+                "{}",
+                m.name()
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        for m in every_message() {
+            let bytes = encode(&m);
+            for cut in 0..bytes.len() {
+                let got = read_message(m.ty(), &mut &bytes[..cut]);
+                assert!(
+                    matches!(got, Some(Message::Refused(Refusal::Malformed { .. }))),
+                    "{} cut at {cut}: {got:?}",
+                    m.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn foreign_odd_types_are_ignored_and_even_ones_refused() {
+        for ty in [1u16, 37_913, 32_801, 54_021, 54_099, 65_535] {
+            assert_eq!(read_message(ty, &mut &[1u8, 2][..]), None, "{ty}");
+        }
+        for ty in [54_000u16, 54_002, 54_098, 32_768] {
+            assert_eq!(
+                read_message(ty, &mut &[][..]),
+                Some(Message::Refused(Refusal::UnknownEvenType(ty)))
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_before_decoding() {
+        let big = vec![0u8; max_body(types::HELLO) + 1];
+        assert!(matches!(
+            read_message(types::HELLO, &mut &big[..]),
+            Some(Message::Refused(Refusal::Oversized {
+                ty: types::HELLO,
+                ..
+            }))
+        ));
+        let reason = "é".repeat(MAX_REASON);
+        let m = Message::Abort(Abort {
+            factory: FactoryId([0; 32]),
+            reason,
+        });
+        // Long reasons are cut at a character boundary, within the limit.
+        match decode(&m) {
+            Some(Message::Abort(a)) => assert!(a.reason.len() <= MAX_REASON),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hellos_agree_on_the_highest_common_version_and_one_network() {
+        let ours = Hello::ours(Network::Regtest);
+        assert_eq!(ours.agree(&ours), Ok(PROTOCOL_VERSION));
+        let later = Hello {
+            version: PROTOCOL_VERSION + 3,
+            min_version: MIN_PROTOCOL_VERSION,
+            network: Network::Regtest,
+        };
+        assert_eq!(ours.agree(&later), Ok(PROTOCOL_VERSION));
+        let too_new = Hello {
+            version: PROTOCOL_VERSION + 3,
+            min_version: PROTOCOL_VERSION + 1,
+            network: Network::Regtest,
+        };
+        assert!(ours.agree(&too_new).unwrap_err().contains("no common"));
+        let inverted = Hello {
+            version: 1,
+            min_version: 2,
+            network: Network::Regtest,
+        };
+        assert!(ours.agree(&inverted).is_err());
+        assert!(ours
+            .agree(&Hello::ours(Network::Bitcoin))
+            .unwrap_err()
+            .contains("network"));
+    }
+
+    #[test]
+    fn a_large_proposal_travels_in_chunks_and_reassembles() {
+        let p = params(3000);
+        let chunks = proposal_chunks(&p, funding(), ClientId(17)).unwrap();
+        assert!(chunks.len() > 1);
+        let mut a = ProposalAssembler::default();
+        for (i, c) in chunks.iter().enumerate() {
+            assert!(encode(&Message::Proposal(c.clone())).len() <= MAX_BODY);
+            let got = a.push(c.clone()).unwrap();
+            if i + 1 < chunks.len() {
+                assert_eq!(got, None);
+            } else {
+                assert_eq!(
+                    got,
+                    Some(Proposal {
+                        params: p.clone(),
+                        funding: funding(),
+                        client: ClientId(17)
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn proposal_chunks_out_of_order_or_inconsistent_are_refused() {
+        let chunks = proposal_chunks(&params(3000), funding(), ClientId(1)).unwrap();
+        let mut a = ProposalAssembler::default();
+        assert!(a.push(chunks[1].clone()).is_err());
+        a.push(chunks[0].clone()).unwrap();
+        assert!(a.push(chunks[2].clone()).is_err());
+        a.push(chunks[0].clone()).unwrap();
+        let mut other = chunks[1].clone();
+        other.client = ClientId(2);
+        assert!(a.push(other).is_err());
+        let mut zero = chunks[0].clone();
+        zero.count = 0;
+        assert!(a.push(zero).is_err());
+        let mut past = chunks[0].clone();
+        past.index = past.count;
+        assert!(a.push(past).is_err());
+        // A proposal naming another factory than its parameters is refused.
+        let mut lie = proposal_chunks(&params(2), funding(), ClientId(1)).unwrap();
+        lie[0].factory = FactoryId([5; 32]);
+        assert!(matches!(
+            ProposalAssembler::default().push(lie[0].clone()),
+            Err(AssemblyError::Undecodable(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bodies_never_panic(ty in 54_000u16..54_100, body in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = read_message(ty, &mut &body[..]);
+        }
+
+        #[test]
+        fn flipped_bytes_never_panic(which in 0usize..11, pos in any::<usize>(), bit in 0u8..8) {
+            let m = &every_message()[which];
+            let mut bytes = encode(m);
+            if !bytes.is_empty() {
+                let i = pos % bytes.len();
+                bytes[i] ^= 1 << bit;
+            }
+            let _ = read_message(m.ty(), &mut &bytes[..]);
+        }
+    }
+}
