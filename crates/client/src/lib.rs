@@ -6,6 +6,7 @@
 pub mod bump;
 pub mod exit;
 pub mod funding;
+pub mod join;
 pub mod package;
 pub mod timeout;
 pub mod watch;

@@ -242,6 +242,31 @@ pub struct SignedTx {
     pub spent: TxOut,
 }
 
+/// A spend a party is about to sign: recorded before its signature leaves the process, so
+/// that no outpoint is ever signed for two different spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendToSign {
+    /// Its role.
+    pub kind: TxKind,
+    /// The outpoint it spends.
+    pub outpoint: OutPoint,
+    /// The BIP-341 key-path signature hash signed.
+    pub sighash: [u8; 32],
+    /// The spending transaction's txid.
+    pub txid: bitcoin::Txid,
+}
+
+impl Prepared {
+    fn spend(&self) -> SpendToSign {
+        SpendToSign {
+            kind: self.kind,
+            outpoint: self.tx.input[0].previous_output,
+            sighash: self.sighash,
+            txid: self.tx.compute_txid(),
+        }
+    }
+}
+
 fn attach(p: Prepared, sig: &Signature) -> SignedTx {
     let mut tx = p.tx;
     tx.input[0].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature {
@@ -441,6 +466,11 @@ impl ClientCeremony {
                     .find(|s| s.kind == kind)
                     .map(|s| s.tx.compute_txid())
             })
+    }
+
+    /// Every spend this client signs in this ceremony (its exit path and timeouts).
+    pub fn spends(&self) -> Vec<SpendToSign> {
+        self.jobs.iter().map(Prepared::spend).collect()
     }
 
     /// Whether the client has verified everything and considers the factory live.
@@ -1021,6 +1051,11 @@ impl LspCeremony {
             )));
         }
         Ok(funding_tx)
+    }
+
+    /// Every spend the LSP signs in this ceremony (empty once finalized).
+    pub fn spends(&self) -> Vec<SpendToSign> {
+        self.jobs.iter().map(|j| j.p.spend()).collect()
     }
 
     /// A fully signed transaction of the factory.

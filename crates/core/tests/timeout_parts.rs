@@ -13,8 +13,8 @@ use superscalar_core::factory::{
     tree_tx_vsize, BuiltTx, Slot, TIMEOUT_SPLIT_VSIZE, TRUC_MAX_VSIZE,
 };
 use superscalar_core::{
-    ClientId, ClientSpec, Factory, FactoryConfig, FactoryError, FactoryId, FactoryParams,
-    LeafKind, NodeId, Shape, TxKind, Version,
+    ClientId, ClientSpec, Factory, FactoryConfig, FactoryError, FactoryId, FactoryParams, LeafKind,
+    NodeId, Shape, TxKind, Version,
 };
 
 fn factory(n: usize, shape: Shape) -> Result<Factory, FactoryError> {
@@ -87,7 +87,11 @@ fn walk(
                 *paid.entry(o.script_pubkey.clone()).or_insert(Amount::ZERO) += o.value;
             }
         } else {
-            assert_eq!(tx.output.len(), parts.len(), "{slot:?}: one output per part");
+            assert_eq!(
+                tx.output.len(),
+                parts.len(),
+                "{slot:?}: one output per part"
+            );
             for (part, o) in parts.iter().zip(&tx.output) {
                 assert_eq!(f.timeout_part_parent(*part), Some(slot));
                 let spent = &built[&TxKind::Timeout(*part)];
@@ -123,9 +127,17 @@ fn check_split_timeouts(f: &Factory, v: &Version) -> usize {
                     *a
                 })
                 .sum();
-            assert_eq!(paid.len(), n.clients.len(), "{top:?}: one payout per client");
+            assert_eq!(
+                paid.len(),
+                n.clients.len(),
+                "{top:?}: one payout per client"
+            );
             let value = amounts.value(f, top);
-            assert_eq!(fees, value - want, "{top:?}: the split's fees are the unsplit fee");
+            assert_eq!(
+                fees,
+                value - want,
+                "{top:?}: the split's fees are the unsplit fee"
+            );
             let big = tree_tx_vsize(n.clients.len(), 0) > TIMEOUT_SPLIT_VSIZE;
             assert_eq!(count > 1, big && !n.children.is_empty(), "{top:?}");
             if count > 1 {
@@ -177,7 +189,9 @@ fn a_client_signs_the_parts_holding_its_money_and_no_others() {
                 unreachable!()
             };
             assert!(f.tree().node(node).clients.contains(&c));
-            assert!(f.signers(p, &v).contains(&superscalar_core::Signer::Client(ClientId(c))));
+            assert!(f
+                .signers(p, &v)
+                .contains(&superscalar_core::Signer::Client(ClientId(c))));
         }
     }
     // A part that does not exist is refused.

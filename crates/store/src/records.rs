@@ -409,9 +409,16 @@ pub struct WatchEntry {
     pub action: WatchAction,
 }
 
-/// The one spend this node ever signs of an outpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The one spend this node ever signs of an outpoint in one role. A factory's protocol signs
+/// several spends of some outputs on purpose (a node's kickoff and the timeout of the same
+/// output; the states of successive versions), each in its own role (`kickoff/3`,
+/// `timeout/in/3`, `state/3@v2`); what must never happen is a second, different spend in the
+/// same role (a second version of a transaction that was meant to be unique).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spend {
+    /// The role of the spend (the transaction's label, with its version where versions replace
+    /// each other).
+    pub role: TxLabel,
     /// The signature hash signed.
     pub sighash: [u8; 32],
     /// The spending transaction.
@@ -592,4 +599,47 @@ mod tests {
             assert!(TxLabel::new(bad).is_err());
         }
     }
+}
+
+/// One durable change a protocol step asks for, written before the step's messages are sent
+/// ([`crate::Store::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A factory now being formed, and its ceremony's first round.
+    NewFactory {
+        /// The factory.
+        record: FactoryRecord,
+        /// Its ceremony.
+        round: CeremonyRound,
+    },
+    /// The ceremony reached a round; `spends` are what this node signs in it.
+    Round {
+        /// The round.
+        round: CeremonyRound,
+        /// Every spend this node signs from now on.
+        spends: Vec<(bitcoin::OutPoint, Spend)>,
+    },
+    /// The ceremony is over: every transaction signed and verified.
+    Signed {
+        /// The factory.
+        factory: FactoryId,
+        /// Its signed transactions.
+        txs: Vec<SignedTx>,
+        /// Its status now.
+        status: FactoryStatus,
+    },
+    /// The factory's funding outpoint.
+    Funding {
+        /// The factory.
+        factory: FactoryId,
+        /// Where it is funded.
+        outpoint: bitcoin::OutPoint,
+    },
+    /// The factory moved to a new status (`Aborted` also drops its ceremony).
+    Status {
+        /// The factory.
+        factory: FactoryId,
+        /// Its status now.
+        status: FactoryStatus,
+    },
 }

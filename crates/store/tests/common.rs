@@ -28,6 +28,7 @@ pub fn outpoint(n: u32, vout: u32) -> OutPoint {
 /// A spend of something by `tx(n)`.
 pub fn spend(n: u32) -> Spend {
     Spend {
+        role: TxLabel::new("kickoff/0").unwrap(),
         sighash: [n as u8; 32],
         txid: tx(n).compute_txid(),
     }

@@ -113,12 +113,16 @@ fn check(store: &Store) -> u64 {
         );
         for r in 1..=c.round {
             assert_eq!(
-                store.recorded_spend(outpoint(r, 0)).unwrap(),
+                store
+                    .recorded_spend(outpoint(r, 0), &spend(r).role)
+                    .unwrap(),
                 Some(spend(r))
             );
         }
         assert_eq!(
-            store.recorded_spend(outpoint(c.round + 1, 0)).unwrap(),
+            store
+                .recorded_spend(outpoint(c.round + 1, 0), &spend(0).role)
+                .unwrap(),
             None
         );
     }

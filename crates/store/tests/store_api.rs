@@ -208,12 +208,27 @@ fn never_two_different_spends_of_one_outpoint() {
     assert!(store
         .record_spends(&[(fresh, spend(12)), (op, spend(13))])
         .is_err());
-    assert_eq!(store.recorded_spend(fresh).unwrap(), None);
+    assert_eq!(store.recorded_spend(fresh, &spend(12).role).unwrap(), None);
     // It holds across restarts.
     drop(store);
     let mut store = Store::open(&dir.path().join("node")).unwrap();
-    assert_eq!(store.recorded_spend(op).unwrap(), Some(spend(10)));
+    assert_eq!(
+        store.recorded_spend(op, &spend(10).role).unwrap(),
+        Some(spend(10))
+    );
     assert!(store.record_spends(&[(op, spend(14))]).is_err());
+    // Another role of the same outpoint (a kickoff and the timeout of one output) is its own
+    // spend, and conflicts only with itself.
+    let mut timeout = spend(15);
+    timeout.role = TxLabel::new("timeout/in/0").unwrap();
+    store.record_spends(&[(op, timeout.clone())]).unwrap();
+    assert_eq!(
+        store.recorded_spends(op).unwrap(),
+        vec![spend(10), timeout.clone()]
+    );
+    let mut other = spend(16);
+    other.role = timeout.role.clone();
+    assert!(store.record_spends(&[(op, other)]).is_err());
 }
 
 #[test]
@@ -253,7 +268,12 @@ fn ceremonies_record_rounds_atomically() {
         .unwrap_err();
     assert!(matches!(err, StoreError::ConflictingSpend { .. }));
     assert_eq!(store.ceremony(f.id).unwrap(), Some(round(2, all.clone())));
-    assert_eq!(store.recorded_spend(outpoint(2, 0)).unwrap(), None);
+    assert_eq!(
+        store
+            .recorded_spend(outpoint(2, 0), &spend(0).role)
+            .unwrap(),
+        None
+    );
 
     // Restarting without a client.
     store
@@ -292,7 +312,9 @@ fn ceremonies_record_rounds_atomically() {
     store.abort_ceremony(f.id).unwrap();
     assert!(store.ceremonies().unwrap().is_empty());
     assert_eq!(
-        store.recorded_spend(outpoint(1, 0)).unwrap(),
+        store
+            .recorded_spend(outpoint(1, 0), &spend(0).role)
+            .unwrap(),
         Some(spend(1))
     );
 }

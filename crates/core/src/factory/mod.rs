@@ -34,6 +34,7 @@ use crate::types::{ClientId, FactoryId, NodeId};
 mod amounts;
 mod hints;
 mod keys;
+mod labels;
 mod punishment;
 mod scripts;
 mod timeouts;

@@ -151,6 +151,29 @@ CREATE INDEX invoices_by_status ON invoices (status);
 CREATE INDEX watch_by_factory ON watch (factory_id);
 "#;
 
+/// Version 3: a spend is unique per outpoint and role, not per outpoint (a factory signs a node's
+/// kickoff and the timeout of the same output on purpose). Spends recorded before get the role
+/// `-`.
+const V3: &str = r#"
+DROP TRIGGER signed_outpoints_no_update;
+DROP TRIGGER signed_outpoints_no_delete;
+CREATE TABLE signed_spends (
+    txid BLOB NOT NULL CHECK (length(txid) = 32),
+    vout INTEGER NOT NULL CHECK (vout BETWEEN 0 AND 4294967295),
+    role TEXT NOT NULL CHECK (length(role) BETWEEN 1 AND 64),
+    sighash BLOB NOT NULL CHECK (length(sighash) = 32),
+    spend_txid BLOB NOT NULL CHECK (length(spend_txid) = 32),
+    PRIMARY KEY (txid, vout, role)
+) STRICT, WITHOUT ROWID;
+INSERT INTO signed_spends (txid, vout, role, sighash, spend_txid)
+    SELECT txid, vout, '-', sighash, spend_txid FROM signed_outpoints;
+DROP TABLE signed_outpoints;
+CREATE TRIGGER signed_spends_no_update BEFORE UPDATE ON signed_spends
+BEGIN SELECT RAISE(ABORT, 'signed_spends is append-only'); END;
+CREATE TRIGGER signed_spends_no_delete BEFORE DELETE ON signed_spends
+BEGIN SELECT RAISE(ABORT, 'signed_spends is append-only'); END;
+"#;
+
 /// Every migration, in order: the schema version is the number applied.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -160,6 +183,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         description: "invoice claim deadline; indexes for scans",
         sql: V2,
+    },
+    Migration {
+        description: "spends unique per outpoint and role",
+        sql: V3,
     },
 ];
 

@@ -225,10 +225,12 @@ fn watch_of(
     })
 }
 
-fn spend_of(sighash: Vec<u8>, txid: Vec<u8>) -> Result<Spend> {
+fn spend_of(role: String, sighash: Vec<u8>, txid: Vec<u8>) -> Result<Spend> {
     Ok(Spend {
-        sighash: array32(sighash, "signed_outpoints.sighash")?,
-        txid: txid_of(txid, "signed_outpoints.spend_txid")?,
+        role: TxLabel::new(role)
+            .map_err(|e| StoreError::corrupt("signed_spends.role", e.to_string()))?,
+        sighash: array32(sighash, "signed_spends.sighash")?,
+        txid: txid_of(txid, "signed_spends.spend_txid")?,
     })
 }
 
@@ -286,31 +288,37 @@ fn put_signed_txs(tx: &Transaction<'_>, factory: FactoryId, txs: &[SignedTx]) ->
 
 fn put_spends(tx: &Transaction<'_>, spends: &[(OutPoint, Spend)]) -> Result<()> {
     for (outpoint, spend) in spends {
-        let existing: Option<(Vec<u8>, Vec<u8>)> = tx
+        let existing: Option<(String, Vec<u8>, Vec<u8>)> = tx
             .query_row(
-                "SELECT sighash, spend_txid FROM signed_outpoints WHERE txid = ?1 AND vout = ?2",
-                params![&outpoint.txid.to_byte_array()[..], outpoint.vout],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                "SELECT role, sighash, spend_txid FROM signed_spends \
+                 WHERE txid = ?1 AND vout = ?2 AND role = ?3",
+                params![
+                    &outpoint.txid.to_byte_array()[..],
+                    outpoint.vout,
+                    spend.role.as_str()
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
         match existing {
-            Some((sighash, txid)) => {
-                let recorded = spend_of(sighash, txid)?;
+            Some((role, sighash, txid)) => {
+                let recorded = spend_of(role, sighash, txid)?;
                 if recorded != *spend {
                     return Err(StoreError::ConflictingSpend {
                         outpoint: *outpoint,
                         recorded: Box::new(recorded),
-                        attempted: Box::new(*spend),
+                        attempted: Box::new(spend.clone()),
                     });
                 }
             }
             None => {
                 tx.execute(
-                    "INSERT INTO signed_outpoints (txid, vout, sighash, spend_txid) \
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO signed_spends (txid, vout, role, sighash, spend_txid) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
                         &outpoint.txid.to_byte_array()[..],
                         outpoint.vout,
+                        spend.role.as_str(),
                         &spend.sighash[..],
                         &spend.txid.to_byte_array()[..]
                     ],
@@ -760,6 +768,31 @@ impl Store {
         })
     }
 
+    /// Write one protocol step's change. A crash inside `NewFactory` (two transactions) leaves
+    /// at most a `Forming` factory without a ceremony, which a restart aborts like any other
+    /// `Forming` factory (its secret nonces are gone).
+    pub fn apply(&mut self, change: &Change) -> Result<()> {
+        match change {
+            Change::NewFactory { record, round } => {
+                self.insert_factory(record)?;
+                self.record_ceremony_round(round, &[])
+            }
+            Change::Round { round, spends } => self.record_ceremony_round(round, spends),
+            Change::Signed {
+                factory,
+                txs,
+                status,
+            } => self.finish_ceremony(*factory, *status, txs),
+            Change::Funding { factory, outpoint } => self.set_factory_funding(*factory, *outpoint),
+            Change::Status { factory, status } => {
+                if *status == FactoryStatus::Aborted {
+                    self.abort_ceremony(*factory)?;
+                }
+                self.set_factory_status(*factory, *status)
+            }
+        }
+    }
+
     // ---- channels ----
 
     /// Record a new channel.
@@ -1144,17 +1177,35 @@ impl Store {
         self.write(|tx| put_spends(tx, spends))
     }
 
-    /// The spend recorded for an outpoint, if any.
-    pub fn recorded_spend(&self, outpoint: OutPoint) -> Result<Option<Spend>> {
+    /// The spend recorded for an outpoint in `role`, if any.
+    pub fn recorded_spend(&self, outpoint: OutPoint, role: &TxLabel) -> Result<Option<Spend>> {
         self.conn
             .query_row(
-                "SELECT sighash, spend_txid FROM signed_outpoints WHERE txid = ?1 AND vout = ?2",
-                params![&outpoint.txid.to_byte_array()[..], outpoint.vout],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                "SELECT role, sighash, spend_txid FROM signed_spends \
+                 WHERE txid = ?1 AND vout = ?2 AND role = ?3",
+                params![
+                    &outpoint.txid.to_byte_array()[..],
+                    outpoint.vout,
+                    role.as_str()
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?
-            .map(|(s, t)| spend_of(s, t))
+            .map(|(r, s, t)| spend_of(r, s, t))
             .transpose()
+    }
+
+    /// Every spend of `outpoint` recorded, in every role.
+    pub fn recorded_spends(&self, outpoint: OutPoint) -> Result<Vec<Spend>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT role, sighash, spend_txid FROM signed_spends \
+             WHERE txid = ?1 AND vout = ?2 ORDER BY role",
+        )?;
+        let rows = stmt.query_map(
+            params![&outpoint.txid.to_byte_array()[..], outpoint.vout],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        collect(rows, |(r, s, t)| spend_of(r, s, t))
     }
 }
 

@@ -81,6 +81,7 @@ fn a_version_1_database_with_data_migrates_to_the_current_version() {
         vout: 0,
     };
     let spend = Spend {
+        role: TxLabel::new("-").unwrap(),
         sighash: [3; 32],
         txid: tx(2).compute_txid(),
     };
@@ -110,7 +111,18 @@ fn a_version_1_database_with_data_migrates_to_the_current_version() {
             Some(secret),
         )
         .unwrap();
-        v1.record_spends(&[(op, spend)]).unwrap();
+        // Version 1 kept one spend per outpoint, without a role.
+        v1.conn
+            .execute(
+                "INSERT INTO signed_outpoints (txid, vout, sighash, spend_txid) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![
+                    &op.txid.to_byte_array()[..],
+                    op.vout,
+                    &spend.sighash[..],
+                    &spend.txid.to_byte_array()[..]
+                ],
+            )
+            .unwrap();
         v1.watch(&WatchEntry {
             outpoint: op,
             factory: Some(f.id),
@@ -144,7 +156,10 @@ fn a_version_1_database_with_data_migrates_to_the_current_version() {
     assert_eq!(store.signed_txs(f.id).unwrap()[0].tx, tx(1));
     assert_eq!(store.channel(channel.id).unwrap(), Some(channel.clone()));
     assert_eq!(store.received_secrets(channel.id).unwrap(), vec![secret]);
-    assert_eq!(store.recorded_spend(op).unwrap(), Some(spend));
+    assert_eq!(
+        store.recorded_spend(op, &spend.role).unwrap(),
+        Some(spend.clone())
+    );
     assert_eq!(store.watch_list().unwrap().len(), 1);
     let inv = store.invoice(preimage.payment_hash()).unwrap().unwrap();
     assert_eq!(inv.status, InvoiceStatus::Paid);
@@ -340,6 +355,7 @@ fn damaged_records_are_typed_errors() {
         .record_spends(&[(
             op,
             Spend {
+                role: TxLabel::new("kickoff/0").unwrap(),
                 sighash: [1; 32],
                 txid: op.txid,
             },
@@ -429,16 +445,21 @@ fn damaged_records_are_typed_errors() {
     damage(&store, "UPDATE node SET network = 'moon'");
     corrupt(store.node().map(drop), "network");
 
-    // signed_outpoints is append-only even for raw SQL: damage it by rebuilding the row.
+    // signed_spends is append-only even for raw SQL: damage it by rebuilding the row.
     damage(
         &store,
-        "DROP TRIGGER signed_outpoints_no_update; UPDATE signed_outpoints SET sighash = x'00'",
+        "DROP TRIGGER signed_spends_no_update; UPDATE signed_spends SET sighash = x'00'",
     );
-    corrupt(store.recorded_spend(op).map(drop), "sighash");
+    corrupt(
+        store
+            .recorded_spend(op, &TxLabel::new("kickoff/0").unwrap())
+            .map(drop),
+        "sighash",
+    );
 }
 
 #[test]
-fn histories_and_signed_outpoints_are_append_only_in_sql_too() {
+fn histories_and_signed_spends_are_append_only_in_sql_too() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     let f = factory(1);
@@ -450,6 +471,7 @@ fn histories_and_signed_outpoints_are_append_only_in_sql_too() {
         .record_spends(&[(
             OutPoint::null(),
             Spend {
+                role: TxLabel::new("kickoff/0").unwrap(),
                 sighash: [1; 32],
                 txid: tx(1).compute_txid(),
             },
@@ -458,8 +480,8 @@ fn histories_and_signed_outpoints_are_append_only_in_sql_too() {
     for sql in [
         "UPDATE factory_states SET state = x'00'",
         "DELETE FROM factory_states",
-        "UPDATE signed_outpoints SET sighash = zeroblob(32)",
-        "DELETE FROM signed_outpoints",
+        "UPDATE signed_spends SET sighash = zeroblob(32)",
+        "DELETE FROM signed_spends",
     ] {
         let err = store.conn.execute(sql, []).unwrap_err();
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");

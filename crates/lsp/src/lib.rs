@@ -1,0 +1,3 @@
+//! The SuperScalar LSP: forming factories with its clients over BOLT-8 ([`formation`]).
+
+pub mod formation;
