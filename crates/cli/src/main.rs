@@ -3,6 +3,7 @@
 mod bench;
 mod bench_payments;
 mod chaind;
+mod daemons;
 mod demo;
 mod demo_channels;
 mod demo_factory;
@@ -56,6 +57,12 @@ enum Command {
     /// A regtest node on the embedded chain serving Bitcoin Core's JSON-RPC (bitcoin-cli works
     /// against it), until the `stop` RPC, SIGINT or SIGTERM.
     Chaind(chaind::ChaindArgs),
+    /// The LSP daemon and its control verbs.
+    #[command(subcommand)]
+    Lsp(daemons::LspCommand),
+    /// A client daemon and its control verbs.
+    #[command(subcommand)]
+    Client(daemons::ClientCommand),
     /// Print one client's signed exit package (JSON) for a factory of N clients.
     ExportExit {
         /// Clients in the factory.
@@ -74,6 +81,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Chaind(args) => return chaind::run(args),
+        Command::Lsp(command) => return daemons::lsp(command),
+        Command::Client(command) => return daemons::client(command),
         Command::Demo { data_dir } => demo::run(data_dir),
         Command::Bench {
             clients,

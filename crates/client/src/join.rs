@@ -274,6 +274,10 @@ impl Joining {
             }
             (State::Signing { ceremony, round }, Message::FinalSigs(m)) if *round == 2 => {
                 let signed = ceremony.finish(&m)?.to_vec();
+                let me = ceremony.client();
+                let state = serde_json::to_vec(&signed).map_err(|e| {
+                    JoinError::Unexpected(if e.is_io() { "io" } else { "unencodable state" })
+                })?;
                 let txs = signed
                     .into_iter()
                     .map(|s| {
@@ -291,11 +295,19 @@ impl Joining {
                 };
                 self.state = State::Signed { ceremony };
                 Ok(Output {
-                    persist: vec![Change::Signed {
-                        factory: id,
-                        txs,
-                        status: FactoryStatus::Signed,
-                    }],
+                    persist: vec![
+                        Change::State {
+                            factory: id,
+                            party: Party::Client(me.0),
+                            version: 0,
+                            bytes: state,
+                        },
+                        Change::Signed {
+                            factory: id,
+                            txs,
+                            status: FactoryStatus::Signed,
+                        },
+                    ],
                     send: Vec::new(),
                 })
             }

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod bump;
+pub mod daemon;
 pub mod exit;
 pub mod funding;
 pub mod join;

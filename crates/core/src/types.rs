@@ -29,6 +29,22 @@ impl fmt::Display for FactoryId {
     }
 }
 
+/// A factory id that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a factory id is 64 hex digits")]
+pub struct ParseFactoryIdError;
+
+impl std::str::FromStr for FactoryId {
+    type Err = ParseFactoryIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use bitcoin::hex::FromHex;
+        <[u8; 32]>::from_hex(s)
+            .map(FactoryId)
+            .map_err(|_| ParseFactoryIdError)
+    }
+}
+
 /// A node of the factory tree (index into the tree's arena; the root is 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NodeId(pub u32);
@@ -86,5 +102,19 @@ mod tests {
         assert_eq!(serde_json::from_str::<FactoryId>(&json).unwrap(), id);
         assert!(serde_json::from_str::<FactoryId>("\"zz\"").is_err());
         assert!(serde_json::from_str::<FactoryId>(&format!("\"{}\"", "é".repeat(32))).is_err());
+    }
+}
+
+#[cfg(test)]
+mod factory_id_tests {
+    use super::FactoryId;
+
+    #[test]
+    fn factory_ids_parse_back_from_their_display() {
+        let id = FactoryId([0xab; 32]);
+        assert_eq!(id.to_string().parse::<FactoryId>(), Ok(id));
+        for bad in ["", "ab", &"g".repeat(64), &"a".repeat(66)] {
+            assert!(bad.parse::<FactoryId>().is_err(), "{bad}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! | `m/9735'/coin'/1'/i'` | this node's key in the factory of key index `i` (fresh per factory) |
 //! | `m/9735'/coin'/2'/i'/k'` | base secret `k` of the channel of key index `i` (see [`ChannelBaseSecrets`]) |
 //! | `m/9735'/coin'/3'/i'` | the LSP's stock revocation seed of the factory of key index `i` |
+//! | `m/9735'/coin'/4'/0'` | the seed of the node's on-chain wallet (its BIP-86 keys derive from it) |
 //!
 //! Key indices are handed out by [`crate::Store::allocate_key_index`], which never hands out
 //! the same index twice for one family.
@@ -237,6 +238,14 @@ impl NodeKeys {
         funding.non_secure_erase();
         seed_key.non_secure_erase();
         Ok(secrets)
+    }
+
+    /// The seed of the node's on-chain wallet (`m/9735'/coin'/4'/0'`, the derived key's bytes).
+    pub fn wallet_seed(&self) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+        let mut secret = self.derive(&[4, 0])?;
+        let seed = Zeroizing::new(secret.secret_bytes());
+        secret.non_secure_erase();
+        Ok(seed)
     }
 
     /// The LSP's stock revocation seed of the factory of key index `index`

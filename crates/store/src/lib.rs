@@ -12,6 +12,7 @@
 pub mod error;
 mod fs;
 pub mod keys;
+pub mod node;
 pub mod records;
 pub mod seed;
 pub mod sqlite;

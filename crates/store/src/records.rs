@@ -635,6 +635,17 @@ pub enum Change {
         /// Where it is funded.
         outpoint: bitcoin::OutPoint,
     },
+    /// The next version of a party's state in a factory (the caller's encoding).
+    State {
+        /// The factory.
+        factory: FactoryId,
+        /// Whose state.
+        party: Party,
+        /// Its version (0 first, then each next).
+        version: u64,
+        /// The state.
+        bytes: Vec<u8>,
+    },
     /// The factory moved to a new status (`Aborted` also drops its ceremony).
     Status {
         /// The factory.

@@ -147,8 +147,9 @@ impl OnchainWallet {
         Ok(height)
     }
 
-    /// Tell the wallet about a transaction it just broadcast.
-    fn note_unconfirmed(&mut self, tx: &Transaction) {
+    /// Tell the wallet about a transaction it just broadcast (its coins are spent, its change
+    /// is pending).
+    pub fn note_unconfirmed(&mut self, tx: &Transaction) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -784,6 +784,12 @@ impl Store {
                 status,
             } => self.finish_ceremony(*factory, *status, txs),
             Change::Funding { factory, outpoint } => self.set_factory_funding(*factory, *outpoint),
+            Change::State {
+                factory,
+                party,
+                version,
+                bytes,
+            } => self.append_factory_state(*factory, *party, *version, bytes),
             Change::Status { factory, status } => {
                 if *status == FactoryStatus::Aborted {
                     self.abort_ceremony(*factory)?;

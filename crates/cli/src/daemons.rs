@@ -1,0 +1,418 @@
+//! `superscalar lsp ...` and `superscalar client ...`: `run` starts the daemon; every other verb
+//! is a call to the running daemon's control API (JSON-RPC over loopback HTTP, authenticated by
+//! the cookie file in its data directory), printed as a table or, with `--json`, as JSON.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::{Amount, FeeRate, Network};
+use serde_json::{json, Value};
+use superscalar_api::{ApiClient, ApiClientError, COOKIE_FILE};
+use superscalar_core::FactoryConfig;
+
+/// Default control API address of the LSP.
+pub const LSP_API: &str = "127.0.0.1:9736";
+/// Default control API address of a client.
+pub const CLIENT_API: &str = "127.0.0.1:9737";
+
+/// Where to reach a running daemon.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// The daemon's data directory (its API cookie is there).
+    #[arg(long)]
+    datadir: PathBuf,
+    /// The daemon's control API address.
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The chain connection of a daemon.
+#[derive(Debug, clap::Args)]
+pub struct ChainArgs {
+    /// Bitcoin Core's (or `superscalar chaind`'s) JSON-RPC URL.
+    #[arg(long)]
+    chain_rpc: String,
+    /// Its cookie file.
+    #[arg(long)]
+    chain_cookie: PathBuf,
+    /// The chain (only regtest today).
+    #[arg(long, default_value = "regtest")]
+    network: Network,
+    /// Keep the seed unencrypted (regtest only); otherwise the passphrase is read from
+    /// SUPERSCALAR_PASSPHRASE.
+    #[arg(long)]
+    no_passphrase: bool,
+}
+
+/// `superscalar lsp`.
+#[derive(Debug, clap::Subcommand)]
+pub enum LspCommand {
+    /// Run the LSP daemon.
+    Run {
+        /// Data directory (created on first start).
+        #[arg(long)]
+        datadir: PathBuf,
+        /// Where clients connect (BOLT-8).
+        #[arg(long, default_value = "127.0.0.1:9735")]
+        listen: SocketAddr,
+        /// The control API address (loopback only; port 0 picks one).
+        #[arg(long, default_value = LSP_API)]
+        api: SocketAddr,
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// Form a factory once this many clients wait.
+        #[arg(long, default_value_t = 8)]
+        min_clients: usize,
+        /// At most this many clients per factory.
+        #[arg(long, default_value_t = 64)]
+        max_clients: usize,
+        /// Seconds a ceremony round waits for every member before it restarts without the late.
+        #[arg(long, default_value_t = 30)]
+        round_timeout: u64,
+        /// Blocks a factory is active (its dying period is a tenth of it, at least 5).
+        #[arg(long, default_value_t = 200)]
+        active_blocks: u32,
+    },
+    /// The LSP's state: node id, wallet, clients, factory being formed, recent events.
+    Status(ApiArgs),
+    /// Every factory.
+    Factories(ApiArgs),
+    /// One factory and its transactions.
+    Factory {
+        /// The factory id (hex).
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Connected and waiting clients.
+    Clients(ApiArgs),
+    /// Form a factory now with the clients waiting.
+    CreateFactory(ApiArgs),
+    /// A new address of the LSP's on-chain wallet.
+    Newaddress(ApiArgs),
+    /// Stop the daemon.
+    Stop(ApiArgs),
+}
+
+/// `superscalar client`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Run a client daemon.
+    Run {
+        /// Data directory (created on first start).
+        #[arg(long)]
+        datadir: PathBuf,
+        /// The LSP as NODE_ID@HOST:PORT (its node id is pinned).
+        #[arg(long)]
+        lsp: String,
+        /// The control API address (loopback only; port 0 picks one).
+        #[arg(long, default_value = CLIENT_API)]
+        api: SocketAddr,
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The capacity of the channel to ask for, in sat.
+        #[arg(long, default_value_t = 100_000)]
+        capacity_sat: u64,
+        /// Inject a fault (tests only): `stall-before-partials`.
+        #[arg(long, hide = true)]
+        fault: Option<String>,
+    },
+    /// The client's state: LSP connection, factory, recent events.
+    Status(ApiArgs),
+    /// Exit the factory alone, on chain (goes on with each new block).
+    Exit(ApiArgs),
+    /// Where the exit is.
+    ExitStatus(ApiArgs),
+    /// Stop the daemon.
+    Stop(ApiArgs),
+}
+
+fn error(message: &str) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "error: {message}");
+    ExitCode::FAILURE
+}
+
+fn usage(message: &str) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "error: {message}");
+    ExitCode::from(2)
+}
+
+fn passphrase(chain: &ChainArgs) -> Result<Option<String>, String> {
+    if chain.no_passphrase {
+        if chain.network != Network::Regtest {
+            return Err("--no-passphrase is for regtest only".into());
+        }
+        return Ok(None);
+    }
+    match std::env::var("SUPERSCALAR_PASSPHRASE") {
+        Ok(p) if !p.is_empty() => Ok(Some(p)),
+        _ => Err(
+            "set SUPERSCALAR_PASSPHRASE to the seed's passphrase (or --no-passphrase on regtest)"
+                .into(),
+        ),
+    }
+}
+
+/// Logs to stderr and to `<datadir>/debug.log`.
+fn init_logs(datadir: &Path) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ldk=warn"));
+    let file = std::fs::create_dir_all(datadir)
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(datadir.join("debug.log"))
+        })
+        .ok();
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter).with(stderr);
+    match file {
+        Some(f) => {
+            let file_layer = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f));
+            let _ = registry.with(file_layer).try_init();
+        }
+        None => {
+            let _ = registry.try_init();
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Runs `superscalar lsp ...`.
+pub fn lsp(command: LspCommand) -> ExitCode {
+    match command {
+        LspCommand::Run {
+            datadir,
+            listen,
+            api,
+            chain,
+            min_clients,
+            max_clients,
+            round_timeout,
+            active_blocks,
+        } => {
+            if min_clients == 0 || max_clients < min_clients {
+                return usage("need 1 <= --min-clients <= --max-clients");
+            }
+            if !(20..=100_000).contains(&active_blocks) {
+                return usage("--active-blocks must be within 20..=100000");
+            }
+            let passphrase = match passphrase(&chain) {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
+            init_logs(&datadir);
+            let config = superscalar_lsp::daemon::LspConfig {
+                datadir,
+                network: chain.network,
+                listen,
+                api,
+                chain_url: chain.chain_rpc,
+                chain_cookie: chain.chain_cookie,
+                passphrase,
+                min_clients,
+                max_clients,
+                round_timeout: Duration::from_secs(round_timeout.max(1)),
+                factory: FactoryConfig {
+                    active_blocks,
+                    dying_blocks: (active_blocks / 10).max(5),
+                    network: chain.network,
+                    ..FactoryConfig::regtest()
+                },
+                funding_fee_rate: FeeRate::from_sat_per_vb_u32(2),
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return error(&e),
+            };
+            let result = rt.block_on(superscalar_lsp::daemon::run(config, |id, listen, api| {
+                println!("lsp {id}@{listen} api {api}");
+            }));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => error(&e.to_string()),
+            }
+        }
+        LspCommand::Status(a) => call(&a, LSP_API, "status", json!({}), print_status),
+        LspCommand::Factories(a) => call(&a, LSP_API, "factories", json!({}), print_factories),
+        LspCommand::Factory { id, api } => {
+            call(&api, LSP_API, "factory", json!({ "id": id }), print_pretty)
+        }
+        LspCommand::Clients(a) => call(&a, LSP_API, "clients", json!({}), print_pretty),
+        LspCommand::CreateFactory(a) => {
+            call(&a, LSP_API, "create-factory", json!({}), print_pretty)
+        }
+        LspCommand::Newaddress(a) => call(&a, LSP_API, "newaddress", json!({}), |v| {
+            println!("{}", v["address"].as_str().unwrap_or_default())
+        }),
+        LspCommand::Stop(a) => call(&a, LSP_API, "stop", json!({}), |_| println!("stopping")),
+    }
+}
+
+/// Runs `superscalar client ...`.
+pub fn client(command: ClientCommand) -> ExitCode {
+    match command {
+        ClientCommand::Run {
+            datadir,
+            lsp,
+            api,
+            chain,
+            capacity_sat,
+            fault,
+        } => {
+            let fault = match fault.as_deref() {
+                None => None,
+                Some("stall-before-partials") => {
+                    Some(superscalar_client::daemon::Fault::StallBeforePartials)
+                }
+                Some(other) => return usage(&format!("unknown --fault {other:?}")),
+            };
+            let Some((id, addr)) = lsp.split_once('@') else {
+                return usage("--lsp must be NODE_ID@HOST:PORT");
+            };
+            let Ok(lsp_id) = id.parse::<PublicKey>() else {
+                return usage(&format!("--lsp: {id:?} is not a node id (33 bytes in hex)"));
+            };
+            let Ok(lsp_addr) = addr.parse::<SocketAddr>() else {
+                return usage(&format!("--lsp: {addr:?} is not HOST:PORT"));
+            };
+            let capacity = Amount::from_sat(capacity_sat);
+            if !(superscalar_lsp::daemon::MIN_CAPACITY..=superscalar_lsp::daemon::MAX_CAPACITY)
+                .contains(&capacity)
+            {
+                return usage(&format!(
+                    "--capacity-sat must be within {}..={}",
+                    superscalar_lsp::daemon::MIN_CAPACITY.to_sat(),
+                    superscalar_lsp::daemon::MAX_CAPACITY.to_sat()
+                ));
+            }
+            let passphrase = match passphrase(&chain) {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
+            init_logs(&datadir);
+            let config = superscalar_client::daemon::ClientConfig {
+                datadir,
+                network: chain.network,
+                lsp_id,
+                lsp_addr,
+                api,
+                chain_url: chain.chain_rpc,
+                chain_cookie: chain.chain_cookie,
+                passphrase,
+                capacity,
+                fault,
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return error(&e),
+            };
+            let result = rt.block_on(superscalar_client::daemon::run(config, |id, api| {
+                println!("client {id} api {api}");
+            }));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => error(&e.to_string()),
+            }
+        }
+        ClientCommand::Status(a) => call(&a, CLIENT_API, "status", json!({}), print_status),
+        ClientCommand::Exit(a) => call(&a, CLIENT_API, "exit", json!({}), print_pretty),
+        ClientCommand::ExitStatus(a) => {
+            call(&a, CLIENT_API, "exit-status", json!({}), print_pretty)
+        }
+        ClientCommand::Stop(a) => call(&a, CLIENT_API, "stop", json!({}), |_| println!("stopping")),
+    }
+}
+
+/// Calls `method` on the daemon of `a` and prints the result with `print` (or as JSON).
+fn call(
+    a: &ApiArgs,
+    default_api: &str,
+    method: &str,
+    params: Value,
+    print: fn(&Value),
+) -> ExitCode {
+    let addr = a
+        .api
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| default_api.to_owned());
+    let client = ApiClient::new(format!("http://{addr}/"), a.datadir.join(COOKIE_FILE));
+    match client.call(method, params) {
+        Ok(v) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print(&v);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ApiClientError::NotRunning { .. }) => error(&format!(
+            "no daemon answers at {addr}: is it running (`run --datadir {}`), and is --api right?",
+            a.datadir.display()
+        )),
+        Err(e) => error(&e.to_string()),
+    }
+}
+
+fn print_pretty(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Key-value lines for the scalar fields, then the nested ones pretty-printed.
+fn print_status(v: &Value) {
+    let Some(map) = v.as_object() else {
+        return print_pretty(v);
+    };
+    for (k, val) in map {
+        match val {
+            Value::Array(items) if k == "events" => {
+                println!("{k}:");
+                for e in items {
+                    println!("  {}", e.as_str().unwrap_or_default());
+                }
+            }
+            Value::Object(_) | Value::Array(_) => {
+                println!("{k}: {}", serde_json::to_string(val).unwrap_or_default())
+            }
+            Value::String(s) => println!("{k}: {s}"),
+            Value::Null => println!("{k}: -"),
+            other => println!("{k}: {other}"),
+        }
+    }
+}
+
+fn print_factories(v: &Value) {
+    let Some(items) = v.as_array() else {
+        return print_pretty(v);
+    };
+    println!(
+        "{:<64}  {:<8}  {:>8}  {:>8}",
+        "factory", "status", "created", "timeout"
+    );
+    for f in items {
+        println!(
+            "{:<64}  {:<8}  {:>8}  {:>8}",
+            f["id"].as_str().unwrap_or_default(),
+            f["status"].as_str().unwrap_or_default(),
+            f["created_height"],
+            f["timeout_height"],
+        );
+    }
+}

@@ -1,0 +1,635 @@
+//! `superscalar client run`: a client as a daemon. One task owns the state and takes, in order,
+//! what the LSP sends (BOLT-8 to the LSP's pinned node id), what the user asks (the control
+//! API) and a one-second tick (reconnecting, its own chain view, the exit's next step).
+//!
+//! Joining: once connected, a client without a factory asks to join with a fresh factory key
+//! ([`Joining`]); every step writes its records before its messages leave. The factory counts
+//! as signed once every final signature of its exit path and timeouts verifies, and as live
+//! only once the client's own chain connection shows the funding output confirmed: never on
+//! the LSP's word.
+//!
+//! Restart: a factory still forming is aborted (its secret nonces died with the process) and the
+//! client joins again; a signed or live factory is resumed from the store (its signed
+//! transactions are its state, version 0), and an exit under way goes on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::{Amount, Network, OutPoint, Transaction};
+use serde_json::{json, Value};
+use superscalar_api::ApiError;
+use superscalar_chain::rpc::auth::Auth;
+use superscalar_chain::{BitcoindRpc, Chain, TxStatus};
+use superscalar_core::ceremony::SignedTx;
+use superscalar_core::codec::decode;
+use superscalar_core::{ClientSpec, Factory, FactoryId, FactoryParams, Signer};
+use superscalar_store::node::open_node;
+use superscalar_store::{Change, FactoryStatus, KeyFamily, NodeMeta, Party, Role, Store};
+use superscalar_wire::messages::{ErrorCode, ErrorMsg, Message};
+use superscalar_wire::transport::{Event, Transport};
+
+use crate::exit::{ExitProgress, UnilateralExit};
+use crate::join::{Joining, Output, Request as JoinRequest};
+
+/// How the client runs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Its data directory (seed, database, API cookie).
+    pub datadir: PathBuf,
+    /// The chain.
+    pub network: Network,
+    /// The LSP's node id (pinned: BOLT-8 refuses any other).
+    pub lsp_id: PublicKey,
+    /// The LSP's address.
+    pub lsp_addr: SocketAddr,
+    /// Where the control API listens (loopback).
+    pub api: SocketAddr,
+    /// This client's own chain connection: Bitcoin Core's (or `chaind`'s) JSON-RPC URL.
+    pub chain_url: String,
+    /// Its cookie file.
+    pub chain_cookie: PathBuf,
+    /// The seed's passphrase (`None`: unencrypted, regtest only).
+    pub passphrase: Option<String>,
+    /// The capacity of the channel it asks for.
+    pub capacity: Amount,
+    /// A fault to inject, for tests of the LSP's handling of clients that drop out.
+    pub fault: Option<Fault>,
+}
+
+/// A fault a test injects into a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Take the aggregated nonces and never answer them (as if it crashed before round 2).
+    StallBeforePartials,
+}
+
+/// Why the client daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Its data directory.
+    #[error(transparent)]
+    Node(#[from] superscalar_store::node::NodeError),
+    /// Its database.
+    #[error(transparent)]
+    Store(#[from] superscalar_store::StoreError),
+    /// Its chain connection.
+    #[error("chain: {0}")]
+    Chain(#[from] superscalar_chain::ChainError),
+    /// Its control API.
+    #[error(transparent)]
+    Api(#[from] superscalar_api::ApiServerError),
+    /// A stored record it cannot use.
+    #[error("stored data: {0}")]
+    Corrupt(String),
+}
+
+/// The factory the client is in, once signed.
+struct InFactory {
+    id: FactoryId,
+    factory: Arc<Factory>,
+    funding: OutPoint,
+    status: FactoryStatus,
+    signed: Vec<SignedTx>,
+    funding_tx: Option<Transaction>,
+    exit: Option<UnilateralExit>,
+    exit_log: Vec<String>,
+}
+
+struct Client {
+    config: ClientConfig,
+    store: Store,
+    keys: superscalar_store::NodeKeys,
+    transport: Transport,
+    chain: Arc<BitcoindRpc>,
+    joining: Option<Joining>,
+    factory: Option<InFactory>,
+    last_connect: Option<Instant>,
+    rejoin_after: Option<Instant>,
+    stop: bool,
+    events: Vec<String>,
+    last_error: Option<String>,
+}
+
+/// Runs the client until `stop` (API) or a fatal error. `ready` receives its node id and the
+/// API's address once everything listens.
+pub async fn run(
+    config: ClientConfig,
+    ready: impl FnOnce(PublicKey, SocketAddr),
+) -> Result<(), ClientError> {
+    let node = open_node(
+        &config.datadir,
+        config.network,
+        config.passphrase.as_deref(),
+    )?;
+    let mut store = node.store;
+    let keys = node.keys;
+    let secret = keys
+        .node_secret()
+        .map_err(superscalar_store::node::NodeError::from)?;
+    let (transport, mut events) = Transport::new(&secret.secret_bytes(), config.network);
+    store.init_node(&NodeMeta {
+        role: Role::Client,
+        network: config.network,
+        node_id: transport.node_id(),
+    })?;
+    let chain = Arc::new(BitcoindRpc::connect(
+        config.chain_url.clone(),
+        Auth::CookieFile(config.chain_cookie.clone()),
+    )?);
+    let cookie = config.datadir.join(superscalar_api::COOKIE_FILE);
+    let (api, mut requests) = superscalar_api::serve(config.api, &cookie).await?;
+    let mut client = Client {
+        config,
+        store,
+        keys,
+        transport,
+        chain,
+        joining: None,
+        factory: None,
+        last_connect: None,
+        rejoin_after: None,
+        stop: false,
+        events: Vec::new(),
+        last_error: None,
+    };
+    client.recover()?;
+    ready(client.transport.node_id(), api.local_addr());
+    tracing::info!(node_id = %client.transport.node_id(), "client running");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !client.stop {
+        tokio::select! {
+            Some(event) = events.recv() => client.on_event(event),
+            Some(request) = requests.recv() => {
+                let method = request.method.clone();
+                let result = client.on_request(&method, &request.params);
+                request.reply(result);
+            }
+            _ = tick.tick() => client.on_tick(),
+        }
+    }
+    client.transport.disconnect_all();
+    api.shutdown().await;
+    Ok(())
+}
+
+fn sid(id: FactoryId) -> superscalar_store::FactoryId {
+    superscalar_store::FactoryId(id.0)
+}
+
+impl Client {
+    fn log(&mut self, line: String) {
+        tracing::info!("{line}");
+        self.events.push(line);
+        if self.events.len() > 200 {
+            self.events.remove(0);
+        }
+    }
+
+    fn chain<T>(&self, f: impl FnOnce(&BitcoindRpc) -> T) -> T {
+        tokio::task::block_in_place(|| f(&self.chain))
+    }
+
+    /// Applies the restart rule: forming factories are aborted; the newest signed, live or
+    /// closing one is resumed.
+    fn recover(&mut self) -> Result<(), ClientError> {
+        let mut records = self.store.factories()?;
+        records.sort_by_key(|r| r.created_height);
+        for record in records {
+            let id = FactoryId(record.id.0);
+            match record.status {
+                FactoryStatus::Forming => {
+                    self.store.apply(&Change::Status {
+                        factory: record.id,
+                        status: FactoryStatus::Aborted,
+                    })?;
+                    self.log(format!("factory {id} was forming at restart: aborted"));
+                }
+                FactoryStatus::Signed | FactoryStatus::Live | FactoryStatus::Closing => {
+                    let params: FactoryParams = decode(&record.params)
+                        .map_err(|e| ClientError::Corrupt(format!("factory {id}: {e:?}")))?;
+                    let factory = Arc::new(
+                        Factory::new(params)
+                            .map_err(|e| ClientError::Corrupt(format!("factory {id}: {e}")))?,
+                    );
+                    let me = self
+                        .keys
+                        .factory_key(record.key_index)
+                        .map_err(superscalar_store::node::NodeError::from)?
+                        .public_key();
+                    let position = (0..factory.params().clients.len() as u32)
+                        .find(|c| {
+                            factory
+                                .key_of(Signer::Client(superscalar_core::ClientId(*c)))
+                                .inner
+                                == me
+                        })
+                        .ok_or_else(|| {
+                            ClientError::Corrupt(format!("factory {id}: our key is not in it"))
+                        })?;
+                    let (_, state) = self
+                        .store
+                        .latest_factory_state(record.id, Party::Client(position))?
+                        .ok_or_else(|| {
+                            ClientError::Corrupt(format!("factory {id}: no signed state"))
+                        })?;
+                    let signed: Vec<SignedTx> = serde_json::from_slice(&state)
+                        .map_err(|e| ClientError::Corrupt(format!("factory {id}: {e}")))?;
+                    let funding = record
+                        .funding
+                        .ok_or_else(|| ClientError::Corrupt(format!("factory {id}: no funding")))?;
+                    let exit = if record.status == FactoryStatus::Closing {
+                        UnilateralExit::new(&signed).ok()
+                    } else {
+                        None
+                    };
+                    self.factory = Some(InFactory {
+                        id,
+                        factory,
+                        funding,
+                        status: record.status,
+                        signed,
+                        funding_tx: None,
+                        exit,
+                        exit_log: Vec::new(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, msg: Message) {
+        if let Err(e) = self.transport.send(self.config.lsp_id, msg) {
+            tracing::debug!("not sent: {e}");
+        }
+    }
+
+    fn commit(&mut self, out: Output) -> Result<(), superscalar_store::StoreError> {
+        for change in &out.persist {
+            self.store.apply(change)?;
+        }
+        for msg in out.send {
+            self.send(msg);
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected { peer, .. } if peer == self.config.lsp_id => {
+                self.log(format!("connected to the LSP {peer}"));
+                self.maybe_join();
+            }
+            Event::Message { peer, msg } if peer == self.config.lsp_id => self.on_message(msg),
+            Event::Disconnected { peer } if peer == self.config.lsp_id => {
+                self.log("disconnected from the LSP".into());
+                // A factory being formed cannot finish without the LSP: start again later.
+                self.drop_joining("the LSP disconnected");
+            }
+            Event::PeerError { error, .. } => {
+                let line = format!("the LSP refused: {:?}: {}", error.code, error.reason);
+                self.last_error = Some(line.clone());
+                self.log(line);
+            }
+            Event::Refused { reason, .. } => self.log(format!("refused the LSP: {reason}")),
+            _ => {}
+        }
+    }
+
+    /// Forgets the factory being joined (recorded aborted if it was recorded at all).
+    fn drop_joining(&mut self, why: &str) {
+        if let Some(j) = self.joining.take() {
+            if let Some(id) = j.factory_id() {
+                if !j.is_signed() {
+                    let _ = self.store.apply(&Change::Status {
+                        factory: sid(id),
+                        status: FactoryStatus::Aborted,
+                    });
+                }
+                self.log(format!("factory {id}: left ({why})"));
+            }
+        }
+        self.rejoin_after = Some(Instant::now() + Duration::from_secs(2));
+    }
+
+    fn maybe_join(&mut self) {
+        let in_factory = self
+            .factory
+            .as_ref()
+            .is_some_and(|f| f.status != FactoryStatus::Aborted);
+        if in_factory || self.joining.is_some() {
+            return;
+        }
+        if self.rejoin_after.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        if !self.transport.is_connected(&self.config.lsp_id) {
+            return;
+        }
+        let index = match self.store.allocate_key_index(KeyFamily::Factory) {
+            Ok(i) => i,
+            Err(e) => return self.log(format!("cannot allocate a key: {e}")),
+        };
+        let keypair = match self.keys.factory_key(index) {
+            Ok(k) => k,
+            Err(e) => return self.log(format!("cannot derive a key: {e}")),
+        };
+        let payout =
+            ClientSpec::new(bitcoin::PublicKey::new(keypair.public_key()), Amount::ZERO).payout;
+        let (joining, join) = Joining::new(JoinRequest {
+            network: self.config.network,
+            keypair,
+            key_index: index,
+            payout,
+            capacity: self.config.capacity,
+        });
+        self.joining = Some(joining);
+        self.send(join);
+        self.log(format!(
+            "asked to join with a {} sat channel",
+            self.config.capacity.to_sat()
+        ));
+    }
+
+    fn on_message(&mut self, msg: Message) {
+        match msg {
+            Message::Abort(a) => {
+                let ours = self
+                    .joining
+                    .as_ref()
+                    .is_some_and(|j| j.factory_id().map_or(true, |id| id == a.factory));
+                if ours {
+                    self.rejoin_after = None;
+                    self.drop_joining(&format!("the LSP aborted it: {}", a.reason));
+                    self.rejoin_after = None;
+                    self.maybe_join();
+                }
+            }
+            Message::Live(live) => self.on_live(live.factory, live.funding_tx),
+            Message::AggNonces(_) if self.config.fault == Some(Fault::StallBeforePartials) => {
+                self.log("fault injected: not answering the aggregated nonces".into());
+            }
+            msg @ (Message::Proposal(_) | Message::AggNonces(_) | Message::FinalSigs(_)) => {
+                let Some(joining) = self.joining.as_mut() else {
+                    // Final signatures again after a restart: we have them already.
+                    return;
+                };
+                let tip = match tokio::task::block_in_place(|| self.chain.tip()) {
+                    Ok(t) => t.height,
+                    Err(e) => return self.log(format!("no chain view, not signing: {e}")),
+                };
+                match joining.handle(msg, tip) {
+                    Ok(out) => {
+                        if let Err(e) = self.commit(out) {
+                            self.log(format!("cannot store the factory: {e}"));
+                            return self.drop_joining("store");
+                        }
+                        self.after_step();
+                    }
+                    Err(e) => {
+                        let reason = e.to_string();
+                        self.send(Message::Error(ErrorMsg {
+                            code: ErrorCode::Refused,
+                            factory: self.joining.as_ref().and_then(|j| j.factory_id()),
+                            reason: reason.clone(),
+                        }));
+                        self.last_error = Some(reason.clone());
+                        self.drop_joining(&reason);
+                    }
+                }
+            }
+            other => self.log(format!("ignored {} from the LSP", other.name())),
+        }
+    }
+
+    /// Once the joining client has every signature, the factory is its own.
+    fn after_step(&mut self) {
+        let signed = self.joining.as_ref().is_some_and(|j| j.is_signed());
+        if !signed {
+            return;
+        }
+        let Some(joining) = self.joining.take() else {
+            return;
+        };
+        let (Some(id), Some(factory), Some(funding)) = (
+            joining.factory_id(),
+            joining.factory().cloned(),
+            joining.funding(),
+        ) else {
+            return;
+        };
+        self.log(format!(
+            "factory {id}: every signature of our exit path and timeouts verified ({} transactions)",
+            joining.signed().len()
+        ));
+        self.factory = Some(InFactory {
+            id,
+            factory,
+            funding,
+            status: FactoryStatus::Signed,
+            signed: joining.signed().to_vec(),
+            funding_tx: None,
+            exit: None,
+            exit_log: Vec::new(),
+        });
+    }
+
+    fn on_live(&mut self, id: FactoryId, tx: Transaction) {
+        let Some(f) = self.factory.as_mut().filter(|f| f.id == id) else {
+            return;
+        };
+        let expected = f.factory.funding_output().ok();
+        let ok = tx.compute_txid() == f.funding.txid
+            && tx.output.get(f.funding.vout as usize) == expected.as_ref();
+        if ok {
+            f.funding_tx = Some(tx);
+        } else {
+            self.log(format!(
+                "factory {id}: the LSP announced a funding transaction that does not fund it"
+            ));
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if !self.transport.is_connected(&self.config.lsp_id) {
+            let due = self
+                .last_connect
+                .map_or(true, |t| t.elapsed() > Duration::from_secs(3));
+            if due {
+                self.last_connect = Some(Instant::now());
+                let t = self.transport.clone();
+                let (id, addr) = (self.config.lsp_id, self.config.lsp_addr);
+                tokio::spawn(async move {
+                    if let Err(e) = t.connect(id, addr).await {
+                        tracing::debug!("connecting to the LSP: {e}");
+                    }
+                });
+            }
+        } else {
+            self.maybe_join();
+        }
+        self.check_funding();
+        self.step_exit();
+    }
+
+    /// Our own chain view: the factory is live once its funding output is confirmed there.
+    fn check_funding(&mut self) {
+        let Some(f) = self.factory.as_ref() else {
+            return;
+        };
+        if f.status != FactoryStatus::Signed {
+            return;
+        }
+        let (id, funding) = (f.id, f.funding);
+        let expected = f.factory.funding_output().ok();
+        let coin = self.chain(|c| c.get_utxo(&funding));
+        let confirmed = match coin {
+            Ok(Some(coin)) => Some(coin.txout) == expected,
+            _ => matches!(
+                self.chain(|c| c.tx_status(&funding.txid)),
+                Ok(TxStatus::Confirmed { .. })
+            ),
+        };
+        if confirmed
+            && self
+                .store
+                .apply(&Change::Status {
+                    factory: sid(id),
+                    status: FactoryStatus::Live,
+                })
+                .is_ok()
+        {
+            if let Some(f) = self.factory.as_mut() {
+                f.status = FactoryStatus::Live;
+            }
+            self.log(format!(
+                "factory {id} is live: our own chain shows its funding"
+            ));
+        }
+    }
+
+    fn step_exit(&mut self) {
+        let Some(f) = self.factory.as_mut() else {
+            return;
+        };
+        let Some(exit) = f.exit.as_mut() else {
+            return;
+        };
+        let chain = Arc::clone(&self.chain);
+        let progress = tokio::task::block_in_place(|| exit.step(chain.as_ref(), None));
+        let line = match progress {
+            Ok(ExitProgress::Broadcast { kind, txid, .. }) => format!("broadcast {kind} {txid}"),
+            Ok(ExitProgress::Done) => {
+                if f.exit_log.last().map(String::as_str) != Some("exit done") {
+                    f.exit_log.push("exit done".into());
+                }
+                return;
+            }
+            Ok(ExitProgress::Waiting { kind, height }) => {
+                format!("{kind} waits for height {height}")
+            }
+            Err(e) => format!("exit: {e}"),
+        };
+        if f.exit_log.last() != Some(&line) {
+            tracing::info!("{line}");
+            f.exit_log.push(line);
+        }
+    }
+
+    fn on_request(&mut self, method: &str, _params: &Value) -> Result<Value, ApiError> {
+        match method {
+            "status" => {
+                let tip = self.chain(|c| c.tip()).ok().map(|t| t.height);
+                let factory = self.factory.as_ref().map(|f| {
+                    json!({
+                        "id": f.id.to_string(),
+                        "status": f.status.as_str(),
+                        "funding": f.funding.to_string(),
+                        "timeout_height": f.factory.timeout_height(),
+                        "transactions": f.signed.len(),
+                        "exiting": f.exit.is_some(),
+                    })
+                });
+                Ok(json!({
+                    "node_id": self.transport.node_id().to_string(),
+                    "network": self.config.network.to_string(),
+                    "lsp": format!("{}@{}", self.config.lsp_id, self.config.lsp_addr),
+                    "connected": self.transport.is_connected(&self.config.lsp_id),
+                    "tip": tip,
+                    "joining": self.joining.as_ref().map(|j| json!({
+                        "factory": j.factory_id().map(|i| i.to_string()),
+                    })),
+                    "factory": factory,
+                    "last_error": self.last_error,
+                    "events": self.events.iter().rev().take(20).collect::<Vec<_>>(),
+                }))
+            }
+            "exit" => {
+                let Some(f) = self.factory.as_mut() else {
+                    return Err(ApiError::app(-2, "not in a factory"));
+                };
+                if f.exit.is_none() {
+                    let exit = UnilateralExit::new(&f.signed)
+                        .map_err(|e| ApiError::app(-4, e.to_string()))?;
+                    let id = f.id;
+                    self.store
+                        .apply(&Change::Status {
+                            factory: sid(id),
+                            status: FactoryStatus::Closing,
+                        })
+                        .map_err(|e| ApiError::app(-5, e.to_string()))?;
+                    let f = self.factory.as_mut().expect("checked above");
+                    f.status = FactoryStatus::Closing;
+                    f.exit = Some(exit);
+                    self.log(format!("factory {id}: exiting alone"));
+                }
+                self.step_exit();
+                self.exit_status()
+            }
+            "exit-status" => self.exit_status(),
+            "stop" => {
+                self.stop = true;
+                Ok(json!("stopping"))
+            }
+            other => Err(ApiError::method_not_found(other)),
+        }
+    }
+
+    fn exit_status(&self) -> Result<Value, ApiError> {
+        let Some(f) = self.factory.as_ref() else {
+            return Err(ApiError::app(-2, "not in a factory"));
+        };
+        let Some(exit) = f.exit.as_ref() else {
+            return Ok(json!({ "exiting": false }));
+        };
+        let path: Vec<Value> = exit
+            .path()
+            .iter()
+            .map(|s| {
+                let txid = s.tx.compute_txid();
+                let status = match self.chain(|c| c.tx_status(&txid)) {
+                    Ok(TxStatus::Confirmed { height, .. }) => format!("confirmed at {height}"),
+                    Ok(TxStatus::InMempool) => "in mempool".into(),
+                    Ok(TxStatus::Unknown) => "not published".into(),
+                    Err(e) => format!("unknown: {e}"),
+                };
+                json!({
+                    "kind": s.kind.to_string(),
+                    "txid": txid.to_string(),
+                    "vsize": s.tx.vsize(),
+                    "status": status,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "exiting": true,
+            "done": f.exit_log.last().map(String::as_str) == Some("exit done"),
+            "path": path,
+            "log": f.exit_log,
+        }))
+    }
+}

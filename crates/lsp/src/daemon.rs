@@ -1,0 +1,796 @@
+//! `superscalar lsp run`: the LSP as a daemon. One task owns the state and takes, in order,
+//! what its peers send (BOLT-8, [`superscalar_wire`]), what the operator asks (the control API,
+//! [`superscalar_api`]) and a one-second tick (round timeouts, forming the next factory, funding
+//! confirmations).
+//!
+//! Forming: clients that sent a join wait; once `min_clients` wait (or on `create-factory`), the
+//! LSP builds the funding transaction from its wallet (signed, not broadcast) and starts a
+//! [`Formation`] with up to `max_clients` of them. Every step writes its records before its
+//! messages leave. When every signature is in, the LSP stores the signed transactions and the
+//! funding transaction, broadcasts the funding, and tells each member (`live`).
+//!
+//! Dropping out: a member that misbehaves, disconnects or does not answer within
+//! `round_timeout` before the factory is signed aborts the formation: the factory is recorded
+//! aborted, every other member is told (`abort`) and joins again with a fresh key, and the next
+//! factory forms without the one that dropped out (the funding output's key depends on the
+//! member set, so nothing signed for the aborted factory can ever be valid on chain).
+//!
+//! Restart: a factory still forming is aborted (its secret nonces died with the process; its
+//! members join again); a signed factory's funding transaction is broadcast again (idempotent)
+//! and each member gets its final signatures and the funding transaction again when it
+//! reconnects; a live factory needs nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::{Amount, FeeRate, Network, Transaction};
+use serde_json::{json, Value};
+use superscalar_api::ApiError;
+use superscalar_chain::rpc::auth::Auth;
+use superscalar_chain::{BitcoindRpc, Chain, TxStatus};
+use superscalar_core::codec::decode;
+use superscalar_core::revocation::StockSecrets;
+use superscalar_core::{ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams};
+use superscalar_store::node::open_node;
+use superscalar_store::{
+    Change, FactoryStatus, KeyFamily, NodeMeta, Role, SignedTx, Store, TxLabel,
+};
+use superscalar_wallet::OnchainWallet;
+use superscalar_wire::messages::{Abort, ErrorCode, ErrorMsg, Join, Live, Message};
+use superscalar_wire::transport::{Event, Transport};
+
+use crate::formation::{Formation, FormationError, Output, Phase};
+
+/// The largest channel a client may ask for.
+pub const MAX_CAPACITY: Amount = Amount::from_sat(100_000_000);
+/// The smallest channel a client may ask for.
+pub const MIN_CAPACITY: Amount = Amount::from_sat(10_000);
+/// The label of a factory's funding transaction in the store.
+pub const FUNDING_LABEL: &str = "funding";
+
+/// How the LSP runs.
+#[derive(Debug, Clone)]
+pub struct LspConfig {
+    /// Its data directory (seed, database, API cookie, log).
+    pub datadir: PathBuf,
+    /// The chain (regtest only for now: the on-chain wallet is regtest's).
+    pub network: Network,
+    /// Where clients connect (BOLT-8).
+    pub listen: SocketAddr,
+    /// Where the control API listens (loopback).
+    pub api: SocketAddr,
+    /// Bitcoin Core's (or `chaind`'s) JSON-RPC URL.
+    pub chain_url: String,
+    /// Its cookie file.
+    pub chain_cookie: PathBuf,
+    /// The seed's passphrase (`None`: unencrypted, regtest only).
+    pub passphrase: Option<String>,
+    /// Form a factory once this many clients wait.
+    pub min_clients: usize,
+    /// At most this many clients per factory.
+    pub max_clients: usize,
+    /// How long a ceremony round waits for every member.
+    pub round_timeout: Duration,
+    /// The factories' shape, delays and fees.
+    pub factory: FactoryConfig,
+    /// The funding transaction's fee rate.
+    pub funding_fee_rate: FeeRate,
+}
+
+/// Why the LSP daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum LspError {
+    /// Its data directory.
+    #[error(transparent)]
+    Node(#[from] superscalar_store::node::NodeError),
+    /// Its database.
+    #[error(transparent)]
+    Store(#[from] superscalar_store::StoreError),
+    /// Its chain connection.
+    #[error("chain: {0}")]
+    Chain(#[from] superscalar_chain::ChainError),
+    /// Its wallet.
+    #[error("wallet: {0}")]
+    Wallet(#[from] superscalar_wallet::WalletError),
+    /// Its transport.
+    #[error(transparent)]
+    Transport(#[from] superscalar_wire::transport::TransportError),
+    /// Its control API.
+    #[error(transparent)]
+    Api(#[from] superscalar_api::ApiServerError),
+    /// A stored record it cannot use.
+    #[error("stored data: {0}")]
+    Corrupt(String),
+}
+
+/// A client waiting to join.
+#[derive(Debug, Clone)]
+struct Waiting {
+    node: PublicKey,
+    join: Join,
+}
+
+/// A factory the LSP signed, as it keeps it in memory.
+struct Signed {
+    members: Vec<PublicKey>,
+    funding_tx: Transaction,
+    /// Final signatures of each member, resent when it reconnects before the factory is live.
+    final_sigs: HashMap<PublicKey, Message>,
+    status: FactoryStatus,
+}
+
+struct Forming {
+    formation: Formation,
+    funding_tx: Transaction,
+    round_started: Instant,
+}
+
+struct Lsp {
+    config: LspConfig,
+    store: Store,
+    keys: superscalar_store::NodeKeys,
+    transport: Transport,
+    chain: Arc<BitcoindRpc>,
+    wallet: OnchainWallet,
+    waiting: Vec<Waiting>,
+    forming: Option<Forming>,
+    factories: HashMap<FactoryId, Signed>,
+    started: Instant,
+    stop: bool,
+    events: Vec<String>,
+}
+
+/// Runs the LSP until `stop` (API) or a fatal error. `ready` receives the node id and the
+/// addresses once everything listens.
+pub async fn run(
+    config: LspConfig,
+    ready: impl FnOnce(PublicKey, SocketAddr, SocketAddr),
+) -> Result<(), LspError> {
+    let node = open_node(
+        &config.datadir,
+        config.network,
+        config.passphrase.as_deref(),
+    )?;
+    let mut store = node.store;
+    let keys = node.keys;
+    let secret = keys
+        .node_secret()
+        .map_err(superscalar_store::node::NodeError::from)?;
+    let (transport, mut events) = Transport::new(&secret.secret_bytes(), config.network);
+    store.init_node(&NodeMeta {
+        role: Role::Lsp,
+        network: config.network,
+        node_id: transport.node_id(),
+    })?;
+    let chain = Arc::new(BitcoindRpc::connect(
+        config.chain_url.clone(),
+        Auth::CookieFile(config.chain_cookie.clone()),
+    )?);
+    let wallet_seed = *keys
+        .wallet_seed()
+        .map_err(superscalar_store::node::NodeError::from)?;
+    let mut wallet = OnchainWallet::from_seed(wallet_seed)?;
+    {
+        let chain = Arc::clone(&chain);
+        wallet = tokio::task::spawn_blocking(move || {
+            let r = wallet.sync(chain.as_ref());
+            r.map(|_| wallet)
+        })
+        .await
+        .map_err(|e| LspError::Corrupt(e.to_string()))??;
+    }
+    let listen = transport.listen(config.listen).await?;
+    let cookie = config.datadir.join(superscalar_api::COOKIE_FILE);
+    let (api, mut requests) = superscalar_api::serve(config.api, &cookie).await?;
+    let mut lsp = Lsp {
+        config,
+        store,
+        keys,
+        transport,
+        chain,
+        wallet,
+        waiting: Vec::new(),
+        forming: None,
+        factories: HashMap::new(),
+        started: Instant::now(),
+        stop: false,
+        events: Vec::new(),
+    };
+    lsp.recover()?;
+    ready(lsp.transport.node_id(), listen, api.local_addr());
+    tracing::info!(node_id = %lsp.transport.node_id(), %listen, "LSP running");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !lsp.stop {
+        tokio::select! {
+            Some(event) = events.recv() => lsp.on_event(event),
+            Some(request) = requests.recv() => {
+                let method = request.method.clone();
+                let result = lsp.on_request(&method, &request.params);
+                request.reply(result);
+            }
+            _ = tick.tick() => lsp.on_tick(),
+        }
+    }
+    lsp.transport.disconnect_all();
+    api.shutdown().await;
+    tracing::info!("LSP stopped");
+    Ok(())
+}
+
+fn sid(id: FactoryId) -> superscalar_store::FactoryId {
+    superscalar_store::FactoryId(id.0)
+}
+
+impl Lsp {
+    fn log(&mut self, line: String) {
+        tracing::info!("{line}");
+        self.events.push(line);
+        if self.events.len() > 200 {
+            self.events.remove(0);
+        }
+    }
+
+    /// Blocking chain calls run on this worker thread without stalling the runtime.
+    fn chain<T>(&self, f: impl FnOnce(&BitcoindRpc) -> T) -> T {
+        tokio::task::block_in_place(|| f(&self.chain))
+    }
+
+    /// Applies the restart rule to every stored factory.
+    fn recover(&mut self) -> Result<(), LspError> {
+        for record in self.store.factories()? {
+            let id = FactoryId(record.id.0);
+            match record.status {
+                FactoryStatus::Forming => {
+                    self.store.apply(&Change::Status {
+                        factory: record.id,
+                        status: FactoryStatus::Aborted,
+                    })?;
+                    self.log(format!("factory {id} was forming at restart: aborted"));
+                }
+                FactoryStatus::Signed | FactoryStatus::Live => {
+                    let params: FactoryParams = decode(&record.params)
+                        .map_err(|e| LspError::Corrupt(format!("factory {id}: {e:?}")))?;
+                    let txs = self.store.signed_txs(record.id)?;
+                    let funding_tx = txs
+                        .iter()
+                        .find(|t| t.label.as_str() == FUNDING_LABEL)
+                        .map(|t| t.tx.clone())
+                        .ok_or_else(|| LspError::Corrupt(format!("factory {id}: no funding tx")))?;
+                    let members = self.members_of(&params)?;
+                    if record.status == FactoryStatus::Signed {
+                        let r = self.chain(|c| c.submit_transaction(&funding_tx));
+                        if let Err(e) = r {
+                            tracing::debug!("funding of {id} again: {e}");
+                        }
+                        self.wallet.note_unconfirmed(&funding_tx);
+                    }
+                    self.factories.insert(
+                        id,
+                        Signed {
+                            members,
+                            funding_tx,
+                            final_sigs: HashMap::new(),
+                            status: record.status,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The members' node ids of a stored factory (kept in its LSP state, version 0).
+    fn members_of(&self, params: &FactoryParams) -> Result<Vec<PublicKey>, LspError> {
+        let state = self
+            .store
+            .latest_factory_state(sid(params.id), superscalar_store::Party::Lsp)?
+            .ok_or_else(|| LspError::Corrupt(format!("factory {}: no LSP state", params.id)))?;
+        let nodes: Vec<String> = serde_json::from_slice(&state.1)
+            .map_err(|e| LspError::Corrupt(format!("factory {}: {e}", params.id)))?;
+        nodes
+            .iter()
+            .map(|n| {
+                n.parse()
+                    .map_err(|e| LspError::Corrupt(format!("node id {n}: {e}")))
+            })
+            .collect()
+    }
+
+    fn send(&self, to: PublicKey, msg: Message) {
+        if let Err(e) = self.transport.send(to, msg) {
+            tracing::debug!(%to, "not sent: {e}");
+        }
+    }
+
+    /// Writes `out`'s records, then sends its messages; nothing is sent if a write fails.
+    fn commit(&mut self, out: Output) -> Result<(), superscalar_store::StoreError> {
+        for change in &out.persist {
+            self.store.apply(change)?;
+        }
+        for (to, msg) in out.send {
+            self.send(to, msg);
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected { peer, .. } => self.on_connected(peer),
+            Event::Message { peer, msg } => self.on_message(peer, msg),
+            Event::Disconnected { peer } => {
+                self.waiting.retain(|w| w.node != peer);
+                let member = self
+                    .forming
+                    .as_ref()
+                    .is_some_and(|f| f.formation.members().contains(&peer));
+                if member {
+                    self.abort_forming(&[peer], "a member disconnected");
+                }
+            }
+            Event::PeerError { peer, error } => {
+                tracing::warn!(%peer, "peer error {:?}: {}", error.code, error.reason);
+                let member = self
+                    .forming
+                    .as_ref()
+                    .is_some_and(|f| f.formation.members().contains(&peer));
+                if member {
+                    self.abort_forming(&[peer], &format!("a member refused: {}", error.reason));
+                }
+                self.waiting.retain(|w| w.node != peer);
+            }
+            Event::Refused { peer, reason } => {
+                tracing::warn!(%peer, "refused peer: {reason}");
+            }
+        }
+    }
+
+    fn on_connected(&mut self, peer: PublicKey) {
+        // A member of a signed factory that is not live yet gets what it may have missed.
+        let mut resend = Vec::new();
+        for (id, f) in &self.factories {
+            if f.status == FactoryStatus::Signed && f.members.contains(&peer) {
+                if let Some(sigs) = f.final_sigs.get(&peer) {
+                    resend.push(sigs.clone());
+                }
+                resend.push(Message::Live(Live {
+                    factory: *id,
+                    funding_tx: f.funding_tx.clone(),
+                }));
+            }
+        }
+        for m in resend {
+            self.send(peer, m);
+        }
+    }
+
+    fn refuse(&self, peer: PublicKey, factory: Option<FactoryId>, reason: String) {
+        self.send(
+            peer,
+            Message::Error(ErrorMsg {
+                code: ErrorCode::Refused,
+                factory,
+                reason,
+            }),
+        );
+    }
+
+    fn on_message(&mut self, peer: PublicKey, msg: Message) {
+        match msg {
+            Message::Join(join) => {
+                let capacity = Amount::from_sat(join.capacity_sat);
+                if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+                    return self.refuse(
+                        peer,
+                        None,
+                        format!("capacity {capacity} outside {MIN_CAPACITY}..={MAX_CAPACITY}"),
+                    );
+                }
+                if join.payout.len() > 42 || !join.payout.is_witness_program() {
+                    return self.refuse(peer, None, "the payout must be a segwit output".into());
+                }
+                let forming = self
+                    .forming
+                    .as_ref()
+                    .is_some_and(|f| f.formation.members().contains(&peer));
+                if forming {
+                    return self.refuse(peer, None, "already in a factory being formed".into());
+                }
+                self.waiting.retain(|w| w.node != peer);
+                self.waiting.push(Waiting { node: peer, join });
+                let n = self.waiting.len();
+                self.log(format!("client {peer} waits to join ({n} waiting)"));
+            }
+            Message::Nonces(_) | Message::Partials(_) => {
+                let Some(forming) = self.forming.as_mut() else {
+                    return self.refuse(peer, None, "no factory is being formed".into());
+                };
+                match forming.formation.handle(peer, msg) {
+                    Ok(out) => {
+                        let progressed = !out.send.is_empty();
+                        if progressed {
+                            forming.round_started = Instant::now();
+                        }
+                        let signed = forming.formation.phase() == Phase::Signed;
+                        if signed {
+                            self.on_signed(out);
+                        } else if let Err(e) = self.commit(out) {
+                            self.abort_forming(&[], &format!("store: {e}"));
+                        }
+                    }
+                    Err(FormationError::Misbehaved { node, reason, .. }) => {
+                        self.refuse(node, None, reason.clone());
+                        self.abort_forming(&[node], &reason);
+                    }
+                    Err(FormationError::NotMember(_)) => self.refuse(
+                        peer,
+                        None,
+                        "not a member of the factory being formed".into(),
+                    ),
+                    Err(e) => self.abort_forming(&[], &e.to_string()),
+                }
+            }
+            other => {
+                self.refuse(peer, None, format!("{} is not for the LSP", other.name()));
+            }
+        }
+    }
+
+    /// Every signature is in: store everything (with the funding transaction), then send the
+    /// final signatures, broadcast the funding, and tell every member.
+    fn on_signed(&mut self, mut out: Output) {
+        let Some(forming) = self.forming.take() else {
+            return;
+        };
+        let id = forming.formation.id();
+        let members = forming.formation.members().to_vec();
+        for change in &mut out.persist {
+            if let Change::Signed { txs, .. } = change {
+                txs.push(SignedTx {
+                    label: TxLabel::new(FUNDING_LABEL).expect("a valid label"),
+                    tx: forming.funding_tx.clone(),
+                });
+            }
+        }
+        let final_sigs: HashMap<PublicKey, Message> = out.send.iter().cloned().collect();
+        if let Err(e) = self.commit(out) {
+            self.log(format!(
+                "factory {id}: cannot store its signatures: {e}; aborted"
+            ));
+            let _ = self.store.apply(&Change::Status {
+                factory: sid(id),
+                status: FactoryStatus::Aborted,
+            });
+            for m in &members {
+                self.send(
+                    *m,
+                    Message::Abort(Abort {
+                        factory: id,
+                        reason: "the LSP could not store the factory".into(),
+                    }),
+                );
+            }
+            return;
+        }
+        let funding_tx = forming.funding_tx;
+        match self.chain(|c| c.submit_transaction(&funding_tx)) {
+            Ok(txid) => self.log(format!("factory {id} signed; funding {txid} broadcast")),
+            Err(e) => self.log(format!("factory {id} signed; funding refused for now: {e}")),
+        }
+        self.wallet.note_unconfirmed(&funding_tx);
+        for m in &members {
+            self.send(
+                *m,
+                Message::Live(Live {
+                    factory: id,
+                    funding_tx: funding_tx.clone(),
+                }),
+            );
+        }
+        self.factories.insert(
+            id,
+            Signed {
+                members,
+                funding_tx,
+                final_sigs,
+                status: FactoryStatus::Signed,
+            },
+        );
+    }
+
+    /// Aborts the factory being formed: records it, tells the members who did nothing wrong
+    /// (they join again), and forgets the ones in `culprits`.
+    fn abort_forming(&mut self, culprits: &[PublicKey], reason: &str) {
+        let Some(forming) = self.forming.take() else {
+            return;
+        };
+        let id = forming.formation.id();
+        if let Err(e) = self.store.apply(&Change::Status {
+            factory: sid(id),
+            status: FactoryStatus::Aborted,
+        }) {
+            tracing::error!("factory {id}: cannot record its abort: {e}");
+        }
+        for m in forming.formation.members() {
+            if !culprits.contains(m) {
+                self.send(
+                    *m,
+                    Message::Abort(Abort {
+                        factory: id,
+                        reason: reason.to_owned(),
+                    }),
+                );
+            }
+        }
+        self.waiting.retain(|w| !culprits.contains(&w.node));
+        let names: Vec<String> = culprits.iter().map(|c| c.to_string()).collect();
+        self.log(format!(
+            "factory {id} aborted ({reason}); {} restart without [{}]",
+            forming.formation.members().len() - culprits.len(),
+            names.join(", ")
+        ));
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(f) = &self.forming {
+            if f.round_started.elapsed() > self.config.round_timeout {
+                let late = f.formation.waiting_for();
+                self.abort_forming(&late, "a round timed out");
+            }
+        }
+        if self.forming.is_none() && self.waiting.len() >= self.config.min_clients {
+            if let Err(e) = self.form() {
+                self.log(format!("cannot form a factory: {e}"));
+            }
+        }
+        self.check_funding();
+    }
+
+    /// Marks signed factories whose funding confirmed as live.
+    fn check_funding(&mut self) {
+        let pending: Vec<(FactoryId, bitcoin::Txid)> = self
+            .factories
+            .iter()
+            .filter(|(_, f)| f.status == FactoryStatus::Signed)
+            .map(|(id, f)| (*id, f.funding_tx.compute_txid()))
+            .collect();
+        for (id, txid) in pending {
+            if let Ok(TxStatus::Confirmed { height, .. }) = self.chain(|c| c.tx_status(&txid)) {
+                if self
+                    .store
+                    .apply(&Change::Status {
+                        factory: sid(id),
+                        status: FactoryStatus::Live,
+                    })
+                    .is_ok()
+                {
+                    if let Some(f) = self.factories.get_mut(&id) {
+                        f.status = FactoryStatus::Live;
+                        f.final_sigs.clear();
+                    }
+                    self.log(format!(
+                        "factory {id} is live (funding confirmed at {height})"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Starts forming a factory with the clients waiting (up to `max_clients`).
+    fn form(&mut self) -> Result<FactoryId, String> {
+        if self.waiting.is_empty() {
+            return Err("no client is waiting".into());
+        }
+        if self.forming.is_some() {
+            return Err("a factory is already being formed".into());
+        }
+        let take = self.waiting.len().min(self.config.max_clients);
+        let joined: Vec<Waiting> = self.waiting.drain(..take).collect();
+        let result = self.start_formation(&joined);
+        if result.is_err() {
+            // Nobody was told anything: they keep waiting.
+            let mut rest = std::mem::take(&mut self.waiting);
+            self.waiting = joined;
+            self.waiting.append(&mut rest);
+        }
+        result
+    }
+
+    fn start_formation(&mut self, joined: &[Waiting]) -> Result<FactoryId, String> {
+        let chain = Arc::clone(&self.chain);
+        let tip = self.chain(|c| c.tip()).map_err(|e| e.to_string())?.height;
+        tokio::task::block_in_place(|| self.wallet.sync(chain.as_ref()))
+            .map_err(|e| e.to_string())?;
+        let index = self
+            .store
+            .allocate_key_index(KeyFamily::Factory)
+            .map_err(|e| e.to_string())?;
+        let keypair = self.keys.factory_key(index).map_err(|e| e.to_string())?;
+        let stock = self
+            .keys
+            .stock_revocation_seed(index)
+            .map_err(|e| e.to_string())?;
+        let id = FactoryId(
+            sha256::Hash::hash(
+                &[
+                    &keypair.public_key().serialize()[..],
+                    &tip.to_be_bytes(),
+                    &index.get().to_be_bytes(),
+                ]
+                .concat(),
+            )
+            .to_byte_array(),
+        );
+        let params = FactoryParams {
+            id,
+            config: self.config.factory.clone(),
+            lsp_key: bitcoin::PublicKey::new(keypair.public_key()),
+            clients: joined
+                .iter()
+                .map(|w| ClientSpec {
+                    key: w.join.key,
+                    capacity: Amount::from_sat(w.join.capacity_sat),
+                    payout: w.join.payout.clone(),
+                })
+                .collect(),
+            creation_height: tip,
+            stock_hashes: Vec::new(),
+        }
+        .with_stock_secrets(&StockSecrets::new(*stock));
+        let funding_out = Factory::new(params.clone())
+            .and_then(|f| f.funding_output())
+            .map_err(|e| e.to_string())?;
+        let funding_tx = self
+            .wallet
+            .build_payment(
+                &funding_out.script_pubkey,
+                funding_out.value,
+                self.config.funding_fee_rate,
+            )
+            .map_err(|e| format!("the wallet cannot fund {}: {e}", funding_out.value))?;
+        let vout = funding_tx
+            .output
+            .iter()
+            .position(|o| *o == funding_out)
+            .ok_or("the wallet's transaction lacks the funding output")? as u32;
+        let members: Vec<PublicKey> = joined.iter().map(|w| w.node).collect();
+        let (formation, mut out) =
+            Formation::start(params, members.clone(), keypair, index, &funding_tx, vout)
+                .map_err(|e| e.to_string())?;
+        // The members' node ids, to resume after a restart.
+        let nodes: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+        out.persist.push(Change::State {
+            factory: sid(id),
+            party: superscalar_store::Party::Lsp,
+            version: 0,
+            bytes: serde_json::to_vec(&nodes).map_err(|e| e.to_string())?,
+        });
+        self.commit(out).map_err(|e| e.to_string())?;
+        self.forming = Some(Forming {
+            formation,
+            funding_tx,
+            round_started: Instant::now(),
+        });
+        self.log(format!(
+            "forming factory {id} with {} clients (funding {} sat)",
+            members.len(),
+            funding_out.value.to_sat()
+        ));
+        Ok(id)
+    }
+
+    fn factory_json(&self, id: FactoryId) -> Result<Value, ApiError> {
+        let record = self
+            .store
+            .factory(sid(id))
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| ApiError::app(-2, format!("no factory {id}")))?;
+        let members = self
+            .factories
+            .get(&id)
+            .map(|f| f.members.iter().map(|m| m.to_string()).collect::<Vec<_>>());
+        let txs = self
+            .store
+            .signed_txs(record.id)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(json!({
+            "id": id.to_string(),
+            "status": record.status.as_str(),
+            "created_height": record.created_height,
+            "timeout_height": record.timeout_height,
+            "funding": record.funding.map(|o| o.to_string()),
+            "members": members,
+            "transactions": txs.iter().map(|t| json!({
+                "label": t.label.as_str(),
+                "txid": t.tx.compute_txid().to_string(),
+                "vsize": t.tx.vsize(),
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
+    fn on_request(&mut self, method: &str, params: &Value) -> Result<Value, ApiError> {
+        match method {
+            "status" => {
+                let tip = self.chain(|c| c.tip()).ok().map(|t| t.height);
+                let balance = self.wallet.balance();
+                let forming = self.forming.as_ref().map(|f| {
+                    json!({
+                        "factory": f.formation.id().to_string(),
+                        "phase": format!("{:?}", f.formation.phase()),
+                        "members": f.formation.members().len(),
+                        "waiting_for": f.formation.waiting_for().len(),
+                    })
+                });
+                Ok(json!({
+                    "node_id": self.transport.node_id().to_string(),
+                    "network": self.config.network.to_string(),
+                    "listen": self.config.listen.to_string(),
+                    "tip": tip,
+                    "uptime_s": self.started.elapsed().as_secs(),
+                    "wallet": {
+                        "confirmed_sat": balance.confirmed.to_sat(),
+                        "pending_sat": (balance.trusted_pending + balance.untrusted_pending).to_sat(),
+                        "immature_sat": balance.immature.to_sat(),
+                    },
+                    "peers": self.transport.peers().len(),
+                    "waiting": self.waiting.len(),
+                    "forming": forming,
+                    "factories": self.factories.len(),
+                    "events": self.events.iter().rev().take(20).collect::<Vec<_>>(),
+                }))
+            }
+            "factories" => {
+                let records = self
+                    .store
+                    .factories()
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                Ok(Value::Array(
+                    records
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "id": FactoryId(r.id.0).to_string(),
+                                "status": r.status.as_str(),
+                                "created_height": r.created_height,
+                                "timeout_height": r.timeout_height,
+                                "funding": r.funding.map(|o| o.to_string()),
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            "factory" => {
+                let id = params
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::invalid_params("id: a factory id in hex"))?;
+                let id: FactoryId = id
+                    .parse()
+                    .map_err(|_| ApiError::invalid_params(format!("{id:?} is not a factory id")))?;
+                self.factory_json(id)
+            }
+            "clients" => Ok(json!({
+                "connected": self.transport.peers().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "waiting": self.waiting.iter().map(|w| json!({
+                    "node_id": w.node.to_string(),
+                    "capacity_sat": w.join.capacity_sat,
+                })).collect::<Vec<_>>(),
+            })),
+            "create-factory" => {
+                let id = self.form().map_err(|e| ApiError::app(-3, e))?;
+                Ok(json!({ "factory": id.to_string() }))
+            }
+            "newaddress" => Ok(json!({ "address": self.wallet.new_address().to_string() })),
+            "stop" => {
+                self.stop = true;
+                Ok(json!("stopping"))
+            }
+            other => Err(ApiError::method_not_found(other)),
+        }
+    }
+}
