@@ -79,6 +79,9 @@ pub enum LspCommand {
         /// Blocks a factory is active (its dying period is a tenth of it, at least 5).
         #[arg(long, default_value_t = 200)]
         active_blocks: u32,
+        /// Inject a fault (tests only): `crash-after-final-sigs`.
+        #[arg(long, hide = true)]
+        fault: Option<String>,
     },
     /// The LSP's state: node id, wallet, clients, factory being formed, recent events.
     Status(ApiArgs),
@@ -130,6 +133,32 @@ pub enum ClientCommand {
     Exit(ApiArgs),
     /// Where the exit is.
     ExitStatus(ApiArgs),
+    /// Write an encrypted backup (seed words, factories, signed exit paths) to a new file; the
+    /// passphrase is read from SUPERSCALAR_BACKUP_PASSPHRASE.
+    Backup {
+        /// The file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Restore a backup into an empty data directory (offline: then `client run` on it). The
+    /// backup's passphrase is read from SUPERSCALAR_BACKUP_PASSPHRASE, the new seed file's from
+    /// SUPERSCALAR_PASSPHRASE (or --no-passphrase on regtest).
+    Restore {
+        /// The new, empty data directory.
+        #[arg(long)]
+        datadir: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The chain.
+        #[arg(long, default_value = "regtest")]
+        network: Network,
+        /// Keep the new seed file unencrypted (regtest only).
+        #[arg(long)]
+        no_passphrase: bool,
+    },
     /// Stop the daemon.
     Stop(ApiArgs),
 }
@@ -144,9 +173,20 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+fn backup_passphrase() -> Result<String, String> {
+    match std::env::var("SUPERSCALAR_BACKUP_PASSPHRASE") {
+        Ok(p) if !p.is_empty() => Ok(p),
+        _ => Err("set SUPERSCALAR_BACKUP_PASSPHRASE to the backup's passphrase".into()),
+    }
+}
+
 fn passphrase(chain: &ChainArgs) -> Result<Option<String>, String> {
-    if chain.no_passphrase {
-        if chain.network != Network::Regtest {
+    passphrase_for(chain.network, chain.no_passphrase)
+}
+
+fn passphrase_for(network: Network, no_passphrase: bool) -> Result<Option<String>, String> {
+    if no_passphrase {
+        if network != Network::Regtest {
             return Err("--no-passphrase is for regtest only".into());
         }
         return Ok(None);
@@ -207,7 +247,15 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             max_clients,
             round_timeout,
             active_blocks,
+            fault,
         } => {
+            let fault = match fault.as_deref() {
+                None => None,
+                Some("crash-after-final-sigs") => {
+                    Some(superscalar_lsp::daemon::Fault::CrashAfterFinalSigs)
+                }
+                Some(other) => return usage(&format!("unknown --fault {other:?}")),
+            };
             if min_clients == 0 || max_clients < min_clients {
                 return usage("need 1 <= --min-clients <= --max-clients");
             }
@@ -237,6 +285,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                     ..FactoryConfig::regtest()
                 },
                 funding_fee_rate: FeeRate::from_sat_per_vb_u32(2),
+                fault,
             };
             let rt = match runtime() {
                 Ok(rt) => rt,
@@ -334,6 +383,60 @@ pub fn client(command: ClientCommand) -> ExitCode {
         }
         ClientCommand::Status(a) => call(&a, CLIENT_API, "status", json!({}), print_status),
         ClientCommand::Exit(a) => call(&a, CLIENT_API, "exit", json!({}), print_pretty),
+        ClientCommand::Backup { out, api } => {
+            let passphrase = match backup_passphrase() {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
+            let path = match std::path::absolute(&out) {
+                Ok(p) => p,
+                Err(e) => return usage(&format!("--out {}: {e}", out.display())),
+            };
+            call(
+                &api,
+                CLIENT_API,
+                "backup",
+                json!({ "path": path, "passphrase": passphrase }),
+                |v| {
+                    println!(
+                        "backup of {} factories written to {}",
+                        v["factories"], v["path"]
+                    )
+                },
+            )
+        }
+        ClientCommand::Restore {
+            datadir,
+            from,
+            network,
+            no_passphrase,
+        } => {
+            let passphrase = match backup_passphrase() {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
+            let seed_passphrase = match passphrase_for(network, no_passphrase) {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
+            let backup = match superscalar_client::backup::read(&from, network, &passphrase) {
+                Ok(b) => b,
+                Err(e) => return error(&e.to_string()),
+            };
+            match superscalar_client::backup::restore(&datadir, &backup, seed_passphrase.as_deref())
+            {
+                Ok(n) => {
+                    println!(
+                        "restored {n} factories into {}; start it with `superscalar client run --datadir {} --lsp {}`",
+                        datadir.display(),
+                        datadir.display(),
+                        backup.lsp
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => error(&e.to_string()),
+            }
+        }
         ClientCommand::ExitStatus(a) => {
             call(&a, CLIENT_API, "exit-status", json!({}), print_pretty)
         }

@@ -15,6 +15,8 @@ use superscalar_chain::rpc::auth::Auth;
 use superscalar_chain::BitcoindRpc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_superscalar");
+/// The seed passphrase of every daemon started without `--no-passphrase`.
+const PASSPHRASE: &str = "correct horse battery staple";
 
 /// A child process killed when dropped.
 struct Proc {
@@ -40,6 +42,7 @@ fn start(name: &str, args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "info,ldk=warn")
+        .env("SUPERSCALAR_PASSPHRASE", PASSPHRASE)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -140,30 +143,35 @@ struct Node {
     id: String,
 }
 
-fn lsp(dir: &Path, chain: &Chaind, listen: &str, min_clients: usize) -> (Node, String) {
+fn lsp(
+    dir: &Path,
+    chain: &Chaind,
+    listen: &str,
+    min_clients: usize,
+    extra: &[&str],
+) -> (Node, String) {
     let datadir = dir.join("lsp");
-    let (proc, line) = start(
+    let min_clients = min_clients.to_string();
+    let mut args = vec![
         "lsp",
-        &[
-            "lsp",
-            "run",
-            "--datadir",
-            datadir.to_str().unwrap(),
-            "--listen",
-            listen,
-            "--api",
-            "127.0.0.1:0",
-            "--chain-rpc",
-            &chain.url,
-            "--chain-cookie",
-            chain.cookie.to_str().unwrap(),
-            "--no-passphrase",
-            "--min-clients",
-            &min_clients.to_string(),
-            "--round-timeout",
-            "5",
-        ],
-    );
+        "run",
+        "--datadir",
+        datadir.to_str().unwrap(),
+        "--listen",
+        listen,
+        "--api",
+        "127.0.0.1:0",
+        "--chain-rpc",
+        &chain.url,
+        "--chain-cookie",
+        chain.cookie.to_str().unwrap(),
+        "--min-clients",
+        &min_clients,
+        "--round-timeout",
+        "5",
+    ];
+    args.extend(extra);
+    let (proc, line) = start("lsp", &args);
     // "lsp ID@LISTEN api API"
     let mut parts = line.split_whitespace();
     assert_eq!(parts.next(), Some("lsp"), "{line}");
@@ -182,9 +190,15 @@ fn lsp(dir: &Path, chain: &Chaind, listen: &str, min_clients: usize) -> (Node, S
     )
 }
 
-fn client(dir: &Path, i: usize, chain: &Chaind, lsp_uri: &str, fault: Option<&str>) -> Node {
-    let datadir = dir.join(format!("client{i}"));
+fn client(dir: &Path, i: usize, chain: &Chaind, lsp_uri: &str, extra: &[&str]) -> Node {
     let capacity = (100_000 + 1_000 * i as u64).to_string();
+    let mut all = vec!["--capacity-sat", &capacity];
+    all.extend(extra);
+    client_in(&dir.join(format!("client{i}")), chain, lsp_uri, &all)
+}
+
+fn client_in(datadir: &Path, chain: &Chaind, lsp_uri: &str, extra: &[&str]) -> Node {
+    let datadir = datadir.to_path_buf();
     let mut args = vec![
         "client",
         "run",
@@ -198,14 +212,9 @@ fn client(dir: &Path, i: usize, chain: &Chaind, lsp_uri: &str, fault: Option<&st
         &chain.url,
         "--chain-cookie",
         chain.cookie.to_str().unwrap(),
-        "--no-passphrase",
-        "--capacity-sat",
-        &capacity,
     ];
-    if let Some(f) = fault {
-        args.extend(["--fault", f]);
-    }
-    let (proc, line) = start(&format!("client {i}"), &args);
+    args.extend(extra);
+    let (proc, line) = start("client", &args);
     // "client ID api API"
     let parts: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(parts.first(), Some(&"client"), "{line}");
@@ -231,7 +240,7 @@ fn factory_status(c: &Node) -> Option<String> {
 fn daemons_form_a_factory_over_loopback_and_a_client_exits_alone() {
     let dir = tempfile::tempdir().unwrap();
     let chain = chaind(&dir.path().join("chain"));
-    let (mut lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 4);
+    let (mut lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 4, &["--no-passphrase"]);
     assert_eq!(lsp.id.len(), 66);
     // Fund the LSP's wallet (coinbase maturity: 100 blocks).
     let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
@@ -243,12 +252,18 @@ fn daemons_form_a_factory_over_loopback_and_a_client_exits_alone() {
 
     // The first factory's ceremony takes the victim, which stops answering in the middle of it
     // (after its nonces, before its partial signatures) and is SIGKILLed there.
-    let victim = client(dir.path(), 9, &chain, &uri, Some("stall-before-partials"));
+    let victim = client(
+        dir.path(),
+        9,
+        &chain,
+        &uri,
+        &["--no-passphrase", "--fault", "stall-before-partials"],
+    );
     wait_for("the victim waiting", Duration::from_secs(60), || {
         status("lsp", &lsp)["waiting"] == 1
     });
     let mut clients: Vec<Node> = (0..3)
-        .map(|i| client(dir.path(), i, &chain, &uri, None))
+        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
         .collect();
     wait_for(
         "the ceremony waiting for the victim",
@@ -262,7 +277,7 @@ fn daemons_form_a_factory_over_loopback_and_a_client_exits_alone() {
     // SIGKILL: no goodbye, the LSP notices the dropped connection or the round's timeout.
     let _ = victim.proc.map(Proc::sigkill);
     // A fourth client comes along; the three who were aborted join again.
-    clients.push(client(dir.path(), 3, &chain, &uri, None));
+    clients.push(client(dir.path(), 3, &chain, &uri, &["--no-passphrase"]));
     // The factory forms with the four that remain (the first attempt may have included the
     // victim: it is aborted and formed again without it).
     wait_for("a signed factory", Duration::from_secs(120), || {
@@ -304,7 +319,7 @@ fn daemons_form_a_factory_over_loopback_and_a_client_exits_alone() {
 
     // The LSP is killed and restarted from its database on the same port.
     lsp.proc.take().unwrap().sigkill();
-    let (lsp2, uri2) = self::lsp(dir.path(), &chain, &listen, 4);
+    let (lsp2, uri2) = self::lsp(dir.path(), &chain, &listen, 4, &["--no-passphrase"]);
     assert_eq!(uri2, uri, "same node id and address after a restart");
     assert_eq!(cli_factory(&lsp2, &id)["status"], "live");
 
@@ -427,6 +442,211 @@ fn verbs_without_a_daemon_fail_with_a_clear_message() {
         assert!(
             String::from_utf8_lossy(&out.stderr).starts_with("error: "),
             "{args:?}"
+        );
+    }
+}
+
+/// Every secret a node's seed yields that must never be found in its data directory.
+fn secrets_of(datadir: &Path) -> Vec<(String, Vec<u8>)> {
+    use superscalar_store::{load_seed_file, KeyIndex, NodeKeys};
+    let seed = load_seed_file(datadir, bitcoin::Network::Regtest, Some(PASSPHRASE)).unwrap();
+    let keys = NodeKeys::new(&seed, bitcoin::Network::Regtest).unwrap();
+    let mut out = vec![
+        ("seed entropy".into(), seed.entropy().to_vec()),
+        ("BIP-39 seed".into(), seed.bip39_seed().to_vec()),
+        (
+            "node secret".into(),
+            keys.node_secret().unwrap().secret_bytes().to_vec(),
+        ),
+        ("wallet seed".into(), keys.wallet_seed().unwrap().to_vec()),
+    ];
+    for i in 0..6 {
+        let index = KeyIndex::new(i).unwrap();
+        out.push((
+            format!("factory key {i}"),
+            keys.factory_key(index).unwrap().secret_bytes().to_vec(),
+        ));
+        out.push((
+            format!("stock seed {i}"),
+            keys.stock_revocation_seed(index).unwrap().to_vec(),
+        ));
+    }
+    out
+}
+
+/// Fails if any file under `dir` holds one of `secrets`, raw or in hex.
+fn assert_no_secret_in(dir: &Path, secrets: &[(String, Vec<u8>)]) {
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes).to_lowercase();
+            for (what, secret) in secrets {
+                let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == &secret[..]),
+                    "{what} found raw in {}",
+                    path.display()
+                );
+                assert!(
+                    !text.contains(&hex),
+                    "{what} found in hex in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(files >= 3, "scanned {files} files in {}", dir.display());
+}
+
+#[test]
+fn the_lsp_dies_after_the_final_signatures_and_every_client_still_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    // Seeds encrypted with a passphrase: nothing secret may be readable in any data directory.
+    let (mut lsp, uri) = lsp(
+        dir.path(),
+        &chain,
+        "127.0.0.1:0",
+        3,
+        &["--fault", "crash-after-final-sigs"],
+    );
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let listen = uri.split('@').nth(1).unwrap().to_owned();
+    let clients: Vec<Node> = (0..3)
+        .map(|i| client(dir.path(), i, &chain, &uri, &[]))
+        .collect();
+    // The LSP dies once the final signatures are out, before broadcasting the funding.
+    let mut proc = lsp.proc.take().unwrap();
+    wait_for("the LSP to die", Duration::from_secs(90), || {
+        proc.child.try_wait().unwrap().is_some()
+    });
+    assert!(!proc.child.wait().unwrap().success());
+    drop(proc);
+    for c in &clients {
+        wait_for("the client signed", Duration::from_secs(30), || {
+            factory_status(c).as_deref() == Some("signed")
+        });
+    }
+    // Restarted from its database: it broadcasts the stored funding transaction again.
+    let (lsp, uri2) = self::lsp(dir.path(), &chain, &listen, 3, &[]);
+    assert_eq!(uri2, uri);
+    wait_for(
+        "the funding in the mempool",
+        Duration::from_secs(30),
+        || {
+            chain
+                .rpc
+                .call("getrawmempool", &[])
+                .map(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+                .unwrap_or(false)
+        },
+    );
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for("the client's factory live", Duration::from_secs(60), || {
+            factory_status(c).as_deref() == Some("live")
+        });
+    }
+    // Client 0 backs up, loses its data directory, and is restored from the backup into an
+    // empty one; client 1 restarts from its database; client 2 runs on.
+    let backup = dir.path().join("client0.backup");
+    let out = Command::new(BIN)
+        .args(["client", "backup", "--out"])
+        .arg(&backup)
+        .args(["--api", &clients[0].api, "--datadir"])
+        .arg(&clients[0].datadir)
+        .env("SUPERSCALAR_BACKUP_PASSPHRASE", "backup words")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut clients = clients;
+    let mut lost = clients.remove(0);
+    cli("client", "stop", &lost.datadir, &lost.api).unwrap();
+    let _ = lost.proc.take().map(|mut p| p.child.wait());
+    std::fs::remove_dir_all(&lost.datadir).unwrap();
+    // The backup is refused with a wrong passphrase, and into a directory that holds a node.
+    let restore = |datadir: &Path, pass: &str| {
+        Command::new(BIN)
+            .args(["client", "restore", "--datadir"])
+            .arg(datadir)
+            .arg("--from")
+            .arg(&backup)
+            .env("SUPERSCALAR_BACKUP_PASSPHRASE", pass)
+            .env("SUPERSCALAR_PASSPHRASE", PASSPHRASE)
+            .output()
+            .unwrap()
+    };
+    let restored_dir = dir.path().join("client0-restored");
+    assert!(!restore(&restored_dir, "wrong words").status.success());
+    assert!(!restore(&clients[0].datadir, "backup words")
+        .status
+        .success());
+    let out = restore(&restored_dir, "backup words");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = client_in(&restored_dir, &chain, &uri, &[]);
+    assert_eq!(restored.id, lost.id, "the same node after a restore");
+    let mut restarted = clients.remove(0);
+    cli("client", "stop", &restarted.datadir, &restarted.api).unwrap();
+    let _ = restarted.proc.take().map(|mut p| p.child.wait());
+    let restarted = client_in(&restarted.datadir, &chain, &uri, &[]);
+    let clients = vec![restored, restarted, clients.remove(0)];
+    for c in &clients {
+        assert_eq!(factory_status(c).as_deref(), Some("live"));
+    }
+    // Every client exits alone.
+    for c in &clients {
+        cli("client", "exit", &c.datadir, &c.api).unwrap();
+    }
+    let start = Instant::now();
+    for c in &clients {
+        loop {
+            let s = cli("client", "exit-status", &c.datadir, &c.api).unwrap();
+            if s["done"] == json!(true) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(240),
+                "exit stuck: {s}"
+            );
+            chain.mine(1, &address);
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+    }
+    for c in &clients {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for node in clients.iter().chain(std::iter::once(&lsp)) {
+        assert_no_secret_in(&node.datadir, &secrets_of(&node.datadir));
+    }
+    // The backup file holds the seed words, encrypted.
+    let secrets = secrets_of(&clients[0].datadir);
+    let bytes = std::fs::read(&backup).unwrap();
+    for (what, secret) in &secrets {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == &secret[..]),
+            "{what} in the backup"
         );
     }
 }

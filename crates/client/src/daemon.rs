@@ -102,6 +102,7 @@ struct Client {
     config: ClientConfig,
     store: Store,
     keys: superscalar_store::NodeKeys,
+    seed: superscalar_store::Seed,
     transport: Transport,
     chain: Arc<BitcoindRpc>,
     joining: Option<Joining>,
@@ -126,6 +127,7 @@ pub async fn run(
     )?;
     let mut store = node.store;
     let keys = node.keys;
+    let seed = node.seed;
     let secret = keys
         .node_secret()
         .map_err(superscalar_store::node::NodeError::from)?;
@@ -145,6 +147,7 @@ pub async fn run(
         config,
         store,
         keys,
+        seed,
         transport,
         chain,
         joining: None,
@@ -540,7 +543,52 @@ impl Client {
         }
     }
 
-    fn on_request(&mut self, method: &str, _params: &Value) -> Result<Value, ApiError> {
+    /// What a backup holds now.
+    fn backup(&mut self) -> Result<crate::backup::Backup, superscalar_store::StoreError> {
+        let mut factories = Vec::new();
+        for record in self.store.factories()? {
+            let keep = matches!(
+                record.status,
+                FactoryStatus::Signed | FactoryStatus::Live | FactoryStatus::Closing
+            );
+            if !keep {
+                continue;
+            }
+            for party in self.store.factory_parties(record.id)? {
+                let Party::Client(position) = party else {
+                    continue;
+                };
+                let Some((_, state)) = self.store.latest_factory_state(record.id, party)? else {
+                    continue;
+                };
+                let Ok(signed) = serde_json::from_slice::<Vec<SignedTx>>(&state) else {
+                    continue;
+                };
+                factories.push(crate::backup::BackedUpFactory {
+                    id: FactoryId(record.id.0),
+                    params: bitcoin::hex::DisplayHex::to_lower_hex_string(&record.params[..]),
+                    status: record.status.as_str().to_owned(),
+                    created_height: record.created_height,
+                    timeout_height: record.timeout_height,
+                    funding: record.funding.unwrap_or(OutPoint::null()),
+                    key_index: record.key_index.get(),
+                    position,
+                    signed,
+                });
+            }
+        }
+        let next_factory_index = self.store.allocate_key_index(KeyFamily::Factory)?.get() + 1;
+        Ok(crate::backup::Backup {
+            version: 1,
+            network: self.config.network,
+            lsp: format!("{}@{}", self.config.lsp_id, self.config.lsp_addr),
+            mnemonic: self.seed.mnemonic().to_string(),
+            next_factory_index,
+            factories,
+        })
+    }
+
+    fn on_request(&mut self, method: &str, params: &Value) -> Result<Value, ApiError> {
         match method {
             "status" => {
                 let tip = self.chain(|c| c.tip()).ok().map(|t| t.height);
@@ -591,6 +639,26 @@ impl Client {
                 self.exit_status()
             }
             "exit-status" => self.exit_status(),
+            "backup" => {
+                let path = params
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| ApiError::invalid_params("path: where to write the backup"))?;
+                let passphrase = params
+                    .get("passphrase")
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| ApiError::invalid_params("passphrase: not empty"))?;
+                let backup = self
+                    .backup()
+                    .map_err(|e| ApiError::app(-5, e.to_string()))?;
+                let n = backup.factories.len();
+                crate::backup::write(std::path::Path::new(path), &backup, passphrase)
+                    .map_err(|e| ApiError::app(-6, e.to_string()))?;
+                self.log(format!("backup of {n} factories written to {path}"));
+                Ok(json!({ "path": path, "factories": n }))
+            }
             "stop" => {
                 self.stop = true;
                 Ok(json!("stopping"))

@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use bitcoin::key::Keypair;
 use bitcoin::{Amount, Network, OutPoint, ScriptBuf, Transaction};
-use superscalar_core::ceremony::{CeremonyError, ClientCeremony, SignedTx, SpendToSign};
+use superscalar_core::ceremony::{CeremonyError, ClientCeremony, SignedTx};
 use superscalar_core::codec::encode;
 use superscalar_core::{ClientId, Factory, FactoryError, FactoryId, Signer};
+use superscalar_store::convert;
 use superscalar_store::{
-    CeremonyRound, Change, FactoryRecord, FactoryStatus, KeyIndex, Party, Spend, StoreError,
-    TxLabel,
+    CeremonyRound, Change, FactoryRecord, FactoryStatus, KeyIndex, Party, StoreError,
 };
 use superscalar_wire::messages::{AssemblyError, Join, Message, ProposalAssembler};
 
@@ -101,29 +101,6 @@ impl std::fmt::Debug for Joining {
             .field("funding", &self.funding)
             .finish()
     }
-}
-
-fn store_id(id: FactoryId) -> superscalar_store::FactoryId {
-    superscalar_store::FactoryId(id.0)
-}
-
-fn label(kind: superscalar_core::TxKind) -> Result<TxLabel, StoreError> {
-    TxLabel::new(kind.to_string())
-}
-
-fn spends(s: &[SpendToSign]) -> Result<Vec<(OutPoint, Spend)>, StoreError> {
-    s.iter()
-        .map(|s| {
-            Ok((
-                s.outpoint,
-                Spend {
-                    role: label(s.kind)?,
-                    sighash: s.sighash,
-                    txid: s.txid,
-                },
-            ))
-        })
-        .collect()
 }
 
 impl Joining {
@@ -226,7 +203,7 @@ impl Joining {
                     tip,
                 )?;
                 let nonces = ceremony.round1()?;
-                let id = store_id(factory.params().id);
+                let id = convert::factory_id(factory.params().id);
                 let record = FactoryRecord {
                     id,
                     params: encoded,
@@ -256,10 +233,10 @@ impl Joining {
             }
             (State::Signing { ceremony, round }, Message::AggNonces(m)) if *round == 1 => {
                 // Recorded before the partial signatures leave: never two spends of one outpoint.
-                let spends = spends(&ceremony.spends())?;
+                let spends = convert::spends(&ceremony.spends())?;
                 let partials = ceremony.round2(&m)?;
                 *round = 2;
-                let id = store_id(m.factory);
+                let id = convert::factory_id(m.factory);
                 Ok(Output {
                     persist: vec![Change::Round {
                         round: CeremonyRound {
@@ -275,25 +252,15 @@ impl Joining {
             (State::Signing { ceremony, round }, Message::FinalSigs(m)) if *round == 2 => {
                 let signed = ceremony.finish(&m)?.to_vec();
                 let me = ceremony.client();
-                let state = serde_json::to_vec(&signed).map_err(|e| {
-                    JoinError::Unexpected(if e.is_io() { "io" } else { "unencodable state" })
-                })?;
-                let txs = signed
-                    .into_iter()
-                    .map(|s| {
-                        Ok(superscalar_store::SignedTx {
-                            label: label(s.kind)?,
-                            tx: s.tx,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
-                let id = store_id(m.factory);
-                let State::Signing { ceremony, .. } =
+                let state = serde_json::to_vec(&signed)
+                    .map_err(|_| JoinError::Unexpected("a state that does not encode"))?;
+                let txs = convert::signed_txs(&signed)?;
+                let id = convert::factory_id(m.factory);
+                if let State::Signing { ceremony, .. } =
                     std::mem::replace(&mut self.state, State::Funded)
-                else {
-                    unreachable!("matched above")
-                };
-                self.state = State::Signed { ceremony };
+                {
+                    self.state = State::Signed { ceremony };
+                }
                 Ok(Output {
                     persist: vec![
                         Change::State {

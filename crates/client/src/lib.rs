@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod bump;
 pub mod daemon;
 pub mod exit;

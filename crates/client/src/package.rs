@@ -41,10 +41,15 @@ pub struct ExitPackage {
     pub funding_value_sat: u64,
     /// Its script, hex.
     pub funding_script: String,
-    /// The exit path, in publishing order.
+    /// The exit path, in publishing order: only what the client broadcasts to exit.
     pub path: Vec<PackagedTx>,
     /// Timeout transactions of the outputs holding the client's money.
     pub timeouts: Vec<PackagedTx>,
+    /// Punishments of stock outputs, pre-signed for when their version is superseded: each is
+    /// completed only with the version's revocation secret, which the LSP reveals when it
+    /// supersedes the version. Not part of the exit (a live version's secret is unknown to all
+    /// but the LSP), not counted in its vbytes or fees; the watcher uses them.
+    pub punishments: Vec<PackagedTx>,
     /// Total vbytes of the path.
     pub path_vbytes: u64,
     /// Total fees of the path (sat).
@@ -87,16 +92,16 @@ impl ExitPackage {
         funding_outpoint: OutPoint,
         signed: &[SignedTx],
     ) -> Self {
-        let path: Vec<PackagedTx> = signed
-            .iter()
-            .filter(|s| !matches!(s.kind, TxKind::Timeout(_)))
-            .map(packaged)
-            .collect();
-        let timeouts = signed
-            .iter()
-            .filter(|s| matches!(s.kind, TxKind::Timeout(_)))
-            .map(packaged)
-            .collect();
+        let of = |keep: fn(&TxKind) -> bool| -> Vec<PackagedTx> {
+            signed
+                .iter()
+                .filter(|s| keep(&s.kind))
+                .map(packaged)
+                .collect()
+        };
+        let path = of(|k| matches!(k, TxKind::Kickoff(_) | TxKind::State(_) | TxKind::Sale(_)));
+        let timeouts = of(|k| matches!(k, TxKind::Timeout(_)));
+        let punishments = of(|k| matches!(k, TxKind::Punish(_)));
         let funding = signed
             .iter()
             .find(|s| s.tx.input.first().map(|i| i.previous_output) == Some(funding_outpoint))
@@ -111,6 +116,7 @@ impl ExitPackage {
             path_fee_sat: path.iter().map(|p| p.fee_sat).sum(),
             path,
             timeouts,
+            punishments,
         }
     }
 

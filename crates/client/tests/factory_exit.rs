@@ -162,3 +162,30 @@ fn a_corrupted_exit_path_is_refused_not_a_panic() {
     let package = superscalar_client::ExitPackage::new(&h.factory, ClientId(0), h.funding, &signed);
     assert!(!package.to_json().is_empty());
 }
+
+#[test]
+fn the_exit_package_path_holds_only_what_the_client_broadcasts() {
+    let h = build(4, FactoryConfig::regtest());
+    let signed = h.clients[0].signed().to_vec();
+    let package = superscalar_client::ExitPackage::new(&h.factory, ClientId(0), h.funding, &signed);
+    assert!(!package.path.is_empty());
+    for t in &package.path {
+        assert!(
+            t.role.starts_with("kickoff") || t.role.starts_with("state"),
+            "{} in the path",
+            t.role
+        );
+    }
+    // The stock punishments are kept apart, and neither they nor the timeouts are counted.
+    assert!(!package.punishments.is_empty());
+    assert!(package
+        .punishments
+        .iter()
+        .all(|t| t.role.starts_with("punishment")));
+    assert_eq!(
+        package.path_vbytes,
+        package.path.iter().map(|t| t.vbytes).sum::<u64>()
+    );
+    let exit = superscalar_client::exit::UnilateralExit::new(&signed).unwrap();
+    assert_eq!(exit.path().len(), package.path.len());
+}

@@ -80,6 +80,16 @@ pub struct LspConfig {
     pub factory: FactoryConfig,
     /// The funding transaction's fee rate.
     pub funding_fee_rate: FeeRate,
+    /// A fault to inject, for tests of the restart rule.
+    pub fault: Option<Fault>,
+}
+
+/// A fault a test injects into the LSP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Die (abort, no clean-up) right after the final signatures of a factory are sent, before
+    /// its funding transaction is broadcast.
+    CrashAfterFinalSigs,
 }
 
 /// Why the LSP daemon stopped with an error.
@@ -402,6 +412,19 @@ impl Lsp {
                     return self.refuse(peer, None, "already in a factory being formed".into());
                 }
                 self.waiting.retain(|w| w.node != peer);
+                if self.waiting.len() >= self.max_waiting() {
+                    return self.refuse(
+                        peer,
+                        None,
+                        format!(
+                            "{} clients are already waiting: try later",
+                            self.waiting.len()
+                        ),
+                    );
+                }
+                if self.waiting.iter().any(|w| w.join.key == join.key) {
+                    return self.refuse(peer, None, "another client waits with that key".into());
+                }
                 self.waiting.push(Waiting { node: peer, join });
                 let n = self.waiting.len();
                 self.log(format!("client {peer} waits to join ({n} waiting)"));
@@ -478,6 +501,12 @@ impl Lsp {
             return;
         }
         let funding_tx = forming.funding_tx;
+        if self.config.fault == Some(Fault::CrashAfterFinalSigs) {
+            tracing::warn!("fault injected: dying before the funding of {id} is broadcast");
+            // Let the final signatures leave the socket buffers first.
+            std::thread::sleep(Duration::from_millis(500));
+            std::process::abort();
+        }
         match self.chain(|c| c.submit_transaction(&funding_tx)) {
             Ok(txid) => self.log(format!("factory {id} signed; funding {txid} broadcast")),
             Err(e) => self.log(format!("factory {id} signed; funding refused for now: {e}")),
@@ -536,6 +565,11 @@ impl Lsp {
         ));
     }
 
+    /// At most this many clients wait at once (each a connected peer that sent a join).
+    fn max_waiting(&self) -> usize {
+        self.config.max_clients.saturating_mul(4).max(64)
+    }
+
     fn on_tick(&mut self) {
         if let Some(f) = &self.forming {
             if f.round_started.elapsed() > self.config.round_timeout {
@@ -560,7 +594,16 @@ impl Lsp {
             .map(|(id, f)| (*id, f.funding_tx.compute_txid()))
             .collect();
         for (id, txid) in pending {
-            if let Ok(TxStatus::Confirmed { height, .. }) = self.chain(|c| c.tx_status(&txid)) {
+            let status = self.chain(|c| c.tx_status(&txid));
+            if let Ok(TxStatus::Unknown) = status {
+                // Not in our chain's mempool (refused earlier, or the node restarted): again.
+                if let Some(tx) = self.factories.get(&id).map(|f| f.funding_tx.clone()) {
+                    if let Err(e) = self.chain(|c| c.submit_transaction(&tx)) {
+                        tracing::debug!("funding of {id} refused again: {e}");
+                    }
+                }
+            }
+            if let Ok(TxStatus::Confirmed { height, .. }) = status {
                 if self
                     .store
                     .apply(&Change::Status {

@@ -25,12 +25,11 @@ use std::sync::Arc;
 use bitcoin::key::Keypair;
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{OutPoint, Transaction};
-use superscalar_core::ceremony::{CeremonyError, LspCeremony, SpendToSign};
+use superscalar_core::ceremony::{CeremonyError, LspCeremony};
 use superscalar_core::codec::encode;
 use superscalar_core::{ClientId, Factory, FactoryError, FactoryId, FactoryParams, Signer};
-use superscalar_store::{
-    CeremonyRound, Change, FactoryRecord, FactoryStatus, KeyIndex, Party, SignedTx, Spend, TxLabel,
-};
+use superscalar_store::convert;
+use superscalar_store::{CeremonyRound, Change, FactoryRecord, FactoryStatus, KeyIndex, Party};
 use superscalar_wire::messages::{proposal_chunks, AssemblyError, Message};
 
 /// What a step asks of the daemon: write `persist` durably, then send `send`.
@@ -104,44 +103,6 @@ impl std::fmt::Debug for Formation {
             .field("phase", &self.phase)
             .finish()
     }
-}
-
-/// The store's label of a factory transaction.
-pub fn label(kind: superscalar_core::TxKind) -> Result<TxLabel, superscalar_store::StoreError> {
-    TxLabel::new(kind.to_string())
-}
-
-/// Signed transactions as the store keeps them.
-pub fn store_txs(
-    txs: impl IntoIterator<Item = superscalar_core::ceremony::SignedTx>,
-) -> Result<Vec<SignedTx>, superscalar_store::StoreError> {
-    txs.into_iter()
-        .map(|s| {
-            Ok(SignedTx {
-                label: label(s.kind)?,
-                tx: s.tx,
-            })
-        })
-        .collect()
-}
-
-/// Spends as the store keeps them, each in the role of its transaction.
-pub fn store_spends(
-    spends: &[SpendToSign],
-) -> Result<Vec<(OutPoint, Spend)>, superscalar_store::StoreError> {
-    spends
-        .iter()
-        .map(|s| {
-            Ok((
-                s.outpoint,
-                Spend {
-                    role: label(s.kind)?,
-                    sighash: s.sighash,
-                    txid: s.txid,
-                },
-            ))
-        })
-        .collect()
 }
 
 fn parties(n: usize) -> Vec<Party> {
@@ -331,9 +292,9 @@ impl Formation {
                     return Ok(Output::default());
                 }
                 // What the LSP signs, recorded before finalize signs it.
-                let spends = store_spends(&self.ceremony.spends())?;
+                let spends = convert::spends(&self.ceremony.spends())?;
                 self.ceremony.finalize()?;
-                let txs = store_txs(self.ceremony.all_signed().cloned())?;
+                let txs = convert::signed_txs(self.ceremony.all_signed())?;
                 let id = superscalar_store::FactoryId(self.id().0);
                 let mut send = Vec::with_capacity(self.members.len());
                 for (i, node) in self.members.iter().enumerate() {

@@ -9,8 +9,10 @@
 
 #![deny(missing_docs)]
 
+pub mod backup;
+pub mod convert;
 pub mod error;
-mod fs;
+pub mod fs;
 pub mod keys;
 pub mod node;
 pub mod records;

@@ -33,6 +33,8 @@ pub struct OpenedNode {
     pub store: Store,
     /// Its keys, derived from its seed.
     pub keys: NodeKeys,
+    /// Its seed (for an encrypted backup).
+    pub seed: Seed,
     /// Whether the seed was created now.
     pub created: bool,
 }
@@ -73,6 +75,7 @@ pub fn open_node(
     Ok(OpenedNode {
         store,
         keys,
+        seed,
         created,
     })
 }

@@ -129,7 +129,7 @@ impl KdfParams {
     /// Largest parallelism accepted from a file.
     pub const MAX_P_COST: u32 = 16;
 
-    fn argon2(&self) -> Result<Argon2<'static>, SeedError> {
+    pub(crate) fn argon2(&self) -> Result<Argon2<'static>, SeedError> {
         if self.m_cost_kib > Self::MAX_M_COST_KIB
             || self.t_cost > Self::MAX_T_COST
             || self.p_cost > Self::MAX_P_COST
@@ -334,7 +334,7 @@ fn encode(network: Network, seed: &Seed, protection: Protection<'_>) -> Result<V
     Ok(out)
 }
 
-fn derive_key(
+pub(crate) fn derive_key(
     argon2: &Argon2<'_>,
     passphrase: &str,
     salt: &[u8],

@@ -1,0 +1,49 @@
+//! The protocol's records (`superscalar_core`) as the store keeps them.
+
+use bitcoin::OutPoint;
+use superscalar_core::ceremony::{SignedTx as CoreSignedTx, SpendToSign};
+use superscalar_core::TxKind;
+
+use crate::records::{FactoryId, SignedTx, Spend, TxLabel};
+use crate::StoreError;
+
+/// The store's label of a factory transaction (`kickoff/3`, `timeout/in/3`...).
+pub fn label(kind: TxKind) -> Result<TxLabel, StoreError> {
+    TxLabel::new(kind.to_string())
+}
+
+/// The store's id of a factory.
+pub fn factory_id(id: superscalar_core::FactoryId) -> FactoryId {
+    FactoryId(id.0)
+}
+
+/// Signed transactions, labelled by their role.
+pub fn signed_txs<'a>(
+    txs: impl IntoIterator<Item = &'a CoreSignedTx>,
+) -> Result<Vec<SignedTx>, StoreError> {
+    txs.into_iter()
+        .map(|s| {
+            Ok(SignedTx {
+                label: label(s.kind)?,
+                tx: s.tx.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Spends about to be signed, each in the role of its transaction.
+pub fn spends(spends: &[SpendToSign]) -> Result<Vec<(OutPoint, Spend)>, StoreError> {
+    spends
+        .iter()
+        .map(|s| {
+            Ok((
+                s.outpoint,
+                Spend {
+                    role: label(s.kind)?,
+                    sighash: s.sighash,
+                    txid: s.txid,
+                },
+            ))
+        })
+        .collect()
+}
