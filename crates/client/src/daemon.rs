@@ -376,7 +376,10 @@ impl Client {
             Message::AggNonces(_) if self.config.fault == Some(Fault::StallBeforePartials) => {
                 self.log("fault injected: not answering the aggregated nonces".into());
             }
-            msg @ (Message::Proposal(_) | Message::AggNonces(_) | Message::FinalSigs(_)) => {
+            msg @ (Message::Proposal(_)
+            | Message::Hints(_)
+            | Message::AggNonces(_)
+            | Message::FinalSigs(_)) => {
                 let Some(joining) = self.joining.as_mut() else {
                     // Final signatures again after a restart: we have them already.
                     return;

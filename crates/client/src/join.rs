@@ -17,12 +17,13 @@ use bitcoin::key::Keypair;
 use bitcoin::{Amount, Network, OutPoint, ScriptBuf, Transaction};
 use superscalar_core::ceremony::{CeremonyError, ClientCeremony, SignedTx};
 use superscalar_core::codec::encode;
+use superscalar_core::factory::ScriptHints;
 use superscalar_core::{ClientId, Factory, FactoryError, FactoryId, Signer};
 use superscalar_store::convert;
 use superscalar_store::{
     CeremonyRound, Change, FactoryRecord, FactoryStatus, KeyIndex, Party, StoreError,
 };
-use superscalar_wire::messages::{AssemblyError, Join, Message, ProposalAssembler};
+use superscalar_wire::messages::{AssemblyError, Join, Message, Proposal, ProposalAssembler};
 
 /// What a step asks of the daemon: write `persist` durably, then send `send` to the LSP.
 #[derive(Debug, Default)]
@@ -76,6 +77,7 @@ pub struct Request {
 
 enum State {
     Proposed(ProposalAssembler),
+    AwaitingHints(Box<Proposal>),
     Signing {
         ceremony: Box<ClientCeremony>,
         round: u32,
@@ -193,43 +195,23 @@ impl Joining {
                         p.params.config.network, self.request.network
                     )));
                 }
-                let encoded = encode(&p.params);
-                let factory = Arc::new(Factory::new(p.params)?);
-                let mut ceremony = ClientCeremony::new(
-                    Arc::clone(&factory),
-                    me,
-                    self.request.keypair,
-                    p.funding,
-                    tip,
-                )?;
-                let nonces = ceremony.round1()?;
-                let id = convert::factory_id(factory.params().id);
-                let record = FactoryRecord {
-                    id,
-                    params: encoded,
-                    status: FactoryStatus::Forming,
-                    created_height: factory.params().creation_height,
-                    timeout_height: factory.timeout_height(),
-                    funding: Some(p.funding),
-                    key_index: self.request.key_index,
+                // Its path's keys it aggregates itself; the scripts beside its path come next.
+                self.state = State::AwaitingHints(Box::new(p));
+                Ok(Output::default())
+            }
+            (State::AwaitingHints(p), Message::Hints(h)) => {
+                if h.factory != p.params.id || h.client != p.client {
+                    return Err(JoinError::Proposal(
+                        "script hints for another factory or position".into(),
+                    ));
+                }
+                let State::AwaitingHints(p) = std::mem::replace(
+                    &mut self.state,
+                    State::Proposed(ProposalAssembler::default()),
+                ) else {
+                    return Err(JoinError::Unexpected("hints"));
                 };
-                self.factory = Some(factory);
-                self.funding = Some(p.funding);
-                self.state = State::Signing {
-                    ceremony: Box::new(ceremony),
-                    round: 1,
-                };
-                Ok(Output {
-                    persist: vec![Change::NewFactory {
-                        record,
-                        round: CeremonyRound {
-                            factory: id,
-                            round: 1,
-                            participants: vec![Party::Lsp, Party::Client(me.0)],
-                        },
-                    }],
-                    send: vec![Message::Nonces(nonces)],
-                })
+                self.start_signing(*p, h.hints, tip)
             }
             (State::Signing { ceremony, round }, Message::AggNonces(m)) if *round == 1 => {
                 // Recorded before the partial signatures leave: never two spends of one outpoint.
@@ -284,6 +266,9 @@ impl Joining {
                 Ok(Output::default())
             }
             (State::Proposed(_), _) => Err(JoinError::Unexpected("a message before the proposal")),
+            (State::AwaitingHints(_), _) => {
+                Err(JoinError::Unexpected("a message before the script hints"))
+            }
             (State::Signing { .. }, Message::Proposal(_)) => Err(JoinError::Unexpected(
                 "a second proposal during the ceremony",
             )),
@@ -292,6 +277,54 @@ impl Joining {
                 "a ceremony message after the ceremony",
             )),
         }
+    }
+
+    /// Builds this client's transactions of the proposed factory (with the LSP's script hints)
+    /// and starts round 1.
+    fn start_signing(
+        &mut self,
+        p: Proposal,
+        hints: ScriptHints,
+        tip: u32,
+    ) -> Result<Output, JoinError> {
+        let me = p.client;
+        let encoded = encode(&p.params);
+        let factory = Arc::new(Factory::new(p.params)?.with_script_hints(me, hints)?);
+        let mut ceremony = ClientCeremony::new(
+            Arc::clone(&factory),
+            me,
+            self.request.keypair,
+            p.funding,
+            tip,
+        )?;
+        let nonces = ceremony.round1()?;
+        let id = convert::factory_id(factory.params().id);
+        let record = FactoryRecord {
+            id,
+            params: encoded,
+            status: FactoryStatus::Forming,
+            created_height: factory.params().creation_height,
+            timeout_height: factory.timeout_height(),
+            funding: Some(p.funding),
+            key_index: self.request.key_index,
+        };
+        self.factory = Some(factory);
+        self.funding = Some(p.funding);
+        self.state = State::Signing {
+            ceremony: Box::new(ceremony),
+            round: 1,
+        };
+        Ok(Output {
+            persist: vec![Change::NewFactory {
+                record,
+                round: CeremonyRound {
+                    factory: id,
+                    round: 1,
+                    participants: vec![Party::Lsp, Party::Client(me.0)],
+                },
+            }],
+            send: vec![Message::Nonces(nonces)],
+        })
     }
 
     /// Checks that `tx` creates the funding output the factory's tree spends.

@@ -16,7 +16,7 @@ use lightning::ln::msgs::DecodeError;
 use lightning::util::ser::{BigSize, Readable, Writeable, Writer};
 
 use crate::ceremony::{AggNonceMsg, FinalSigMsg, NonceMsg, PartialSigMsg};
-use crate::factory::{ClientSpec, FactoryParams, Slot, TxKind};
+use crate::factory::{ClientSpec, FactoryParams, ScriptHints, Slot, TxKind};
 use crate::musig::{AggNonce, PartialSig, PubNonce};
 use crate::shape::{FactoryConfig, FeePolicy, LeafKind, Punishment, Shape, TimeoutPolicy};
 use crate::types::{ClientId, FactoryId, NodeId};
@@ -441,6 +441,33 @@ impl Readable for FactoryParams {
             creation_height,
             stock_hashes: hashes.into_iter().map(|h| h.0).collect(),
         })
+    }
+}
+
+/// Script hints: a list of (slot, script), inside a message that carries the extensions.
+impl Writeable for ScriptHints {
+    fn write<W: Writer>(&self, w: &mut W) -> Result<(), io::Error> {
+        BigSize(self.scripts.len() as u64).write(w)?;
+        for (slot, script) in &self.scripts {
+            slot.write(w)?;
+            script.write(w)?;
+        }
+        Ok(())
+    }
+}
+
+impl Readable for ScriptHints {
+    fn read<R: io::Read>(r: &mut R) -> Result<Self, DecodeError> {
+        let n = BigSize::read(r)?.0;
+        if n > MAX_LIST as u64 {
+            return Err(DecodeError::InvalidValue);
+        }
+        let mut scripts = Vec::new();
+        for _ in 0..n {
+            let slot = Slot::read(r)?;
+            scripts.push((slot, read_script(r)?));
+        }
+        Ok(ScriptHints { scripts })
     }
 }
 

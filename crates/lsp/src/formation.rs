@@ -6,7 +6,8 @@
 //! 1. [`Formation::start`]: the parameters (every member's key, capacity and payout), the
 //!    funding transaction the LSP built but has not signed, and the LSP's key. Records the
 //!    factory as forming; sends each member the parameters in proposal chunks with the funding
-//!    outpoint and its position.
+//!    outpoint and its position, then the output scripts beside its path (script hints), so
+//!    that it aggregates only its own path's keys.
 //! 2. Round 1: each member's nonces for the transactions it signs. Once every member's are in,
 //!    each member gets the aggregated nonces of its own transactions only.
 //! 3. Round 2: each member's partial signatures, each checked and attributed to its signer.
@@ -30,7 +31,7 @@ use superscalar_core::codec::encode;
 use superscalar_core::{ClientId, Factory, FactoryError, FactoryId, FactoryParams, Signer};
 use superscalar_store::convert;
 use superscalar_store::{CeremonyRound, Change, FactoryRecord, FactoryStatus, KeyIndex, Party};
-use superscalar_wire::messages::{proposal_chunks, AssemblyError, Message};
+use superscalar_wire::messages::{proposal_chunks, AssemblyError, Hints, Message};
 
 /// What a step asks of the daemon: write `persist` durably, then send `send`.
 #[derive(Debug, Default)]
@@ -141,9 +142,18 @@ impl Formation {
         let id = factory.params().id;
         let mut send = Vec::new();
         for (i, node) in members.iter().enumerate() {
-            for chunk in proposal_chunks(factory.params(), funding, ClientId(i as u32))? {
+            let client = ClientId(i as u32);
+            for chunk in proposal_chunks(factory.params(), funding, client)? {
                 send.push((*node, Message::Proposal(chunk)));
             }
+            send.push((
+                *node,
+                Message::Hints(Hints {
+                    factory: factory.params().id,
+                    client,
+                    hints: ceremony.script_hints_for(client)?,
+                }),
+            ));
         }
         let store_id = superscalar_store::FactoryId(id.0);
         let persist = vec![Change::NewFactory {

@@ -301,7 +301,14 @@ fn a_client_refuses_a_proposal_that_is_not_what_it_asked_for() {
         .find(|(to, _)| *to == s.clients[0].node)
         .unwrap()
         .clone();
-    let err = c0.handle(for_0.clone(), TIP + 500).unwrap_err();
+    assert_eq!(c0.handle(for_0.clone(), TIP + 500).unwrap().send.len(), 0);
+    let (_, hints_0) = s
+        .pending
+        .iter()
+        .find(|(to, m)| *to == s.clients[0].node && matches!(m, Message::Hints(_)))
+        .unwrap()
+        .clone();
+    let err = c0.handle(hints_0.clone(), TIP + 500).unwrap_err();
     assert!(
         matches!(
             err,
@@ -324,5 +331,36 @@ fn a_client_refuses_a_proposal_that_is_not_what_it_asked_for() {
         capacity: Amount::from_sat(90_000),
     })
     .0;
-    assert!(matches!(c0.handle(for_0, TIP), Err(JoinError::Proposal(_))));
+    assert!(matches!(
+        c0.handle(for_0.clone(), TIP),
+        Err(JoinError::Proposal(_))
+    ));
+    // Hints for another position, or a lying hint, are refused before anything is signed.
+    let mut c0 = Joining::new(Request {
+        network: Network::Regtest,
+        keypair: keypair(0),
+        key_index: KeyIndex::new(0).unwrap(),
+        payout: ClientSpec::new(
+            bitcoin::PublicKey::new(keypair(0).public_key()),
+            Amount::ZERO,
+        )
+        .payout,
+        capacity: Amount::from_sat(100_000),
+    })
+    .0;
+    c0.handle(for_0.clone(), TIP).unwrap();
+    let Message::Hints(mut h) = hints_0 else {
+        unreachable!("found as hints")
+    };
+    let mut other = h.clone();
+    other.client = superscalar_core::ClientId(1);
+    assert!(matches!(
+        c0.handle(Message::Hints(other), TIP),
+        Err(JoinError::Proposal(_))
+    ));
+    h.hints.scripts.pop();
+    assert!(matches!(
+        c0.handle(Message::Hints(h), TIP),
+        Err(JoinError::Factory(_))
+    ));
 }

@@ -40,6 +40,10 @@ pub mod types {
     pub const LIVE: u16 = 54017;
     /// LSP to client: a ceremony is abandoned.
     pub const ABORT: u16 = 54019;
+    /// LSP to client: the output scripts beside the client's path (after its proposal).
+    pub const HINTS: u16 = 54021;
+    /// The highest type in use.
+    pub const LAST: u16 = HINTS;
     /// The range every SuperScalar message type falls in.
     pub const RANGE: std::ops::RangeInclusive<u16> = 54000..=54099;
 }
@@ -198,6 +202,19 @@ pub struct Abort {
     pub reason: String,
 }
 
+/// LSP to client, after the proposal: the output scripts of the slots beside the client's path,
+/// so that it aggregates only its own path's keys (see `superscalar_core::factory::ScriptHints`
+/// for why taking them from the LSP is safe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hints {
+    /// The factory.
+    pub factory: FactoryId,
+    /// The client they are for.
+    pub client: ClientId,
+    /// The scripts.
+    pub hints: superscalar_core::factory::ScriptHints,
+}
+
 /// Why an incoming message was refused before it reached the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -259,6 +276,8 @@ pub enum Message {
     Live(Live),
     /// See [`Abort`].
     Abort(Abort),
+    /// See [`Hints`].
+    Hints(Hints),
     /// An incoming message refused by the decoder (never sent).
     Refused(Refusal),
 }
@@ -277,6 +296,7 @@ impl Message {
             Message::FinalSigs(_) => types::FINAL_SIGS,
             Message::Live(_) => types::LIVE,
             Message::Abort(_) => types::ABORT,
+            Message::Hints(_) => types::HINTS,
             // Never sent; an even type in our range that no message uses.
             Message::Refused(_) => 54000,
         }
@@ -295,6 +315,7 @@ impl Message {
             Message::FinalSigs(_) => "final_sigs",
             Message::Live(_) => "live",
             Message::Abort(_) => "abort",
+            Message::Hints(_) => "hints",
             Message::Refused(_) => "refused",
         }
     }
@@ -380,6 +401,11 @@ impl Writeable for Message {
                 l.factory.write(w)?;
                 l.funding_tx.write(w)
             }
+            Message::Hints(h) => {
+                h.factory.write(w)?;
+                h.client.write(w)?;
+                h.hints.write(w)
+            }
             Message::Abort(a) => {
                 a.factory.write(w)?;
                 write_reason(w, &a.reason)
@@ -399,7 +425,7 @@ impl Type for Message {
 /// caller ignores it), [`Message::Refused`] for anything refused (unknown even type, too large,
 /// malformed), so that the refusal can be reported to the sender before it is disconnected.
 pub fn read_message<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Option<Message> {
-    let ours = types::RANGE.contains(&ty) && ty % 2 == 1 && ty <= types::ABORT;
+    let ours = types::RANGE.contains(&ty) && ty % 2 == 1 && ty <= types::LAST;
     if !ours {
         return (ty % 2 == 0).then_some(Message::Refused(Refusal::UnknownEvenType(ty)));
     }
@@ -500,6 +526,17 @@ fn decode_body<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Result<Message, Deco
             let reason = read_reason(r)?;
             end(r)?;
             Message::Abort(Abort { factory, reason })
+        }
+        types::HINTS => {
+            let factory = Readable::read(r)?;
+            let client = Readable::read(r)?;
+            let hints = Readable::read(r)?;
+            end(r)?;
+            Message::Hints(Hints {
+                factory,
+                client,
+                hints,
+            })
         }
         _ => return Err(DecodeError::UnknownRequiredFeature),
     };
@@ -678,6 +715,22 @@ mod tests {
         let f = FactoryId([1; 32]);
         let kind = TxKind::Kickoff(NodeId(0));
         vec![
+            Message::Hints(Hints {
+                factory: f,
+                client: ClientId(3),
+                hints: superscalar_core::factory::ScriptHints {
+                    scripts: vec![
+                        (
+                            superscalar_core::Slot::NodeInput(NodeId(4)),
+                            ScriptBuf::from_bytes(vec![0x51, 0x20, 1, 2]),
+                        ),
+                        (
+                            superscalar_core::Slot::Channel(ClientId(2)),
+                            ScriptBuf::new(),
+                        ),
+                    ],
+                },
+            }),
             Message::Hello(Hello::ours(Network::Regtest)),
             Message::Error(ErrorMsg {
                 code: ErrorCode::Refused,
@@ -792,7 +845,7 @@ mod tests {
 
     #[test]
     fn foreign_odd_types_are_ignored_and_even_ones_refused() {
-        for ty in [1u16, 37_913, 32_801, 54_021, 54_099, 65_535] {
+        for ty in [1u16, 37_913, 32_801, 54_023, 54_099, 65_535] {
             assert_eq!(read_message(ty, &mut &[1u8, 2][..]), None, "{ty}");
         }
         for ty in [54_000u16, 54_002, 54_098, 32_768] {
@@ -910,7 +963,7 @@ mod tests {
         }
 
         #[test]
-        fn flipped_bytes_never_panic(which in 0usize..11, pos in any::<usize>(), bit in 0u8..8) {
+        fn flipped_bytes_never_panic(which in 0usize..12, pos in any::<usize>(), bit in 0u8..8) {
             let m = &every_message()[which];
             let mut bytes = encode(m);
             if !bytes.is_empty() {
