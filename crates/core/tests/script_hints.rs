@@ -297,3 +297,42 @@ fn a_batch_with_a_cheating_client_names_it_and_takes_the_others() {
         c.finish(&lsp.final_sigs_for(c.client()).unwrap()).unwrap();
     }
 }
+
+#[test]
+fn with_split_timeouts_clients_still_aggregate_only_their_own_path() {
+    // Above about 230 clients the root's timeouts are split into parts along the tree: the parts
+    // holding other clients' money are hinted like the nodes beside the path.
+    let n = 300;
+    let s = setup(n);
+    let mut lsp = lsp(&s);
+    assert!(lsp
+        .script_hints_for(ClientId(0))
+        .unwrap()
+        .scripts
+        .iter()
+        .any(|(slot, _)| matches!(slot, Slot::TimeoutPart { .. })));
+    let mut clients: Vec<(Arc<Factory>, ClientCeremony)> = (0..n)
+        .map(|c| client(&s, c, lsp.script_hints_for(ClientId(c)).unwrap()))
+        .collect();
+    nonces(&mut lsp, &mut clients);
+    let msgs = partials(&mut lsp, &mut clients);
+    lsp.receive_all_partials(&refs(&msgs)).unwrap();
+    lsp.finalize().unwrap();
+    for (f, c) in clients.iter_mut() {
+        let sigs = lsp.final_sigs_for(c.client()).unwrap();
+        c.finish(&sigs).unwrap();
+        for signed in c.signed() {
+            assert_eq!(lsp.signed(signed.kind), Some(signed));
+        }
+        let tree = f.tree();
+        let path: u64 = tree
+            .path_of(c.client())
+            .iter()
+            .map(|n| 1 + tree.node(*n).clients.len() as u64)
+            .sum();
+        let stock = f
+            .stock_of(c.client())
+            .map_or(0, |st| 1 + f.stocks()[st as usize].clients.len() as u64);
+        assert_eq!(f.keys_aggregated(), path + 2 + stock, "{:?}", c.client());
+    }
+}

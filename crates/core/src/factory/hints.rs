@@ -63,7 +63,9 @@ impl Factory {
     }
 
     /// The slots whose scripts `client` takes from the LSP: the inputs of the nodes beside its
-    /// path and the channels of the other clients of its leaf. None depends on the version.
+    /// path, the channels of the other clients of its leaf, and the parts of the split timeouts
+    /// it signs that hold other clients' money (the same key sets as the nodes beside its
+    /// path). None depends on the version.
     pub fn hinted_slots(&self, client: ClientId) -> Vec<Slot> {
         let mut slots: Vec<Slot> = self
             .nodes_beside_path(client)
@@ -78,6 +80,15 @@ impl Factory {
                     .filter(|c| *c != client)
                     .map(Slot::Channel),
             );
+        }
+        let v = self.initial_version();
+        for job in self.client_jobs(client, &v).unwrap_or_default() {
+            if let TxKind::Timeout(s) = job {
+                slots.extend(self.timeout_parts(s).into_iter().filter(|p| {
+                    matches!(p, Slot::TimeoutPart { node, .. }
+                        if !self.tree.node(*node).clients.contains(&client.0))
+                }));
+            }
         }
         slots
     }
