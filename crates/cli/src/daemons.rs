@@ -123,7 +123,7 @@ pub enum ClientCommand {
         /// The capacity of the channel to ask for, in sat.
         #[arg(long, default_value_t = 100_000)]
         capacity_sat: u64,
-        /// Inject a fault (tests only): `stall-before-partials`.
+        /// Inject a fault (tests only): `stall-before-partials`, `crash-after-partials`.
         #[arg(long, hide = true)]
         fault: Option<String>,
     },
@@ -330,6 +330,9 @@ pub fn client(command: ClientCommand) -> ExitCode {
                 None => None,
                 Some("stall-before-partials") => {
                     Some(superscalar_client::daemon::Fault::StallBeforePartials)
+                }
+                Some("crash-after-partials") => {
+                    Some(superscalar_client::daemon::Fault::CrashAfterPartials)
                 }
                 Some(other) => return usage(&format!("unknown --fault {other:?}")),
             };

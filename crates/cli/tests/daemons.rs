@@ -650,3 +650,49 @@ fn the_lsp_dies_after_the_final_signatures_and_every_client_still_exits() {
         );
     }
 }
+
+#[test]
+fn a_client_dying_after_its_partial_signatures_gets_its_final_signatures_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 2, &["--no-passphrase"]);
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let steady = client(dir.path(), 0, &chain, &uri, &["--no-passphrase"]);
+    let mut dying = client(
+        dir.path(),
+        1,
+        &chain,
+        &uri,
+        &["--no-passphrase", "--fault", "crash-after-partials"],
+    );
+    // It dies with its partial signatures out; the LSP completes the factory without knowing.
+    let mut proc = dying.proc.take().unwrap();
+    wait_for("the client to die", Duration::from_secs(90), || {
+        proc.child.try_wait().unwrap().is_some()
+    });
+    drop(proc);
+    wait_for("the factory signed", Duration::from_secs(60), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    // Restarted, it does not forget the factory: it asks for its final signatures.
+    let back = client_in(&dying.datadir, &chain, &uri, &["--no-passphrase"]);
+    assert_eq!(back.id, dying.id);
+    chain.mine(1, &address);
+    for c in [&steady, &back] {
+        wait_for("the factory live", Duration::from_secs(60), || {
+            factory_status(c).as_deref() == Some("live")
+        });
+    }
+    assert_eq!(
+        status("client", &back)["factory"]["id"],
+        status("client", &steady)["factory"]["id"]
+    );
+    for c in [&steady, &back] {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+}

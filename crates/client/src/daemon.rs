@@ -28,7 +28,7 @@ use superscalar_core::codec::decode;
 use superscalar_core::{ClientSpec, Factory, FactoryId, FactoryParams, Signer};
 use superscalar_store::node::open_node;
 use superscalar_store::{Change, FactoryStatus, KeyFamily, NodeMeta, Party, Role, Store};
-use superscalar_wire::messages::{ErrorCode, ErrorMsg, Message};
+use superscalar_wire::messages::{ErrorCode, ErrorMsg, Message, Resume};
 use superscalar_wire::transport::{Event, Transport};
 
 use crate::exit::{ExitProgress, UnilateralExit};
@@ -64,6 +64,8 @@ pub struct ClientConfig {
 pub enum Fault {
     /// Take the aggregated nonces and never answer them (as if it crashed before round 2).
     StallBeforePartials,
+    /// Die (abort, no clean-up) right after sending the partial signatures.
+    CrashAfterPartials,
 }
 
 /// Why the client daemon stopped with an error.
@@ -109,6 +111,8 @@ struct Client {
     factory: Option<InFactory>,
     last_connect: Option<Instant>,
     rejoin_after: Option<Instant>,
+    /// A `resume` to send the LSP on connecting (a ceremony interrupted by a restart).
+    resume: Option<Message>,
     stop: bool,
     events: Vec<String>,
     last_error: Option<String>,
@@ -154,6 +158,7 @@ pub async fn run(
         factory: None,
         last_connect: None,
         rejoin_after: None,
+        resume: None,
         stop: false,
         events: Vec::new(),
         last_error: None,
@@ -204,6 +209,23 @@ impl Client {
             let id = FactoryId(record.id.0);
             match record.status {
                 FactoryStatus::Forming => {
+                    // Partial signatures sent: the LSP may have completed the factory, so wait
+                    // for its final signatures (or its abort) instead of forgetting it.
+                    let sent_partials = self
+                        .store
+                        .ceremony(record.id)?
+                        .is_some_and(|c| c.round >= 2);
+                    if sent_partials {
+                        match self.resume_joining(&record) {
+                            Ok(()) => {
+                                self.log(format!(
+                                    "factory {id} was being signed at restart: asking the LSP"
+                                ));
+                                continue;
+                            }
+                            Err(e) => self.log(format!("factory {id}: cannot resume: {e}")),
+                        }
+                    }
                     self.store.apply(&Change::Status {
                         factory: record.id,
                         status: FactoryStatus::Aborted,
@@ -265,6 +287,40 @@ impl Client {
         Ok(())
     }
 
+    /// Waits again for the final signatures of a factory whose ceremony this client left after
+    /// its partial signatures.
+    fn resume_joining(&mut self, record: &superscalar_store::FactoryRecord) -> Result<(), String> {
+        let params: FactoryParams = decode(&record.params).map_err(|e| format!("{e:?}"))?;
+        let keypair = self
+            .keys
+            .factory_key(record.key_index)
+            .map_err(|e| e.to_string())?;
+        let position = params
+            .clients
+            .iter()
+            .position(|c| c.key.inner == keypair.public_key())
+            .ok_or("our key is not in it")?;
+        let spec = &params.clients[position];
+        let request = JoinRequest {
+            network: self.config.network,
+            keypair,
+            key_index: record.key_index,
+            payout: spec.payout.clone(),
+            capacity: spec.capacity,
+        };
+        let funding = record.funding.ok_or("no funding outpoint")?;
+        let (joining, resume) = Joining::resume(
+            request,
+            params,
+            superscalar_core::ClientId(position as u32),
+            funding,
+        )
+        .map_err(|e| e.to_string())?;
+        self.joining = Some(joining);
+        self.resume = Some(resume);
+        Ok(())
+    }
+
     fn send(&self, msg: Message) {
         if let Err(e) = self.transport.send(self.config.lsp_id, msg) {
             tracing::debug!("not sent: {e}");
@@ -285,13 +341,25 @@ impl Client {
         match event {
             Event::Connected { peer, .. } if peer == self.config.lsp_id => {
                 self.log(format!("connected to the LSP {peer}"));
+                if let Some(resume) = self.resume.clone() {
+                    self.send(resume);
+                }
                 self.maybe_join();
             }
             Event::Message { peer, msg } if peer == self.config.lsp_id => self.on_message(msg),
             Event::Disconnected { peer } if peer == self.config.lsp_id => {
                 self.log("disconnected from the LSP".into());
-                // A factory being formed cannot finish without the LSP: start again later.
-                self.drop_joining("the LSP disconnected");
+                match self.joining.as_ref() {
+                    // Our partial signatures are out: the LSP may have completed the factory.
+                    // Ask it on reconnecting, never forget it.
+                    Some(j) if j.awaiting_final() => {
+                        self.resume = j
+                            .factory_id()
+                            .map(|factory| Message::Resume(Resume { factory }));
+                    }
+                    // Before that, a factory cannot finish without us: start again later.
+                    _ => self.drop_joining("the LSP disconnected"),
+                }
             }
             Event::PeerError { error, .. } => {
                 let line = format!("the LSP refused: {:?}: {}", error.code, error.reason);
@@ -305,6 +373,7 @@ impl Client {
 
     /// Forgets the factory being joined (recorded aborted if it was recorded at all).
     fn drop_joining(&mut self, why: &str) {
+        self.resume = None;
         if let Some(j) = self.joining.take() {
             if let Some(id) = j.factory_id() {
                 if !j.is_signed() {
@@ -390,9 +459,15 @@ impl Client {
                 };
                 match joining.handle(msg, tip) {
                     Ok(out) => {
+                        let partials = out.send.iter().any(|m| matches!(m, Message::Partials(_)));
                         if let Err(e) = self.commit(out) {
                             self.log(format!("cannot store the factory: {e}"));
                             return self.drop_joining("store");
+                        }
+                        if partials && self.config.fault == Some(Fault::CrashAfterPartials) {
+                            tracing::warn!("fault injected: dying after the partial signatures");
+                            std::thread::sleep(Duration::from_millis(300));
+                            std::process::abort();
                         }
                         self.after_step();
                     }
@@ -421,6 +496,7 @@ impl Client {
         let Some(joining) = self.joining.take() else {
             return;
         };
+        self.resume = None;
         let (Some(id), Some(factory), Some(funding)) = (
             joining.factory_id(),
             joining.factory().cloned(),

@@ -124,6 +124,39 @@ impl Joining {
         )
     }
 
+    /// Resumes, after a restart, a factory whose ceremony this client left after sending its
+    /// partial signatures: it waits for the final signatures (checked as ever), and asks the LSP
+    /// for them with the returned `resume` message.
+    pub fn resume(
+        request: Request,
+        params: superscalar_core::FactoryParams,
+        me: ClientId,
+        funding: OutPoint,
+    ) -> Result<(Joining, Message), JoinError> {
+        let factory = Arc::new(Factory::new(params)?);
+        if factory.key_of(Signer::Client(me)).inner != request.keypair.public_key() {
+            return Err(JoinError::Proposal(format!(
+                "position {} holds another key than ours",
+                me.0
+            )));
+        }
+        let ceremony =
+            ClientCeremony::awaiting_final(Arc::clone(&factory), me, request.keypair, funding)?;
+        let id = factory.params().id;
+        Ok((
+            Joining {
+                request,
+                state: State::Signing {
+                    ceremony: Box::new(ceremony),
+                    round: 2,
+                },
+                factory: Some(factory),
+                funding: Some(funding),
+            },
+            Message::Resume(superscalar_wire::messages::Resume { factory: id }),
+        ))
+    }
+
     /// The factory being joined, once proposed.
     pub fn factory_id(&self) -> Option<FactoryId> {
         self.factory.as_ref().map(|f| f.params().id)
@@ -146,6 +179,12 @@ impl Joining {
         (0..f.params().clients.len() as u32)
             .map(ClientId)
             .find(|c| f.key_of(Signer::Client(*c)).inner == me)
+    }
+
+    /// Whether its partial signatures are out and it waits for the final signatures (the
+    /// factory may be complete on the LSP's side: it must not be forgotten).
+    pub fn awaiting_final(&self) -> bool {
+        matches!(self.state, State::Signing { round: 2, .. })
     }
 
     /// Whether every signature of its exit path and timeouts is in and verified.

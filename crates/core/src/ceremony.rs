@@ -356,6 +356,21 @@ impl ClientCeremony {
         })
     }
 
+    /// Resume after a restart that followed round 2 (this client's partial signatures are out,
+    /// its secret nonces gone): waiting for the final signatures, which need no nonce of its own.
+    /// The transactions are built again from the parameters and checked as in [`Self::finish`].
+    pub fn awaiting_final(
+        factory: Arc<Factory>,
+        me: ClientId,
+        keypair: Keypair,
+        funding: OutPoint,
+    ) -> Result<Self, CeremonyError> {
+        let v = factory.initial_version();
+        let mut c = Self::for_jobs(factory, me, keypair, funding, &v, None)?;
+        c.phase = ClientPhase::AwaitingFinal;
+        Ok(c)
+    }
+
     /// Round 1: public nonces for every transaction this client signs.
     pub fn round1(&mut self) -> Result<NonceMsg, CeremonyError> {
         if !matches!(self.phase, ClientPhase::Ready) {

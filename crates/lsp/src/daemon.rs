@@ -458,10 +458,106 @@ impl Lsp {
                     Err(e) => self.abort_forming(&[], &e.to_string()),
                 }
             }
+            Message::Resume(r) => self.on_resume(peer, r.factory),
             other => {
                 self.refuse(peer, None, format!("{} is not for the LSP", other.name()));
             }
         }
+    }
+
+    /// A member restarted after sending its partial signatures: its final signatures and the
+    /// funding if the factory was signed, else an abort.
+    fn on_resume(&mut self, peer: PublicKey, id: FactoryId) {
+        let abort = |lsp: &Lsp, reason: &str| {
+            lsp.send(
+                peer,
+                Message::Abort(Abort {
+                    factory: id,
+                    reason: reason.to_owned(),
+                }),
+            )
+        };
+        if self
+            .forming
+            .as_ref()
+            .is_some_and(|f| f.formation.id() == id)
+        {
+            // Its nonces died with it: this formation cannot finish.
+            self.abort_forming(&[], "a member restarted during the ceremony");
+            return;
+        }
+        match self.final_sigs_from_store(peer, id) {
+            Ok(Some((sigs, funding_tx))) => {
+                self.send(peer, sigs);
+                self.send(
+                    peer,
+                    Message::Live(Live {
+                        factory: id,
+                        funding_tx,
+                    }),
+                );
+            }
+            Ok(None) => abort(self, "this factory was not signed"),
+            Err(e) => {
+                tracing::warn!(%peer, "resume of {id}: {e}");
+                abort(self, "this factory is unknown here");
+            }
+        }
+    }
+
+    /// The final signatures of `peer`'s transactions in factory `id`, rebuilt from the stored
+    /// signed transactions, and the funding transaction; `None` unless signed and `peer` is in it.
+    fn final_sigs_from_store(
+        &self,
+        peer: PublicKey,
+        id: FactoryId,
+    ) -> Result<Option<(Message, Transaction)>, String> {
+        let Some(record) = self.store.factory(sid(id)).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        if !matches!(record.status, FactoryStatus::Signed | FactoryStatus::Live) {
+            return Ok(None);
+        }
+        let params: FactoryParams = decode(&record.params).map_err(|e| format!("{e:?}"))?;
+        let members = self.members_of(&params).map_err(|e| e.to_string())?;
+        let Some(position) = members.iter().position(|m| *m == peer) else {
+            return Ok(None);
+        };
+        let factory = Factory::new(params).map_err(|e| e.to_string())?;
+        let client = superscalar_core::ClientId(position as u32);
+        let kinds = factory
+            .client_jobs(client, &factory.initial_version())
+            .map_err(|e| e.to_string())?;
+        let txs = self
+            .store
+            .signed_txs(record.id)
+            .map_err(|e| e.to_string())?;
+        let by_label: HashMap<&str, &Transaction> =
+            txs.iter().map(|t| (t.label.as_str(), &t.tx)).collect();
+        let mut signatures = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            let tx = by_label
+                .get(kind.to_string().as_str())
+                .ok_or_else(|| format!("no stored {kind}"))?;
+            let sig = tx
+                .input
+                .first()
+                .and_then(|i| i.witness.nth(0))
+                .and_then(|w| bitcoin::secp256k1::schnorr::Signature::from_slice(w).ok())
+                .ok_or_else(|| format!("{kind} has no key-path signature"))?;
+            signatures.push((kind, sig));
+        }
+        let funding_tx = by_label
+            .get(FUNDING_LABEL)
+            .map(|t| (*t).clone())
+            .ok_or("no stored funding transaction")?;
+        Ok(Some((
+            Message::FinalSigs(superscalar_core::ceremony::FinalSigMsg {
+                factory: id,
+                signatures,
+            }),
+            funding_tx,
+        )))
     }
 
     /// Every signature is in: store everything (with the funding transaction), then send the

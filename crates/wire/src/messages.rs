@@ -42,8 +42,10 @@ pub mod types {
     pub const ABORT: u16 = 54019;
     /// LSP to client: the output scripts beside the client's path (after its proposal).
     pub const HINTS: u16 = 54021;
+    /// Client to LSP, after a restart: where is this factory (final signatures or abort)?
+    pub const RESUME: u16 = 54023;
     /// The highest type in use.
-    pub const LAST: u16 = HINTS;
+    pub const LAST: u16 = RESUME;
     /// The range every SuperScalar message type falls in.
     pub const RANGE: std::ops::RangeInclusive<u16> = 54000..=54099;
 }
@@ -215,6 +217,15 @@ pub struct Hints {
     pub hints: superscalar_core::factory::ScriptHints,
 }
 
+/// Client to LSP, after a restart in the middle of a factory's ceremony (its partial
+/// signatures sent): the LSP answers with the final signatures and `live` if the factory was
+/// signed, or `abort` if it was not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The factory.
+    pub factory: FactoryId,
+}
+
 /// Why an incoming message was refused before it reached the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -278,6 +289,8 @@ pub enum Message {
     Abort(Abort),
     /// See [`Hints`].
     Hints(Hints),
+    /// See [`Resume`].
+    Resume(Resume),
     /// An incoming message refused by the decoder (never sent).
     Refused(Refusal),
 }
@@ -297,6 +310,7 @@ impl Message {
             Message::Live(_) => types::LIVE,
             Message::Abort(_) => types::ABORT,
             Message::Hints(_) => types::HINTS,
+            Message::Resume(_) => types::RESUME,
             // Never sent; an even type in our range that no message uses.
             Message::Refused(_) => 54000,
         }
@@ -316,6 +330,7 @@ impl Message {
             Message::Live(_) => "live",
             Message::Abort(_) => "abort",
             Message::Hints(_) => "hints",
+            Message::Resume(_) => "resume",
             Message::Refused(_) => "refused",
         }
     }
@@ -326,6 +341,7 @@ pub fn max_body(ty: u16) -> usize {
     match ty {
         types::HELLO => 256,
         types::ERROR | types::ABORT => 64 + MAX_REASON,
+        types::RESUME => 64,
         types::JOIN => 33 + 8 + 2 + 10_000 + 64,
         _ => MAX_BODY,
     }
@@ -401,6 +417,7 @@ impl Writeable for Message {
                 l.factory.write(w)?;
                 l.funding_tx.write(w)
             }
+            Message::Resume(m) => m.factory.write(w),
             Message::Hints(h) => {
                 h.factory.write(w)?;
                 h.client.write(w)?;
@@ -526,6 +543,11 @@ fn decode_body<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Result<Message, Deco
             let reason = read_reason(r)?;
             end(r)?;
             Message::Abort(Abort { factory, reason })
+        }
+        types::RESUME => {
+            let factory = Readable::read(r)?;
+            end(r)?;
+            Message::Resume(Resume { factory })
         }
         types::HINTS => {
             let factory = Readable::read(r)?;
@@ -731,6 +753,7 @@ mod tests {
                     ],
                 },
             }),
+            Message::Resume(Resume { factory: f }),
             Message::Hello(Hello::ours(Network::Regtest)),
             Message::Error(ErrorMsg {
                 code: ErrorCode::Refused,
@@ -845,7 +868,7 @@ mod tests {
 
     #[test]
     fn foreign_odd_types_are_ignored_and_even_ones_refused() {
-        for ty in [1u16, 37_913, 32_801, 54_023, 54_099, 65_535] {
+        for ty in [1u16, 37_913, 32_801, 54_025, 54_099, 65_535] {
             assert_eq!(read_message(ty, &mut &[1u8, 2][..]), None, "{ty}");
         }
         for ty in [54_000u16, 54_002, 54_098, 32_768] {
@@ -963,7 +986,7 @@ mod tests {
         }
 
         #[test]
-        fn flipped_bytes_never_panic(which in 0usize..12, pos in any::<usize>(), bit in 0u8..8) {
+        fn flipped_bytes_never_panic(which in 0usize..13, pos in any::<usize>(), bit in 0u8..8) {
             let m = &every_message()[which];
             let mut bytes = encode(m);
             if !bytes.is_empty() {
