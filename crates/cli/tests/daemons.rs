@@ -347,6 +347,54 @@ fn daemons_form_a_factory_over_loopback_and_a_client_exits_alone() {
         chain.mine(1, &address);
         std::thread::sleep(Duration::from_millis(1200));
     }
+    // At T the others are paid by the pre-signed timeout transactions, which they publish
+    // themselves.
+    let timeout = status("client", &clients[1])["factory"]["timeout_height"]
+        .as_u64()
+        .unwrap();
+    let tip = chain
+        .rpc
+        .call("getblockcount", &[])
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    if tip + 1 < timeout {
+        chain.mine((timeout - tip - 1) as u32, &address);
+    }
+    let start = Instant::now();
+    let payouts: Vec<String> = clients[1..]
+        .iter()
+        .map(|c| {
+            status("client", c)["factory"]["payout"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut scanned = timeout as u32 - 1;
+    let mut paid = std::collections::HashSet::new();
+    while paid.len() < payouts.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "paid at T: {paid:?} of {payouts:?}"
+        );
+        chain.mine(1, &address);
+        std::thread::sleep(Duration::from_millis(1200));
+        use superscalar_chain::Chain;
+        let tip = chain.rpc.tip().unwrap().height;
+        while scanned <= tip {
+            let block = chain.rpc.block_at(scanned).unwrap().unwrap();
+            for tx in &block.txdata {
+                for out in &tx.output {
+                    let hex = out.script_pubkey.to_hex_string();
+                    if payouts.contains(&hex) {
+                        paid.insert(hex);
+                    }
+                }
+            }
+            scanned += 1;
+        }
+    }
     for c in &clients {
         cli("client", "stop", &c.datadir, &c.api).unwrap();
     }

@@ -98,6 +98,11 @@ struct InFactory {
     funding_tx: Option<Transaction>,
     exit: Option<UnilateralExit>,
     exit_log: Vec<String>,
+    /// This client's position and the index of its factory key.
+    position: superscalar_core::ClientId,
+    key_index: superscalar_store::KeyIndex,
+    /// The timeout transactions this client published at T.
+    timeout_claims: Vec<bitcoin::Txid>,
 }
 
 struct Client {
@@ -279,6 +284,9 @@ impl Client {
                         funding_tx: None,
                         exit,
                         exit_log: Vec::new(),
+                        position: superscalar_core::ClientId(position),
+                        key_index: record.key_index,
+                        timeout_claims: Vec::new(),
                     });
                 }
                 _ => {}
@@ -497,10 +505,11 @@ impl Client {
             return;
         };
         self.resume = None;
-        let (Some(id), Some(factory), Some(funding)) = (
+        let (Some(id), Some(factory), Some(funding), Some(position)) = (
             joining.factory_id(),
             joining.factory().cloned(),
             joining.funding(),
+            joining.position(),
         ) else {
             return;
         };
@@ -517,6 +526,9 @@ impl Client {
             funding_tx: None,
             exit: None,
             exit_log: Vec::new(),
+            position,
+            key_index: joining.key_index(),
+            timeout_claims: Vec::new(),
         });
     }
 
@@ -556,6 +568,56 @@ impl Client {
         }
         self.check_funding();
         self.step_exit();
+        self.claim_timeouts();
+    }
+
+    /// At T (inverted policy) the pre-signed timeout transactions pay this client: publish
+    /// those of the outputs holding its money, as far as the chain shows them unspent.
+    fn claim_timeouts(&mut self) {
+        let Some(f) = self.factory.as_ref() else {
+            return;
+        };
+        if !matches!(f.status, FactoryStatus::Live | FactoryStatus::Closing) {
+            return;
+        }
+        let Ok(tip) = self.chain(|c| c.tip()) else {
+            return;
+        };
+        if tip.height + 1 < f.factory.timeout_height() {
+            return;
+        }
+        let Ok(keypair) = self.keys.factory_key(f.key_index) else {
+            return;
+        };
+        let version = f.factory.initial_version();
+        let view = crate::timeout::ClientView {
+            factory: &f.factory,
+            client: f.position,
+            signed: &f.signed,
+            funding: f.funding,
+            key: &keypair,
+            version: &version,
+        };
+        let chain = Arc::clone(&self.chain);
+        let rate = bitcoin::FeeRate::from_sat_per_vb_u32(2);
+        let claim = tokio::task::block_in_place(|| {
+            crate::timeout::claim_timeouts(chain.as_ref(), &view, rate, None)
+        });
+        match claim {
+            Ok(c) if !c.sent.is_empty() => {
+                let id = f.id;
+                let lines: Vec<String> = c.sent.iter().map(|t| t.to_string()).collect();
+                if let Some(f) = self.factory.as_mut() {
+                    f.timeout_claims.extend(c.sent);
+                }
+                self.log(format!(
+                    "factory {id}: timeout payout published: {}",
+                    lines.join(", ")
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("timeout claim: {e}"),
+        }
     }
 
     /// Our own chain view: the factory is live once its funding output is confirmed there.
@@ -679,6 +741,13 @@ impl Client {
                         "timeout_height": f.factory.timeout_height(),
                         "transactions": f.signed.len(),
                         "exiting": f.exit.is_some(),
+                        "timeout_claims": f.timeout_claims.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                        "payout": f
+                            .factory
+                            .params()
+                            .clients
+                            .get(f.position.0 as usize)
+                            .map(|c| c.payout.to_hex_string()),
                     })
                 });
                 Ok(json!({

@@ -172,6 +172,11 @@ impl Joining {
         self.funding
     }
 
+    /// The index of this client's factory key.
+    pub fn key_index(&self) -> KeyIndex {
+        self.request.key_index
+    }
+
     /// This client's position in the factory, once proposed.
     pub fn position(&self) -> Option<ClientId> {
         let me = self.request.keypair.public_key();
