@@ -602,6 +602,8 @@ impl Lsp {
     }
 
     fn start_formation(&mut self, joined: &[Waiting]) -> Result<FactoryId, String> {
+        // Benchmarks time the formation from this line (scripts/bench-formation.sh).
+        tracing::info!("formation starts with {} clients", joined.len());
         let chain = Arc::clone(&self.chain);
         let tip = self.chain(|c| c.tip()).map_err(|e| e.to_string())?.height;
         tokio::task::block_in_place(|| self.wallet.sync(chain.as_ref()))
