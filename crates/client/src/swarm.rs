@@ -665,3 +665,57 @@ impl Member {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(bytes: u64, signed: Option<u64>) -> ClientReport {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        ClientReport {
+            node_id: PublicKey::from_slice(&[2; 33]).unwrap(),
+            joined: Some(at(10)),
+            proposed: Some(at(11)),
+            signed: signed.map(at),
+            factory: None,
+            joins: 1,
+            messages_received: 3,
+            bytes_received: bytes,
+            announced: false,
+            confirmed: false,
+            last_error: None,
+            busy: Duration::from_millis(bytes),
+            funding: None,
+        }
+    }
+
+    #[test]
+    fn the_report_sums_up_its_clients() {
+        let mut report = SwarmReport {
+            clients: vec![client(100, Some(12)), client(300, None)],
+            timed_out: true,
+        };
+        assert_eq!(report.signed(), 1);
+        assert_eq!(report.bytes_received(), (200, 300));
+        assert_eq!(
+            report.busy(),
+            (Duration::from_millis(200), Duration::from_millis(300))
+        );
+        assert_eq!(report.last_signed(), None, "not every client is signed");
+        report.clients[1].signed = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(15));
+        assert_eq!(
+            report.last_signed(),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(15))
+        );
+        assert_eq!(
+            report.first_join(),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(10))
+        );
+        let empty = SwarmReport {
+            clients: Vec::new(),
+            timed_out: false,
+        };
+        assert_eq!(empty.bytes_received(), (0, 0));
+        assert_eq!(empty.busy(), (Duration::ZERO, Duration::ZERO));
+    }
+}
