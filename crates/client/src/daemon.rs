@@ -422,7 +422,10 @@ impl Client {
             Event::PeerError { error, .. } => {
                 let line = format!("the LSP refused: {:?}: {}", error.code, error.reason);
                 self.last_error = Some(line.clone());
-                self.log(line);
+                self.log(line.clone());
+                if self.joining.as_ref().is_some_and(|j| j.ended_by(&error)) {
+                    self.drop_joining(&line);
+                }
             }
             Event::Refused { reason, .. } => self.log(format!("refused the LSP: {reason}")),
             _ => {}

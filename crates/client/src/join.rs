@@ -22,7 +22,7 @@ use superscalar_store::{
     CeremonyRound, Change, FactoryRecord, FactoryStatus, KeyIndex, Party, Spend, StoreError,
     TxLabel,
 };
-use superscalar_wire::messages::{AssemblyError, Join, Message, ProposalAssembler};
+use superscalar_wire::messages::{AssemblyError, ErrorMsg, Join, Message, ProposalAssembler};
 
 /// What a step asks of the daemon: write `persist` durably, then send `send` to the LSP.
 #[derive(Debug, Default)]
@@ -172,6 +172,16 @@ impl Joining {
     /// Whether every signature of its exit path and timeouts is in and verified.
     pub fn is_signed(&self) -> bool {
         matches!(self.state, State::Signed { .. } | State::Funded)
+    }
+
+    /// Whether the LSP's error `e` ends this attempt: once proposed and until signed, a
+    /// refusal that names no factory or this one means the LSP no longer counts this client in
+    /// it (a round went on without it, say), so that nothing more will come: join again.
+    pub fn ended_by(&self, e: &ErrorMsg) -> bool {
+        match self.factory_id() {
+            Some(id) => !self.is_signed() && e.factory.map_or(true, |f| f == id),
+            None => false,
+        }
     }
 
     /// The signed exit path and timeouts, once signed.

@@ -467,6 +467,9 @@ impl Member {
                     "the LSP refused: {:?}: {}",
                     error.code, error.reason
                 ));
+                if self.joining.as_ref().is_some_and(|j| j.ended_by(&error)) {
+                    self.leave(Some(REJOIN_DELAY));
+                }
             }
             _ => {}
         }
