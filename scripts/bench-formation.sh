@@ -17,6 +17,7 @@
 #   PROCS=64              clients of the process-per-client run (0: skip it)
 #   CAPACITY_SAT=100000   each client's channel
 #   BLOCKS=110            blocks mined to each LSP's wallet (100 to mature, the rest spendable)
+#   ROUND_TIMEOUT=120     the LSP's --round-timeout (s)
 #   KEEP=1                keep the work directory (logs, stores)
 # Needs: Linux (/proc), curl, GNU date and awk.
 set -euo pipefail
@@ -26,6 +27,7 @@ SIZES=${SIZES-64 127 1024}
 PROCS=${PROCS-64}
 CAPACITY=${CAPACITY_SAT:-100000}
 BLOCKS=${BLOCKS:-110}
+ROUND_TIMEOUT=${ROUND_TIMEOUT:-120}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-formation.XXXXXX")
 PIDS=()
 
@@ -91,7 +93,7 @@ CHAIN=(--chain-rpc "$URL" --chain-cookie "$COOKIE" --no-passphrase)
 start_lsp() {
     mkdir -p "$1"
     "$BIN" lsp run --datadir "$1/lsp" --listen 127.0.0.1:0 --api 127.0.0.1:0 "${CHAIN[@]}" \
-        --min-clients "$2" --max-clients "$2" --round-timeout 120 >"$1/lsp.out" 2>/dev/null &
+        --min-clients "$2" --max-clients "$2" --round-timeout "$ROUND_TIMEOUT" >"$1/lsp.out" 2>/dev/null &
     LSP_PID=$!
     PIDS+=("$LSP_PID")
     local line
@@ -195,7 +197,7 @@ fi
 
 echo
 echo "factory formation over loopback: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $BIN"
-echo "each client asks for $CAPACITY sat; $BLOCKS blocks mined to each LSP; LSP --round-timeout 120"
+echo "each client asks for $CAPACITY sat; $BLOCKS blocks mined to each LSP; LSP --round-timeout $ROUND_TIMEOUT"
 echo "try: formations started (1 = none aborted); wall s: LSP formation start -> last client signed;"
 echo "LSP s: formation start -> LSP signed; BTC: the factory's funding output;"
 echo "B mean, B max: bytes received per client (protocol messages: encoding + 2-byte type; BOLT-8"
