@@ -116,7 +116,10 @@ fn setup(n: u32) -> Setup {
         0,
     )
     .unwrap();
-    let pending = apply(&mut lsp_store, output);
+    let mut pending = apply(&mut lsp_store, output);
+    for i in 0..n as usize {
+        pending.extend(formation.proposal_for(i).unwrap());
+    }
     Setup {
         formation,
         lsp_store,
