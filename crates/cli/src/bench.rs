@@ -54,7 +54,7 @@ pub fn params(lsp: &Keypair, clients: &[Keypair]) -> FactoryParams {
 }
 
 /// CPU time of this process (every thread), in seconds.
-fn process_cpu() -> f64 {
+pub(crate) fn process_cpu() -> f64 {
     cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use superscalar_chain::rpc::auth::Credentials;
-use superscalar_chain::rpc::server::{Chaind, ChaindConfig, DEFAULT_RPC_BIND};
+use superscalar_chain::rpc::server::{
+    Chaind, ChaindConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_RPC_BIND,
+};
 
 /// Arguments of `superscalar chaind`.
 #[derive(Debug, clap::Args)]
@@ -28,6 +30,11 @@ pub struct ChaindArgs {
     /// Allow a non-loopback --rpc-bind (needs --rpcuser and --rpcpassword).
     #[arg(long)]
     rpc_allow_remote: bool,
+    /// Connections served at once (more wait to be accepted; an idle keep-alive connection
+    /// holds its slot for up to 30 s): raise it when more processes share this node.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    rpc_max_connections: u64,
 }
 
 /// Exit code of a bad argument (as clap's own).
@@ -79,6 +86,7 @@ pub fn run(args: ChaindArgs) -> ExitCode {
         credentials,
         allow_remote: args.rpc_allow_remote,
         stop_on_signals: true,
+        max_connections: args.rpc_max_connections as usize,
         ..ChaindConfig::new(&args.datadir)
     }) {
         Ok(h) => h,

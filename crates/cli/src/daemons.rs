@@ -38,13 +38,13 @@ pub struct ApiArgs {
 pub struct ChainArgs {
     /// Bitcoin Core's (or `superscalar chaind`'s) JSON-RPC URL.
     #[arg(long)]
-    chain_rpc: String,
+    pub(crate) chain_rpc: String,
     /// Its cookie file.
     #[arg(long)]
-    chain_cookie: PathBuf,
+    pub(crate) chain_cookie: PathBuf,
     /// The chain (only regtest today).
     #[arg(long, default_value = "regtest")]
-    network: Network,
+    pub(crate) network: Network,
     /// Keep the seed unencrypted (regtest only); otherwise the passphrase is read from
     /// SUPERSCALAR_PASSPHRASE.
     #[arg(long)]
@@ -161,14 +161,16 @@ pub enum ClientCommand {
     },
     /// Stop the daemon.
     Stop(ApiArgs),
+    /// Run many independent clients in this one process (a load generator for the LSP).
+    Swarm(crate::swarm::SwarmArgs),
 }
 
-fn error(message: &str) -> ExitCode {
+pub(crate) fn error(message: &str) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "error: {message}");
     ExitCode::FAILURE
 }
 
-fn usage(message: &str) -> ExitCode {
+pub(crate) fn usage(message: &str) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "error: {message}");
     ExitCode::from(2)
 }
@@ -180,7 +182,7 @@ fn backup_passphrase() -> Result<String, String> {
     }
 }
 
-fn passphrase(chain: &ChainArgs) -> Result<Option<String>, String> {
+pub(crate) fn passphrase(chain: &ChainArgs) -> Result<Option<String>, String> {
     passphrase_for(chain.network, chain.no_passphrase)
 }
 
@@ -201,7 +203,7 @@ fn passphrase_for(network: Network, no_passphrase: bool) -> Result<Option<String
 }
 
 /// Logs to stderr and to `<datadir>/debug.log`.
-fn init_logs(datadir: &Path) {
+pub(crate) fn init_logs(datadir: &Path) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ldk=warn"));
@@ -228,7 +230,7 @@ fn init_logs(datadir: &Path) {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -336,25 +338,14 @@ pub fn client(command: ClientCommand) -> ExitCode {
                 }
                 Some(other) => return usage(&format!("unknown --fault {other:?}")),
             };
-            let Some((id, addr)) = lsp.split_once('@') else {
-                return usage("--lsp must be NODE_ID@HOST:PORT");
+            let (lsp_id, lsp_addr) = match parse_lsp(&lsp) {
+                Ok(l) => l,
+                Err(e) => return usage(&e),
             };
-            let Ok(lsp_id) = id.parse::<PublicKey>() else {
-                return usage(&format!("--lsp: {id:?} is not a node id (33 bytes in hex)"));
+            let capacity = match capacity(capacity_sat) {
+                Ok(c) => c,
+                Err(e) => return usage(&e),
             };
-            let Ok(lsp_addr) = addr.parse::<SocketAddr>() else {
-                return usage(&format!("--lsp: {addr:?} is not HOST:PORT"));
-            };
-            let capacity = Amount::from_sat(capacity_sat);
-            if !(superscalar_lsp::daemon::MIN_CAPACITY..=superscalar_lsp::daemon::MAX_CAPACITY)
-                .contains(&capacity)
-            {
-                return usage(&format!(
-                    "--capacity-sat must be within {}..={}",
-                    superscalar_lsp::daemon::MIN_CAPACITY.to_sat(),
-                    superscalar_lsp::daemon::MAX_CAPACITY.to_sat()
-                ));
-            }
             let passphrase = match passphrase(&chain) {
                 Ok(p) => p,
                 Err(e) => return usage(&e),
@@ -444,7 +435,39 @@ pub fn client(command: ClientCommand) -> ExitCode {
             call(&a, CLIENT_API, "exit-status", json!({}), print_pretty)
         }
         ClientCommand::Stop(a) => call(&a, CLIENT_API, "stop", json!({}), |_| println!("stopping")),
+        ClientCommand::Swarm(args) => crate::swarm::run(args),
     }
+}
+
+/// `--lsp NODE_ID@HOST:PORT`.
+pub(crate) fn parse_lsp(lsp: &str) -> Result<(PublicKey, SocketAddr), String> {
+    let (id, addr) = lsp
+        .split_once('@')
+        .ok_or("--lsp must be NODE_ID@HOST:PORT")?;
+    let lsp_id = id
+        .parse::<PublicKey>()
+        .map_err(|_| format!("--lsp: {id:?} is not a node id (33 bytes in hex)"))?;
+    let lsp_addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("--lsp: {addr:?} is not HOST:PORT"))?;
+    Ok((lsp_id, lsp_addr))
+}
+
+/// `--capacity-sat`, within what the LSP accepts.
+pub(crate) fn capacity(sat: u64) -> Result<Amount, String> {
+    let (min, max) = (
+        superscalar_lsp::daemon::MIN_CAPACITY,
+        superscalar_lsp::daemon::MAX_CAPACITY,
+    );
+    let capacity = Amount::from_sat(sat);
+    if !(min..=max).contains(&capacity) {
+        return Err(format!(
+            "--capacity-sat must be within {}..={}",
+            min.to_sat(),
+            max.to_sat()
+        ));
+    }
+    Ok(capacity)
 }
 
 /// Calls `method` on the daemon of `a` and prints the result with `print` (or as JSON).

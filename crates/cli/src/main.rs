@@ -8,6 +8,7 @@ mod demo;
 mod demo_channels;
 mod demo_factory;
 mod export;
+mod swarm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -13,12 +13,12 @@
 //! transactions are its state, version 0), and an exit under way goes on.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::secp256k1::PublicKey;
-use bitcoin::{Amount, Network, OutPoint, Transaction};
+use bitcoin::{Amount, Network, OutPoint, Transaction, TxOut};
 use serde_json::{json, Value};
 use superscalar_api::ApiError;
 use superscalar_chain::rpc::auth::Auth;
@@ -30,6 +30,7 @@ use superscalar_store::node::open_node;
 use superscalar_store::{Change, FactoryStatus, KeyFamily, NodeMeta, Party, Role, Store};
 use superscalar_wire::messages::{ErrorCode, ErrorMsg, Message, Resume};
 use superscalar_wire::transport::{Event, Transport};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::exit::{ExitProgress, UnilateralExit};
 use crate::join::{Joining, Output, Request as JoinRequest};
@@ -129,23 +130,17 @@ pub async fn run(
     config: ClientConfig,
     ready: impl FnOnce(PublicKey, SocketAddr),
 ) -> Result<(), ClientError> {
-    let node = open_node(
+    let ClientNode {
+        store,
+        keys,
+        seed,
+        transport,
+        mut events,
+    } = open_client_node(
         &config.datadir,
         config.network,
         config.passphrase.as_deref(),
     )?;
-    let mut store = node.store;
-    let keys = node.keys;
-    let seed = node.seed;
-    let secret = keys
-        .node_secret()
-        .map_err(superscalar_store::node::NodeError::from)?;
-    let (transport, mut events) = Transport::new(&secret.secret_bytes(), config.network);
-    store.init_node(&NodeMeta {
-        role: Role::Client,
-        network: config.network,
-        node_id: transport.node_id(),
-    })?;
     let chain = Arc::new(BitcoindRpc::connect(
         config.chain_url.clone(),
         Auth::CookieFile(config.chain_cookie.clone()),
@@ -190,6 +185,160 @@ pub async fn run(
 
 fn sid(id: FactoryId) -> superscalar_store::FactoryId {
     superscalar_store::FactoryId(id.0)
+}
+
+/// A client node opened from its data directory.
+pub struct ClientNode {
+    /// Its database.
+    pub store: Store,
+    /// Its keys, derived from its seed.
+    pub keys: superscalar_store::NodeKeys,
+    /// Its seed (for an encrypted backup).
+    pub seed: superscalar_store::Seed,
+    /// Its BOLT-8 endpoint (its node id is derived from its seed).
+    pub transport: Transport,
+    /// What happens on `transport`.
+    pub events: UnboundedReceiver<Event>,
+}
+
+/// Opens (or creates) the client node of `datadir`: its seed, its store, and its own BOLT-8
+/// endpoint. Must be called inside a tokio runtime.
+pub fn open_client_node(
+    datadir: &Path,
+    network: Network,
+    passphrase: Option<&str>,
+) -> Result<ClientNode, ClientError> {
+    let node = open_node(datadir, network, passphrase)?;
+    let mut store = node.store;
+    let keys = node.keys;
+    let seed = node.seed;
+    let secret = keys
+        .node_secret()
+        .map_err(superscalar_store::node::NodeError::from)?;
+    let (transport, events) = Transport::new(&secret.secret_bytes(), network);
+    store.init_node(&NodeMeta {
+        role: Role::Client,
+        network,
+        node_id: transport.node_id(),
+    })?;
+    Ok(ClientNode {
+        store,
+        keys,
+        seed,
+        transport,
+        events,
+    })
+}
+
+/// Starts joining a factory with a fresh factory key (its index recorded first): the state
+/// machine and the join message to send the LSP.
+pub fn start_joining(
+    store: &mut Store,
+    keys: &superscalar_store::NodeKeys,
+    network: Network,
+    capacity: Amount,
+) -> Result<(Joining, Message), ClientError> {
+    let index = store.allocate_key_index(KeyFamily::Factory)?;
+    let keypair = keys
+        .factory_key(index)
+        .map_err(superscalar_store::node::NodeError::from)?;
+    let payout =
+        ClientSpec::new(bitcoin::PublicKey::new(keypair.public_key()), Amount::ZERO).payout;
+    Ok(Joining::new(JoinRequest {
+        network,
+        keypair,
+        key_index: index,
+        payout,
+        capacity,
+    }))
+}
+
+/// Writes `out`'s records, then sends its messages to the LSP; nothing is sent if a write fails.
+pub fn commit(
+    store: &mut Store,
+    transport: &Transport,
+    lsp: PublicKey,
+    out: Output,
+) -> Result<(), superscalar_store::StoreError> {
+    for change in &out.persist {
+        store.apply(change)?;
+    }
+    for msg in out.send {
+        send(transport, lsp, msg);
+    }
+    Ok(())
+}
+
+fn send(transport: &Transport, lsp: PublicKey, msg: Message) {
+    if let Err(e) = transport.send(lsp, msg) {
+        tracing::debug!("not sent: {e}");
+    }
+}
+
+/// Why a ceremony step did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The step's records could not be written (nothing was sent).
+    #[error("cannot store the factory: {0}")]
+    Store(#[from] superscalar_store::StoreError),
+    /// The client refuses the LSP's message (and told the LSP why).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Takes one ceremony message of the LSP (`tip`: this client's own chain tip): writes the
+/// records `joining` returns, then sends its messages; a message it refuses is answered with an
+/// error that says why.
+pub fn ceremony_step(
+    joining: &mut Joining,
+    store: &mut Store,
+    transport: &Transport,
+    lsp: PublicKey,
+    msg: Message,
+    tip: u32,
+) -> Result<(), StepError> {
+    match joining.handle(msg, tip) {
+        Ok(out) => Ok(commit(store, transport, lsp, out)?),
+        Err(e) => {
+            let reason = e.to_string();
+            send(
+                transport,
+                lsp,
+                Message::Error(ErrorMsg {
+                    code: ErrorCode::Refused,
+                    factory: joining.factory_id(),
+                    reason: reason.clone(),
+                }),
+            );
+            Err(StepError::Refused(reason))
+        }
+    }
+}
+
+/// Whether `chain` shows the funding output `expected` at `funding` confirmed (or the
+/// transaction that created it confirmed, if it is spent already).
+pub fn funding_confirmed(chain: &impl Chain, funding: &OutPoint, expected: Option<&TxOut>) -> bool {
+    match chain.get_utxo(funding) {
+        Ok(Some(coin)) => Some(&coin.txout) == expected,
+        _ => matches!(
+            chain.tx_status(&funding.txid),
+            Ok(TxStatus::Confirmed { .. })
+        ),
+    }
+}
+
+/// Records the factory `joining` was forming as aborted (if it was recorded and is not signed).
+pub fn abandon(store: &mut Store, joining: &Joining) {
+    if let Some(id) = joining.factory_id() {
+        if !joining.is_signed() {
+            if let Err(e) = store.apply(&Change::Status {
+                factory: sid(id),
+                status: FactoryStatus::Aborted,
+            }) {
+                tracing::warn!("factory {id}: cannot record its abort: {e}");
+            }
+        }
+    }
 }
 
 impl Client {
@@ -330,19 +479,7 @@ impl Client {
     }
 
     fn send(&self, msg: Message) {
-        if let Err(e) = self.transport.send(self.config.lsp_id, msg) {
-            tracing::debug!("not sent: {e}");
-        }
-    }
-
-    fn commit(&mut self, out: Output) -> Result<(), superscalar_store::StoreError> {
-        for change in &out.persist {
-            self.store.apply(change)?;
-        }
-        for msg in out.send {
-            self.send(msg);
-        }
-        Ok(())
+        send(&self.transport, self.config.lsp_id, msg);
     }
 
     fn on_event(&mut self, event: Event) {
@@ -372,7 +509,10 @@ impl Client {
             Event::PeerError { error, .. } => {
                 let line = format!("the LSP refused: {:?}: {}", error.code, error.reason);
                 self.last_error = Some(line.clone());
-                self.log(line);
+                self.log(line.clone());
+                if self.joining.as_ref().is_some_and(|j| j.ended_by(&error)) {
+                    self.drop_joining(&line);
+                }
             }
             Event::Refused { reason, .. } => self.log(format!("refused the LSP: {reason}")),
             _ => {}
@@ -383,13 +523,8 @@ impl Client {
     fn drop_joining(&mut self, why: &str) {
         self.resume = None;
         if let Some(j) = self.joining.take() {
+            abandon(&mut self.store, &j);
             if let Some(id) = j.factory_id() {
-                if !j.is_signed() {
-                    let _ = self.store.apply(&Change::Status {
-                        factory: sid(id),
-                        status: FactoryStatus::Aborted,
-                    });
-                }
                 self.log(format!("factory {id}: left ({why})"));
             }
         }
@@ -410,25 +545,18 @@ impl Client {
         if !self.transport.is_connected(&self.config.lsp_id) {
             return;
         }
-        let index = match self.store.allocate_key_index(KeyFamily::Factory) {
-            Ok(i) => i,
-            Err(e) => return self.log(format!("cannot allocate a key: {e}")),
+        let started = start_joining(
+            &mut self.store,
+            &self.keys,
+            self.config.network,
+            self.config.capacity,
+        );
+        let (joining, join) = match started {
+            Ok(j) => j,
+            Err(e) => return self.log(format!("cannot start joining: {e}")),
         };
-        let keypair = match self.keys.factory_key(index) {
-            Ok(k) => k,
-            Err(e) => return self.log(format!("cannot derive a key: {e}")),
-        };
-        let payout =
-            ClientSpec::new(bitcoin::PublicKey::new(keypair.public_key()), Amount::ZERO).payout;
-        let (joining, join) = Joining::new(JoinRequest {
-            network: self.config.network,
-            keypair,
-            key_index: index,
-            payout,
-            capacity: self.config.capacity,
-        });
         self.joining = Some(joining);
-        self.send(join);
+        send(&self.transport, self.config.lsp_id, join);
         self.log(format!(
             "asked to join with a {} sat channel",
             self.config.capacity.to_sat()
@@ -465,27 +593,23 @@ impl Client {
                     Ok(t) => t.height,
                     Err(e) => return self.log(format!("no chain view, not signing: {e}")),
                 };
-                match joining.handle(msg, tip) {
-                    Ok(out) => {
-                        let partials = out.send.iter().any(|m| matches!(m, Message::Partials(_)));
-                        if let Err(e) = self.commit(out) {
-                            self.log(format!("cannot store the factory: {e}"));
-                            return self.drop_joining("store");
-                        }
-                        if partials && self.config.fault == Some(Fault::CrashAfterPartials) {
+                let lsp = self.config.lsp_id;
+                match ceremony_step(joining, &mut self.store, &self.transport, lsp, msg, tip) {
+                    Ok(()) => {
+                        let crash = self.config.fault == Some(Fault::CrashAfterPartials)
+                            && joining.awaiting_final();
+                        if crash {
                             tracing::warn!("fault injected: dying after the partial signatures");
                             std::thread::sleep(Duration::from_millis(300));
                             std::process::abort();
                         }
-                        self.after_step();
+                        self.after_step()
                     }
-                    Err(e) => {
-                        let reason = e.to_string();
-                        self.send(Message::Error(ErrorMsg {
-                            code: ErrorCode::Refused,
-                            factory: self.joining.as_ref().and_then(|j| j.factory_id()),
-                            reason: reason.clone(),
-                        }));
+                    Err(e @ StepError::Store(_)) => {
+                        self.log(e.to_string());
+                        self.drop_joining("store");
+                    }
+                    Err(StepError::Refused(reason)) => {
                         self.last_error = Some(reason.clone());
                         self.drop_joining(&reason);
                     }
@@ -630,14 +754,7 @@ impl Client {
         }
         let (id, funding) = (f.id, f.funding);
         let expected = f.factory.funding_output().ok();
-        let coin = self.chain(|c| c.get_utxo(&funding));
-        let confirmed = match coin {
-            Ok(Some(coin)) => Some(coin.txout) == expected,
-            _ => matches!(
-                self.chain(|c| c.tx_status(&funding.txid)),
-                Ok(TxStatus::Confirmed { .. })
-            ),
-        };
+        let confirmed = self.chain(|c| funding_confirmed(c, &funding, expected.as_ref()));
         if confirmed
             && self
                 .store

@@ -23,7 +23,9 @@ use superscalar_store::convert;
 use superscalar_store::{
     CeremonyRound, Change, FactoryRecord, FactoryStatus, KeyIndex, Party, StoreError,
 };
-use superscalar_wire::messages::{AssemblyError, Join, Message, Proposal, ProposalAssembler};
+use superscalar_wire::messages::{
+    AssemblyError, ErrorMsg, Join, Message, Proposal, ProposalAssembler,
+};
 
 /// What a step asks of the daemon: write `persist` durably, then send `send` to the LSP.
 #[derive(Debug, Default)]
@@ -195,6 +197,21 @@ impl Joining {
     /// Whether every signature of its exit path and timeouts is in and verified.
     pub fn is_signed(&self) -> bool {
         matches!(self.state, State::Signed { .. } | State::Funded)
+    }
+
+    /// Whether the LSP's error `e` ends this attempt: once proposed and until signed, a
+    /// refusal that names no factory or this one means the LSP no longer counts this client in
+    /// it (a round went on without it, say), so that nothing more will come: join again. Not
+    /// once this client's partial signatures are out.
+    pub fn ended_by(&self, e: &ErrorMsg) -> bool {
+        match self.factory_id() {
+            // With our partial signatures out the factory may still be completed: it is never
+            // forgotten on the LSP's word (the daemon asks again with `resume`).
+            Some(id) => {
+                !self.is_signed() && !self.awaiting_final() && e.factory.map_or(true, |f| f == id)
+            }
+            None => false,
+        }
     }
 
     /// The signed exit path and timeouts, once signed.

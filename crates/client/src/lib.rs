@@ -10,6 +10,7 @@ pub mod exit;
 pub mod funding;
 pub mod join;
 pub mod package;
+pub mod swarm;
 pub mod timeout;
 pub mod watch;
 

@@ -5,9 +5,10 @@
 //! The steps:
 //! 1. [`Formation::start`]: the parameters (every member's key, capacity and payout), the
 //!    funding transaction the LSP built but has not signed, and the LSP's key. Records the
-//!    factory as forming; sends each member the parameters in proposal chunks with the funding
-//!    outpoint and its position, then the output scripts beside its path (script hints), so
-//!    that it aggregates only its own path's keys.
+//!    factory as forming; then each member gets the parameters in proposal chunks with the
+//!    funding outpoint and its position, and the output scripts beside its path (script hints),
+//!    so that it aggregates only its own path's keys ([`Formation::proposal_for`], built one
+//!    member at a time: with a thousand members the proposals take about 100 MB).
 //! 2. Round 1: each member's nonces for the transactions it signs. Once every member's are in,
 //!    each member gets the aggregated nonces of its own transactions only.
 //! 3. Round 2: each member's partial signatures, each checked and attributed to its signer.
@@ -31,7 +32,7 @@ use superscalar_core::codec::encode;
 use superscalar_core::{ClientId, Factory, FactoryError, FactoryId, FactoryParams, Signer};
 use superscalar_store::convert;
 use superscalar_store::{CeremonyRound, Change, FactoryRecord, FactoryStatus, KeyIndex, Party};
-use superscalar_wire::messages::{proposal_chunks, AssemblyError, Hints, Message};
+use superscalar_wire::messages::{encoded_proposal_chunks, AssemblyError, Hints, Message};
 
 /// What a step asks of the daemon: write `persist` durably, then send `send`.
 #[derive(Debug, Default)]
@@ -89,6 +90,8 @@ pub enum FormationError {
 /// One factory being formed.
 pub struct Formation {
     factory: Arc<Factory>,
+    /// The encoded parameters, for the proposals.
+    encoded: Vec<u8>,
     ceremony: LspCeremony,
     members: Vec<PublicKey>,
     positions: HashMap<PublicKey, ClientId>,
@@ -115,7 +118,8 @@ fn parties(n: usize) -> Vec<Party> {
 impl Formation {
     /// Starts forming the factory of `params` (client `i` of it is the node `members[i]`),
     /// funded by output `vout` of `funding_tx` (built, not signed), signed with `keypair` (the
-    /// LSP's factory key of `key_index`).
+    /// LSP's factory key of `key_index`). The output records the factory; once written, send
+    /// each member its [`Formation::proposal_for`].
     pub fn start(
         params: FactoryParams,
         members: Vec<PublicKey>,
@@ -140,26 +144,13 @@ impl Formation {
         let funding = OutPoint::new(funding_tx.compute_txid(), vout);
         let ceremony = LspCeremony::new(Arc::clone(&factory), keypair, funding)?;
         let id = factory.params().id;
-        let mut send = Vec::new();
-        for (i, node) in members.iter().enumerate() {
-            let client = ClientId(i as u32);
-            for chunk in proposal_chunks(factory.params(), funding, client)? {
-                send.push((*node, Message::Proposal(chunk)));
-            }
-            send.push((
-                *node,
-                Message::Hints(Hints {
-                    factory: factory.params().id,
-                    client,
-                    hints: ceremony.script_hints_for(client)?,
-                }),
-            ));
-        }
+        // Parameters too large to propose are refused now, before anything is recorded.
+        encoded_proposal_chunks(id, &encoded, funding, ClientId(0))?;
         let store_id = superscalar_store::FactoryId(id.0);
         let persist = vec![Change::NewFactory {
             record: FactoryRecord {
                 id: store_id,
-                params: encoded,
+                params: encoded.clone(),
                 status: FactoryStatus::Forming,
                 created_height: factory.params().creation_height,
                 timeout_height: factory.timeout_height(),
@@ -180,14 +171,47 @@ impl Formation {
         Ok((
             Formation {
                 factory,
+                encoded,
                 ceremony,
                 members,
                 positions,
                 funding,
                 phase: Phase::Nonces,
             },
-            Output { persist, send },
+            Output {
+                persist,
+                send: Vec::new(),
+            },
         ))
+    }
+
+    /// The proposal to the member at `position`: the parameters in chunks, with the funding
+    /// outpoint and its position, then its script hints.
+    pub fn proposal_for(
+        &self,
+        position: usize,
+    ) -> Result<Vec<(PublicKey, Message)>, FormationError> {
+        let node = *self
+            .members
+            .get(position)
+            .ok_or(FormationError::Unexpected("a position beyond the members"))?;
+        let chunks = encoded_proposal_chunks(
+            self.id(),
+            &self.encoded,
+            self.funding,
+            ClientId(position as u32),
+        )?;
+        let client = ClientId(position as u32);
+        let hints = Message::Hints(Hints {
+            factory: self.id(),
+            client,
+            hints: self.ceremony.script_hints_for(client)?,
+        });
+        Ok(chunks
+            .into_iter()
+            .map(|c| (node, Message::Proposal(c)))
+            .chain(std::iter::once((node, hints)))
+            .collect())
     }
 
     /// The factory.

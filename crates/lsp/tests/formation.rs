@@ -16,7 +16,7 @@ use superscalar_core::revocation::StockSecrets;
 use superscalar_core::{ClientSpec, FactoryConfig, FactoryId, FactoryParams};
 use superscalar_lsp::formation::{Formation, FormationError, Output, Phase};
 use superscalar_store::{FactoryStatus, KeyIndex, Store};
-use superscalar_wire::messages::{read_message, Message};
+use superscalar_wire::messages::{read_message, ErrorCode, ErrorMsg, Message};
 
 struct Client {
     node: PublicKey,
@@ -116,7 +116,10 @@ fn setup(n: u32) -> Setup {
         0,
     )
     .unwrap();
-    let pending = apply(&mut lsp_store, output);
+    let mut pending = apply(&mut lsp_store, output);
+    for i in 0..n as usize {
+        pending.extend(formation.proposal_for(i).unwrap());
+    }
     Setup {
         formation,
         lsp_store,
@@ -363,4 +366,30 @@ fn a_client_refuses_a_proposal_that_is_not_what_it_asked_for() {
         c0.handle(Message::Hints(h), TIP),
         Err(JoinError::Factory(_))
     ));
+}
+
+#[test]
+fn a_refusal_from_the_lsp_ends_an_attempt_only_between_proposal_and_signatures() {
+    let refusal = |factory: Option<FactoryId>| ErrorMsg {
+        code: ErrorCode::Refused,
+        factory,
+        reason: "no factory is being formed".into(),
+    };
+    let mut s = setup(2);
+    let id = s.formation.id();
+    // Before the proposal: a refused join is not the end of a factory.
+    assert!(!s.clients[0].joining.ended_by(&refusal(None)));
+    for (to, msg) in std::mem::take(&mut s.pending) {
+        let c = s.clients.iter_mut().find(|c| c.node == to).unwrap();
+        c.joining.handle(wire(&msg).0, TIP).unwrap();
+    }
+    // In the ceremony: the LSP no longer counts this client (a round went on without it).
+    let j = &s.clients[0].joining;
+    assert!(j.ended_by(&refusal(None)));
+    assert!(j.ended_by(&refusal(Some(id))));
+    assert!(!j.ended_by(&refusal(Some(FactoryId([0x43; 32])))));
+    // Signed: the factory is the client's, whatever the LSP says.
+    let mut s = setup(2);
+    s.run(|_, _| {}).unwrap();
+    assert!(!s.clients[0].joining.ended_by(&refusal(None)));
 }

@@ -583,13 +583,24 @@ pub fn proposal_chunks(
     client: ClientId,
 ) -> Result<Vec<ProposalChunk>, AssemblyError> {
     let bytes = superscalar_core::codec::encode(params);
+    encoded_proposal_chunks(params.id, &bytes, funding, client)
+}
+
+/// [`proposal_chunks`] from the parameters of factory `factory` already encoded (`bytes`), so
+/// that a proposal to many clients encodes them once.
+pub fn encoded_proposal_chunks(
+    factory: FactoryId,
+    bytes: &[u8],
+    funding: OutPoint,
+    client: ClientId,
+) -> Result<Vec<ProposalChunk>, AssemblyError> {
     let count = bytes.len().div_ceil(MAX_CHUNK).max(1);
     if count > MAX_CHUNKS as usize {
         return Err(AssemblyError::TooLarge(bytes.len()));
     }
     Ok((0..count)
         .map(|i| ProposalChunk {
-            factory: params.id,
+            factory,
             funding,
             client,
             index: i as u16,

@@ -1,0 +1,219 @@
+//! What the multi-process tests share: the `superscalar` binary started as child processes
+//! (killed when dropped), `chaind`, the LSP, and calls to the daemons' control API through the
+//! CLI.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use superscalar_chain::rpc::auth::Auth;
+use superscalar_chain::BitcoindRpc;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_superscalar");
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn sigkill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `args` and returns it with its first stdout line (its "ready" line).
+pub fn start(name: &str, args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info,ldk=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(
+        !line.is_empty(),
+        "{name} printed nothing: did it fail to start?"
+    );
+    // Keep draining stdout so that the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while stdout.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    (Proc { child }, line.trim().to_owned())
+}
+
+pub struct Chaind {
+    pub _proc: Proc,
+    pub url: String,
+    pub cookie: PathBuf,
+    pub rpc: BitcoindRpc,
+}
+
+pub fn chaind(dir: &Path) -> Chaind {
+    let mut child = Command::new(BIN)
+        .args(["chaind", "--rpc-bind", "127.0.0.1:0", "--datadir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("chaind listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let cookie = PathBuf::from(line.trim().strip_prefix("chaind cookie at ").unwrap());
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while stdout.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    let url = format!("http://{addr}/");
+    let rpc = BitcoindRpc::connect(url.clone(), Auth::CookieFile(cookie.clone())).unwrap();
+    Chaind {
+        _proc: Proc { child },
+        url,
+        cookie,
+        rpc,
+    }
+}
+
+impl Chaind {
+    pub fn mine(&self, n: u32, address: &str) {
+        self.rpc
+            .call("generatetoaddress", &[json!(n), json!(address)])
+            .unwrap();
+    }
+}
+
+/// `superscalar <role> <verb> --datadir D --api A --json`, parsed.
+pub fn cli(role: &str, verb: &str, datadir: &Path, api: &str) -> Result<Value, String> {
+    let out = Command::new(BIN)
+        .args([role, verb, "--json", "--api", api, "--datadir"])
+        .arg(datadir)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub struct Node {
+    pub proc: Option<Proc>,
+    pub datadir: PathBuf,
+    pub api: String,
+    pub id: String,
+}
+
+pub fn lsp(dir: &Path, chain: &Chaind, listen: &str, min_clients: usize) -> (Node, String) {
+    let datadir = dir.join("lsp");
+    let (proc, line) = start(
+        "lsp",
+        &[
+            "lsp",
+            "run",
+            "--datadir",
+            datadir.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--api",
+            "127.0.0.1:0",
+            "--chain-rpc",
+            &chain.url,
+            "--chain-cookie",
+            chain.cookie.to_str().unwrap(),
+            "--no-passphrase",
+            "--min-clients",
+            &min_clients.to_string(),
+            "--round-timeout",
+            "5",
+        ],
+    );
+    // "lsp ID@LISTEN api API"
+    let mut parts = line.split_whitespace();
+    assert_eq!(parts.next(), Some("lsp"), "{line}");
+    let uri = parts.next().unwrap().to_owned();
+    assert_eq!(parts.next(), Some("api"));
+    let api = parts.next().unwrap().to_owned();
+    let id = uri.split('@').next().unwrap().to_owned();
+    (
+        Node {
+            proc: Some(proc),
+            datadir,
+            api,
+            id,
+        },
+        uri,
+    )
+}
+
+pub fn status(role: &str, n: &Node) -> Value {
+    cli(role, "status", &n.datadir, &n.api).unwrap()
+}
+
+pub fn cli_factory(lsp: &Node, id: &str) -> Value {
+    let out = Command::new(BIN)
+        .args([
+            "lsp",
+            "factory",
+            id,
+            "--json",
+            "--api",
+            &lsp.api,
+            "--datadir",
+        ])
+        .arg(&lsp.datadir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The members' node ids in `lsp factory`'s answer.
+pub fn members(detail: &Value) -> Vec<String> {
+    detail["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect()
+}
