@@ -17,7 +17,7 @@ const N: usize = 6;
 fn a_swarm_of_six_forms_one_factory_with_the_lsp() {
     let dir = tempfile::tempdir().unwrap();
     let chain = chaind(&dir.path().join("chain"));
-    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", N);
+    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", N, &["--no-passphrase"]);
     let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
         .as_str()
         .unwrap()

@@ -15,9 +15,12 @@ use superscalar_chain::rpc::auth::Auth;
 use superscalar_chain::BitcoindRpc;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_superscalar");
+/// The seed passphrase of every daemon started without `--no-passphrase`.
+pub const PASSPHRASE: &str = "correct horse battery staple";
 
 /// A child process killed when dropped.
 pub struct Proc {
+    /// The process.
     pub child: Child,
 }
 
@@ -40,6 +43,7 @@ pub fn start(name: &str, args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "info,ldk=warn")
+        .env("SUPERSCALAR_PASSPHRASE", PASSPHRASE)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -62,9 +66,12 @@ pub fn start(name: &str, args: &[&str]) -> (Proc, String) {
 }
 
 pub struct Chaind {
-    pub _proc: Proc,
+    _proc: Proc,
+    /// Its RPC URL.
     pub url: String,
+    /// Its cookie file.
     pub cookie: PathBuf,
+    /// A client of its RPC.
     pub rpc: BitcoindRpc,
 }
 
@@ -134,36 +141,45 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 pub struct Node {
+    /// The process, until stopped or killed.
     pub proc: Option<Proc>,
+    /// Its data directory.
     pub datadir: PathBuf,
+    /// Its control API address.
     pub api: String,
+    /// Its node id.
     pub id: String,
 }
 
-pub fn lsp(dir: &Path, chain: &Chaind, listen: &str, min_clients: usize) -> (Node, String) {
+pub fn lsp(
+    dir: &Path,
+    chain: &Chaind,
+    listen: &str,
+    min_clients: usize,
+    extra: &[&str],
+) -> (Node, String) {
     let datadir = dir.join("lsp");
-    let (proc, line) = start(
+    let min_clients = min_clients.to_string();
+    let mut args = vec![
         "lsp",
-        &[
-            "lsp",
-            "run",
-            "--datadir",
-            datadir.to_str().unwrap(),
-            "--listen",
-            listen,
-            "--api",
-            "127.0.0.1:0",
-            "--chain-rpc",
-            &chain.url,
-            "--chain-cookie",
-            chain.cookie.to_str().unwrap(),
-            "--no-passphrase",
-            "--min-clients",
-            &min_clients.to_string(),
-            "--round-timeout",
-            "5",
-        ],
-    );
+        "run",
+        "--datadir",
+        datadir.to_str().unwrap(),
+        "--listen",
+        listen,
+        "--api",
+        "127.0.0.1:0",
+        "--chain-rpc",
+        &chain.url,
+        "--chain-cookie",
+        chain.cookie.to_str().unwrap(),
+        "--min-clients",
+        &min_clients,
+        "--round-timeout",
+        "5",
+    ];
+    args.extend(extra);
+    let (proc, line) = start("lsp", &args);
     // "lsp ID@LISTEN api API"
     let mut parts = line.split_whitespace();
     assert_eq!(parts.next(), Some("lsp"), "{line}");
@@ -182,8 +198,50 @@ pub fn lsp(dir: &Path, chain: &Chaind, listen: &str, min_clients: usize) -> (Nod
     )
 }
 
+pub fn client(dir: &Path, i: usize, chain: &Chaind, lsp_uri: &str, extra: &[&str]) -> Node {
+    let capacity = (100_000 + 1_000 * i as u64).to_string();
+    let mut all = vec!["--capacity-sat", &capacity];
+    all.extend(extra);
+    client_in(&dir.join(format!("client{i}")), chain, lsp_uri, &all)
+}
+
+pub fn client_in(datadir: &Path, chain: &Chaind, lsp_uri: &str, extra: &[&str]) -> Node {
+    let datadir = datadir.to_path_buf();
+    let mut args = vec![
+        "client",
+        "run",
+        "--datadir",
+        datadir.to_str().unwrap(),
+        "--lsp",
+        lsp_uri,
+        "--api",
+        "127.0.0.1:0",
+        "--chain-rpc",
+        &chain.url,
+        "--chain-cookie",
+        chain.cookie.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let (proc, line) = start("client", &args);
+    // "client ID api API"
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(parts.first(), Some(&"client"), "{line}");
+    Node {
+        proc: Some(proc),
+        datadir,
+        api: parts[3].to_owned(),
+        id: parts[1].to_owned(),
+    }
+}
+
 pub fn status(role: &str, n: &Node) -> Value {
     cli(role, "status", &n.datadir, &n.api).unwrap()
+}
+
+pub fn factory_status(c: &Node) -> Option<String> {
+    status("client", c)["factory"]["status"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 pub fn cli_factory(lsp: &Node, id: &str) -> Value {
