@@ -59,6 +59,10 @@ pub enum LspCommand {
         /// Data directory (created on first start).
         #[arg(long)]
         datadir: PathBuf,
+        /// A TOML file of these options (default: `<datadir>/superscalar.toml` if present); the
+        /// command line wins over it.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Where clients connect (BOLT-8).
         #[arg(long, default_value = "127.0.0.1:9735")]
         listen: SocketAddr,
@@ -112,6 +116,10 @@ pub enum ClientCommand {
         /// Data directory (created on first start).
         #[arg(long)]
         datadir: PathBuf,
+        /// A TOML file of these options (default: `<datadir>/superscalar.toml` if present); the
+        /// command line wins over it.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// The LSP as NODE_ID@HOST:PORT (its node id is pinned).
         #[arg(long)]
         lsp: String,
@@ -242,6 +250,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
     match command {
         LspCommand::Run {
             datadir,
+            config: _,
             listen,
             api,
             chain,
@@ -322,6 +331,7 @@ pub fn client(command: ClientCommand) -> ExitCode {
     match command {
         ClientCommand::Run {
             datadir,
+            config: _,
             lsp,
             api,
             chain,

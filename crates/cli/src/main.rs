@@ -3,6 +3,7 @@
 mod bench;
 mod bench_payments;
 mod chaind;
+mod config;
 mod daemons;
 mod demo;
 mod demo_channels;
@@ -79,7 +80,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config::apply(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Chaind(args) => return chaind::run(args),
         Command::Lsp(command) => return daemons::lsp(command),

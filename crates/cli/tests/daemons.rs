@@ -500,3 +500,38 @@ fn a_client_dying_after_its_partial_signatures_gets_its_final_signatures_on_rest
     }
     cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
 }
+
+#[test]
+fn a_config_file_fills_the_options_and_the_command_line_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let datadir = dir.path().join("lsp");
+    std::fs::create_dir_all(&datadir).unwrap();
+    std::fs::write(
+        datadir.join("superscalar.toml"),
+        "min-clients = 0\nno-passphrase = true\nchain-rpc = \"http://127.0.0.1:9/\"\nchain-cookie = \"/nonexistent\"\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["lsp", "run", "--datadir"])
+            .arg(&datadir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // From the file: --min-clients 0 is refused as on the command line.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--min-clients"));
+    // The command line wins: it gets past the options and fails at the chain connection.
+    let out = run(&["--min-clients", "2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An option the command does not know is refused.
+    std::fs::write(datadir.join("superscalar.toml"), "no-such-option = 1\n").unwrap();
+    assert_eq!(run(&[]).status.code(), Some(2));
+}
