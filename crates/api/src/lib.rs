@@ -87,12 +87,14 @@
 
 mod client;
 mod error;
+mod events;
 mod server;
 
 pub use client::{ApiClient, ApiClientError, CLIENT_TIMEOUT};
 pub use error::{
     ApiError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
 };
+pub use events::EventLog;
 pub use server::{
     serve, ApiServer, ApiServerError, Request, MAX_BATCH, MAX_BODY_SIZE, MAX_CONNECTIONS,
     QUEUE_CAPACITY, REQUEST_TIMEOUT,

@@ -26,6 +26,7 @@ use superscalar_chain::{BitcoindRpc, Chain, TxStatus};
 use superscalar_core::ceremony::SignedTx;
 use superscalar_core::codec::decode;
 use superscalar_core::{ClientSpec, Factory, FactoryId, FactoryParams, Signer};
+use superscalar_store::convert;
 use superscalar_store::node::open_node;
 use superscalar_store::{Change, FactoryStatus, KeyFamily, NodeMeta, Party, Role, Store};
 use superscalar_wire::messages::{ErrorCode, ErrorMsg, Message, Resume};
@@ -120,7 +121,7 @@ struct Client {
     /// A `resume` to send the LSP on connecting (a ceremony interrupted by a restart).
     resume: Option<Message>,
     stop: bool,
-    events: Vec<String>,
+    events: superscalar_api::EventLog,
     last_error: Option<String>,
 }
 
@@ -160,7 +161,7 @@ pub async fn run(
         rejoin_after: None,
         resume: None,
         stop: false,
-        events: Vec::new(),
+        events: superscalar_api::EventLog::default(),
         last_error: None,
     };
     client.recover()?;
@@ -181,10 +182,6 @@ pub async fn run(
     client.transport.disconnect_all();
     api.shutdown().await;
     Ok(())
-}
-
-fn sid(id: FactoryId) -> superscalar_store::FactoryId {
-    superscalar_store::FactoryId(id.0)
 }
 
 /// A client node opened from its data directory.
@@ -332,7 +329,7 @@ pub fn abandon(store: &mut Store, joining: &Joining) {
     if let Some(id) = joining.factory_id() {
         if !joining.is_signed() {
             if let Err(e) = store.apply(&Change::Status {
-                factory: sid(id),
+                factory: convert::factory_id(id),
                 status: FactoryStatus::Aborted,
             }) {
                 tracing::warn!("factory {id}: cannot record its abort: {e}");
@@ -343,11 +340,7 @@ pub fn abandon(store: &mut Store, joining: &Joining) {
 
 impl Client {
     fn log(&mut self, line: String) {
-        tracing::info!("{line}");
         self.events.push(line);
-        if self.events.len() > 200 {
-            self.events.remove(0);
-        }
     }
 
     fn chain<T>(&self, f: impl FnOnce(&BitcoindRpc) -> T) -> T {
@@ -759,7 +752,7 @@ impl Client {
             && self
                 .store
                 .apply(&Change::Status {
-                    factory: sid(id),
+                    factory: convert::factory_id(id),
                     status: FactoryStatus::Live,
                 })
                 .is_ok()
@@ -878,7 +871,7 @@ impl Client {
                     })),
                     "factory": factory,
                     "last_error": self.last_error,
-                    "events": self.events.iter().rev().take(20).collect::<Vec<_>>(),
+                    "events": self.events.newest(20),
                 }))
             }
             "exit" => {
@@ -891,7 +884,7 @@ impl Client {
                     let id = f.id;
                     self.store
                         .apply(&Change::Status {
-                            factory: sid(id),
+                            factory: convert::factory_id(id),
                             status: FactoryStatus::Closing,
                         })
                         .map_err(|e| ApiError::app(-5, e.to_string()))?;

@@ -36,6 +36,7 @@ use superscalar_chain::{BitcoindRpc, Chain, TxStatus};
 use superscalar_core::codec::decode;
 use superscalar_core::revocation::StockSecrets;
 use superscalar_core::{ClientSpec, Factory, FactoryConfig, FactoryId, FactoryParams};
+use superscalar_store::convert;
 use superscalar_store::node::open_node;
 use superscalar_store::{
     Change, FactoryStatus, KeyFamily, NodeMeta, Role, SignedTx, Store, TxLabel,
@@ -152,7 +153,7 @@ struct Lsp {
     factories: HashMap<FactoryId, Signed>,
     started: Instant,
     stop: bool,
-    events: Vec<String>,
+    events: superscalar_api::EventLog,
 }
 
 /// Runs the LSP until `stop` (API) or a fatal error. `ready` receives the node id and the
@@ -209,7 +210,7 @@ pub async fn run(
         factories: HashMap::new(),
         started: Instant::now(),
         stop: false,
-        events: Vec::new(),
+        events: superscalar_api::EventLog::default(),
     };
     lsp.recover()?;
     ready(lsp.transport.node_id(), listen, api.local_addr());
@@ -232,17 +233,9 @@ pub async fn run(
     Ok(())
 }
 
-fn sid(id: FactoryId) -> superscalar_store::FactoryId {
-    superscalar_store::FactoryId(id.0)
-}
-
 impl Lsp {
     fn log(&mut self, line: String) {
-        tracing::info!("{line}");
         self.events.push(line);
-        if self.events.len() > 200 {
-            self.events.remove(0);
-        }
     }
 
     /// Blocking chain calls run on this worker thread without stalling the runtime.
@@ -299,7 +292,10 @@ impl Lsp {
     fn members_of(&self, params: &FactoryParams) -> Result<Vec<PublicKey>, LspError> {
         let state = self
             .store
-            .latest_factory_state(sid(params.id), superscalar_store::Party::Lsp)?
+            .latest_factory_state(
+                convert::factory_id(params.id),
+                superscalar_store::Party::Lsp,
+            )?
             .ok_or_else(|| LspError::Corrupt(format!("factory {}: no LSP state", params.id)))?;
         let nodes: Vec<String> = serde_json::from_slice(&state.1)
             .map_err(|e| LspError::Corrupt(format!("factory {}: {e}", params.id)))?;
@@ -512,7 +508,11 @@ impl Lsp {
         peer: PublicKey,
         id: FactoryId,
     ) -> Result<Option<(Message, Transaction)>, String> {
-        let Some(record) = self.store.factory(sid(id)).map_err(|e| e.to_string())? else {
+        let Some(record) = self
+            .store
+            .factory(convert::factory_id(id))
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(None);
         };
         if !matches!(record.status, FactoryStatus::Signed | FactoryStatus::Live) {
@@ -582,7 +582,7 @@ impl Lsp {
                 "factory {id}: cannot store its signatures: {e}; aborted"
             ));
             let _ = self.store.apply(&Change::Status {
-                factory: sid(id),
+                factory: convert::factory_id(id),
                 status: FactoryStatus::Aborted,
             });
             for m in &members {
@@ -636,7 +636,7 @@ impl Lsp {
         };
         let id = forming.formation.id();
         if let Err(e) = self.store.apply(&Change::Status {
-            factory: sid(id),
+            factory: convert::factory_id(id),
             status: FactoryStatus::Aborted,
         }) {
             tracing::error!("factory {id}: cannot record its abort: {e}");
@@ -703,7 +703,7 @@ impl Lsp {
                 if self
                     .store
                     .apply(&Change::Status {
-                        factory: sid(id),
+                        factory: convert::factory_id(id),
                         status: FactoryStatus::Live,
                     })
                     .is_ok()
@@ -806,7 +806,7 @@ impl Lsp {
         // The members' node ids, to resume after a restart.
         let nodes: Vec<String> = members.iter().map(|m| m.to_string()).collect();
         out.persist.push(Change::State {
-            factory: sid(id),
+            factory: convert::factory_id(id),
             party: superscalar_store::Party::Lsp,
             version: 0,
             bytes: serde_json::to_vec(&nodes).map_err(|e| e.to_string())?,
@@ -841,7 +841,7 @@ impl Lsp {
     fn factory_json(&self, id: FactoryId) -> Result<Value, ApiError> {
         let record = self
             .store
-            .factory(sid(id))
+            .factory(convert::factory_id(id))
             .map_err(|e| ApiError::internal(e.to_string()))?
             .ok_or_else(|| ApiError::app(-2, format!("no factory {id}")))?;
         let members = self
@@ -895,7 +895,7 @@ impl Lsp {
                     "waiting": self.waiting.len(),
                     "forming": forming,
                     "factories": self.factories.len(),
-                    "events": self.events.iter().rev().take(20).collect::<Vec<_>>(),
+                    "events": self.events.newest(20),
                 }))
             }
             "factories" => {
