@@ -39,14 +39,14 @@ pub fn decode<T: Readable>(mut bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// Writes a list: its length as a `BigSize`, then each item.
-fn write_list<W: Writer, T: Writeable>(w: &mut W, items: &[T]) -> Result<(), io::Error> {
+pub(crate) fn write_list<W: Writer, T: Writeable>(w: &mut W, items: &[T]) -> Result<(), io::Error> {
     BigSize(items.len() as u64).write(w)?;
     items.iter().try_for_each(|i| i.write(w))
 }
 
 /// Reads a list written by [`write_list`]. Items are at least `min_item_len` bytes, so a count
 /// larger than the input could hold is refused before any allocation.
-fn read_list<R: io::Read, T: Readable>(
+pub(crate) fn read_list<R: io::Read, T: Readable>(
     r: &mut R,
     min_item_len: usize,
     max_items: usize,
@@ -69,7 +69,7 @@ fn read_list<R: io::Read, T: Readable>(
 pub const MAX_LIST: usize = 1 << 20;
 
 /// Writes a trailing TLV stream with no fields (the extension point of every message).
-fn write_no_tlvs<W: Writer>(_w: &mut W) -> Result<(), io::Error> {
+pub(crate) fn write_no_tlvs<W: Writer>(_w: &mut W) -> Result<(), io::Error> {
     Ok(())
 }
 
@@ -149,7 +149,7 @@ newtype_codec!(AggNonce, [u8; 66]);
 newtype_codec!(PartialSig, [u8; 32]);
 
 /// Reads a one-byte enum tag.
-fn tag<R: io::Read>(r: &mut R) -> Result<u8, DecodeError> {
+pub(crate) fn tag<R: io::Read>(r: &mut R) -> Result<u8, DecodeError> {
     u8::read(r)
 }
 
