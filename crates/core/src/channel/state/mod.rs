@@ -43,8 +43,11 @@ use crate::musig::{
 use crate::shachain::{index_of, SecretGenerator, SecretStore, ShachainError};
 
 mod onchain;
+mod persist;
 mod signing;
 mod updates;
+
+pub use persist::{SnapshotError, SNAPSHOT_VERSION};
 
 /// Absolute locktimes at or above this are timestamps, not heights: never an HTLC expiry.
 pub const LOCKTIME_THRESHOLD: u32 = 500_000_000;
@@ -747,6 +750,18 @@ impl Channel {
         self.next
             .theirs_msat
             .saturating_sub(self.limits.channel_reserve_msat)
+    }
+
+    /// Our latest commitment number: the last one the other side signed (every older one is
+    /// revoked).
+    pub fn our_commitment_number(&self) -> u64 {
+        self.our_commitment_number
+    }
+
+    /// Their current commitment number: the latest one they have not revoked (we may have
+    /// signed the next one already).
+    pub fn their_commitment_number(&self) -> u64 {
+        self.their_commitment_number
     }
 
     /// HTLCs pending in the committed state.
