@@ -104,6 +104,19 @@ pub enum LspCommand {
     CreateFactory(ApiArgs),
     /// A new address of the LSP's on-chain wallet.
     Newaddress(ApiArgs),
+    /// Every leaf channel: its client, balances and HTLCs.
+    Channels(ApiArgs),
+    /// Pay an invoice this LSP issued for one of its clients, from the LSP's side of that
+    /// client's channel.
+    Pay {
+        /// The BOLT-11 invoice.
+        invoice: String,
+        /// The amount, if the invoice has none (msat).
+        #[arg(long)]
+        amount_msat: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Stop the daemon.
     Stop(ApiArgs),
 }
@@ -141,6 +154,33 @@ pub enum ClientCommand {
     Exit(ApiArgs),
     /// Where the exit is.
     ExitStatus(ApiArgs),
+    /// The channel's balances: ours, the LSP's, what we can send and receive.
+    Balance(ApiArgs),
+    /// An invoice to be paid into our channel (issued by the LSP for a payment hash only this
+    /// client knows the preimage of).
+    Invoice {
+        /// The amount (msat); any amount if absent.
+        #[arg(long)]
+        amount_msat: Option<u64>,
+        /// What for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Seconds it is valid.
+        #[arg(long, default_value_t = 3600)]
+        expiry_secs: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Pay an invoice (one issued through our LSP); waits for it to settle.
+    Pay {
+        /// The BOLT-11 invoice.
+        invoice: String,
+        /// The amount, if the invoice has none (msat).
+        #[arg(long)]
+        amount_msat: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Write an encrypted backup (seed words, factories, signed exit paths) to a new file; the
     /// passphrase is read from SUPERSCALAR_BACKUP_PASSPHRASE.
     Backup {
@@ -322,6 +362,18 @@ pub fn lsp(command: LspCommand) -> ExitCode {
         LspCommand::Newaddress(a) => call(&a, LSP_API, "newaddress", json!({}), |v| {
             println!("{}", v["address"].as_str().unwrap_or_default())
         }),
+        LspCommand::Channels(a) => call(&a, LSP_API, "channels", json!({}), print_channels),
+        LspCommand::Pay {
+            invoice,
+            amount_msat,
+            api,
+        } => call(
+            &api,
+            LSP_API,
+            "pay",
+            json!({ "invoice": invoice, "amount_msat": amount_msat }),
+            print_status,
+        ),
         LspCommand::Stop(a) => call(&a, LSP_API, "stop", json!({}), |_| println!("stopping")),
     }
 }
@@ -444,6 +496,34 @@ pub fn client(command: ClientCommand) -> ExitCode {
         ClientCommand::ExitStatus(a) => {
             call(&a, CLIENT_API, "exit-status", json!({}), print_pretty)
         }
+        ClientCommand::Balance(a) => call(&a, CLIENT_API, "balance", json!({}), print_status),
+        ClientCommand::Invoice {
+            amount_msat,
+            description,
+            expiry_secs,
+            api,
+        } => call(
+            &api,
+            CLIENT_API,
+            "invoice",
+            json!({
+                "amount_msat": amount_msat,
+                "description": description,
+                "expiry_secs": expiry_secs,
+            }),
+            |v| println!("{}", v["invoice"].as_str().unwrap_or_default()),
+        ),
+        ClientCommand::Pay {
+            invoice,
+            amount_msat,
+            api,
+        } => call(
+            &api,
+            CLIENT_API,
+            "pay",
+            json!({ "invoice": invoice, "amount_msat": amount_msat }),
+            print_status,
+        ),
         ClientCommand::Stop(a) => call(&a, CLIENT_API, "stop", json!({}), |_| println!("stopping")),
         ClientCommand::Swarm(args) => crate::swarm::run(args),
     }
@@ -534,6 +614,28 @@ fn print_status(v: &Value) {
             Value::Null => println!("{k}: -"),
             other => println!("{k}: {other}"),
         }
+    }
+}
+
+fn print_channels(v: &Value) {
+    let Some(items) = v.as_array() else {
+        return print_pretty(v);
+    };
+    println!(
+        "{:<16}  {:>6}  {:<66}  {:>14}  {:>14}  {:>5}",
+        "factory", "client", "peer", "lsp msat", "client msat", "htlcs"
+    );
+    for c in items {
+        let factory = c["factory"].as_str().unwrap_or_default();
+        println!(
+            "{:<16}  {:>6}  {:<66}  {:>14}  {:>14}  {:>5}",
+            &factory[..factory.len().min(16)],
+            c["client"],
+            c["peer"].as_str().unwrap_or_default(),
+            c["lsp_balance_msat"],
+            c["client_balance_msat"],
+            c["htlcs"],
+        );
     }
 }
 

@@ -80,7 +80,7 @@ pub fn read_extensions<R: io::Read>(r: &mut R) -> Result<(), DecodeError> {
 }
 
 /// Reads a trailing TLV stream: unknown odd records are skipped, unknown even ones refused.
-fn read_tlvs<R: io::Read>(r: &mut R) -> Result<(), DecodeError> {
+pub(crate) fn read_tlvs<R: io::Read>(r: &mut R) -> Result<(), DecodeError> {
     let mut last: Option<u64> = None;
     loop {
         let mut first = [0u8; 1];

@@ -47,3 +47,13 @@ pub fn spends(spends: &[SpendToSign]) -> Result<Vec<(OutPoint, Spend)>, StoreErr
         })
         .collect()
 }
+
+/// The store's id of the leaf channel of client `client` in factory `factory` (the same on both
+/// sides).
+pub fn channel_id(factory: superscalar_core::FactoryId, client: u32) -> crate::records::ChannelId {
+    use bitcoin::hashes::{sha256, Hash};
+    let mut data = b"superscalar/leaf-channel".to_vec();
+    data.extend_from_slice(&factory.0);
+    data.extend_from_slice(&client.to_be_bytes());
+    crate::records::ChannelId(sha256::Hash::hash(&data).to_byte_array())
+}

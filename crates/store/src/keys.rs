@@ -11,6 +11,7 @@
 //! | `m/9735'/coin'/2'/i'/k'` | base secret `k` of the channel of key index `i` (see [`ChannelBaseSecrets`]) |
 //! | `m/9735'/coin'/3'/i'` | the LSP's stock revocation seed of the factory of key index `i` |
 //! | `m/9735'/coin'/4'/0'` | the seed of the node's on-chain wallet (its BIP-86 keys derive from it) |
+//! | `m/9735'/coin'/5'/i'/c'/k'` | base secret `k` (1 to 5) of the leaf channel of client `c` in the factory of key index `i` (its funding key is the factory key) |
 //!
 //! Key indices are handed out by [`crate::Store::allocate_key_index`], which never hands out
 //! the same index twice for one family.
@@ -236,6 +237,28 @@ impl NodeKeys {
             commitment_seed: Zeroizing::new(seed_key.secret_bytes()),
         };
         funding.non_secure_erase();
+        seed_key.non_secure_erase();
+        Ok(secrets)
+    }
+
+    /// The secrets of this node's side of the leaf channel of client `client` in the factory of
+    /// key index `factory` (`m/9735'/coin'/5'/factory'/client'/k'`); the channel output's key is
+    /// this node's factory key, so that is its funding key.
+    pub fn leaf_channel_secrets(
+        &self,
+        factory: KeyIndex,
+        client: u32,
+    ) -> Result<superscalar_core::channel::state::ChannelSecrets, KeyError> {
+        let d = |kind: ChannelSecretKind| self.derive(&[5, factory.get(), client, kind as u32]);
+        let mut seed_key = d(ChannelSecretKind::CommitmentSeed)?;
+        let secrets = superscalar_core::channel::state::ChannelSecrets {
+            payment: d(ChannelSecretKind::Payment)?,
+            delayed_payment: d(ChannelSecretKind::DelayedPayment)?,
+            htlc: d(ChannelSecretKind::Htlc)?,
+            revocation: d(ChannelSecretKind::Revocation)?,
+            seed: seed_key.secret_bytes(),
+            funding: self.factory_key(factory)?,
+        };
         seed_key.non_secure_erase();
         Ok(secrets)
     }

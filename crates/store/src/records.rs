@@ -497,13 +497,16 @@ impl InvoiceStatus {
     }
 
     /// Whether an invoice may move from `self` to `to`: open to held, paid or cancelled; held
-    /// to paid or cancelled; nothing out of paid or cancelled; staying put is allowed.
+    /// to paid, cancelled or back to open (its forward failed: payable again); cancelled back to
+    /// open (a failed payment tried again); nothing out of paid; staying put is allowed.
     pub fn can_become(self, to: InvoiceStatus) -> bool {
         use InvoiceStatus::*;
         self == to
             || matches!(
                 (self, to),
-                (Open, Held | Paid | Cancelled) | (Held, Paid | Cancelled)
+                (Open, Held | Paid | Cancelled)
+                    | (Held, Open | Paid | Cancelled)
+                    | (Cancelled, Open)
             )
     }
 }
@@ -580,7 +583,11 @@ mod tests {
         assert!(!Live.can_become(Forming) && !Closed.can_become(Live) && Closed.can_become(Closed));
         assert!(InvoiceStatus::Open.can_become(InvoiceStatus::Held));
         assert!(!InvoiceStatus::Paid.can_become(InvoiceStatus::Cancelled));
-        assert!(!InvoiceStatus::Held.can_become(InvoiceStatus::Open));
+        // A forward that failed leaves the invoice payable again.
+        assert!(InvoiceStatus::Held.can_become(InvoiceStatus::Open));
+        assert!(!InvoiceStatus::Paid.can_become(InvoiceStatus::Open));
+        assert!(InvoiceStatus::Cancelled.can_become(InvoiceStatus::Open));
+        assert!(!InvoiceStatus::Cancelled.can_become(InvoiceStatus::Paid));
     }
 
     #[test]

@@ -8,5 +8,6 @@
 //! limit and any message that does not decode is answered with a typed [`messages::ErrorMsg`] and
 //! the connection is dropped.
 
+pub mod invoice;
 pub mod messages;
 pub mod transport;

@@ -8,6 +8,7 @@ use lightning::ln::msgs::DecodeError;
 use lightning::ln::wire::Type;
 use lightning::util::ser::{LengthLimitedRead, Readable, Writeable, Writer};
 use superscalar_core::ceremony::{AggNonceMsg, FinalSigMsg, NonceMsg, PartialSigMsg};
+use superscalar_core::channel::link::{ChannelOffer, LinkMsg};
 use superscalar_core::codec::read_script;
 use superscalar_core::{ClientId, FactoryId, FactoryParams};
 
@@ -44,8 +45,18 @@ pub mod types {
     pub const HINTS: u16 = 54021;
     /// Client to LSP, after a restart: where is this factory (final signatures or abort)?
     pub const RESUME: u16 = 54023;
+    /// LSP to client, once a factory is live: the LSP's side of the client's leaf channel.
+    pub const OPEN_CHANNEL: u16 = 54025;
+    /// Client to LSP: its side of the leaf channel.
+    pub const ACCEPT_CHANNEL: u16 = 54027;
+    /// Either way: a step of a leaf channel's rounds.
+    pub const CHANNEL: u16 = 54029;
+    /// Client to LSP: issue an invoice for this payment hash.
+    pub const INVOICE_REQUEST: u16 = 54031;
+    /// LSP to client: the invoice.
+    pub const INVOICE: u16 = 54033;
     /// The highest type in use.
-    pub const LAST: u16 = RESUME;
+    pub const LAST: u16 = INVOICE;
     /// The range every SuperScalar message type falls in.
     pub const RANGE: std::ops::RangeInclusive<u16> = 54000..=54099;
 }
@@ -226,6 +237,55 @@ pub struct Resume {
     pub factory: FactoryId,
 }
 
+/// One side of a leaf channel, for the other (`open_channel` from the LSP, `accept_channel`
+/// from the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelOpen {
+    /// The factory whose leaf funds the channel.
+    pub factory: FactoryId,
+    /// The sender's announcement and limits.
+    pub offer: ChannelOffer,
+}
+
+/// A step of a leaf channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelStep {
+    /// The factory whose leaf funds the channel (one channel per client and factory).
+    pub factory: FactoryId,
+    /// The step.
+    pub msg: LinkMsg,
+}
+
+/// The longest invoice description.
+pub const MAX_DESCRIPTION: usize = 639;
+/// The longest BOLT-11 invoice carried.
+pub const MAX_INVOICE: usize = 7_089;
+
+/// A client asks the LSP to issue an invoice, payable to the LSP's node id, for a payment hash
+/// whose preimage only the client knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceRequest {
+    /// The payment hash.
+    pub payment_hash: [u8; 32],
+    /// The amount (msat), or 0 for any.
+    pub amount_msat: u64,
+    /// What for.
+    pub description: String,
+    /// Seconds the invoice is valid.
+    pub expiry_secs: u32,
+}
+
+/// The LSP's invoice, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceReply {
+    /// The payment hash it is for.
+    pub payment_hash: [u8; 32],
+    /// The BOLT-11 text, or empty if refused.
+    pub bolt11: String,
+    /// Why it was refused (empty if issued).
+    pub error: String,
+}
+
 /// Why an incoming message was refused before it reached the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -291,6 +351,16 @@ pub enum Message {
     Hints(Hints),
     /// See [`Resume`].
     Resume(Resume),
+    /// LSP to client: see [`ChannelOpen`].
+    OpenChannel(Box<ChannelOpen>),
+    /// Client to LSP: see [`ChannelOpen`].
+    AcceptChannel(Box<ChannelOpen>),
+    /// See [`ChannelStep`].
+    Channel(Box<ChannelStep>),
+    /// See [`InvoiceRequest`].
+    InvoiceRequest(InvoiceRequest),
+    /// See [`InvoiceReply`].
+    Invoice(InvoiceReply),
     /// An incoming message refused by the decoder (never sent).
     Refused(Refusal),
 }
@@ -311,6 +381,11 @@ impl Message {
             Message::Abort(_) => types::ABORT,
             Message::Hints(_) => types::HINTS,
             Message::Resume(_) => types::RESUME,
+            Message::OpenChannel(_) => types::OPEN_CHANNEL,
+            Message::AcceptChannel(_) => types::ACCEPT_CHANNEL,
+            Message::Channel(_) => types::CHANNEL,
+            Message::InvoiceRequest(_) => types::INVOICE_REQUEST,
+            Message::Invoice(_) => types::INVOICE,
             // Never sent; an even type in our range that no message uses.
             Message::Refused(_) => 54000,
         }
@@ -331,6 +406,11 @@ impl Message {
             Message::Abort(_) => "abort",
             Message::Hints(_) => "hints",
             Message::Resume(_) => "resume",
+            Message::OpenChannel(_) => "open_channel",
+            Message::AcceptChannel(_) => "accept_channel",
+            Message::Channel(c) => c.msg.name(),
+            Message::InvoiceRequest(_) => "invoice_request",
+            Message::Invoice(_) => "invoice",
             Message::Refused(_) => "refused",
         }
     }
@@ -343,6 +423,9 @@ pub fn max_body(ty: u16) -> usize {
         types::ERROR | types::ABORT => 64 + MAX_REASON,
         types::RESUME => 64,
         types::JOIN => 33 + 8 + 2 + 10_000 + 64,
+        types::OPEN_CHANNEL | types::ACCEPT_CHANNEL => 32 + 7 * 33 + 66 + 64 + 64,
+        types::INVOICE_REQUEST => 32 + 8 + 2 + MAX_DESCRIPTION + 4 + 64,
+        types::INVOICE => 32 + 2 + MAX_INVOICE + 2 + MAX_REASON + 64,
         _ => MAX_BODY,
     }
 }
@@ -426,6 +509,25 @@ impl Writeable for Message {
             Message::Abort(a) => {
                 a.factory.write(w)?;
                 write_reason(w, &a.reason)
+            }
+            Message::OpenChannel(o) | Message::AcceptChannel(o) => {
+                o.factory.write(w)?;
+                o.offer.write(w)
+            }
+            Message::Channel(c) => {
+                c.factory.write(w)?;
+                c.msg.write(w)
+            }
+            Message::InvoiceRequest(i) => {
+                i.payment_hash.write(w)?;
+                i.amount_msat.write(w)?;
+                i.description.write(w)?;
+                i.expiry_secs.write(w)
+            }
+            Message::Invoice(i) => {
+                i.payment_hash.write(w)?;
+                i.bolt11.write(w)?;
+                write_reason(w, &i.error)
             }
             Message::Refused(_) => Ok(()),
         }
@@ -558,6 +660,53 @@ fn decode_body<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Result<Message, Deco
                 factory,
                 client,
                 hints,
+            })
+        }
+        types::OPEN_CHANNEL | types::ACCEPT_CHANNEL => {
+            let open = ChannelOpen {
+                factory: Readable::read(r)?,
+                offer: Readable::read(r)?,
+            };
+            end(r)?;
+            if ty == types::OPEN_CHANNEL {
+                Message::OpenChannel(Box::new(open))
+            } else {
+                Message::AcceptChannel(Box::new(open))
+            }
+        }
+        // The step's own trailing TLV stream ends the body.
+        types::CHANNEL => Message::Channel(Box::new(ChannelStep {
+            factory: Readable::read(r)?,
+            msg: Readable::read(r)?,
+        })),
+        types::INVOICE_REQUEST => {
+            let payment_hash = Readable::read(r)?;
+            let amount_msat = Readable::read(r)?;
+            let description = String::read(r)?;
+            let expiry_secs = Readable::read(r)?;
+            end(r)?;
+            if description.len() > MAX_DESCRIPTION {
+                return Err(DecodeError::InvalidValue);
+            }
+            Message::InvoiceRequest(InvoiceRequest {
+                payment_hash,
+                amount_msat,
+                description,
+                expiry_secs,
+            })
+        }
+        types::INVOICE => {
+            let payment_hash = Readable::read(r)?;
+            let bolt11 = String::read(r)?;
+            let error = read_reason(r)?;
+            end(r)?;
+            if bolt11.len() > MAX_INVOICE {
+                return Err(DecodeError::InvalidValue);
+            }
+            Message::Invoice(InvoiceReply {
+                payment_hash,
+                bolt11,
+                error,
             })
         }
         _ => return Err(DecodeError::UnknownRequiredFeature),
@@ -711,6 +860,11 @@ mod tests {
     use bitcoin::secp256k1::{Secp256k1, SecretKey};
     use bitcoin::Amount;
     use proptest::prelude::*;
+    use superscalar_core::channel::link::Update;
+    use superscalar_core::channel::state::{
+        CommitmentSigned, OutpointSignature, RevokeAndAck, UpdateAddHtlc, UpdateFailHtlc,
+        UpdateFulfillHtlc,
+    };
     use superscalar_core::codec::encode;
     use superscalar_core::musig::{AggNonce, PartialSig, PubNonce};
     use superscalar_core::{ClientSpec, FactoryConfig, NodeId, TxKind};
@@ -744,6 +898,58 @@ mod tests {
         read_message(m.ty(), &mut &bytes[..])
     }
 
+    fn nonce() -> PubNonce {
+        let mut n = [0u8; 66];
+        n[..33].copy_from_slice(&key(1).inner.serialize());
+        n[33..].copy_from_slice(&key(2).inner.serialize());
+        PubNonce(n)
+    }
+
+    fn channel_open(factory: FactoryId) -> ChannelOpen {
+        use superscalar_core::channel::state::{Basepoints, ChannelAnnouncement, ChannelLimits};
+        ChannelOpen {
+            factory,
+            offer: ChannelOffer {
+                announcement: ChannelAnnouncement {
+                    basepoints: Basepoints {
+                        payment: key(10).inner,
+                        delayed_payment: key(11).inner,
+                        htlc: key(12).inner,
+                        revocation: key(13).inner,
+                    },
+                    funding_key: key(14).inner,
+                    points: [key(15).inner, key(16).inner],
+                    nonce: nonce(),
+                },
+                limits: ChannelLimits::default(),
+            },
+        }
+    }
+
+    fn commitment_signed() -> CommitmentSigned {
+        let sig = bitcoin::secp256k1::schnorr::Signature::from_slice(&[3; 64]).unwrap();
+        CommitmentSigned {
+            partial_sig: PartialSig([5; 32]),
+            nonce: nonce(),
+            htlc_signatures: vec![sig, sig],
+            others: vec![OutpointSignature {
+                outpoint: funding(),
+                partial_sig: PartialSig([6; 32]),
+                nonce: nonce(),
+                htlc_signatures: vec![sig],
+            }],
+        }
+    }
+
+    fn revoke() -> RevokeAndAck {
+        RevokeAndAck {
+            per_commitment_secret: [9; 32],
+            next_point: key(20).inner,
+            next_nonce: nonce(),
+            next_other_nonces: vec![(funding(), nonce())],
+        }
+    }
+
     fn every_message() -> Vec<Message> {
         let f = FactoryId([1; 32]);
         let kind = TxKind::Kickoff(NodeId(0));
@@ -765,6 +971,67 @@ mod tests {
                 },
             }),
             Message::Resume(Resume { factory: f }),
+            Message::OpenChannel(Box::new(channel_open(f))),
+            Message::AcceptChannel(Box::new(channel_open(f))),
+            Message::Channel(Box::new(ChannelStep {
+                factory: f,
+                msg: LinkMsg::Propose {
+                    commitment: 7,
+                    updates: vec![
+                        Update::Add(UpdateAddHtlc {
+                            id: 1,
+                            amount_msat: 5_000,
+                            payment_hash: [6; 32],
+                            cltv_expiry: 700,
+                        }),
+                        Update::Fulfill(UpdateFulfillHtlc {
+                            id: 2,
+                            preimage: [7; 32],
+                        }),
+                        Update::Fail(UpdateFailHtlc { id: 3 }),
+                    ],
+                    signed: commitment_signed(),
+                },
+            })),
+            Message::Channel(Box::new(ChannelStep {
+                factory: f,
+                msg: LinkMsg::Reply {
+                    revoked: 6,
+                    revoke: revoke(),
+                    commitment: 8,
+                    signed: commitment_signed(),
+                },
+            })),
+            Message::Channel(Box::new(ChannelStep {
+                factory: f,
+                msg: LinkMsg::Ack {
+                    revoked: 7,
+                    revoke: revoke(),
+                },
+            })),
+            Message::Channel(Box::new(ChannelStep {
+                factory: f,
+                msg: LinkMsg::TurnRequest,
+            })),
+            Message::Channel(Box::new(ChannelStep {
+                factory: f,
+                msg: LinkMsg::TurnGrant,
+            })),
+            Message::Channel(Box::new(ChannelStep {
+                factory: f,
+                msg: LinkMsg::Sync,
+            })),
+            Message::InvoiceRequest(InvoiceRequest {
+                payment_hash: [8; 32],
+                amount_msat: 12_345,
+                description: "coffee".into(),
+                expiry_secs: 3600,
+            }),
+            Message::Invoice(InvoiceReply {
+                payment_hash: [8; 32],
+                bolt11: "lnbcrt1...".into(),
+                error: String::new(),
+            }),
             Message::Hello(Hello::ours(Network::Regtest)),
             Message::Error(ErrorMsg {
                 code: ErrorCode::Refused,
@@ -879,7 +1146,7 @@ mod tests {
 
     #[test]
     fn foreign_odd_types_are_ignored_and_even_ones_refused() {
-        for ty in [1u16, 37_913, 32_801, 54_025, 54_099, 65_535] {
+        for ty in [1u16, 37_913, 32_801, 54_035, 54_099, 65_535] {
             assert_eq!(read_message(ty, &mut &[1u8, 2][..]), None, "{ty}");
         }
         for ty in [54_000u16, 54_002, 54_098, 32_768] {

@@ -368,6 +368,7 @@ pub struct Transport {
     pm: Arc<Manager>,
     handler: Arc<WireHandler>,
     node_id: PublicKey,
+    keys: Arc<KeysManager>,
 }
 
 impl Transport {
@@ -405,12 +406,14 @@ impl Transport {
             now.as_secs() as u32,
             &ephemeral,
             Arc::new(TracingLogger),
-            keys,
+            Arc::clone(&keys),
         ));
+        let signer = keys;
         let transport = Transport {
             pm,
             handler,
             node_id,
+            keys: signer,
         };
         transport.spawn_driver();
         (transport, rx)
@@ -419,6 +422,18 @@ impl Transport {
     /// This node's id (its BOLT-8 static key).
     pub fn node_id(&self) -> PublicKey {
         self.node_id
+    }
+
+    /// Signs a BOLT-11 invoice with this node's key (the key of its node id).
+    pub fn sign_invoice(
+        &self,
+        invoice: &lightning_invoice::RawBolt11Invoice,
+    ) -> Result<bitcoin::secp256k1::ecdsa::RecoverableSignature, crate::invoice::SignerRefused>
+    {
+        use lightning::sign::NodeSigner;
+        self.keys
+            .sign_invoice(invoice, Recipient::Node)
+            .map_err(|()| crate::invoice::SignerRefused)
     }
 
     /// Listens on `addr` (port 0 for any) and accepts peers until the runtime stops; returns the

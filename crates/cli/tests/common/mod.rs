@@ -32,6 +32,12 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Waits for the process to exit by itself (after `stop`).
+    #[allow(dead_code)]
+    pub fn wait(mut self) {
+        let _ = self.child.wait();
+    }
+
     pub fn sigkill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -124,6 +130,21 @@ pub fn cli(role: &str, verb: &str, datadir: &Path, api: &str) -> Result<Value, S
     let out = Command::new(BIN)
         .args([role, verb, "--json", "--api", api, "--datadir"])
         .arg(datadir)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// `superscalar <role> <verb> ARGS.. --datadir D --api A --json`, parsed.
+pub fn cli_with(role: &str, verb: &str, n: &Node, args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(BIN)
+        .args([role, verb])
+        .args(args)
+        .args(["--json", "--api", &n.api, "--datadir"])
+        .arg(&n.datadir)
         .output()
         .unwrap();
     if !out.status.success() {

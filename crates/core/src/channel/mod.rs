@@ -4,5 +4,6 @@
 pub mod commitment;
 pub mod deadlines;
 pub mod keys;
+pub mod link;
 pub mod multipath;
 pub mod state;

@@ -2,8 +2,10 @@
 //! `timeout/in/1`, `punish/stock/2`), as logs, tables and the store label them.
 
 use std::fmt;
+use std::str::FromStr;
 
 use super::{Slot, TxKind};
+use crate::types::{ClientId, NodeId};
 
 impl fmt::Display for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -38,10 +40,69 @@ impl fmt::Display for TxKind {
     }
 }
 
+/// A label that names no output or transaction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a factory label")]
+pub struct BadLabel(pub String);
+
+fn number(s: &str, label: &str) -> Result<u32, BadLabel> {
+    // Canonical decimal only: the label of a number is unique.
+    if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(BadLabel(label.to_owned()));
+    }
+    s.parse().map_err(|_| BadLabel(label.to_owned()))
+}
+
+impl FromStr for Slot {
+    type Err = BadLabel;
+
+    fn from_str(label: &str) -> Result<Self, BadLabel> {
+        let bad = || BadLabel(label.to_owned());
+        let parts: Vec<&str> = label.split('/').collect();
+        let n = |s: &str| number(s, label);
+        Ok(match parts.as_slice() {
+            ["in", i] => Slot::NodeInput(NodeId(n(i)?)),
+            ["kickoff-out", i] => Slot::KickoffOut(NodeId(n(i)?)),
+            ["channel", i] => Slot::Channel(ClientId(n(i)?)),
+            ["fee-coin", i] => Slot::FeeCoin(ClientId(n(i)?)),
+            ["stock", i] => Slot::Stock(n(i)?),
+            ["sold", i] => Slot::Sold(n(i)?),
+            ["change", i] => Slot::Change(n(i)?),
+            ["part", kind, top, node] => Slot::TimeoutPart {
+                top: NodeId(n(top)?),
+                kickoff: match *kind {
+                    "kickoff-out" => true,
+                    "in" => false,
+                    _ => return Err(bad()),
+                },
+                node: NodeId(n(node)?),
+            },
+            _ => return Err(bad()),
+        })
+    }
+}
+
+impl FromStr for TxKind {
+    type Err = BadLabel;
+
+    fn from_str(label: &str) -> Result<Self, BadLabel> {
+        let bad = || BadLabel(label.to_owned());
+        let (head, rest) = label.split_once('/').ok_or_else(bad)?;
+        Ok(match head {
+            "kickoff" => TxKind::Kickoff(NodeId(number(rest, label)?)),
+            "state" => TxKind::State(NodeId(number(rest, label)?)),
+            "sale" => TxKind::Sale(number(rest, label)?),
+            "timeout" => TxKind::Timeout(rest.parse().map_err(|_| bad())?),
+            "punish" => TxKind::Punish(rest.parse().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{ClientId, NodeId};
 
     #[test]
     fn labels_are_distinct_printable_and_short() {
@@ -76,6 +137,24 @@ mod tests {
         let labels: std::collections::HashSet<String> =
             kinds.iter().map(|k| k.to_string()).collect();
         assert_eq!(labels.len(), kinds.len());
+        for k in &kinds {
+            assert_eq!(k.to_string().parse::<TxKind>(), Ok(*k), "{k}");
+        }
+        for bad in [
+            "",
+            "kickoff",
+            "kickoff/",
+            "kickoff/01",
+            "kickoff/-1",
+            "kickoff/4294967296",
+            "state/1/2",
+            "timeout/channel",
+            "timeout/part/x/1/2",
+            "punish/nope/1",
+            "sale/ 1",
+        ] {
+            assert!(bad.parse::<TxKind>().is_err(), "{bad:?}");
+        }
         for l in labels {
             assert!(
                 l.len() <= 64 && l.bytes().all(|b| b.is_ascii_graphic()),

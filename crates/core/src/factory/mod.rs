@@ -35,6 +35,7 @@ mod amounts;
 mod hints;
 mod keys;
 mod labels;
+pub use labels::BadLabel;
 mod punishment;
 mod scripts;
 mod timeouts;

@@ -174,6 +174,15 @@ CREATE TRIGGER signed_spends_no_delete BEFORE DELETE ON signed_spends
 BEGIN SELECT RAISE(ABORT, 'signed_spends is append-only'); END;
 "#;
 
+/// Version 4: the LSP's routes: for an invoice it issued on behalf of one of its clients, the
+/// client's node id (the payment goes on into that client's leaf channel).
+const V4: &str = r#"
+CREATE TABLE routes (
+    payment_hash BLOB PRIMARY KEY REFERENCES invoices (payment_hash),
+    payee BLOB NOT NULL CHECK (length(payee) = 33)
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// Every migration, in order: the schema version is the number applied.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -187,6 +196,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         description: "spends unique per outpoint and role",
         sql: V3,
+    },
+    Migration {
+        description: "routes of the invoices an LSP issues for its clients",
+        sql: V4,
     },
 ];
 

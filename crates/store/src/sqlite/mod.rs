@@ -1066,8 +1066,34 @@ impl Store {
 
     // ---- invoices ----
 
+    /// Record a new invoice issued on behalf of `payee` (a client's node id): paid into its
+    /// leaf channel.
+    pub fn insert_routed_invoice(&mut self, inv: &Invoice, payee: &[u8; 33]) -> Result<()> {
+        self.insert_invoice_inner(inv, Some(payee))
+    }
+
+    /// The client an invoice was issued for, if it was issued on behalf of one.
+    pub fn route(&self, hash: PaymentHash) -> Result<Option<[u8; 33]>> {
+        self.conn
+            .query_row(
+                "SELECT payee FROM routes WHERE payment_hash = ?1",
+                [&hash.0[..]],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()?
+            .map(|p| {
+                <[u8; 33]>::try_from(p.as_slice())
+                    .map_err(|_| StoreError::corrupt("routes.payee", "not 33 bytes"))
+            })
+            .transpose()
+    }
+
     /// Record a new invoice.
     pub fn insert_invoice(&mut self, inv: &Invoice) -> Result<()> {
+        self.insert_invoice_inner(inv, None)
+    }
+
+    fn insert_invoice_inner(&mut self, inv: &Invoice, payee: Option<&[u8; 33]>) -> Result<()> {
         check_preimage(inv.payment_hash, inv.preimage)?;
         if inv.status == InvoiceStatus::Paid && inv.preimage.is_none() {
             return Err(StoreError::InvoiceStatus {
@@ -1103,6 +1129,12 @@ impl Store {
                     inv.claim_deadline
                 ],
             )?;
+            if let Some(payee) = payee {
+                tx.execute(
+                    "INSERT INTO routes (payment_hash, payee) VALUES (?1, ?2)",
+                    params![&inv.payment_hash.0[..], &payee[..]],
+                )?;
+            }
             Ok(())
         })
     }

@@ -46,6 +46,9 @@ mod onchain;
 mod persist;
 mod signing;
 mod updates;
+mod view;
+
+pub use view::HtlcView;
 
 pub use persist::{SnapshotError, SNAPSHOT_VERSION};
 

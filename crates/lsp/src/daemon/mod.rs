@@ -47,6 +47,9 @@ use superscalar_wire::transport::{Event, Transport};
 
 use crate::formation::{Formation, FormationError, Output, Phase};
 
+mod channels;
+pub use channels::FORWARD_DELTA;
+
 /// The largest channel a client may ask for.
 pub const MAX_CAPACITY: Amount = Amount::from_sat(100_000_000);
 /// The smallest channel a client may ask for.
@@ -154,6 +157,7 @@ struct Lsp {
     started: Instant,
     stop: bool,
     events: superscalar_api::EventLog,
+    channels: channels::Channels,
 }
 
 /// Runs the LSP until `stop` (API) or a fatal error. `ready` receives the node id and the
@@ -211,8 +215,13 @@ pub async fn run(
         started: Instant::now(),
         stop: false,
         events: superscalar_api::EventLog::default(),
+        channels: channels::Channels::default(),
     };
     lsp.recover()?;
+    if let Ok(t) = lsp.chain(|c| c.tip()) {
+        lsp.channels.tip = t.height;
+    }
+    lsp.recover_channels().map_err(LspError::Corrupt)?;
     ready(lsp.transport.node_id(), listen, api.local_addr());
     tracing::info!(node_id = %lsp.transport.node_id(), %listen, "LSP running");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -220,9 +229,14 @@ pub async fn run(
         tokio::select! {
             Some(event) = events.recv() => lsp.on_event(event),
             Some(request) = requests.recv() => {
-                let method = request.method.clone();
-                let result = lsp.on_request(&method, &request.params);
-                request.reply(result);
+                if request.method == "pay" {
+                    // Answered when the payment settles or fails.
+                    lsp.operator_pay(request);
+                } else {
+                    let method = request.method.clone();
+                    let result = lsp.on_request(&method, &request.params);
+                    request.reply(result);
+                }
             }
             _ = tick.tick() => lsp.on_tick(),
         }
@@ -327,9 +341,13 @@ impl Lsp {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Connected { peer, .. } => self.on_connected(peer),
+            Event::Connected { peer, .. } => {
+                self.on_connected(peer);
+                self.channels_connected(peer);
+            }
             Event::Message { peer, msg } => self.on_message(peer, msg),
             Event::Disconnected { peer } => {
+                self.channels_disconnected(peer);
                 self.waiting.retain(|w| w.node != peer);
                 let member = self
                     .forming
@@ -455,6 +473,9 @@ impl Lsp {
                 }
             }
             Message::Resume(r) => self.on_resume(peer, r.factory),
+            Message::AcceptChannel(open) => self.on_accept_channel(peer, *open),
+            Message::Channel(step) => self.on_channel_step(peer, *step),
+            Message::InvoiceRequest(req) => self.on_invoice_request(peer, req),
             other => {
                 self.refuse(peer, None, format!("{} is not for the LSP", other.name()));
             }
@@ -679,6 +700,7 @@ impl Lsp {
             }
         }
         self.check_funding();
+        self.channels_tick();
     }
 
     /// Marks signed factories whose funding confirmed as live.
@@ -939,6 +961,7 @@ impl Lsp {
                 let id = self.form().map_err(|e| ApiError::app(-3, e))?;
                 Ok(json!({ "factory": id.to_string() }))
             }
+            "channels" => Ok(self.channels_json()),
             "newaddress" => Ok(json!({ "address": self.wallet.new_address().to_string() })),
             "stop" => {
                 self.stop = true;

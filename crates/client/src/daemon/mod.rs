@@ -36,6 +36,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::exit::{ExitProgress, UnilateralExit};
 use crate::join::{Joining, Output, Request as JoinRequest};
 
+mod channel;
+pub use channel::FORWARD_DELTA;
+
 /// How the client runs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -105,6 +108,8 @@ struct InFactory {
     key_index: superscalar_store::KeyIndex,
     /// The timeout transactions this client published at T.
     timeout_claims: Vec<bitcoin::Txid>,
+    /// Its leaf channel with the LSP, once opened.
+    link: Option<superscalar_core::channel::link::Link>,
 }
 
 struct Client {
@@ -123,6 +128,7 @@ struct Client {
     stop: bool,
     events: superscalar_api::EventLog,
     last_error: Option<String>,
+    waiting: channel::Waiting,
 }
 
 /// Runs the client until `stop` (API) or a fatal error. `ready` receives its node id and the
@@ -163,19 +169,26 @@ pub async fn run(
         stop: false,
         events: superscalar_api::EventLog::default(),
         last_error: None,
+        waiting: channel::Waiting::default(),
     };
     client.recover()?;
+    client.recover_channel().map_err(ClientError::Corrupt)?;
     ready(client.transport.node_id(), api.local_addr());
     tracing::info!(node_id = %client.transport.node_id(), "client running");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     while !client.stop {
         tokio::select! {
             Some(event) = events.recv() => client.on_event(event),
-            Some(request) = requests.recv() => {
-                let method = request.method.clone();
-                let result = client.on_request(&method, &request.params);
-                request.reply(result);
-            }
+            Some(request) = requests.recv() => match request.method.as_str() {
+                // Answered when the LSP has answered.
+                "invoice" => client.request_invoice(request),
+                "pay" => client.pay(request),
+                _ => {
+                    let method = request.method.clone();
+                    let result = client.on_request(&method, &request.params);
+                    request.reply(result);
+                }
+            },
             _ = tick.tick() => client.on_tick(),
         }
     }
@@ -429,6 +442,7 @@ impl Client {
                         position: superscalar_core::ClientId(position),
                         key_index: record.key_index,
                         timeout_claims: Vec::new(),
+                        link: None,
                     });
                 }
                 _ => {}
@@ -482,11 +496,13 @@ impl Client {
                 if let Some(resume) = self.resume.clone() {
                     self.send(resume);
                 }
+                self.channel_connection(true);
                 self.maybe_join();
             }
             Event::Message { peer, msg } if peer == self.config.lsp_id => self.on_message(msg),
             Event::Disconnected { peer } if peer == self.config.lsp_id => {
                 self.log("disconnected from the LSP".into());
+                self.channel_connection(false);
                 match self.joining.as_ref() {
                     // Our partial signatures are out: the LSP may have completed the factory.
                     // Ask it on reconnecting, never forget it.
@@ -571,6 +587,9 @@ impl Client {
                 }
             }
             Message::Live(live) => self.on_live(live.factory, live.funding_tx),
+            Message::OpenChannel(open) => self.on_open_channel(*open),
+            Message::Channel(step) => self.on_channel_step(*step),
+            Message::Invoice(reply) => self.on_invoice(reply),
             Message::AggNonces(_) if self.config.fault == Some(Fault::StallBeforePartials) => {
                 self.log("fault injected: not answering the aggregated nonces".into());
             }
@@ -646,6 +665,7 @@ impl Client {
             position,
             key_index: joining.key_index(),
             timeout_claims: Vec::new(),
+            link: None,
         });
     }
 
@@ -686,6 +706,7 @@ impl Client {
         self.check_funding();
         self.step_exit();
         self.claim_timeouts();
+        self.channel_tick();
     }
 
     /// At T (inverted policy) the pre-signed timeout transactions pay this client: publish
@@ -897,6 +918,7 @@ impl Client {
                 self.exit_status()
             }
             "exit-status" => self.exit_status(),
+            "balance" => self.balance_json(),
             "backup" => {
                 let path = params
                     .get("path")

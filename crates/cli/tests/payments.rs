@@ -1,0 +1,160 @@
+//! Payments between clients of one LSP, as separate OS processes over loopback, driven only
+//! through the `superscalar` CLI: once the factory is live each client's leaf channel opens;
+//! the LSP issues invoices for its clients' payment hashes; the LSP pays one client (as a
+//! payment arriving from elsewhere would), clients pay each other through it, bad invoices are
+//! refused with a clear message, and every balance survives a SIGKILL of the LSP and a restart
+//! of a client.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+mod common;
+
+use common::*;
+
+fn balance(c: &Node) -> Value {
+    cli("client", "balance", &c.datadir, &c.api).unwrap()
+}
+
+fn msat(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
+}
+
+fn invoice(c: &Node, amount_msat: u64) -> String {
+    let amount = amount_msat.to_string();
+    let v = cli_with(
+        "client",
+        "invoice",
+        c,
+        &["--amount-msat", &amount, "--description", "test"],
+    )
+    .unwrap();
+    v["invoice"].as_str().unwrap().to_owned()
+}
+
+fn pay(role: &str, payer: &Node, invoice: &str) -> Result<Value, String> {
+    cli_with(role, "pay", payer, &[invoice])
+}
+
+#[test]
+fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (mut lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 3, &["--no-passphrase"]);
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let listen = uri.split('@').nth(1).unwrap().to_owned();
+    let mut clients: Vec<Node> = (0..3)
+        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
+        .collect();
+
+    // No channel before the factory is live: invoices are refused with a reason.
+    let early = cli_with("client", "invoice", &clients[0], &["--amount-msat", "1000"]);
+    assert!(early.is_err());
+
+    wait_for("a signed factory", Duration::from_secs(120), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for(
+            "the client's channel ready",
+            Duration::from_secs(90),
+            || balance(c)["channel"]["ready"] == true,
+        );
+        let b = balance(c);
+        assert_eq!(msat(&b, "balance_msat"), 0, "{b}");
+    }
+    let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
+    assert_eq!(channels.as_array().unwrap().len(), 3, "{channels}");
+
+    // The LSP pays client 0 (what a payment from elsewhere looks like to the client).
+    let inv = invoice(&clients[0], 40_000_000);
+    let paid = pay("lsp", &lsp, &inv).unwrap();
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(msat(&balance(&clients[0]), "balance_msat"), 40_000_000);
+
+    // Client 0 pays client 1 through the LSP.
+    let inv = invoice(&clients[1], 15_000_000);
+    let paid = pay("client", &clients[0], &inv).unwrap();
+    assert_eq!(paid["status"], "paid", "{paid}");
+    let preimage = paid["preimage"].as_str().unwrap().to_owned();
+    assert_eq!(preimage.len(), 64);
+    assert_eq!(msat(&balance(&clients[0]), "balance_msat"), 25_000_000);
+    assert_eq!(msat(&balance(&clients[1]), "balance_msat"), 15_000_000);
+
+    // Refusals, each with a message and nothing changed.
+    let again = pay("client", &clients[0], &inv).unwrap_err();
+    assert!(again.contains("already paid"), "{again}");
+    let garbage = pay("client", &clients[0], "lnbcrt1notaninvoice").unwrap_err();
+    assert!(garbage.contains("invoice"), "{garbage}");
+    let too_much = invoice(&clients[2], 90_000_000);
+    let refused = pay("client", &clients[0], &too_much).unwrap_err();
+    assert!(refused.contains("sendable"), "{refused}");
+    let own = invoice(&clients[0], 1_000);
+    let refused = pay("client", &clients[0], &own).unwrap_err();
+    assert!(refused.contains("our own invoice"), "{refused}");
+    assert_eq!(msat(&balance(&clients[0]), "balance_msat"), 25_000_000);
+
+    // Several payments back and forth.
+    for i in 0..5u64 {
+        let inv = invoice(&clients[2], 1_000_000 + i);
+        assert_eq!(pay("client", &clients[1], &inv).unwrap()["status"], "paid");
+        let inv = invoice(&clients[1], 500_000);
+        assert_eq!(pay("client", &clients[2], &inv).unwrap()["status"], "paid");
+    }
+    let b1 = msat(&balance(&clients[1]), "balance_msat");
+    let b2 = msat(&balance(&clients[2]), "balance_msat");
+    assert_eq!(b1, 15_000_000 - 5_000_010 + 2_500_000);
+    assert_eq!(b2, 5_000_010 - 2_500_000);
+
+    // The LSP is killed and restarted from its database: the channels come back as they were.
+    lsp.proc.take().unwrap().sigkill();
+    let (lsp, uri2) = self::lsp(dir.path(), &chain, &listen, 3, &["--no-passphrase"]);
+    assert_eq!(uri2, uri);
+    for c in &clients {
+        wait_for("reconnected", Duration::from_secs(60), || {
+            status("client", c)["connected"] == true
+        });
+    }
+    let inv = invoice(&clients[1], 3_000_000);
+    let paid = pay("client", &clients[0], &inv).unwrap();
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(msat(&balance(&clients[0]), "balance_msat"), 22_000_000);
+
+    // Client 0 stops and starts again from its database.
+    cli("client", "stop", &clients[0].datadir, &clients[0].api).unwrap();
+    let c0 = clients.remove(0);
+    let mut proc = c0.proc;
+    if let Some(p) = proc.take() {
+        p.wait();
+    }
+    let c0 = client_in(&c0.datadir, &chain, &uri, &["--no-passphrase"]);
+    assert_eq!(msat(&balance(&c0), "balance_msat"), 22_000_000);
+    wait_for("reconnected", Duration::from_secs(60), || {
+        status("client", &c0)["connected"] == true
+    });
+    let inv = invoice(&clients[1], 2_000_000);
+    assert_eq!(pay("client", &c0, &inv).unwrap()["status"], "paid");
+    assert_eq!(msat(&balance(&c0), "balance_msat"), 20_000_000);
+
+    // Every channel's balances add up to its capacity, on both sides.
+    let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
+    let mut client_total = 0;
+    for c in channels.as_array().unwrap() {
+        assert_eq!(
+            msat(c, "lsp_balance_msat") + msat(c, "client_balance_msat"),
+            msat(c, "capacity_msat"),
+            "{c}"
+        );
+        assert_eq!(c["htlcs"], 0, "{c}");
+        client_total += msat(c, "client_balance_msat");
+    }
+    assert_eq!(client_total, 40_000_000, "only the LSP's payment came in");
+}

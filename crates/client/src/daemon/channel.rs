@@ -1,0 +1,736 @@
+//! The client's leaf channel with its LSP: opened when the LSP offers it and the factory is live
+//! on the client's own chain; invoices (issued by the LSP for a payment hash only the client
+//! knows), payments and their settlement.
+//!
+//! Receiving: an HTLC with the hash of one of our invoices is settled only once it is committed
+//! on both sides, for at least the invoice's amount (the channel itself refuses an expiry too
+//! close to take it on chain); the invoice is recorded paid before the preimage leaves.
+//! Anything else is failed.
+//!
+//! Paying: only invoices the LSP issued (signed with its node id) until the bridge to the
+//! Lightning Network exists. The HTLC expires the invoice's final delta plus the LSP's
+//! forwarding delta from now; the payment is paid once the LSP settles it with the preimage.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::hex::DisplayHex;
+use serde_json::{json, Value};
+use superscalar_api::ApiError;
+use superscalar_chain::Chain;
+use superscalar_core::advance::FactoryState;
+use superscalar_core::channel::deadlines::DEFAULT_MARGIN_BLOCKS;
+use superscalar_core::channel::link::{ChannelOffer, Intent, Link, LinkEvent, Step};
+use superscalar_core::channel::state::{Channel, ChannelLimits};
+use superscalar_core::{Signer, Slot};
+use superscalar_store::{
+    convert, ChannelRecord, CommitmentNumber, FactoryStatus, Invoice, InvoiceDirection,
+    InvoiceStatus, Msat, PaymentHash, Preimage,
+};
+use superscalar_wire::messages::{ChannelOpen, ChannelStep, InvoiceReply, InvoiceRequest, Message};
+
+use super::Client;
+
+/// Blocks the LSP keeps between the expiry of the HTLC it forwards and the one it receives
+/// (added to the payee's final delta).
+pub const FORWARD_DELTA: u32 = 12;
+/// How long an API call waits for the LSP's invoice or a payment's outcome.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// API calls waiting for the LSP.
+#[derive(Default)]
+pub(super) struct Waiting {
+    invoices: HashMap<[u8; 32], (Zeroized, Option<u64>, superscalar_api::Request, Instant)>,
+    payments: HashMap<[u8; 32], (superscalar_api::Request, Instant)>,
+}
+
+/// A preimage held in memory until its invoice is recorded.
+pub(super) struct Zeroized(zeroize::Zeroizing<[u8; 32]>);
+
+impl Client {
+    fn tip(&self) -> Option<u32> {
+        self.chain(|c| c.tip()).ok().map(|t| t.height)
+    }
+
+    /// Loads the stored channel of the factory the client is in.
+    pub(super) fn recover_channel(&mut self) -> Result<(), String> {
+        let Some(f) = self.factory.as_ref() else {
+            return Ok(());
+        };
+        let id = convert::channel_id(f.id, f.position.0);
+        let Some(record) = self.store.channel(id).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let secrets = self
+            .keys
+            .leaf_channel_secrets(f.key_index, f.position.0)
+            .map_err(|e| e.to_string())?;
+        let key = f
+            .factory
+            .signing_key(Slot::Channel(f.position))
+            .map_err(|e| e.to_string())?;
+        let link = Link::restore(&record.state, secrets, key).map_err(|e| e.to_string())?;
+        self.factory.as_mut().expect("checked above").link = Some(link);
+        Ok(())
+    }
+
+    /// Our side of the channel the LSP offers, as an `accept_channel`; creates and records the
+    /// channel the first time.
+    pub(super) fn on_open_channel(&mut self, open: ChannelOpen) {
+        match self.accept_channel(&open) {
+            Ok(msgs) => {
+                for m in msgs {
+                    self.send(m);
+                }
+            }
+            Err(e) => {
+                self.log(format!("channel offer refused: {e}"));
+                self.send(Message::Error(superscalar_wire::messages::ErrorMsg {
+                    code: superscalar_wire::messages::ErrorCode::Refused,
+                    factory: Some(open.factory),
+                    reason: e,
+                }));
+            }
+        }
+    }
+
+    fn accept_channel(&mut self, open: &ChannelOpen) -> Result<Vec<Message>, String> {
+        let tip = self.tip().ok_or("no chain view")?;
+        let f = self
+            .factory
+            .as_ref()
+            .filter(|f| f.id == open.factory)
+            .ok_or("not our factory")?;
+        if f.status != FactoryStatus::Live {
+            return Err("the factory is not live on our chain yet".into());
+        }
+        let secrets = self
+            .keys
+            .leaf_channel_secrets(f.key_index, f.position.0)
+            .map_err(|e| e.to_string())?;
+        let limits = ChannelLimits::for_factory(&f.factory, tip, DEFAULT_MARGIN_BLOCKS)
+            .map_err(|e| e.to_string())?;
+        let mut state = FactoryState::new(
+            f.factory.clone(),
+            f.funding,
+            Signer::Client(f.position),
+            f.signed.iter().cloned(),
+        );
+        let coin = self
+            .chain(|c| c.get_utxo(&f.funding))
+            .map_err(|e| e.to_string())?
+            .ok_or("the funding output is not in our chain's UTXO set")?;
+        state
+            .confirm_funding(Some(&coin.txout), Some(coin.height))
+            .map_err(|e| e.to_string())?;
+        let setup = state
+            .channel_setup(Slot::Channel(f.position), false, 0)
+            .map_err(|e| e.to_string())?;
+        let ours = Channel::announcement(&secrets, &setup.funding_key, setup.funding_outpoint);
+        let accept = Message::AcceptChannel(Box::new(ChannelOpen {
+            factory: open.factory,
+            offer: ChannelOffer {
+                announcement: ours,
+                limits,
+            },
+        }));
+        if let Some(link) = f.link.as_ref() {
+            // Offered again (the LSP restarted before recording it): the same answer, unless
+            // the channel has moved on, which the LSP cannot have forgotten.
+            if link.channel().commitment_numbers() != (0, 0) {
+                return Err("this channel exists and has moved on".into());
+            }
+            return Ok(vec![accept]);
+        }
+        let (factory, position, key_index) = (f.id, f.position.0, f.key_index);
+        let channel = Channel::new(
+            setup,
+            secrets,
+            limits,
+            open.offer.announcement.clone(),
+            open.offer.limits,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut link = Link::new(channel, false);
+        self.store
+            .insert_channel(&ChannelRecord {
+                id: convert::channel_id(factory, position),
+                factory: convert::factory_id(factory),
+                key_index,
+                state: link.snapshot(),
+                commitment_number: CommitmentNumber::new(0).expect("0 is a commitment number"),
+            })
+            .map_err(|e| e.to_string())?;
+        let mut msgs = vec![accept];
+        msgs.extend(link.connected().into_iter().map(|m| step_msg(factory, m)));
+        self.factory.as_mut().expect("checked above").link = Some(link);
+        self.log(format!("factory {factory}: channel opened"));
+        Ok(msgs)
+    }
+
+    /// Writes the link if the step changed it, then sends the step's messages; on a failed
+    /// write the link goes back to `before` and nothing leaves.
+    fn commit_link(&mut self, before: Link, step: Step) -> Vec<LinkEvent> {
+        let Some(f) = self.factory.as_mut() else {
+            return Vec::new();
+        };
+        let factory = f.id;
+        let Some(link) = f.link.as_mut() else {
+            return Vec::new();
+        };
+        if step.persist {
+            // A preimage learned in this step is written first: a crash between the two writes
+            // replays the step, never loses the proof of payment.
+            for e in &step.events {
+                if let LinkEvent::Fulfilled {
+                    payment_hash,
+                    preimage,
+                    ..
+                } = e
+                {
+                    let _ = self.store.update_invoice(
+                        PaymentHash(*payment_hash),
+                        InvoiceStatus::Paid,
+                        Some(Preimage(*preimage)),
+                    );
+                }
+            }
+            let id = convert::channel_id(factory, f.position.0);
+            let n = link.channel().commitment_numbers().0;
+            let written = CommitmentNumber::new(n).and_then(|n| {
+                self.store
+                    .save_channel_update(id, &link.snapshot(), n, None)
+            });
+            if let Err(e) = written {
+                *link = before;
+                self.log(format!("channel not written, nothing sent: {e}"));
+                return Vec::new();
+            }
+        }
+        for m in step.send {
+            send_to(&self.transport, self.config.lsp_id, step_msg(factory, m));
+        }
+        step.events
+    }
+
+    /// A step of the channel from the LSP.
+    pub(super) fn on_channel_step(&mut self, step: ChannelStep) {
+        let Some(tip) = self.tip() else {
+            return self.log("no chain view: channel step left unanswered".into());
+        };
+        let Some(link) = self
+            .factory
+            .as_mut()
+            .filter(|f| f.id == step.factory)
+            .and_then(|f| f.link.as_mut())
+        else {
+            return self.log(format!(
+                "a channel step for no channel of ours ({})",
+                step.msg.name()
+            ));
+        };
+        let before = link.clone();
+        match link.receive(step.msg, tip) {
+            Ok(s) => {
+                let events = self.commit_link(before, s);
+                self.on_link_events(events);
+            }
+            Err(e) => {
+                self.log(format!("channel step refused: {e}"));
+                self.send(Message::Error(superscalar_wire::messages::ErrorMsg {
+                    code: superscalar_wire::messages::ErrorCode::Refused,
+                    factory: Some(step.factory),
+                    reason: format!("channel step refused: {e}"),
+                }));
+            }
+        }
+    }
+
+    /// Starts what the link can start now, and follows what comes of it.
+    pub(super) fn poll_link(&mut self) {
+        let Some(tip) = self.tip() else {
+            return;
+        };
+        for _ in 0..4 {
+            let Some(link) = self.factory.as_mut().and_then(|f| f.link.as_mut()) else {
+                return;
+            };
+            let before = link.clone();
+            let step = match link.poll(tip) {
+                Ok(s) => s,
+                Err(e) => return self.log(format!("channel: {e}")),
+            };
+            if step.send.is_empty() && step.events.is_empty() {
+                return;
+            }
+            let events = self.commit_link(before, step);
+            self.react(events);
+        }
+    }
+
+    fn on_link_events(&mut self, events: Vec<LinkEvent>) {
+        self.react(events);
+        self.poll_link();
+    }
+
+    fn push(&mut self, intent: Intent) -> Result<(), String> {
+        let link = self
+            .factory
+            .as_mut()
+            .and_then(|f| f.link.as_mut())
+            .ok_or("no channel")?;
+        link.push(intent).map_err(|e| e.to_string())
+    }
+
+    fn react(&mut self, events: Vec<LinkEvent>) {
+        for event in events {
+            match event {
+                LinkEvent::Incoming(add) => {
+                    let intent = match self.settle_incoming(&add) {
+                        Ok(preimage) => {
+                            self.log(format!(
+                                "received {} msat for {}",
+                                add.amount_msat,
+                                add.payment_hash.to_lower_hex_string()
+                            ));
+                            Intent::Fulfill {
+                                id: add.id,
+                                preimage,
+                            }
+                        }
+                        Err(why) => {
+                            self.log(format!("failed an HTLC of {} msat: {why}", add.amount_msat));
+                            Intent::Fail { id: add.id }
+                        }
+                    };
+                    if let Err(e) = self.push(intent) {
+                        self.log(format!("channel: {e}"));
+                    }
+                }
+                LinkEvent::Fulfilled {
+                    payment_hash,
+                    preimage,
+                    ..
+                } => {
+                    if let Err(e) = self.store.update_invoice(
+                        PaymentHash(payment_hash),
+                        InvoiceStatus::Paid,
+                        Some(Preimage(preimage)),
+                    ) {
+                        self.log(format!("payment settled but not recorded: {e}"));
+                    }
+                    self.log(format!("paid {}", payment_hash.to_lower_hex_string()));
+                    self.finish_payment(payment_hash, Ok(preimage));
+                }
+                LinkEvent::Failed { payment_hash, .. } => {
+                    self.payment_failed(payment_hash, "the LSP failed it".into())
+                }
+                LinkEvent::Refused {
+                    intent: Intent::Add { payment_hash, .. },
+                    error,
+                } => self.payment_failed(payment_hash, format!("our channel refused it: {error}")),
+                LinkEvent::Refused { intent, error } => {
+                    self.log(format!("channel refused {intent:?}: {error}"))
+                }
+                LinkEvent::Offered(_) | LinkEvent::Resolved { .. } => {}
+            }
+        }
+    }
+
+    /// The preimage of an incoming HTLC, recorded paid; or why it is failed.
+    fn settle_incoming(
+        &mut self,
+        add: &superscalar_core::channel::state::UpdateAddHtlc,
+    ) -> Result<[u8; 32], String> {
+        let hash = PaymentHash(add.payment_hash);
+        let invoice = self
+            .store
+            .invoice(hash)
+            .map_err(|e| e.to_string())?
+            .filter(|i| i.direction == InvoiceDirection::Inbound)
+            .ok_or("no invoice of ours has that hash")?;
+        let preimage = invoice.preimage.ok_or("no preimage")?;
+        if invoice.status == InvoiceStatus::Paid {
+            // Decided before a restart (or a second HTLC of the same payment): take it.
+            return Ok(preimage.0);
+        }
+        if invoice.status != InvoiceStatus::Open {
+            return Err(format!("the invoice is {}", invoice.status));
+        }
+        if invoice.amount.is_some_and(|a| add.amount_msat < a.0) {
+            return Err("less than the invoice's amount".into());
+        }
+        // Recorded before the preimage leaves.
+        self.store
+            .update_invoice(hash, InvoiceStatus::Paid, None)
+            .map_err(|e| e.to_string())?;
+        Ok(preimage.0)
+    }
+
+    fn payment_failed(&mut self, hash: [u8; 32], why: String) {
+        if let Err(e) = self
+            .store
+            .update_invoice(PaymentHash(hash), InvoiceStatus::Cancelled, None)
+        {
+            tracing::debug!("payment {}: {e}", hash.to_lower_hex_string());
+        }
+        self.log(format!(
+            "payment {} failed: {why}",
+            hash.to_lower_hex_string()
+        ));
+        self.finish_payment(hash, Err(why));
+    }
+
+    fn finish_payment(&mut self, hash: [u8; 32], outcome: Result<[u8; 32], String>) {
+        if let Some((request, _)) = self.waiting.payments.remove(&hash) {
+            request.reply(match outcome {
+                Ok(preimage) => Ok(json!({
+                    "status": "paid",
+                    "payment_hash": hash.to_lower_hex_string(),
+                    "preimage": preimage.to_lower_hex_string(),
+                })),
+                Err(why) => Err(ApiError::app(-5, format!("payment failed: {why}"))),
+            });
+        }
+    }
+
+    /// `invoice`: asks the LSP for an invoice of a fresh payment hash; answered with it.
+    pub(super) fn request_invoice(&mut self, request: superscalar_api::Request) {
+        let result = (|| -> Result<([u8; 32], Zeroized, Option<u64>), ApiError> {
+            let ready = self
+                .factory
+                .as_ref()
+                .and_then(|f| f.link.as_ref())
+                .is_some_and(Link::is_ready);
+            if !ready {
+                return Err(ApiError::app(-2, "no ready channel yet"));
+            }
+            let p = &request.params;
+            let amount_msat =
+                match p.get("amount_msat") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(v.as_u64().filter(|a| *a > 0).ok_or_else(|| {
+                        ApiError::invalid_params("amount_msat: a positive integer")
+                    })?),
+                };
+            let description = match p.get("description") {
+                None | Some(Value::Null) => String::new(),
+                Some(v) => v
+                    .as_str()
+                    .filter(|d| d.len() <= superscalar_wire::messages::MAX_DESCRIPTION)
+                    .ok_or_else(|| {
+                        ApiError::invalid_params("description: text of at most 639 bytes")
+                    })?
+                    .to_owned(),
+            };
+            let expiry_secs = match p.get("expiry_secs") {
+                None | Some(Value::Null) => 3600,
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|e| u32::try_from(e).ok())
+                    .filter(|e| {
+                        (superscalar_wire::invoice::MIN_EXPIRY_SECS
+                            ..=superscalar_wire::invoice::MAX_EXPIRY_SECS)
+                            .contains(e)
+                    })
+                    .ok_or_else(|| ApiError::invalid_params("expiry_secs: 60 to 604800"))?,
+            };
+            let mut preimage = zeroize::Zeroizing::new([0u8; 32]);
+            bitcoin::secp256k1::rand::RngCore::fill_bytes(
+                &mut bitcoin::secp256k1::rand::thread_rng(),
+                &mut preimage[..],
+            );
+            let hash = sha256::Hash::hash(&preimage[..]).to_byte_array();
+            self.send(Message::InvoiceRequest(InvoiceRequest {
+                payment_hash: hash,
+                amount_msat: amount_msat.unwrap_or(0),
+                description,
+                expiry_secs,
+            }));
+            Ok((hash, Zeroized(preimage), amount_msat))
+        })();
+        match result {
+            Ok((hash, preimage, amount)) => {
+                self.waiting
+                    .invoices
+                    .insert(hash, (preimage, amount, request, Instant::now()));
+            }
+            Err(e) => request.reply(Err(e)),
+        }
+    }
+
+    /// The LSP's invoice: checked, recorded with its preimage, and given to the caller.
+    pub(super) fn on_invoice(&mut self, reply: InvoiceReply) {
+        let Some((preimage, amount, request, _)) =
+            self.waiting.invoices.remove(&reply.payment_hash)
+        else {
+            return;
+        };
+        let result = (|| -> Result<Value, ApiError> {
+            if !reply.error.is_empty() {
+                return Err(ApiError::app(
+                    -4,
+                    format!("the LSP refused: {}", reply.error),
+                ));
+            }
+            let parsed = superscalar_wire::invoice::parse(&reply.bolt11, self.config.network)
+                .map_err(|e| ApiError::app(-4, format!("the LSP's invoice: {e}")))?;
+            let mismatch = if parsed.payment_hash != reply.payment_hash {
+                Some("payment hash")
+            } else if parsed.payee != self.config.lsp_id {
+                Some("payee")
+            } else if parsed.amount_msat != amount {
+                Some("amount")
+            } else {
+                None
+            };
+            if let Some(what) = mismatch {
+                return Err(ApiError::app(
+                    -4,
+                    format!("the LSP's invoice is not the one asked for (its {what} differs)"),
+                ));
+            }
+            self.store
+                .insert_invoice(&Invoice {
+                    payment_hash: PaymentHash(reply.payment_hash),
+                    direction: InvoiceDirection::Inbound,
+                    preimage: Some(Preimage(*preimage.0)),
+                    amount: amount.map(Msat),
+                    status: InvoiceStatus::Open,
+                    bolt11: reply.bolt11.clone(),
+                    claim_deadline: None,
+                })
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(json!({
+                "invoice": reply.bolt11,
+                "payment_hash": reply.payment_hash.to_lower_hex_string(),
+                "amount_msat": amount,
+                "expires_at": parsed.expires_at,
+            }))
+        })();
+        request.reply(result);
+    }
+
+    /// `pay`: pays an invoice the LSP issued; answered when it settles or fails.
+    pub(super) fn pay(&mut self, request: superscalar_api::Request) {
+        match self.start_payment(&request.params) {
+            Ok(hash) => {
+                self.waiting
+                    .payments
+                    .insert(hash, (request, Instant::now()));
+                self.poll_link();
+            }
+            Err(e) => request.reply(Err(e)),
+        }
+    }
+
+    fn start_payment(&mut self, params: &Value) -> Result<[u8; 32], ApiError> {
+        let text = params
+            .get("invoice")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid_params("invoice: a BOLT-11 invoice"))?;
+        let parsed = superscalar_wire::invoice::parse(text, self.config.network)
+            .map_err(|e| ApiError::invalid_params(e.to_string()))?;
+        if parsed.payee != self.config.lsp_id {
+            return Err(ApiError::app(
+                -4,
+                "only invoices issued through our LSP can be paid (no bridge to the Lightning \
+                 Network yet)",
+            ));
+        }
+        let amount_msat = match (
+            parsed.amount_msat,
+            params.get("amount_msat").and_then(Value::as_u64),
+        ) {
+            (Some(a), _) => a,
+            (None, Some(a)) if a > 0 => a,
+            _ => {
+                return Err(ApiError::invalid_params(
+                    "amount_msat: the invoice has no amount",
+                ))
+            }
+        };
+        let hash = PaymentHash(parsed.payment_hash);
+        if let Some(known) = self
+            .store
+            .invoice(hash)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
+            match (known.direction, known.status) {
+                (InvoiceDirection::Inbound, _) => {
+                    return Err(ApiError::app(-4, "this is our own invoice"))
+                }
+                (_, InvoiceStatus::Paid) => return Err(ApiError::app(-4, "already paid")),
+                (_, InvoiceStatus::Open | InvoiceStatus::Held) => {
+                    return Err(ApiError::app(-4, "a payment of it is under way"))
+                }
+                (_, InvoiceStatus::Cancelled) => {}
+            }
+        }
+        let tip = self
+            .tip()
+            .ok_or_else(|| ApiError::internal("no chain view"))?;
+        let link = self
+            .factory
+            .as_ref()
+            .and_then(|f| f.link.as_ref())
+            .filter(|l| l.is_ready())
+            .ok_or_else(|| ApiError::app(-2, "no ready channel yet"))?;
+        let (_, theirs) = link.channel().limits();
+        let delta =
+            (parsed.min_final_cltv_expiry_delta + FORWARD_DELTA).max(theirs.min_cltv_expiry_delta);
+        let cltv_expiry = tip + delta;
+        if link.channel().sendable_msat() < amount_msat {
+            return Err(ApiError::app(
+                -4,
+                format!(
+                    "{} msat sendable, {amount_msat} msat asked",
+                    link.channel().sendable_msat()
+                ),
+            ));
+        }
+        let record = Invoice {
+            payment_hash: hash,
+            direction: InvoiceDirection::Outbound,
+            preimage: None,
+            amount: Some(Msat(amount_msat)),
+            status: InvoiceStatus::Open,
+            bolt11: text.trim().to_owned(),
+            claim_deadline: None,
+        };
+        let stored = match self.store.invoice(hash) {
+            Ok(Some(_)) => self.store.update_invoice(hash, InvoiceStatus::Open, None),
+            _ => self.store.insert_invoice(&record),
+        };
+        stored.map_err(|e| ApiError::internal(e.to_string()))?;
+        self.push(Intent::Add {
+            amount_msat,
+            payment_hash: parsed.payment_hash,
+            cltv_expiry,
+        })
+        .map_err(|e| ApiError::app(-4, e))?;
+        self.log(format!(
+            "paying {amount_msat} msat to {}",
+            parsed.payment_hash.to_lower_hex_string()
+        ));
+        Ok(parsed.payment_hash)
+    }
+
+    /// `balance`: the channel's balances.
+    pub(super) fn balance_json(&self) -> Result<Value, ApiError> {
+        let f = self
+            .factory
+            .as_ref()
+            .ok_or_else(|| ApiError::app(-2, "not in a factory"))?;
+        let Some(link) = f.link.as_ref() else {
+            return Ok(json!({ "channel": null, "balance_msat": 0 }));
+        };
+        let c = link.channel();
+        Ok(json!({
+            "channel": {
+                "factory": f.id.to_string(),
+                "ready": link.is_ready(),
+                "capacity_msat": c.capacity_msat(),
+                "commitments": [c.commitment_numbers().0, c.commitment_numbers().1],
+                "htlcs": c.pending_htlcs(),
+            },
+            "balance_msat": c.balance_msat(),
+            "lsp_balance_msat": c.their_balance_msat(),
+            "sendable_msat": c.sendable_msat(),
+            "receivable_msat": c.receivable_msat(),
+        }))
+    }
+
+    /// HTLCs of the LSP committed and not being settled (their event was lost in a crash): as
+    /// if they had just come in.
+    fn reconcile_incoming(&mut self) {
+        let Some(link) = self.factory.as_ref().and_then(|f| f.link.as_ref()) else {
+            return;
+        };
+        if !link.channel().is_idle() {
+            return;
+        }
+        let next = link.channel().next_htlcs();
+        let open: Vec<_> = link
+            .channel()
+            .committed_htlcs()
+            .into_iter()
+            .filter(|h| !h.offered_by_us && next.contains(h) && !link.resolution_queued(h.id))
+            .map(|h| superscalar_core::channel::state::UpdateAddHtlc {
+                id: h.id,
+                amount_msat: h.amount_msat,
+                payment_hash: h.payment_hash,
+                cltv_expiry: h.cltv_expiry,
+            })
+            .collect();
+        if !open.is_empty() {
+            self.react(open.into_iter().map(LinkEvent::Incoming).collect());
+        }
+    }
+
+    /// Every second: the link's next step and the API calls that waited too long.
+    pub(super) fn channel_tick(&mut self) {
+        self.reconcile_incoming();
+        self.poll_link();
+        let late: Vec<[u8; 32]> = self
+            .waiting
+            .invoices
+            .iter()
+            .filter(|(_, w)| w.3.elapsed() > WAIT)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in late {
+            if let Some((_, _, r, _)) = self.waiting.invoices.remove(&h) {
+                r.reply(Err(ApiError::app(-3, "the LSP did not answer")));
+            }
+        }
+        let late: Vec<[u8; 32]> = self
+            .waiting
+            .payments
+            .iter()
+            .filter(|(_, w)| w.1.elapsed() > WAIT)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in late {
+            if let Some((r, _)) = self.waiting.payments.remove(&h) {
+                r.reply(Ok(
+                    json!({ "status": "pending", "payment_hash": h.to_lower_hex_string() }),
+                ));
+            }
+        }
+    }
+
+    /// The connection to the LSP is up or down.
+    pub(super) fn channel_connection(&mut self, up: bool) {
+        let Some(f) = self.factory.as_mut() else {
+            return;
+        };
+        let factory = f.id;
+        let Some(link) = f.link.as_mut() else {
+            return;
+        };
+        if up {
+            for m in link.connected() {
+                send_to(&self.transport, self.config.lsp_id, step_msg(factory, m));
+            }
+        } else {
+            link.disconnected();
+        }
+    }
+}
+
+fn step_msg(
+    factory: superscalar_core::FactoryId,
+    msg: superscalar_core::channel::link::LinkMsg,
+) -> Message {
+    Message::Channel(Box::new(ChannelStep { factory, msg }))
+}
+
+fn send_to(
+    transport: &superscalar_wire::transport::Transport,
+    lsp: bitcoin::secp256k1::PublicKey,
+    msg: Message,
+) {
+    super::send(transport, lsp, msg);
+}
