@@ -8,6 +8,7 @@ mod daemons;
 mod demo;
 mod demo_channels;
 mod demo_factory;
+mod demo_net;
 mod export;
 mod swarm;
 
@@ -26,9 +27,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the end-to-end demo on the embedded regtest chain (Bitcoin Core's validation engine).
+    /// Run the end-to-end demo: chaind, one LSP and client daemons as separate processes on
+    /// loopback, driven through their control API (`--in-process`: the whole protocol in one
+    /// process on the embedded chain, with liquidity sales and state advances).
     Demo {
-        /// Keep the chain in this directory (default: a temporary directory).
+        /// The in-process demo instead.
+        #[arg(long)]
+        in_process: bool,
+        /// Client daemons to run (2 to 64).
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Keep the demo's data in this (new or empty) directory (default: a temporary one).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -92,7 +101,14 @@ fn main() -> ExitCode {
         Command::Chaind(args) => return chaind::run(args),
         Command::Lsp(command) => return daemons::lsp(command),
         Command::Client(command) => return daemons::client(command),
-        Command::Demo { data_dir } => demo::run(data_dir),
+        Command::Demo {
+            in_process: true,
+            data_dir,
+            ..
+        } => demo::run(data_dir),
+        Command::Demo {
+            clients, data_dir, ..
+        } => demo_net::run(clients, data_dir),
         Command::Bench {
             clients,
             threads,

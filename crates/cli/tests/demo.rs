@@ -1,11 +1,12 @@
-//! The README's main command keeps working: the demo runs to the end on the embedded chain.
+//! The README's main command keeps working: the networked demo runs to the end with its daemons
+//! as separate processes, and the in-process demo on the embedded chain.
 
 use std::process::Command;
 
 #[test]
-fn demo_runs_to_the_end() {
+fn in_process_demo_runs_to_the_end() {
     let out = Command::new(env!("CARGO_BIN_EXE_superscalar"))
-        .arg("demo")
+        .args(["demo", "--in-process"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -30,6 +31,45 @@ fn demo_runs_to_the_end() {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn networked_demo_runs_to_the_end_and_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_superscalar"))
+        .args(["demo", "--clients", "4", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "4 channels open",
+        "payments settled",
+        "restarted from its database",
+        "exited alone",
+        "timeout transactions confirmed",
+        "funding (LSP wallet -> factory)",
+        "every sat accounted for",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // Every daemon stopped: nothing holds a data directory's API cookie any more.
+    for d in ["lsp", "client0", "client3"] {
+        assert!(
+            !data.join(d).join("api.cookie").exists(),
+            "{d} still running"
         );
     }
 }

@@ -62,6 +62,17 @@ pub enum CallError {
     Transport(String),
 }
 
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Rpc(e) => write!(f, "RPC error {}: {}", e.code, e.message),
+            CallError::Transport(m) => write!(f, "no answer: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
 impl CallError {
     fn into_chain(self, method: &str) -> ChainError {
         match self {

@@ -1,0 +1,685 @@
+//! `superscalar demo`: the networked demo. It starts `chaind`, one LSP and `--clients` client
+//! daemons as separate OS processes on loopback, and drives them only through their control
+//! API: the factory forms, the channels open, payments flow (one arriving from the LSP, then
+//! clients paying each other), the LSP is SIGKILLed and restarted from its database, one client
+//! exits alone, and at the factory's timeout the others publish their timeout payouts. It ends
+//! with balances, every on-chain transaction (vbytes, fee) and timings, and stops every process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bitcoin::consensus::encode::deserialize_hex;
+use bitcoin::{Amount, Transaction, Txid};
+use serde_json::{json, Value};
+use superscalar_api::{ApiClient, COOKIE_FILE};
+use superscalar_chain::rpc::auth::Auth;
+use superscalar_chain::BitcoindRpc;
+
+type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// A child process, SIGKILLed when dropped (the demo never leaves one behind).
+struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Waits up to 10 s for the process to exit by itself (after `stop`), then kills it.
+    fn wait_or_kill(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A daemon: its process, its data directory and its API.
+struct Daemon {
+    proc: Proc,
+    api: ApiClient,
+    id: String,
+}
+
+impl Daemon {
+    fn call(&self, method: &str, params: Value) -> DemoResult<Value> {
+        Ok(self.api.call(method, params)?)
+    }
+}
+
+/// Starts `superscalar ARGS` and returns it with the first line it prints (its ready line).
+fn spawn(log: &Path, args: &[&str]) -> DemoResult<(Proc, String)> {
+    let exe = std::env::current_exe()?;
+    let stderr = std::fs::File::create(log)?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let mut rest = Vec::new();
+    if line.starts_with("chaind") {
+        let mut second = String::new();
+        out.read_line(&mut second)?;
+        rest.push(second);
+    }
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    if line.is_empty() {
+        let _ = child.kill();
+        return Err(format!(
+            "`superscalar {}` did not start: see {}",
+            args.join(" "),
+            log.display()
+        )
+        .into());
+    }
+    let mut text = line.trim_end().to_owned();
+    for r in rest {
+        text.push('\n');
+        text.push_str(r.trim_end());
+    }
+    Ok((Proc { child: Some(child) }, text))
+}
+
+/// What the demo needs of the chain.
+struct ChainNode {
+    _proc: Proc,
+    rpc: BitcoindRpc,
+    url: String,
+    cookie: PathBuf,
+    address: String,
+}
+
+impl ChainNode {
+    fn mine(&self, n: u32) -> DemoResult<()> {
+        self.rpc
+            .call("generatetoaddress", &[json!(n), json!(self.address)])?;
+        Ok(())
+    }
+
+    fn height(&self) -> DemoResult<u64> {
+        Ok(self
+            .rpc
+            .call("getblockcount", &[])?
+            .as_u64()
+            .ok_or("getblockcount")?)
+    }
+
+    fn tx(&self, txid: &Txid) -> DemoResult<Transaction> {
+        let hex = self
+            .rpc
+            .call("getrawtransaction", &[json!(txid.to_string())])?;
+        Ok(deserialize_hex(hex.as_str().ok_or("getrawtransaction")?)?)
+    }
+
+    /// The fee of a transaction: its inputs' values (from their transactions) less its outputs.
+    fn fee(&self, tx: &Transaction) -> DemoResult<Amount> {
+        let mut input = Amount::ZERO;
+        for i in &tx.input {
+            let prev = self.tx(&i.previous_output.txid)?;
+            input += prev
+                .output
+                .get(i.previous_output.vout as usize)
+                .ok_or("missing prevout")?
+                .value;
+        }
+        let output: Amount = tx.output.iter().map(|o| o.value).sum();
+        Ok(input.checked_sub(output).unwrap_or(Amount::ZERO))
+    }
+}
+
+fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> DemoResult<bool>) -> DemoResult<()> {
+    let start = Instant::now();
+    loop {
+        if f().unwrap_or(false) {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+fn daemon_api(datadir: &Path, api: &str) -> ApiClient {
+    ApiClient::new(format!("http://{api}/"), datadir.join(COOKIE_FILE))
+}
+
+fn start_lsp(
+    dir: &Path,
+    chain: &ChainNode,
+    listen: &str,
+    clients: usize,
+) -> DemoResult<(Daemon, String)> {
+    let datadir = dir.join("lsp");
+    let min = clients.to_string();
+    let (proc, line) = spawn(
+        &dir.join("lsp.stderr.log"),
+        &[
+            "lsp",
+            "run",
+            "--datadir",
+            path_str(&datadir)?,
+            "--listen",
+            listen,
+            "--api",
+            "127.0.0.1:0",
+            "--chain-rpc",
+            &chain.url,
+            "--chain-cookie",
+            path_str(&chain.cookie)?,
+            "--min-clients",
+            &min,
+            "--max-clients",
+            &min,
+            "--round-timeout",
+            "20",
+            "--no-passphrase",
+        ],
+    )?;
+    // "lsp ID@LISTEN api API"
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    if parts.len() < 4 || parts[0] != "lsp" {
+        return Err(format!("unexpected LSP ready line {line:?}").into());
+    }
+    let uri = parts[1].to_owned();
+    let api = daemon_api(&datadir, parts[3]);
+    let id = uri.split('@').next().unwrap_or_default().to_owned();
+    Ok((Daemon { proc, api, id }, uri))
+}
+
+fn start_client(dir: &Path, i: usize, chain: &ChainNode, lsp: &str) -> DemoResult<Daemon> {
+    let datadir = dir.join(format!("client{i}"));
+    let (proc, line) = spawn(
+        &dir.join(format!("client{i}.stderr.log")),
+        &[
+            "client",
+            "run",
+            "--datadir",
+            path_str(&datadir)?,
+            "--lsp",
+            lsp,
+            "--api",
+            "127.0.0.1:0",
+            "--chain-rpc",
+            &chain.url,
+            "--chain-cookie",
+            path_str(&chain.cookie)?,
+            "--capacity-sat",
+            "200000",
+            "--no-passphrase",
+        ],
+    )?;
+    // "client ID api API"
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    if parts.len() < 4 || parts[0] != "client" {
+        return Err(format!("unexpected client ready line {line:?}").into());
+    }
+    Ok(Daemon {
+        proc,
+        api: daemon_api(&datadir, parts[3]),
+        id: parts[1].to_owned(),
+    })
+}
+
+fn path_str(p: &Path) -> DemoResult<&str> {
+    p.to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", p.display()).into())
+}
+
+fn sat(msat: &Value) -> String {
+    let m = msat.as_u64().unwrap_or(0);
+    format!("{:>9}", m / 1000)
+}
+
+/// One row of the on-chain summary.
+struct Row {
+    what: String,
+    tx: Transaction,
+}
+
+/// Runs the networked demo with `clients` client daemons; `keep` keeps the data directories
+/// (else they are removed).
+pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
+    if !(2..=64).contains(&clients) {
+        return Err("--clients: 2 to 64".into());
+    }
+    let started = Instant::now();
+    let temp;
+    let dir = match keep {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            if std::fs::read_dir(&d)?.next().is_some() {
+                return Err(format!("{} is not empty", d.display()).into());
+            }
+            d
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    println!(
+        "superscalar demo: chaind, one LSP and {clients} clients as separate processes on loopback"
+    );
+    println!(
+        "  working directory: {} (each daemon's debug.log is in its data directory)",
+        dir.display()
+    );
+
+    // 1. The chain.
+    let (chain_proc, lines) = spawn(
+        &dir.join("chaind.stderr.log"),
+        &[
+            "chaind",
+            "--rpc-bind",
+            "127.0.0.1:0",
+            "--datadir",
+            path_str(&dir.join("chain"))?,
+        ],
+    )?;
+    let mut lines = lines.lines();
+    let addr = lines
+        .next()
+        .and_then(|l| l.strip_prefix("chaind listening on "))
+        .ok_or("chaind's first line")?
+        .trim()
+        .to_owned();
+    let cookie = PathBuf::from(
+        lines
+            .next()
+            .and_then(|l| l.strip_prefix("chaind cookie at "))
+            .ok_or("chaind's second line")?
+            .trim(),
+    );
+    let url = format!("http://{addr}/");
+    let rpc = BitcoindRpc::connect(url.clone(), Auth::CookieFile(cookie.clone()))?;
+    let mut chain = ChainNode {
+        _proc: chain_proc,
+        rpc,
+        url,
+        cookie,
+        address: String::new(),
+    };
+
+    // 2. The LSP, funded by mining to its wallet.
+    let (mut lsp, uri) = start_lsp(&dir, &chain, "127.0.0.1:0", clients)?;
+    let listen = uri.split('@').nth(1).ok_or("LSP address")?.to_owned();
+    chain.address = lsp.call("newaddress", json!({}))?["address"]
+        .as_str()
+        .ok_or("newaddress")?
+        .to_owned();
+    chain.mine(110)?;
+    println!(
+        "  LSP {} listening on {listen}; 110 blocks mined to its wallet",
+        &lsp.id[..16]
+    );
+
+    // 3. The clients join with no coin at all; the factory forms when all wait.
+    let t_form = Instant::now();
+    let mut daemons = Vec::new();
+    for i in 0..clients {
+        daemons.push(start_client(&dir, i, &chain, &uri)?);
+    }
+    wait("the factory's signatures", Duration::from_secs(120), || {
+        Ok(lsp.call("status", json!({}))?["factories"].as_u64() == Some(1))
+    })?;
+    let formed = t_form.elapsed();
+    chain.mine(1)?;
+    for d in &daemons {
+        wait("every channel ready", Duration::from_secs(120), || {
+            Ok(d.call("balance", json!({}))?["channel"]["ready"] == true)
+        })?;
+    }
+    let factories = lsp.call("factories", json!({}))?;
+    let id = factories
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["status"] == "live"))
+        .and_then(|f| f["id"].as_str())
+        .ok_or("no live factory")?
+        .to_owned();
+    let detail = lsp.call("factory", json!({ "id": id }))?;
+    let mut rows = Vec::new();
+    if let Some(f) = detail["transactions"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["label"] == "funding"))
+    {
+        let txid: Txid = f["txid"].as_str().ok_or("funding txid")?.parse()?;
+        rows.push(Row {
+            what: "funding (LSP wallet -> factory)".into(),
+            tx: chain.tx(&txid)?,
+        });
+    }
+    println!(
+        "  factory {} formed in {:.2} s: {} pre-signed transactions, {} channels open",
+        &id[..16],
+        formed.as_secs_f64(),
+        detail["transactions"].as_array().map_or(0, |t| t.len()),
+        clients
+    );
+
+    // 4. Payments. The LSP pays the first half of the clients (as a payment from elsewhere
+    // would arrive); then each client pays the next one.
+    let t_pay = Instant::now();
+    let mut payments = 0;
+    let pay = |payer: &Daemon, payee: &Daemon, msat: u64| -> DemoResult<()> {
+        let inv = payee.call(
+            "invoice",
+            json!({ "amount_msat": msat, "description": "demo" }),
+        )?;
+        let bolt11 = inv["invoice"].as_str().ok_or("no invoice")?;
+        let r = payer.call("pay", json!({ "invoice": bolt11 }))?;
+        if r["status"] != "paid" {
+            return Err(format!("payment not settled: {r}").into());
+        }
+        Ok(())
+    };
+    for d in daemons.iter().take(clients.div_ceil(2)) {
+        pay(&lsp, d, 60_000_000)?;
+        payments += 1;
+    }
+    for round in 0..2 {
+        for i in 0..clients {
+            let (payer, payee) = (&daemons[i], &daemons[(i + 1) % clients]);
+            let b = payer.call("balance", json!({}))?;
+            if b["sendable_msat"].as_u64().unwrap_or(0) >= 10_000_000 {
+                pay(payer, payee, 5_000_000 + round * 1_000_000)?;
+                payments += 1;
+            }
+        }
+    }
+    let pay_time = t_pay.elapsed();
+    println!(
+        "  {payments} payments settled in {:.2} s ({:.1} ms each, every step written before it is sent)",
+        pay_time.as_secs_f64(),
+        pay_time.as_secs_f64() * 1000.0 / f64::from(payments.max(1))
+    );
+
+    // 5. The LSP is SIGKILLed and restarted from its database on the same address.
+    lsp.proc.kill();
+    let (lsp2, uri2) = start_lsp(&dir, &chain, &listen, clients)?;
+    if uri2 != uri {
+        return Err("the LSP came back with another identity".into());
+    }
+    lsp = lsp2;
+    for d in &daemons {
+        wait("the clients reconnected", Duration::from_secs(60), || {
+            Ok(d.call("status", json!({}))?["connected"] == true)
+        })?;
+    }
+    pay(&daemons[0], &daemons[clients - 1], 1_000_000)?;
+    println!(
+        "  LSP killed (SIGKILL) and restarted from its database: channels intact, payment settled"
+    );
+
+    // Balances now, in the channels.
+    let channels = lsp.call("channels", json!({}))?;
+    println!();
+    println!("  channel balances (sat)        client      LSP   capacity");
+    let mut client_total = 0;
+    for c in channels.as_array().ok_or("channels")? {
+        client_total += c["client_balance_msat"].as_u64().unwrap_or(0);
+        println!(
+            "    client {:>2} {:<18} {} {} {}",
+            c["client"],
+            &c["peer"].as_str().unwrap_or_default()[..16],
+            sat(&c["client_balance_msat"]),
+            sat(&c["lsp_balance_msat"]),
+            sat(&c["capacity_msat"]),
+        );
+    }
+    println!(
+        "    clients hold {} sat in their channels",
+        client_total / 1000
+    );
+
+    // 6. One client exits alone: its path of kickoffs and states goes on chain as delays pass.
+    let t_exit = Instant::now();
+    let leaver = &daemons[clients - 1];
+    leaver.call("exit", json!({}))?;
+    let exit = loop {
+        let s = leaver.call("exit-status", json!({}))?;
+        if s["done"] == true {
+            break s;
+        }
+        if t_exit.elapsed() > Duration::from_secs(120) {
+            return Err(format!("the exit did not finish: {s}").into());
+        }
+        chain.mine(1)?;
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    for t in exit["path"].as_array().ok_or("exit path")? {
+        let txid: Txid = t["txid"].as_str().ok_or("txid")?.parse()?;
+        rows.push(Row {
+            what: format!(
+                "exit of client {}: {}",
+                clients - 1,
+                t["kind"].as_str().unwrap_or("")
+            ),
+            tx: chain.tx(&txid)?,
+        });
+    }
+    println!(
+        "  client {} exited alone in {:.1} s ({} transactions)",
+        clients - 1,
+        t_exit.elapsed().as_secs_f64(),
+        exit["path"].as_array().map_or(0, |p| p.len())
+    );
+
+    // Each client's payout script (its fee coin and timeout payouts go there).
+    let mut payouts = std::collections::HashMap::new();
+    for (i, d) in daemons.iter().enumerate() {
+        if let Some(p) = d.call("status", json!({}))?["factory"]["payout"].as_str() {
+            payouts.insert(p.to_owned(), i);
+        }
+    }
+    let end_balances: Vec<u64> = {
+        let b: Vec<Value> = channels.as_array().cloned().unwrap_or_default();
+        let mut v = vec![0; clients];
+        for c in b {
+            if let Some(i) = c["client"].as_u64() {
+                if let Some(slot) = v.get_mut(i as usize) {
+                    *slot = c["client_balance_msat"].as_u64().unwrap_or(0) / 1000;
+                }
+            }
+        }
+        v
+    };
+
+    // 7. At the timeout every client publishes the pre-signed timeout payouts of what it holds.
+    let timeout = daemons[0].call("status", json!({}))?["factory"]["timeout_height"]
+        .as_u64()
+        .ok_or("timeout height")?;
+    let tip = chain.height()?;
+    if tip + 1 < timeout {
+        chain.mine((timeout - tip - 1) as u32)?;
+    }
+    let t_timeout = Instant::now();
+    // Each client publishes the timeout transactions of the outputs holding its money that are
+    // still unspent (one may pay several clients, published by whichever comes first): mine
+    // until no new one appears and all are confirmed.
+    let mut claims: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut quiet = 0;
+    let mut known = 0;
+    while quiet < 4 {
+        if t_timeout.elapsed() > Duration::from_secs(120) {
+            return Err("the timeout payouts did not settle".into());
+        }
+        chain.mine(1)?;
+        std::thread::sleep(Duration::from_millis(400));
+        claims.clear();
+        for (i, d) in daemons.iter().enumerate() {
+            let s = d.call("status", json!({}))?;
+            let txids: Vec<String> = s["factory"]["timeout_claims"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            claims.push((i, txids));
+        }
+        let all: Vec<&String> = claims.iter().flat_map(|c| c.1.iter()).collect();
+        let confirmed = all.iter().all(|t| {
+            chain
+                .rpc
+                .call("getrawtransaction", &[json!(t), json!(true)])
+                .map(|v| v["confirmations"].as_u64().unwrap_or(0) > 0)
+                .unwrap_or(false)
+        });
+        if all.len() == known && confirmed && known > 0 {
+            quiet += 1;
+        } else {
+            quiet = 0;
+            known = all.len();
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, txids) in &claims {
+        for t in txids {
+            if seen.insert(t.clone()) {
+                let txid: Txid = t.parse()?;
+                rows.push(Row {
+                    what: format!("timeout payout (published by client {i})"),
+                    tx: chain.tx(&txid)?,
+                });
+            }
+        }
+    }
+    println!(
+        "  timeout T = {timeout}: {} timeout transactions confirmed in {:.1} s",
+        seen.len(),
+        t_timeout.elapsed().as_secs_f64()
+    );
+
+    // 8. The summary.
+    println!();
+    println!(
+        "  on-chain transactions                                          vbytes      fee (sat)"
+    );
+    let mut total_vb = 0;
+    let mut total_fee = Amount::ZERO;
+    for r in &rows {
+        let fee = chain.fee(&r.tx)?;
+        total_vb += r.tx.vsize();
+        total_fee += fee;
+        println!(
+            "    {:<58} {:>8} {:>12}",
+            r.what,
+            r.tx.vsize(),
+            fee.to_sat()
+        );
+    }
+    println!(
+        "    {:<58} {:>8} {:>12}",
+        "total",
+        total_vb,
+        total_fee.to_sat()
+    );
+
+    // Where the factory's money went: every output of its transactions on chain that no other
+    // of them spends, by owner, and the fees; together they are the funding output.
+    let funding_value = rows
+        .first()
+        .and_then(|r| {
+            let f = factories
+                .as_array()?
+                .iter()
+                .find(|f| f["id"] == json!(id))?;
+            let vout: u32 = f["funding"].as_str()?.split(':').nth(1)?.parse().ok()?;
+            r.tx.output.get(vout as usize).map(|o| o.value)
+        })
+        .ok_or("the funding output")?;
+    let factory_rows = &rows[1..];
+    let spent: std::collections::HashSet<bitcoin::OutPoint> = factory_rows
+        .iter()
+        .flat_map(|r| r.tx.input.iter().map(|i| i.previous_output))
+        .collect();
+    let mut to_client = vec![Amount::ZERO; clients];
+    let mut unclaimed = Amount::ZERO;
+    let mut factory_fees = Amount::ZERO;
+    for r in factory_rows {
+        factory_fees += chain.fee(&r.tx)?;
+        let txid = r.tx.compute_txid();
+        for (vout, o) in r.tx.output.iter().enumerate() {
+            if spent.contains(&bitcoin::OutPoint::new(txid, vout as u32)) {
+                continue;
+            }
+            match payouts.get(&o.script_pubkey.to_hex_string()) {
+                Some(i) => to_client[*i] += o.value,
+                None => unclaimed += o.value,
+            }
+        }
+    }
+    println!();
+    println!("  balances (sat)         in channel before T     paid on chain at T");
+    for (i, paid) in to_client.iter().enumerate() {
+        println!(
+            "    client {i:>2}          {:>14}       {:>14}",
+            end_balances[i],
+            paid.to_sat()
+        );
+    }
+    let paid_total: Amount = to_client.iter().copied().sum();
+    println!(
+        "    the factory's {} sat: {} to the clients + {} in outputs not claimed by a client (anchors, the leaver's channel output) + {} in fees",
+        funding_value.to_sat(),
+        paid_total.to_sat(),
+        unclaimed.to_sat(),
+        factory_fees.to_sat()
+    );
+    if paid_total + unclaimed + factory_fees == funding_value {
+        println!("    every sat accounted for");
+    } else {
+        return Err("the factory's outputs and fees do not add up to its funding".into());
+    }
+    println!(
+        "    (under the inverted timeout policy a channel still open at T pays its client the whole capacity:"
+    );
+    println!(
+        "     the LSP closes its channels before T to keep its side, which the ladder work adds)"
+    );
+    println!();
+    println!(
+        "  not yet over the network: liquidity sales and state advances (in process: `superscalar demo --in-process`)"
+    );
+    println!("  finished in {:.1} s", started.elapsed().as_secs_f64());
+    for d in daemons.iter_mut() {
+        let _ = d.call("stop", json!({}));
+    }
+    let _ = lsp.call("stop", json!({}));
+    for d in daemons.iter_mut() {
+        d.proc.wait_or_kill();
+    }
+    lsp.proc.wait_or_kill();
+    Ok(())
+}
