@@ -251,65 +251,6 @@ fn verbs_without_a_daemon_fail_with_a_clear_message() {
 }
 
 /// Every secret a node's seed yields that must never be found in its data directory.
-fn secrets_of(datadir: &Path) -> Vec<(String, Vec<u8>)> {
-    use superscalar_store::{load_seed_file, KeyIndex, NodeKeys};
-    let seed = load_seed_file(datadir, bitcoin::Network::Regtest, Some(PASSPHRASE)).unwrap();
-    let keys = NodeKeys::new(&seed, bitcoin::Network::Regtest).unwrap();
-    let mut out = vec![
-        ("seed entropy".into(), seed.entropy().to_vec()),
-        ("BIP-39 seed".into(), seed.bip39_seed().to_vec()),
-        (
-            "node secret".into(),
-            keys.node_secret().unwrap().secret_bytes().to_vec(),
-        ),
-        ("wallet seed".into(), keys.wallet_seed().unwrap().to_vec()),
-    ];
-    for i in 0..6 {
-        let index = KeyIndex::new(i).unwrap();
-        out.push((
-            format!("factory key {i}"),
-            keys.factory_key(index).unwrap().secret_bytes().to_vec(),
-        ));
-        out.push((
-            format!("stock seed {i}"),
-            keys.stock_revocation_seed(index).unwrap().to_vec(),
-        ));
-    }
-    out
-}
-
-/// Fails if any file under `dir` holds one of `secrets`, raw or in hex.
-fn assert_no_secret_in(dir: &Path, secrets: &[(String, Vec<u8>)]) {
-    let mut files = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            files += 1;
-            let bytes = std::fs::read(&path).unwrap();
-            let text = String::from_utf8_lossy(&bytes).to_lowercase();
-            for (what, secret) in secrets {
-                let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == &secret[..]),
-                    "{what} found raw in {}",
-                    path.display()
-                );
-                assert!(
-                    !text.contains(&hex),
-                    "{what} found in hex in {}",
-                    path.display()
-                );
-            }
-        }
-    }
-    assert!(files >= 3, "scanned {files} files in {}", dir.display());
-}
-
 #[test]
 fn the_lsp_dies_after_the_final_signatures_and_every_client_still_exits() {
     let dir = tempfile::tempdir().unwrap();

@@ -43,7 +43,8 @@ fn pay(role: &str, payer: &Node, invoice: &str) -> Result<Value, String> {
 fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let chain = chaind(&dir.path().join("chain"));
-    let (mut lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 3, &["--no-passphrase"]);
+    // Encrypted seeds, so that the scan at the end means something.
+    let (mut lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 3, &[]);
     let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
         .as_str()
         .unwrap()
@@ -51,7 +52,7 @@ fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
     chain.mine(110, &address);
     let listen = uri.split('@').nth(1).unwrap().to_owned();
     let mut clients: Vec<Node> = (0..3)
-        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
+        .map(|i| client(dir.path(), i, &chain, &uri, &[]))
         .collect();
 
     // No channel before the factory is live: invoices are refused with a reason.
@@ -116,7 +117,7 @@ fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
 
     // The LSP is killed and restarted from its database: the channels come back as they were.
     lsp.proc.take().unwrap().sigkill();
-    let (lsp, uri2) = self::lsp(dir.path(), &chain, &listen, 3, &["--no-passphrase"]);
+    let (lsp, uri2) = self::lsp(dir.path(), &chain, &listen, 3, &[]);
     assert_eq!(uri2, uri);
     for c in &clients {
         wait_for("reconnected", Duration::from_secs(60), || {
@@ -135,7 +136,7 @@ fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
     if let Some(p) = proc.take() {
         p.wait();
     }
-    let c0 = client_in(&c0.datadir, &chain, &uri, &["--no-passphrase"]);
+    let c0 = client_in(&c0.datadir, &chain, &uri, &[]);
     assert_eq!(msat(&balance(&c0), "balance_msat"), 22_000_000);
     wait_for("reconnected", Duration::from_secs(60), || {
         status("client", &c0)["connected"] == true
@@ -157,4 +158,38 @@ fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
         client_total += msat(c, "client_balance_msat");
     }
     assert_eq!(client_total, 40_000_000, "only the LSP's payment came in");
+
+    // No secret of any node in any file of its data directory (channels, invoices and all).
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+    for c in clients.iter().chain([&c0]) {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for node in clients.iter().chain([&c0, &lsp]) {
+        assert_no_secret_in(&node.datadir, &secrets_of(&node.datadir));
+    }
+    // The scan finds a channel secret written raw or in hex.
+    let secrets = secrets_of(&lsp.datadir);
+    let (what, secret) = secrets
+        .iter()
+        .find(|(w, _)| w.starts_with("channel htlc secret 0/1"))
+        .unwrap();
+    for (i, bytes) in [
+        [&b"x"[..], secret, b"y"].concat(),
+        format!(
+            "..{}..",
+            bitcoin::hex::DisplayHex::to_upper_hex_string(&secret[..])
+        )
+        .into_bytes(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let probe = tempfile::tempdir().unwrap();
+        for f in ["a", "b", "c"] {
+            std::fs::write(probe.path().join(f), &bytes).unwrap();
+        }
+        let found = std::panic::catch_unwind(|| assert_no_secret_in(probe.path(), &secrets));
+        assert!(found.is_err(), "{what} planted ({i}) not found");
+    }
 }

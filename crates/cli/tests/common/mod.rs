@@ -296,3 +296,98 @@ pub fn members(detail: &Value) -> Vec<String> {
         .map(|m| m.as_str().unwrap().to_owned())
         .collect()
 }
+
+/// Every secret a node's seed yields that must never be found in a file: the seed, the node,
+/// wallet, factory and stock secrets, and its leaf channels' base secrets.
+#[allow(dead_code)]
+pub fn secrets_of(datadir: &Path) -> Vec<(String, Vec<u8>)> {
+    use superscalar_store::{load_seed_file, KeyIndex, NodeKeys};
+    let seed = load_seed_file(datadir, bitcoin::Network::Regtest, Some(PASSPHRASE)).unwrap();
+    let keys = NodeKeys::new(&seed, bitcoin::Network::Regtest).unwrap();
+    let mut out = vec![
+        ("seed entropy".into(), seed.entropy().to_vec()),
+        ("BIP-39 seed".into(), seed.bip39_seed().to_vec()),
+        (
+            "node secret".into(),
+            keys.node_secret().unwrap().secret_bytes().to_vec(),
+        ),
+        ("wallet seed".into(), keys.wallet_seed().unwrap().to_vec()),
+    ];
+    for i in 0..6 {
+        let index = KeyIndex::new(i).unwrap();
+        out.push((
+            format!("factory key {i}"),
+            keys.factory_key(index).unwrap().secret_bytes().to_vec(),
+        ));
+        out.push((
+            format!("stock seed {i}"),
+            keys.stock_revocation_seed(index).unwrap().to_vec(),
+        ));
+        for client in 0..40 {
+            let s = keys.leaf_channel_secrets(index, client).unwrap();
+            for (what, bytes) in [
+                ("payment", s.payment.secret_bytes()),
+                ("delayed payment", s.delayed_payment.secret_bytes()),
+                ("htlc", s.htlc.secret_bytes()),
+                ("revocation", s.revocation.secret_bytes()),
+                ("commitment seed", s.seed),
+            ] {
+                out.push((
+                    format!("channel {what} secret {i}/{client}"),
+                    bytes.to_vec(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Fails if any file under `dir` holds one of `secrets`, raw or in hex (every secret is
+/// checked by its first 32 bytes, in one pass over each file).
+#[allow(dead_code)]
+pub fn assert_no_secret_in(dir: &Path, secrets: &[(String, Vec<u8>)]) {
+    use std::collections::HashMap;
+    let by_bytes: HashMap<&[u8], &str> = secrets
+        .iter()
+        .filter(|(_, s)| s.len() >= 32)
+        .map(|(what, s)| (&s[..32], what.as_str()))
+        .collect();
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            for w in bytes.windows(32) {
+                if let Some(what) = by_bytes.get(w) {
+                    panic!("{what} found raw in {}", path.display());
+                }
+            }
+            // Hex, either case: every run of 64 hex digits decoded.
+            let hex: Vec<u8> = bytes.iter().map(|b| b.to_ascii_lowercase()).collect();
+            let digit = |b: u8| match b {
+                b'0'..=b'9' => Some(b - b'0'),
+                b'a'..=b'f' => Some(b - b'a' + 10),
+                _ => None,
+            };
+            for start in 0..hex.len().saturating_sub(63) {
+                let window = &hex[start..start + 64];
+                let decoded: Option<Vec<u8>> = window
+                    .chunks(2)
+                    .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+                    .collect();
+                if let Some(d) = decoded {
+                    if let Some(what) = by_bytes.get(&d[..]) {
+                        panic!("{what} found in hex in {}", path.display());
+                    }
+                }
+            }
+        }
+    }
+    assert!(files >= 3, "scanned {files} files in {}", dir.display());
+}
