@@ -193,3 +193,86 @@ fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
         assert!(found.is_err(), "{what} planted ({i}) not found");
     }
 }
+
+#[test]
+fn thirty_two_clients_form_a_factory_without_the_one_killed_in_the_ceremony_and_pay_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (lsp, uri) = lsp(
+        dir.path(),
+        &chain,
+        "127.0.0.1:0",
+        32,
+        &["--no-passphrase", "--max-clients", "32"],
+    );
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    // The first ceremony takes the victim, which stops after its nonces and is SIGKILLed there.
+    let victim = client(
+        dir.path(),
+        99,
+        &chain,
+        &uri,
+        &["--no-passphrase", "--fault", "stall-before-partials"],
+    );
+    wait_for("the victim waiting", Duration::from_secs(60), || {
+        status("lsp", &lsp)["waiting"] == 1
+    });
+    let mut clients: Vec<Node> = (0..31)
+        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
+        .collect();
+    wait_for("the ceremony waiting for the victim", Duration::from_secs(120), || {
+        let s = status("lsp", &lsp);
+        s["forming"]["phase"] == "Partials" && s["forming"]["members"] == 32
+    });
+    let victim_id = victim.id.clone();
+    let _ = victim.proc.map(Proc::sigkill);
+    clients.push(client(dir.path(), 31, &chain, &uri, &["--no-passphrase"]));
+    wait_for("a signed factory of 32", Duration::from_secs(180), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    let factories = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap();
+    let id = factories
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["status"] == "signed" || f["status"] == "live")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let members = members(&cli_factory(&lsp, &id));
+    assert_eq!(members.len(), 32);
+    assert!(!members.contains(&victim_id), "the killed client is not in it");
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for("every channel ready", Duration::from_secs(180), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    // The LSP pays half of them; then each pays the next one, around the ring.
+    for c in &clients[..16] {
+        let inv = invoice(c, 20_000_000);
+        assert_eq!(pay("lsp", &lsp, &inv).unwrap()["status"], "paid");
+    }
+    for i in 0..32 {
+        let (payer, payee) = (&clients[i], &clients[(i + 1) % 32]);
+        if msat(&balance(payer), "sendable_msat") >= 3_000_000 {
+            let inv = invoice(payee, 3_000_000);
+            assert_eq!(pay("client", payer, &inv).unwrap()["status"], "paid");
+        }
+    }
+    let total: u64 = clients
+        .iter()
+        .map(|c| msat(&balance(c), "balance_msat"))
+        .sum();
+    assert_eq!(total, 16 * 20_000_000, "payments between clients create no money");
+    let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
+    assert_eq!(channels.as_array().unwrap().len(), 32);
+    for c in channels.as_array().unwrap() {
+        assert_eq!(c["htlcs"], 0, "{c}");
+    }
+}

@@ -83,7 +83,14 @@ pub struct Chaind {
 
 pub fn chaind(dir: &Path) -> Chaind {
     let mut child = Command::new(BIN)
-        .args(["chaind", "--rpc-bind", "127.0.0.1:0", "--datadir"])
+        .args([
+            "chaind",
+            "--rpc-bind",
+            "127.0.0.1:0",
+            "--rpc-max-connections",
+            "256",
+            "--datadir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
