@@ -1,6 +1,7 @@
 //! The `superscalar` command.
 
 mod bench;
+mod bench_net;
 mod bench_payments;
 mod chaind;
 mod config;
@@ -10,6 +11,7 @@ mod demo_channels;
 mod demo_factory;
 mod demo_net;
 mod export;
+mod procs;
 mod swarm;
 
 use std::path::PathBuf;
@@ -64,6 +66,13 @@ enum Command {
         /// gives every commitment an HTLC output with its second-stage signatures.
         #[arg(long, default_value_t = 1_000)]
         amount_msat: u64,
+        /// Between daemons over loopback (chaind, the LSP and two clients as processes, every
+        /// channel step persisted) instead of in process.
+        #[arg(long)]
+        network: bool,
+        /// With --network: callers paying at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
     },
     /// A regtest node on the embedded chain serving Bitcoin Core's JSON-RPC (bitcoin-cli works
     /// against it), until the `stop` RPC, SIGINT or SIGTERM.
@@ -114,7 +123,15 @@ fn main() -> ExitCode {
             threads,
             lsp_threads,
         } => bench::run(&clients, threads.max(1), lsp_threads),
-        Command::BenchPayments { count, amount_msat } => bench_payments::run(count, amount_msat),
+        Command::BenchPayments {
+            count,
+            amount_msat,
+            network: true,
+            concurrency,
+        } => bench_net::run(count, amount_msat, concurrency),
+        Command::BenchPayments {
+            count, amount_msat, ..
+        } => bench_payments::run(count, amount_msat),
         Command::ExportExit {
             clients,
             client,

@@ -224,10 +224,14 @@ fn thirty_two_clients_form_a_factory_without_the_one_killed_in_the_ceremony_and_
     let mut clients: Vec<Node> = (0..31)
         .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
         .collect();
-    wait_for("the ceremony waiting for the victim", Duration::from_secs(120), || {
-        let s = status("lsp", &lsp);
-        s["forming"]["phase"] == "Partials" && s["forming"]["members"] == 32
-    });
+    wait_for(
+        "the ceremony waiting for the victim",
+        Duration::from_secs(120),
+        || {
+            let s = status("lsp", &lsp);
+            s["forming"]["phase"] == "Partials" && s["forming"]["members"] == 32
+        },
+    );
     let victim_id = victim.id.clone();
     let _ = victim.proc.map(Proc::sigkill);
     clients.push(client(dir.path(), 31, &chain, &uri, &["--no-passphrase"]));
@@ -246,7 +250,10 @@ fn thirty_two_clients_form_a_factory_without_the_one_killed_in_the_ceremony_and_
         .to_owned();
     let members = members(&cli_factory(&lsp, &id));
     assert_eq!(members.len(), 32);
-    assert!(!members.contains(&victim_id), "the killed client is not in it");
+    assert!(
+        !members.contains(&victim_id),
+        "the killed client is not in it"
+    );
     chain.mine(1, &address);
     for c in &clients {
         wait_for("every channel ready", Duration::from_secs(180), || {
@@ -269,7 +276,11 @@ fn thirty_two_clients_form_a_factory_without_the_one_killed_in_the_ceremony_and_
         .iter()
         .map(|c| msat(&balance(c), "balance_msat"))
         .sum();
-    assert_eq!(total, 16 * 20_000_000, "payments between clients create no money");
+    assert_eq!(
+        total,
+        16 * 20_000_000,
+        "payments between clients create no money"
+    );
     let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
     assert_eq!(channels.as_array().unwrap().len(), 32);
     for c in channels.as_array().unwrap() {
