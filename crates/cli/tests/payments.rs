@@ -159,6 +159,26 @@ fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
     }
     assert_eq!(client_total, 40_000_000, "only the LSP's payment came in");
 
+    // Client 0 exits alone: its path, then its latest commitment (paid for with its fee coin),
+    // then after to_self_delay its balance to its payout script.
+    cli("client", "exit", &c0.datadir, &c0.api).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let s = cli("client", "exit-status", &c0.datadir, &c0.api).unwrap();
+        if s["channel_closed"] == true {
+            let log = s["log"].to_string();
+            assert!(log.contains("latest commitment"), "{log}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "close stuck: {s}"
+        );
+        let n = if s["done"] == true { 6 } else { 1 };
+        chain.mine(n, &address);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+
     // No secret of any node in any file of its data directory (channels, invoices and all).
     cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
     for c in clients.iter().chain([&c0]) {

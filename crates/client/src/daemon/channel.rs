@@ -734,3 +734,122 @@ fn send_to(
 ) {
     super::send(transport, lsp, msg);
 }
+
+impl Client {
+    /// After our exit path confirmed: our latest commitment of the channel, paid for with the
+    /// fee coin the factory gives us (through its P2A anchor); once it has confirmed and its
+    /// `to_self_delay` has passed, our balance to our payout script. Nothing to do for a channel
+    /// in which we hold less than the dust limit (at T its output pays us anyway).
+    pub(super) fn step_channel_close(&mut self) {
+        let Some(f) = self.factory.as_ref() else {
+            return;
+        };
+        let Some(link) = f.link.as_ref() else {
+            return;
+        };
+        let channel = link.channel();
+        if channel.balance_msat() < 330_000 {
+            return;
+        }
+        let (commit, _htlc_txs) = match channel.signed_latest_commitment() {
+            Ok(c) => c,
+            Err(e) => return self.close_log(format!("channel close: {e}")),
+        };
+        let commit_txid = commit.compute_txid();
+        let status = self.chain(|c| c.tx_status(&commit_txid));
+        let keypair = match self.keys.factory_key(f.key_index) {
+            Ok(k) => k,
+            Err(e) => return self.close_log(format!("channel close: {e}")),
+        };
+        let payout = f.factory.client_payout_script(f.position);
+        match status {
+            Ok(superscalar_chain::TxStatus::Confirmed { .. }) => {
+                let claim = channel.claim_to_local(
+                    &commit,
+                    payout,
+                    bitcoin::FeeRate::from_sat_per_vb_u32(2),
+                );
+                let claim = match claim {
+                    Ok(c) => c,
+                    Err(e) => return self.close_log(format!("channel close: {e}")),
+                };
+                let claim_txid = claim.compute_txid();
+                if matches!(
+                    self.chain(|c| c.tx_status(&claim_txid)),
+                    Ok(superscalar_chain::TxStatus::Confirmed { .. })
+                ) {
+                    return self.close_log("channel closed: our balance is in our payout".into());
+                }
+                match self.chain(|c| c.submit_transaction(&claim)) {
+                    Ok(_) => self.close_log(format!("channel: our balance claimed ({claim_txid})")),
+                    Err(e) => {
+                        tracing::debug!("to_local claim: {e}");
+                        self.close_log("channel: our balance waits for its to_self_delay".into())
+                    }
+                }
+            }
+            Ok(superscalar_chain::TxStatus::InMempool) => {}
+            _ => {
+                let funding = channel.funding_outpoint();
+                match self.chain(|c| c.get_utxo(&funding)) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return self.close_log(
+                            "channel: its output is not on chain, or spent by another transaction"
+                                .into(),
+                        )
+                    }
+                    Err(e) => return self.close_log(format!("channel close: {e}")),
+                }
+                let signed = &f.signed;
+                let coin_op = f.factory.slot_outpoint(
+                    Slot::FeeCoin(f.position),
+                    f.funding,
+                    &f.factory.initial_version(),
+                    |k| {
+                        signed
+                            .iter()
+                            .find(|s| s.kind == k)
+                            .map(|s| s.tx.compute_txid())
+                    },
+                );
+                let coin = coin_op.and_then(|op| {
+                    self.chain(|c| c.get_utxo(&op))
+                        .ok()
+                        .flatten()
+                        .map(|c| (op, c.txout))
+                });
+                let Some(coin) = coin else {
+                    return self.close_log("channel close: our fee coin is not on chain".into());
+                };
+                let child = crate::bump::fee_coin_child(
+                    &commit,
+                    bitcoin::Amount::ZERO,
+                    coin,
+                    &keypair,
+                    payout,
+                    bitcoin::FeeRate::from_sat_per_vb_u32(2),
+                );
+                let child = match child {
+                    Ok(c) => c,
+                    Err(e) => return self.close_log(format!("channel close: {e}")),
+                };
+                match self.chain(|c| c.submit_package(&commit, &child)) {
+                    Ok(_) => self.close_log(format!(
+                        "channel: our latest commitment {commit_txid} published with our fee coin"
+                    )),
+                    Err(e) => self.close_log(format!("channel close: {e}")),
+                }
+            }
+        }
+    }
+
+    fn close_log(&mut self, line: String) {
+        if let Some(f) = self.factory.as_mut() {
+            if f.exit_log.last() != Some(&line) {
+                tracing::info!("{line}");
+                f.exit_log.push(line);
+            }
+        }
+    }
+}

@@ -799,9 +799,10 @@ impl Client {
         let line = match progress {
             Ok(ExitProgress::Broadcast { kind, txid, .. }) => format!("broadcast {kind} {txid}"),
             Ok(ExitProgress::Done) => {
-                if f.exit_log.last().map(String::as_str) != Some("exit done") {
+                if !f.exit_log.iter().any(|l| l == "exit done") {
                     f.exit_log.push("exit done".into());
                 }
+                self.step_channel_close();
                 return;
             }
             Ok(ExitProgress::Waiting { kind, height }) => {
@@ -975,7 +976,8 @@ impl Client {
             .collect();
         Ok(json!({
             "exiting": true,
-            "done": f.exit_log.last().map(String::as_str) == Some("exit done"),
+            "done": f.exit_log.iter().any(|l| l == "exit done"),
+            "channel_closed": f.exit_log.iter().any(|l| l.starts_with("channel closed")),
             "path": path,
             "log": f.exit_log,
         }))
