@@ -101,7 +101,13 @@ pub enum LspCommand {
     /// Connected and waiting clients.
     Clients(ApiArgs),
     /// Form a factory now with the clients waiting.
-    CreateFactory(ApiArgs),
+    CreateFactory {
+        /// Wait until it is signed or aborted (a progress bar on a terminal).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// A new address of the LSP's on-chain wallet.
     Newaddress(ApiArgs),
     /// Every leaf channel: its client, balances and HTLCs.
@@ -151,7 +157,14 @@ pub enum ClientCommand {
     /// The client's state: LSP connection, factory, recent events.
     Status(ApiArgs),
     /// Exit the factory alone, on chain (goes on with each new block).
-    Exit(ApiArgs),
+    Exit {
+        /// Wait until the path is confirmed and the channel closed (a progress bar on a
+        /// terminal); the exit goes on in the daemon if this is interrupted.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Where the exit is.
     ExitStatus(ApiArgs),
     /// The channel's balances: ours, the LSP's, what we can send and receive.
@@ -356,9 +369,10 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             call(&api, LSP_API, "factory", json!({ "id": id }), print_pretty)
         }
         LspCommand::Clients(a) => call(&a, LSP_API, "clients", json!({}), print_pretty),
-        LspCommand::CreateFactory(a) => {
-            call(&a, LSP_API, "create-factory", json!({}), print_pretty)
+        LspCommand::CreateFactory { wait: false, api } => {
+            call(&api, LSP_API, "create-factory", json!({}), print_pretty)
         }
+        LspCommand::CreateFactory { wait: true, api } => wait_for_factory(&api),
         LspCommand::Newaddress(a) => call(&a, LSP_API, "newaddress", json!({}), |v| {
             println!("{}", v["address"].as_str().unwrap_or_default())
         }),
@@ -438,7 +452,10 @@ pub fn client(command: ClientCommand) -> ExitCode {
             }
         }
         ClientCommand::Status(a) => call(&a, CLIENT_API, "status", json!({}), print_status),
-        ClientCommand::Exit(a) => call(&a, CLIENT_API, "exit", json!({}), print_pretty),
+        ClientCommand::Exit { wait: false, api } => {
+            call(&api, CLIENT_API, "exit", json!({}), print_pretty)
+        }
+        ClientCommand::Exit { wait: true, api } => wait_for_exit(&api),
         ClientCommand::Backup { out, api } => {
             let passphrase = match backup_passphrase() {
                 Ok(p) => p,
@@ -561,6 +578,139 @@ pub(crate) fn capacity(sat: u64) -> Result<Amount, String> {
 }
 
 /// Calls `method` on the daemon of `a` and prints the result with `print` (or as JSON).
+fn api_client(a: &ApiArgs, default_api: &str) -> ApiClient {
+    let addr = a
+        .api
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| default_api.to_owned());
+    ApiClient::new(format!("http://{addr}/"), a.datadir.join(COOKIE_FILE))
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+fn progress(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// `lsp create-factory --wait`: the ceremony's rounds until the factory is signed or aborted.
+fn wait_for_factory(a: &ApiArgs) -> ExitCode {
+    let client = api_client(a, LSP_API);
+    let id = match client.call("create-factory", json!({})) {
+        Ok(v) => v["factory"].as_str().unwrap_or_default().to_owned(),
+        Err(e) => return error(&e.to_string()),
+    };
+    let bar = progress(
+        1,
+        "{spinner} factory {msg} [{bar:30}] {pos}/{len} members answered",
+    );
+    bar.set_message(id.chars().take(16).collect::<String>());
+    loop {
+        let status = match client.call("status", json!({})) {
+            Ok(s) => s,
+            Err(e) => {
+                bar.abandon();
+                return error(&e.to_string());
+            }
+        };
+        let forming = &status["forming"];
+        if forming["factory"].as_str() == Some(id.as_str()) {
+            let members = forming["members"].as_u64().unwrap_or(0);
+            let waiting = forming["waiting_for"].as_u64().unwrap_or(0);
+            bar.set_length(members.max(1));
+            bar.set_position(members.saturating_sub(waiting));
+            bar.set_message(format!(
+                "{} {}",
+                id.chars().take(16).collect::<String>(),
+                forming["phase"].as_str().unwrap_or("")
+            ));
+        } else {
+            let detail = match client.call("factory", json!({ "id": id })) {
+                Ok(d) => d,
+                Err(e) => {
+                    bar.abandon();
+                    return error(&e.to_string());
+                }
+            };
+            let state = detail["status"].as_str().unwrap_or_default().to_owned();
+            if state != "forming" {
+                bar.finish_and_clear();
+                if a.json {
+                    print_pretty(&detail);
+                } else {
+                    println!("factory {id}: {state}");
+                }
+                return if state == "aborted" {
+                    error("the factory was aborted (see `lsp status` for why)")
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+        }
+        bar.tick();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// `client exit --wait`: the exit path's transactions confirming, then the channel's close.
+fn wait_for_exit(a: &ApiArgs) -> ExitCode {
+    let client = api_client(a, CLIENT_API);
+    if let Err(e) = client.call("exit", json!({})) {
+        return error(&e.to_string());
+    }
+    let bar = progress(1, "{spinner} exit [{bar:30}] {pos}/{len} {msg}");
+    loop {
+        let s = match client.call("exit-status", json!({})) {
+            Ok(s) => s,
+            Err(e) => {
+                bar.abandon();
+                return error(&e.to_string());
+            }
+        };
+        let path = s["path"].as_array().cloned().unwrap_or_default();
+        let confirmed = path
+            .iter()
+            .filter(|t| {
+                t["status"]
+                    .as_str()
+                    .is_some_and(|x| x.starts_with("confirmed"))
+            })
+            .count() as u64;
+        bar.set_length(path.len() as u64 + 1);
+        let closed = s["channel_closed"] == true;
+        bar.set_position(confirmed + u64::from(closed));
+        let last = s["log"]
+            .as_array()
+            .and_then(|l| l.last())
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        bar.set_message(last);
+        // A channel below the dust limit is left to the timeout (see `exit-status`).
+        let small_channel = s["channel_balance_msat"].as_u64().unwrap_or(0) < 330_000;
+        if s["done"] == true && (closed || small_channel) {
+            bar.finish_and_clear();
+            if a.json {
+                print_pretty(&s);
+            } else {
+                println!(
+                    "exit done: {} transactions confirmed{}",
+                    path.len(),
+                    if closed { ", channel closed" } else { "" }
+                );
+            }
+            return ExitCode::SUCCESS;
+        }
+        bar.tick();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 fn call(
     a: &ApiArgs,
     default_api: &str,

@@ -161,23 +161,46 @@ fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
 
     // Client 0 exits alone: its path, then its latest commitment (paid for with its fee coin),
     // then after to_self_delay its balance to its payout script.
-    cli("client", "exit", &c0.datadir, &c0.api).unwrap();
+    // `exit --wait` follows it to the end while blocks come.
+    let waiter = std::process::Command::new(BIN)
+        .args([
+            "client",
+            "exit",
+            "--wait",
+            "--json",
+            "--api",
+            &c0.api,
+            "--datadir",
+        ])
+        .arg(&c0.datadir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut waiter = waiter;
     let start = std::time::Instant::now();
-    loop {
-        let s = cli("client", "exit-status", &c0.datadir, &c0.api).unwrap();
-        if s["channel_closed"] == true {
-            let log = s["log"].to_string();
-            assert!(log.contains("latest commitment"), "{log}");
-            break;
+    let out = loop {
+        if waiter.try_wait().unwrap().is_some() {
+            let out = waiter.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            break out;
         }
         assert!(
             start.elapsed() < Duration::from_secs(240),
-            "close stuck: {s}"
+            "exit --wait stuck"
         );
+        let s = cli("client", "exit-status", &c0.datadir, &c0.api).unwrap();
         let n = if s["done"] == true { 6 } else { 1 };
         chain.mine(n, &address);
         std::thread::sleep(Duration::from_millis(400));
-    }
+    };
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["channel_closed"], true, "{s}");
+    assert!(s["log"].to_string().contains("latest commitment"), "{s}");
 
     // No secret of any node in any file of its data directory (channels, invoices and all).
     cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
@@ -306,4 +329,50 @@ fn thirty_two_clients_form_a_factory_without_the_one_killed_in_the_ceremony_and_
     for c in channels.as_array().unwrap() {
         assert_eq!(c["htlcs"], 0, "{c}");
     }
+}
+
+#[test]
+fn create_factory_wait_follows_the_ceremony_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    // It never forms a factory by itself (10 clients wanted): the operator asks.
+    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 10, &["--no-passphrase"]);
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let nobody = cli_with("lsp", "create-factory", &lsp, &["--wait"]).unwrap_err();
+    assert!(nobody.contains("no client is waiting"), "{nobody}");
+    let _clients: Vec<Node> = (0..2)
+        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
+        .collect();
+    wait_for("two waiting", Duration::from_secs(60), || {
+        status("lsp", &lsp)["waiting"] == 2
+    });
+    let out = std::process::Command::new(BIN)
+        .args([
+            "lsp",
+            "create-factory",
+            "--wait",
+            "--api",
+            &lsp.api,
+            "--datadir",
+        ])
+        .arg(&lsp.datadir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(": signed"), "{text}");
+    // Not a terminal: no progress bar drawn on stderr.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -978,6 +978,7 @@ impl Client {
             "exiting": true,
             "done": f.exit_log.iter().any(|l| l == "exit done"),
             "channel_closed": f.exit_log.iter().any(|l| l.starts_with("channel closed")),
+            "channel_balance_msat": f.link.as_ref().map(|l| l.channel().balance_msat()),
             "path": path,
             "log": f.exit_log,
         }))
