@@ -101,6 +101,54 @@ fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
     let own = invoice(&clients[0], 1_000);
     let refused = pay("client", &clients[0], &own).unwrap_err();
     assert!(refused.contains("our own invoice"), "{refused}");
+    // An invoice for another network, and one the LSP did not issue for one of its clients.
+    let foreign = superscalar_wire::invoice::issue(
+        bitcoin::Network::Bitcoin,
+        superscalar_wire::invoice::key_signer(
+            &bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap(),
+        ),
+        &superscalar_wire::invoice::InvoiceTerms {
+            payment_hash: [1; 32],
+            amount_msat: Some(1_000),
+            description: String::new(),
+            expiry_secs: 3600,
+            min_final_cltv_expiry_delta: 80,
+        },
+    )
+    .unwrap();
+    let refused = pay("client", &clients[0], &foreign).unwrap_err();
+    assert!(refused.contains("is for"), "{refused}");
+    let stranger = superscalar_wire::invoice::issue(
+        bitcoin::Network::Regtest,
+        superscalar_wire::invoice::key_signer(
+            &bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap(),
+        ),
+        &superscalar_wire::invoice::InvoiceTerms {
+            payment_hash: [1; 32],
+            amount_msat: Some(1_000),
+            description: String::new(),
+            expiry_secs: 3600,
+            min_final_cltv_expiry_delta: 80,
+        },
+    )
+    .unwrap();
+    let refused = pay("client", &clients[0], &stranger).unwrap_err();
+    assert!(refused.contains("through our LSP"), "{refused}");
+    let refused = pay("lsp", &lsp, &stranger).unwrap_err();
+    assert!(refused.contains("did not issue"), "{refused}");
+    // Hostile invoice parameters.
+    for (args, expected) in [
+        (vec!["--amount-msat", "0"], "amount_msat"),
+        (vec!["--expiry-secs", "5"], "expiry_secs"),
+        (vec!["--expiry-secs", "99999999999"], "expiry-secs"),
+        (vec!["--amount-msat=-5"], "amount-msat"),
+    ] {
+        let err = cli_with("client", "invoice", &clients[0], &args).unwrap_err();
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let long = "x".repeat(640);
+    let err = cli_with("client", "invoice", &clients[0], &["--description", &long]).unwrap_err();
+    assert!(err.contains("639"), "{err}");
     assert_eq!(msat(&balance(&clients[0]), "balance_msat"), 25_000_000);
 
     // Several payments back and forth.
