@@ -116,13 +116,6 @@ pub fn run(count: u64, amount_msat: u64, concurrency: usize) -> DemoResult<()> {
         "  invoices (issued by the LSP for the payee's hashes): {:.1}/s one at a time",
         count as f64 / invoice_time.as_secs_f64()
     );
-    for c in clients.iter_mut() {
-        let _ = c.call("stop", json!({}));
-    }
-    let _ = lsp.call("stop", json!({}));
-    for c in clients.iter_mut() {
-        c.proc.wait_or_kill();
-    }
-    lsp.proc.wait_or_kill();
+    stop_all(clients.iter_mut().chain([&mut lsp]));
     Ok(())
 }

@@ -401,13 +401,6 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         "  not yet over the network: liquidity sales and state advances (in process: `superscalar demo --in-process`)"
     );
     println!("  finished in {:.1} s", started.elapsed().as_secs_f64());
-    for d in daemons.iter_mut() {
-        let _ = d.call("stop", json!({}));
-    }
-    let _ = lsp.call("stop", json!({}));
-    for d in daemons.iter_mut() {
-        d.proc.wait_or_kill();
-    }
-    lsp.proc.wait_or_kill();
+    stop_all(daemons.iter_mut().chain([&mut lsp]));
     Ok(())
 }

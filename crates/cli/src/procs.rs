@@ -284,6 +284,17 @@ pub fn path_str(p: &Path) -> DemoResult<&str> {
         .ok_or_else(|| format!("{} is not UTF-8", p.display()).into())
 }
 
+/// Asks every daemon to stop, then waits for each (killing what does not stop in 10 s).
+pub fn stop_all<'a>(daemons: impl IntoIterator<Item = &'a mut Daemon>) {
+    let mut all: Vec<&mut Daemon> = daemons.into_iter().collect();
+    for d in all.iter() {
+        let _ = d.call("stop", json!({}));
+    }
+    for d in all.iter_mut() {
+        d.proc.wait_or_kill();
+    }
+}
+
 /// Starts `chaind` in `dir/chain`.
 pub fn start_chaind(dir: &Path) -> DemoResult<ChainNode> {
     let (chain_proc, lines) = spawn(

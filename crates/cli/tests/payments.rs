@@ -39,6 +39,23 @@ fn pay(role: &str, payer: &Node, invoice: &str) -> Result<Value, String> {
     cli_with(role, "pay", payer, &[invoice])
 }
 
+/// An invoice signed by a node that is not the LSP.
+fn stranger_invoice(network: bitcoin::Network) -> String {
+    let key = bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap();
+    superscalar_wire::invoice::issue(
+        network,
+        superscalar_wire::invoice::key_signer(&key),
+        &superscalar_wire::invoice::InvoiceTerms {
+            payment_hash: [1; 32],
+            amount_msat: Some(1_000),
+            description: String::new(),
+            expiry_secs: 3600,
+            min_final_cltv_expiry_delta: 80,
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,36 +119,10 @@ fn clients_pay_each_other_through_the_lsp_and_balances_survive_restarts() {
     let refused = pay("client", &clients[0], &own).unwrap_err();
     assert!(refused.contains("our own invoice"), "{refused}");
     // An invoice for another network, and one the LSP did not issue for one of its clients.
-    let foreign = superscalar_wire::invoice::issue(
-        bitcoin::Network::Bitcoin,
-        superscalar_wire::invoice::key_signer(
-            &bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap(),
-        ),
-        &superscalar_wire::invoice::InvoiceTerms {
-            payment_hash: [1; 32],
-            amount_msat: Some(1_000),
-            description: String::new(),
-            expiry_secs: 3600,
-            min_final_cltv_expiry_delta: 80,
-        },
-    )
-    .unwrap();
+    let foreign = stranger_invoice(bitcoin::Network::Bitcoin);
     let refused = pay("client", &clients[0], &foreign).unwrap_err();
     assert!(refused.contains("is for"), "{refused}");
-    let stranger = superscalar_wire::invoice::issue(
-        bitcoin::Network::Regtest,
-        superscalar_wire::invoice::key_signer(
-            &bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap(),
-        ),
-        &superscalar_wire::invoice::InvoiceTerms {
-            payment_hash: [1; 32],
-            amount_msat: Some(1_000),
-            description: String::new(),
-            expiry_secs: 3600,
-            min_final_cltv_expiry_delta: 80,
-        },
-    )
-    .unwrap();
+    let stranger = stranger_invoice(bitcoin::Network::Regtest);
     let refused = pay("client", &clients[0], &stranger).unwrap_err();
     assert!(refused.contains("through our LSP"), "{refused}");
     let refused = pay("lsp", &lsp, &stranger).unwrap_err();

@@ -527,3 +527,91 @@ fn invoices_follow_their_life() {
         Err(StoreError::UnknownInvoice(_))
     ));
 }
+
+#[test]
+fn a_channel_step_and_the_preimages_it_learned_are_written_together() {
+    let (_dir, mut store) = open();
+    let f = factory(1, KeyIndex::new(0).unwrap());
+    store.insert_factory(&f).unwrap();
+    let id = ChannelId([5; 32]);
+    let n = |x| CommitmentNumber::new(x).unwrap();
+    store
+        .insert_channel(&ChannelRecord {
+            id,
+            factory: f.id,
+            key_index: KeyIndex::new(3).unwrap(),
+            state: b"state 0".to_vec(),
+            commitment_number: n(0),
+        })
+        .unwrap();
+    let invoice = |pre: Preimage, status| Invoice {
+        payment_hash: pre.payment_hash(),
+        direction: InvoiceDirection::Outbound,
+        preimage: None,
+        amount: Some(Msat(1_000)),
+        status,
+        bolt11: "lnbcrt...".into(),
+        claim_deadline: None,
+    };
+    let (open_one, held, unknown, paid_already) = (
+        Preimage([1; 32]),
+        Preimage([2; 32]),
+        Preimage([3; 32]),
+        Preimage([4; 32]),
+    );
+    store
+        .insert_invoice(&invoice(open_one, InvoiceStatus::Open))
+        .unwrap();
+    store
+        .insert_invoice(&invoice(held, InvoiceStatus::Open))
+        .unwrap();
+    store
+        .update_invoice(held.payment_hash(), InvoiceStatus::Held, None)
+        .unwrap();
+    store
+        .insert_invoice(&Invoice {
+            preimage: Some(paid_already),
+            ..invoice(paid_already, InvoiceStatus::Paid)
+        })
+        .unwrap();
+    store
+        .save_channel_step(
+            id,
+            b"state 1",
+            n(1),
+            &[open_one, held, unknown, paid_already],
+        )
+        .unwrap();
+    for p in [open_one, held, paid_already] {
+        let got = store.invoice(p.payment_hash()).unwrap().unwrap();
+        assert_eq!((got.status, got.preimage), (InvoiceStatus::Paid, Some(p)));
+    }
+    assert!(store.invoice(unknown.payment_hash()).unwrap().is_none());
+    assert_eq!(store.channel(id).unwrap().unwrap().state, b"state 1");
+    // A preimage of an invoice given up on: it was paid after all.
+    let cancelled = Preimage([5; 32]);
+    store
+        .insert_invoice(&invoice(cancelled, InvoiceStatus::Cancelled))
+        .unwrap();
+    store
+        .save_channel_step(id, b"state 2", n(2), &[cancelled])
+        .unwrap();
+    let got = store.invoice(cancelled.payment_hash()).unwrap().unwrap();
+    assert_eq!(
+        (got.status, got.preimage),
+        (InvoiceStatus::Paid, Some(cancelled))
+    );
+    // Going backwards is refused, preimages and all.
+    let late = Preimage([6; 32]);
+    store
+        .insert_invoice(&invoice(late, InvoiceStatus::Open))
+        .unwrap();
+    assert!(store
+        .save_channel_step(id, b"state 1", n(1), &[late])
+        .is_err());
+    assert_eq!(
+        store.invoice(late.payment_hash()).unwrap().unwrap().status,
+        InvoiceStatus::Open
+    );
+    assert_eq!(store.channel(id).unwrap().unwrap().state, b"state 2");
+}

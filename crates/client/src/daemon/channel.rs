@@ -180,27 +180,14 @@ impl Client {
             return Vec::new();
         };
         if step.persist {
-            // A preimage learned in this step is written first: a crash between the two writes
-            // replays the step, never loses the proof of payment.
-            for e in &step.events {
-                if let LinkEvent::Fulfilled {
-                    payment_hash,
-                    preimage,
-                    ..
-                } = e
-                {
-                    let _ = self.store.update_invoice(
-                        PaymentHash(*payment_hash),
-                        InvoiceStatus::Paid,
-                        Some(Preimage(*preimage)),
-                    );
-                }
-            }
+            // The preimages this step learned are written with it: a proof of payment is
+            // never lost.
+            let preimages: Vec<Preimage> = step.preimages().into_iter().map(Preimage).collect();
             let id = convert::channel_id(factory, f.position.0);
             let n = link.channel().commitment_numbers().0;
             let written = CommitmentNumber::new(n).and_then(|n| {
                 self.store
-                    .save_channel_update(id, &link.snapshot(), n, None)
+                    .save_channel_step(id, &link.snapshot(), n, &preimages)
             });
             if let Err(e) = written {
                 *link = before;

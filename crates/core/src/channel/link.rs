@@ -179,6 +179,18 @@ pub struct Step {
 }
 
 impl Step {
+    /// The preimages this step learned (the other side settled HTLCs we offered): a daemon
+    /// writes them with the step.
+    pub fn preimages(&self) -> Vec<[u8; 32]> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                LinkEvent::Fulfilled { preimage, .. } => Some(*preimage),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn merge(&mut self, other: Step) {
         self.persist |= other.persist;
         self.send.extend(other.send);

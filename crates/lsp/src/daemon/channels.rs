@@ -340,28 +340,20 @@ impl Lsp {
             return Vec::new();
         };
         if step.persist {
-            // A preimage learned in this step is written first: a crash between the two writes
-            // replays the step; the restart settles the payer's HTLC from the invoice.
-            for e in &step.events {
-                if let LinkEvent::Fulfilled {
-                    payment_hash,
-                    preimage,
-                    ..
-                } = e
-                {
-                    if let Err(err) = self.store.update_invoice(
-                        PaymentHash(*payment_hash),
-                        InvoiceStatus::Paid,
-                        Some(Preimage(*preimage)),
-                    ) {
-                        tracing::warn!("invoice {}: {err}", hex(payment_hash));
-                    }
-                }
-            }
+            // The preimages this step learned are written with it: a payee's settlement is
+            // never lost, and the restart settles the payer's HTLC from the invoice.
             let n = leaf.link.channel().commitment_numbers().0;
             let written = CommitmentNumber::new(n).and_then(|n| {
-                self.store
-                    .save_channel_update(leaf.id, &leaf.link.snapshot(), n, None)
+                self.store.save_channel_step(
+                    leaf.id,
+                    &leaf.link.snapshot(),
+                    n,
+                    &step
+                        .preimages()
+                        .into_iter()
+                        .map(Preimage)
+                        .collect::<Vec<_>>(),
+                )
             });
             if let Err(e) = written {
                 tracing::error!("channel {}/{}: not written: {e}", key.0, leaf.client);

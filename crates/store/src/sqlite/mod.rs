@@ -865,37 +865,38 @@ impl Store {
         commitment: CommitmentNumber,
         received: Option<ReceivedSecret>,
     ) -> Result<()> {
+        self.write(|tx| put_channel(tx, channel, state, commitment, received))
+    }
+
+    /// One step of a channel, in one transaction: its new state, and the preimages it learned
+    /// (each known invoice becomes paid with its preimage, whatever its status: the preimage
+    /// proves the payment; a preimage of no invoice here is left out).
+    pub fn save_channel_step(
+        &mut self,
+        channel: ChannelId,
+        state: &[u8],
+        commitment: CommitmentNumber,
+        preimages: &[Preimage],
+    ) -> Result<()> {
+        for p in preimages {
+            check_preimage(p.payment_hash(), Some(*p))?;
+        }
         self.write(|tx| {
-            let stored: Option<i64> = tx
-                .query_row(
-                    "SELECT commitment_number FROM channels WHERE channel_id = ?1",
-                    [&channel.0[..]],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let stored = commitment_of(
-                stored.ok_or(StoreError::UnknownChannel(channel))?,
-                "channels.commitment_number",
-            )?;
-            if commitment < stored {
-                return Err(StoreError::StaleCommitment {
-                    channel,
-                    stored,
-                    given: commitment,
-                });
+            for p in preimages {
+                let hash = p.payment_hash();
+                let Some(current) = read_invoice(tx, hash)? else {
+                    continue;
+                };
+                if current.status == InvoiceStatus::Paid {
+                    continue;
+                }
+                // The preimage proves the payment: it is paid, even if it was given up on.
+                tx.execute(
+                    "UPDATE invoices SET status = ?2, preimage = ?3 WHERE payment_hash = ?1",
+                    params![&hash.0[..], InvoiceStatus::Paid.as_str(), p.0.to_vec()],
+                )?;
             }
-            tx.execute(
-                "UPDATE channels SET state = ?2, commitment_number = ?3 WHERE channel_id = ?1",
-                params![
-                    &channel.0[..],
-                    state,
-                    i64_of(commitment.get(), "commitment number")?
-                ],
-            )?;
-            if let Some(secret) = received {
-                put_secret(tx, channel, &secret)?;
-            }
-            Ok(())
+            put_channel(tx, channel, state, commitment, None)
         })
     }
 
@@ -1245,6 +1246,47 @@ impl Store {
         )?;
         collect(rows, |(r, s, t)| spend_of(r, s, t))
     }
+}
+
+/// Writes a channel's state at `commitment` (never below the stored one) and the secret the
+/// other side revealed with it.
+fn put_channel(
+    tx: &Transaction<'_>,
+    channel: ChannelId,
+    state: &[u8],
+    commitment: CommitmentNumber,
+    received: Option<ReceivedSecret>,
+) -> Result<()> {
+    let stored: Option<i64> = tx
+        .query_row(
+            "SELECT commitment_number FROM channels WHERE channel_id = ?1",
+            [&channel.0[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let stored = commitment_of(
+        stored.ok_or(StoreError::UnknownChannel(channel))?,
+        "channels.commitment_number",
+    )?;
+    if commitment < stored {
+        return Err(StoreError::StaleCommitment {
+            channel,
+            stored,
+            given: commitment,
+        });
+    }
+    tx.execute(
+        "UPDATE channels SET state = ?2, commitment_number = ?3 WHERE channel_id = ?1",
+        params![
+            &channel.0[..],
+            state,
+            i64_of(commitment.get(), "commitment number")?
+        ],
+    )?;
+    if let Some(secret) = received {
+        put_secret(tx, channel, &secret)?;
+    }
+    Ok(())
 }
 
 fn check_preimage(hash: PaymentHash, preimage: Option<Preimage>) -> Result<()> {
