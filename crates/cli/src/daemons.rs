@@ -83,7 +83,7 @@ pub enum LspCommand {
         /// Blocks a factory is active (its dying period is a tenth of it, at least 5).
         #[arg(long, default_value_t = 200)]
         active_blocks: u32,
-        /// Inject a fault (tests only): `crash-after-final-sigs`.
+        /// Inject a fault (tests only): `crash-after-final-sigs`, `crash-after-forward`.
         #[arg(long, hide = true)]
         fault: Option<String>,
     },
@@ -317,6 +317,9 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                 None => None,
                 Some("crash-after-final-sigs") => {
                     Some(superscalar_lsp::daemon::Fault::CrashAfterFinalSigs)
+                }
+                Some("crash-after-forward") => {
+                    Some(superscalar_lsp::daemon::Fault::CrashAfterForward)
                 }
                 Some(other) => return usage(&format!("unknown --fault {other:?}")),
             };

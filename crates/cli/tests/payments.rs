@@ -415,3 +415,79 @@ fn create_factory_wait_follows_the_ceremony_to_the_end() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_lsp_dying_in_the_middle_of_a_forward_fails_the_payment_back_and_it_can_be_paid_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (mut lsp, uri) = lsp(
+        dir.path(),
+        &chain,
+        "127.0.0.1:0",
+        2,
+        &["--no-passphrase", "--fault", "crash-after-forward"],
+    );
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let listen = uri.split('@').nth(1).unwrap().to_owned();
+    let clients: Vec<Node> = (0..2)
+        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
+        .collect();
+    wait_for("a signed factory", Duration::from_secs(120), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for("the channel ready", Duration::from_secs(90), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    // The LSP's own payment is not a forward: it goes through.
+    let inv = invoice(&clients[0], 30_000_000);
+    assert_eq!(pay("lsp", &lsp, &inv).unwrap()["status"], "paid");
+    // Client 0 pays client 1: the LSP records the forward and dies before it moves on.
+    let inv = invoice(&clients[1], 10_000_000);
+    let payer = clients[0].datadir.clone();
+    let api = clients[0].api.clone();
+    let inv2 = inv.clone();
+    let paying = std::thread::spawn(move || {
+        std::process::Command::new(BIN)
+            .args(["client", "pay", &inv2, "--json", "--api", &api, "--datadir"])
+            .arg(&payer)
+            .output()
+            .unwrap()
+    });
+    wait_for("the LSP to die", Duration::from_secs(60), || {
+        lsp.proc
+            .as_mut()
+            .unwrap()
+            .child
+            .try_wait()
+            .unwrap()
+            .is_some()
+    });
+    lsp.proc.take();
+    // Restarted without the fault: the rule is to fail the payer's HTLC back.
+    let (lsp, _) = self::lsp(dir.path(), &chain, &listen, 2, &["--no-passphrase"]);
+    let out = paying.join().unwrap();
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("payment failed"), "{err}");
+    // Nothing moved, nothing is left pending, and the invoice can be paid again.
+    assert_eq!(msat(&balance(&clients[0]), "balance_msat"), 30_000_000);
+    assert_eq!(msat(&balance(&clients[1]), "balance_msat"), 0);
+    wait_for("no HTLC left", Duration::from_secs(30), || {
+        balance(&clients[0])["channel"]["htlcs"] == 0
+    });
+    assert_eq!(pay("client", &clients[0], &inv).unwrap()["status"], "paid");
+    assert_eq!(msat(&balance(&clients[0]), "balance_msat"), 20_000_000);
+    assert_eq!(msat(&balance(&clients[1]), "balance_msat"), 10_000_000);
+    drop(lsp);
+}

@@ -624,6 +624,10 @@ impl Lsp {
             let _ = self.store.update_invoice(hash, InvoiceStatus::Open, None);
             return fail(self, "the payee's channel is busy".into());
         }
+        if self.config.fault == Some(super::Fault::CrashAfterForward) {
+            tracing::warn!("fault injected: dying after recording a forward");
+            std::process::abort();
+        }
         vec![to]
     }
 

@@ -94,6 +94,9 @@ pub enum Fault {
     /// Die (abort, no clean-up) right after the final signatures of a factory are sent, before
     /// its funding transaction is broadcast.
     CrashAfterFinalSigs,
+    /// Die right after recording a forward (the invoice held, the payee's HTLC queued), before
+    /// the payee's channel moves.
+    CrashAfterForward,
 }
 
 /// Why the LSP daemon stopped with an error.
