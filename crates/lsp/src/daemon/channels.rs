@@ -44,6 +44,9 @@ use super::{Lsp, FUNDING_LABEL};
 pub const FORWARD_DELTA: u32 = 12;
 /// How long an unanswered channel offer waits before it is made again.
 const OFFER_RETRY: Duration = Duration::from_secs(3);
+/// How long a channel that cannot be offered (its factory's funding spent, say) waits before
+/// the next attempt.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// How long an operator's payment waits for its outcome before the API answers "pending".
 const PAY_WAIT: Duration = Duration::from_secs(60);
 
@@ -77,6 +80,8 @@ pub(super) struct OperatorPayment {
 pub(super) struct Channels {
     leaves: HashMap<(FactoryId, PublicKey), Leaf>,
     offers: HashMap<(FactoryId, PublicKey), Offer>,
+    /// Offers that could not be made, and when: tried again after `REFUSED_RETRY`.
+    failed_offers: HashMap<(FactoryId, PublicKey), Instant>,
     /// Live factories' state as the LSP signed it (for the channels' outpoints and keys).
     states: HashMap<FactoryId, (Arc<Factory>, FactoryState, KeyIndex)>,
     payments: HashMap<[u8; 32], OperatorPayment>,
@@ -202,7 +207,12 @@ impl Lsp {
                     .channels
                     .offers
                     .get(&key)
-                    .is_some_and(|o| o.sent.elapsed() < OFFER_RETRY);
+                    .is_some_and(|o| o.sent.elapsed() < OFFER_RETRY)
+                    || self
+                        .channels
+                        .failed_offers
+                        .get(&key)
+                        .is_some_and(|t| t.elapsed() < REFUSED_RETRY);
                 if self.channels.leaves.contains_key(&key)
                     || fresh
                     || !self.transport.is_connected(peer)
@@ -214,7 +224,18 @@ impl Lsp {
                         self.channels.offers.insert(key, offer);
                         self.send(*peer, msg);
                     }
-                    Err(e) => tracing::warn!("factory {id}: no channel for client {client}: {e}"),
+                    Err(e) => {
+                        let first = self
+                            .channels
+                            .failed_offers
+                            .insert(key, Instant::now())
+                            .is_none();
+                        if first {
+                            tracing::warn!("factory {id}: no channel for client {client}: {e}");
+                        } else {
+                            tracing::debug!("factory {id}: no channel for client {client}: {e}");
+                        }
+                    }
                 }
             }
         }
