@@ -431,6 +431,87 @@ fn a_snapshot_round_trips_mid_round_and_refuses_garbage() {
     }
 }
 
+/// A second funding outpoint (the channel output of a factory state being signed).
+fn new_outpoint() -> OutPoint {
+    OutPoint {
+        txid: bitcoin::Txid::from_byte_array([7; 32]),
+        vout: 1,
+    }
+}
+
+#[test]
+fn dual_state_adds_an_outpoint_resigns_pays_on_both_and_retires_the_old_one() {
+    let p = [[1u8; 32], [2; 32], [3; 32]];
+    let mut net = Net::new();
+    net.links[0].push(add(4_000_000, &p[0])).unwrap();
+    net.settle(&p);
+    let old = net.links[0].channel().funding_outpoint();
+    let new = new_outpoint();
+    // The leader adds first (with its update proposal), then the follower: the leader starts
+    // nothing, not even a queued payment, until the follower's nonce is in.
+    let step = net.links[0].add_funding(new).unwrap();
+    net.apply(0, step);
+    net.links[0].push(add(1_000_000, &p[1])).unwrap();
+    net.poll(0);
+    assert!(net.inbox[1].iter().all(|m| matches!(m, LinkMsg::Funding(_))));
+    let step = net.links[1].add_funding(new).unwrap();
+    net.apply(1, step);
+    assert!(!net.links[1].channel().holds_commitment_on(&new));
+    net.settle(&p);
+    for side in 0..2 {
+        let c = net.links[side].channel();
+        assert_eq!(c.funding_outpoints(), vec![old, new]);
+        assert!(c.holds_commitment_on(&new) && c.holds_commitment_on(&old));
+        assert!(c.signed_latest_commitment_on(new).is_ok());
+    }
+    assert_eq!(net.balances(), (CAPACITY_SAT * 1000 - 5_000_000, 5_000_000));
+    // Payments go on across a crash, signed on both outpoints.
+    net.links[1].push(add(700_000, &p[2])).unwrap();
+    net.crash(0);
+    net.connect();
+    net.settle(&p);
+    assert_eq!(net.balances(), (CAPACITY_SAT * 1000 - 4_300_000, 4_300_000));
+    // Only the leader retires, between rounds, on both sides at once; then `new` is primary.
+    assert!(net.links[1].retire_funding(old).is_err());
+    net.links[0].retire_funding(old).unwrap();
+    net.settle(&p);
+    for side in 0..2 {
+        let c = net.links[side].channel();
+        assert_eq!(c.funding_outpoints(), vec![new]);
+        assert_eq!(c.funding_outpoint(), new);
+        assert!(c.signed_latest_commitment().is_ok());
+    }
+    net.links[0].push(add(300_000, &[1; 32])).unwrap();
+    net.settle(&p);
+    assert_eq!(net.balances(), (CAPACITY_SAT * 1000 - 4_600_000, 4_600_000));
+}
+
+#[test]
+fn an_outpoint_added_by_one_side_only_is_retired_by_the_leader_and_payments_resume() {
+    let p = [[1u8; 32], [2; 32]];
+    let mut net = Net::new();
+    net.settle(&p);
+    let new = new_outpoint();
+    let step = net.links[0].add_funding(new).unwrap();
+    net.apply(0, step);
+    // The follower refuses the update: the leader's nonce for an outpoint it never added is
+    // refused and changes nothing.
+    let before = net.links[1].snapshot();
+    let m = net.inbox[1].pop_front().unwrap();
+    assert!(net.links[1].receive(m, HEIGHT).is_err());
+    assert_eq!(net.links[1].snapshot(), before);
+    // A Retire from the follower is refused too.
+    let before = net.links[0].snapshot();
+    assert!(net.links[0].receive(LinkMsg::Retire(new), HEIGHT).is_err());
+    assert_eq!(net.links[0].snapshot(), before);
+    // The update is aborted: the leader retires the outpoint (the follower has nothing to do).
+    net.links[0].push(add(1_000_000, &p[0])).unwrap();
+    net.links[0].retire_funding(new).unwrap();
+    net.settle(&p);
+    assert_eq!(net.balances(), (CAPACITY_SAT * 1000 - 1_000_000, 1_000_000));
+    assert_eq!(net.links[0].channel().funding_outpoints().len(), 1);
+}
+
 proptest! {
     #[test]
     fn link_messages_decode_only_what_was_encoded(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {

@@ -17,6 +17,12 @@
 //! retransmission is in.
 //!
 //! A message that is refused leaves the link exactly as it was.
+//!
+//! Dual-state (a factory update moves the channel's output): each side adds the new outpoint
+//! between rounds ([`Link::add_funding`]) and sends its verification nonce for it (`Funding`);
+//! the leader starts nothing until the follower's nonce is in, then re-signs the current state
+//! on every live outpoint. Every later round signs on all of them, until the leader retires one
+//! (`Retire`, between rounds, on both sides at the same point of the sequence).
 
 use std::collections::VecDeque;
 
@@ -26,8 +32,8 @@ use lightning::ln::msgs::DecodeError;
 use lightning::util::ser::{BigSize, Readable, Writeable, Writer};
 
 use crate::channel::state::{
-    Channel, ChannelError, ChannelSecrets, CommitmentSigned, OutpointSignature, RevokeAndAck,
-    SnapshotError, UpdateAddHtlc, UpdateFailHtlc, UpdateFulfillHtlc,
+    Channel, ChannelError, ChannelSecrets, CommitmentSigned, FundingNonce, OutpointSignature,
+    RevokeAndAck, SnapshotError, UpdateAddHtlc, UpdateFailHtlc, UpdateFulfillHtlc,
 };
 use crate::codec::{read_list, read_tlvs, write_list, write_no_tlvs, MAX_LIST};
 use crate::musig::{PartialSig, PubNonce, TweakedAggregateKey};
@@ -86,6 +92,10 @@ pub enum LinkMsg {
     TurnGrant,
     /// After a (re)connection: the sender has sent again what the receiver may have missed.
     Sync,
+    /// Dual-state: the sender signs on one more funding outpoint; its nonce for it.
+    Funding(FundingNonce),
+    /// Leader to follower, between rounds: both stop signing on this funding outpoint.
+    Retire(OutPoint),
 }
 
 impl LinkMsg {
@@ -98,6 +108,8 @@ impl LinkMsg {
             LinkMsg::TurnRequest => "turn_request",
             LinkMsg::TurnGrant => "turn_grant",
             LinkMsg::Sync => "sync",
+            LinkMsg::Funding(_) => "funding",
+            LinkMsg::Retire(_) => "retire",
         }
     }
 }
@@ -238,6 +250,10 @@ pub struct Link {
     requested: bool,
     /// Leader: it granted the turn. Follower: it holds the turn.
     granted: bool,
+    /// Leader: a round re-signing the current state on every live outpoint is due.
+    resign: bool,
+    /// Leader: funding outpoints to retire at the next moment between rounds.
+    retiring: Vec<OutPoint>,
 }
 
 impl Link {
@@ -253,6 +269,8 @@ impl Link {
             synced: false,
             requested: false,
             granted: false,
+            resign: false,
+            retiring: Vec::new(),
         }
     }
 
@@ -274,6 +292,41 @@ impl Link {
     /// Whether the link is between rounds with nothing queued.
     pub fn is_quiet(&self) -> bool {
         self.channel.is_idle() && self.intents.is_empty()
+    }
+
+    /// Whether the link may change funding outpoints now: between rounds, with no turn
+    /// granted or held.
+    pub fn between_rounds(&self) -> bool {
+        self.channel.is_idle() && !self.granted
+    }
+
+    /// Dual-state: starts signing every commitment on `outpoint` too; the `Funding` message to
+    /// send. Only [`Link::between_rounds`]. The leader starts no round until the follower's
+    /// nonce is in, then re-signs the current state on every live outpoint.
+    pub fn add_funding(&mut self, outpoint: OutPoint) -> Result<Step, LinkError> {
+        if !self.between_rounds() {
+            return Err(LinkError::OutOfTurn(
+                "funding outpoints change between rounds only",
+            ));
+        }
+        let nonce = self.channel.add_funding(outpoint)?;
+        Ok(Step {
+            persist: true,
+            send: vec![LinkMsg::Funding(nonce)],
+            events: Vec::new(),
+        })
+    }
+
+    /// Leader: stop signing on `outpoint` at the next moment between rounds (both sides, with
+    /// a `Retire`); call [`Link::poll`] after.
+    pub fn retire_funding(&mut self, outpoint: OutPoint) -> Result<(), LinkError> {
+        if !self.leader {
+            return Err(LinkError::OutOfTurn("only the LSP retires a funding outpoint"));
+        }
+        if !self.retiring.contains(&outpoint) {
+            self.retiring.push(outpoint);
+        }
+        Ok(())
     }
 
     /// Whether the first round is done (both sides hold a commitment): payments may flow.
@@ -340,9 +393,21 @@ impl Link {
         if !self.connected || !self.channel.is_idle() {
             return Ok(Step::default());
         }
+        if self.leader && self.synced && !self.granted {
+            if let Some(step) = self.retire_next()? {
+                return Ok(step);
+            }
+        }
+        if !self.channel.fundings_awaiting_nonce().is_empty() {
+            // Nothing can be signed until the other side's nonce on the new outpoint is in.
+            return Ok(Step::default());
+        }
         if self.leader {
             if !self.synced || self.granted {
                 return Ok(Step::default());
+            }
+            if self.resign {
+                return self.propose(height, true);
             }
             if self.requested {
                 self.requested = false;
@@ -424,6 +489,7 @@ impl Link {
             }
         };
         self.round = round;
+        self.resign = false;
         let msg = LinkMsg::Propose {
             commitment,
             updates,
@@ -474,9 +540,52 @@ impl Link {
                 self.synced = true;
                 Step::default()
             }
+            LinkMsg::Funding(nonce) => {
+                self.channel.receive_funding_nonce(&nonce)?;
+                if self.leader {
+                    self.resign = true;
+                }
+                Step {
+                    persist: true,
+                    ..Step::default()
+                }
+            }
+            LinkMsg::Retire(outpoint) => {
+                if self.leader {
+                    return Err(LinkError::OutOfTurn("only the LSP retires a funding outpoint"));
+                }
+                if !self.between_rounds() {
+                    return Err(LinkError::OutOfTurn("a retirement during a round"));
+                }
+                if !self.channel.funding_outpoints().contains(&outpoint) {
+                    // Sent again, or never added here: nothing to do.
+                    Step::default()
+                } else {
+                    self.channel.retire_funding(outpoint)?;
+                    Step {
+                        persist: true,
+                        ..Step::default()
+                    }
+                }
+            }
         };
         step.merge(self.poll(height)?);
         Ok(step)
+    }
+
+    /// Leader, between rounds: retires every queued outpoint on both sides.
+    fn retire_next(&mut self) -> Result<Option<Step>, LinkError> {
+        let mut step = Step::default();
+        for outpoint in std::mem::take(&mut self.retiring) {
+            let live = self.channel.funding_outpoints();
+            if !live.contains(&outpoint) || live.len() == 1 {
+                continue;
+            }
+            self.channel.retire_funding(outpoint)?;
+            step.persist = true;
+            step.send.push(LinkMsg::Retire(outpoint));
+        }
+        Ok(step.persist.then_some(step))
     }
 
     fn on_propose(
@@ -694,6 +803,8 @@ impl Link {
             synced: false,
             requested: false,
             granted: false,
+            resign: false,
+            retiring: Vec::new(),
         })
     }
 }
@@ -950,6 +1061,16 @@ impl Writeable for LinkMsg {
             LinkMsg::TurnRequest => 3u8.write(w)?,
             LinkMsg::TurnGrant => 4u8.write(w)?,
             LinkMsg::Sync => 5u8.write(w)?,
+            LinkMsg::Funding(n) => {
+                6u8.write(w)?;
+                write_outpoint(w, &n.outpoint)?;
+                n.commitment.write(w)?;
+                n.nonce.write(w)?;
+            }
+            LinkMsg::Retire(o) => {
+                7u8.write(w)?;
+                write_outpoint(w, o)?;
+            }
         }
         write_no_tlvs(w)
     }
@@ -976,6 +1097,12 @@ impl Readable for LinkMsg {
             3 => LinkMsg::TurnRequest,
             4 => LinkMsg::TurnGrant,
             5 => LinkMsg::Sync,
+            6 => LinkMsg::Funding(FundingNonce {
+                outpoint: read_outpoint(r)?,
+                commitment: Readable::read(r)?,
+                nonce: PubNonce::read(r)?,
+            }),
+            7 => LinkMsg::Retire(read_outpoint(r)?),
             _ => return Err(DecodeError::InvalidValue),
         };
         read_tlvs(r)?;

@@ -79,6 +79,26 @@ impl Channel {
         self.funding_outpoint
     }
 
+    /// Whether this side holds the other side's signature of its latest commitment spending
+    /// the live funding outpoint `outpoint`.
+    pub fn holds_commitment_on(&self, outpoint: &OutPoint) -> bool {
+        if *outpoint == self.funding_outpoint {
+            return self.our_latest_sig.is_some();
+        }
+        self.our_latest_other.contains_key(outpoint)
+    }
+
+    /// The other live funding outpoints on which the other side's verification nonce for its
+    /// next commitment is not known yet (no commitment can be signed until it is).
+    pub fn fundings_awaiting_nonce(&self) -> Vec<OutPoint> {
+        let n = self.their_commitment_number + 1;
+        self.other_fundings
+            .iter()
+            .filter(|o| !self.their_other_nonces.contains_key(&(**o, n)))
+            .copied()
+            .collect()
+    }
+
     /// The channel's capacity (msat).
     pub fn capacity_msat(&self) -> u64 {
         self.funding.value.to_sat().saturating_mul(1000)
