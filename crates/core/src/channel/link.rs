@@ -321,7 +321,9 @@ impl Link {
     /// a `Retire`); call [`Link::poll`] after.
     pub fn retire_funding(&mut self, outpoint: OutPoint) -> Result<(), LinkError> {
         if !self.leader {
-            return Err(LinkError::OutOfTurn("only the LSP retires a funding outpoint"));
+            return Err(LinkError::OutOfTurn(
+                "only the LSP retires a funding outpoint",
+            ));
         }
         if !self.retiring.contains(&outpoint) {
             self.retiring.push(outpoint);
@@ -552,7 +554,9 @@ impl Link {
             }
             LinkMsg::Retire(outpoint) => {
                 if self.leader {
-                    return Err(LinkError::OutOfTurn("only the LSP retires a funding outpoint"));
+                    return Err(LinkError::OutOfTurn(
+                        "only the LSP retires a funding outpoint",
+                    ));
                 }
                 if !self.between_rounds() {
                     return Err(LinkError::OutOfTurn("a retirement during a round"));
