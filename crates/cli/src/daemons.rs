@@ -123,6 +123,17 @@ pub enum LspCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Advance one client's leaf path to its next Decker-Wattenhofer state, signed with the
+    /// clients below the node that ticks; waits until it completes or is abandoned.
+    Advance {
+        /// The factory id (hex).
+        factory: String,
+        /// The index of the client whose leaf path advances.
+        #[arg(long)]
+        client: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Stop the daemon.
     Stop(ApiArgs),
 }
@@ -390,6 +401,22 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             "pay",
             json!({ "invoice": invoice, "amount_msat": amount_msat }),
             print_status,
+        ),
+        LspCommand::Advance {
+            factory,
+            client,
+            api,
+        } => call(
+            &api,
+            LSP_API,
+            "advance",
+            json!({ "factory": factory, "client": client }),
+            |v| {
+                println!(
+                    "{} advanced to state {} (signed by {} clients, {} stock versions revoked)",
+                    v["node"], v["state"], v["clients"], v["revoked_stock_versions"]
+                )
+            },
         ),
         LspCommand::Stop(a) => call(&a, LSP_API, "stop", json!({}), |_| println!("stopping")),
     }

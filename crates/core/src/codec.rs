@@ -15,8 +15,9 @@ use lightning::io;
 use lightning::ln::msgs::DecodeError;
 use lightning::util::ser::{BigSize, Readable, Writeable, Writer};
 
-use crate::ceremony::{AggNonceMsg, FinalSigMsg, NonceMsg, PartialSigMsg};
-use crate::factory::{ClientSpec, FactoryParams, ScriptHints, Slot, TxKind};
+use crate::ceremony::{AggNonceMsg, FinalSigMsg, NonceMsg, PartialSigMsg, SignedTx};
+use crate::factory::{ClientSpec, FactoryParams, ScriptHints, Signer, Slot, TxKind};
+use crate::ledger::{Sale, StockVersion};
 use crate::musig::{AggNonce, PartialSig, PubNonce};
 use crate::shape::{FactoryConfig, FeePolicy, LeafKind, Punishment, Shape, TimeoutPolicy};
 use crate::types::{ClientId, FactoryId, NodeId};
@@ -62,6 +63,38 @@ pub(crate) fn read_list<R: io::Read, T: Readable>(
         items.push(T::read(r)?);
     }
     Ok(items)
+}
+
+/// Reads a list written by [`write_list`] from the rest of a byte slice, each item with `item`.
+/// Items are at least `min_item_len` bytes: a count the rest of the input cannot hold, or more
+/// than `max_items`, is refused before anything is allocated.
+pub(crate) fn read_list_with<'a, T, E: From<DecodeError>>(
+    r: &mut &'a [u8],
+    min_item_len: usize,
+    max_items: usize,
+    mut item: impl FnMut(&mut &'a [u8]) -> Result<T, E>,
+) -> Result<Vec<T>, E> {
+    let n = BigSize::read(r)?.0;
+    if n > max_items as u64 {
+        return Err(DecodeError::InvalidValue.into());
+    }
+    if n.saturating_mul(min_item_len.max(1) as u64) > r.len() as u64 {
+        return Err(DecodeError::ShortRead.into());
+    }
+    let mut items = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        items.push(item(r)?);
+    }
+    Ok(items)
+}
+
+/// [`read_list_with`] for items that read themselves.
+pub(crate) fn read_slice_list<T: Readable>(
+    r: &mut &[u8],
+    min_item_len: usize,
+    max_items: usize,
+) -> Result<Vec<T>, DecodeError> {
+    read_list_with(r, min_item_len, max_items, |r| T::read(r))
 }
 
 /// The most entries one list of a message may hold (a factory of 65,536 clients signs fewer
@@ -221,6 +254,90 @@ impl Readable for TxKind {
 
 /// Smallest encoding of a `(TxKind, _)` list entry's kind: a tag and a `u32`.
 const MIN_KIND_LEN: usize = 5;
+
+impl Writeable for Signer {
+    fn write<W: Writer>(&self, w: &mut W) -> Result<(), io::Error> {
+        match *self {
+            Signer::Lsp => 0u8.write(w),
+            Signer::Client(c) => (1u8, c).write(w),
+        }
+    }
+}
+
+impl Readable for Signer {
+    fn read<R: io::Read>(r: &mut R) -> Result<Self, DecodeError> {
+        Ok(match tag(r)? {
+            0 => Signer::Lsp,
+            1 => Signer::Client(Readable::read(r)?),
+            _ => return Err(DecodeError::InvalidValue),
+        })
+    }
+}
+
+/// A signed transaction: its role, the transaction (consensus encoding) and the output it spends.
+impl Writeable for SignedTx {
+    fn write<W: Writer>(&self, w: &mut W) -> Result<(), io::Error> {
+        self.kind.write(w)?;
+        self.tx.write(w)?;
+        self.spent.write(w)
+    }
+}
+
+impl Readable for SignedTx {
+    fn read<R: io::Read>(r: &mut R) -> Result<Self, DecodeError> {
+        Ok(SignedTx {
+            kind: Readable::read(r)?,
+            tx: Readable::read(r)?,
+            spent: Readable::read(r)?,
+        })
+    }
+}
+
+/// Smallest encoding of a [`SignedTx`]: a kind, a transaction with no input or output (version,
+/// two counts, lock time) and an output with an empty script.
+pub(crate) const MIN_SIGNED_TX_LEN: usize = MIN_KIND_LEN + 10 + 9;
+
+impl Writeable for Sale {
+    fn write<W: Writer>(&self, w: &mut W) -> Result<(), io::Error> {
+        self.buyer.write(w)?;
+        self.stock.write(w)?;
+        self.amount.to_sat().write(w)?;
+        self.merged.write(w)
+    }
+}
+
+impl Readable for Sale {
+    fn read<R: io::Read>(r: &mut R) -> Result<Self, DecodeError> {
+        Ok(Sale {
+            buyer: Readable::read(r)?,
+            stock: Readable::read(r)?,
+            amount: Amount::from_sat(Readable::read(r)?),
+            merged: Readable::read(r)?,
+        })
+    }
+}
+
+/// Encoding of a [`Sale`]: buyer, stock, amount, merged flag.
+pub(crate) const SALE_LEN: usize = 4 + 4 + 8 + 1;
+
+impl Writeable for StockVersion {
+    fn write<W: Writer>(&self, w: &mut W) -> Result<(), io::Error> {
+        self.version.write(w)?;
+        self.hash.to_byte_array().write(w)
+    }
+}
+
+impl Readable for StockVersion {
+    fn read<R: io::Read>(r: &mut R) -> Result<Self, DecodeError> {
+        Ok(StockVersion {
+            version: Readable::read(r)?,
+            hash: sha256::Hash::from_byte_array(Readable::read(r)?),
+        })
+    }
+}
+
+/// Encoding of a [`StockVersion`]: version and hash.
+pub(crate) const STOCK_VERSION_LEN: usize = 4 + 32;
 
 macro_rules! signing_msg_codec {
     ($t:ident, $list:ident, $item:ty, $item_len:expr) => {

@@ -19,6 +19,7 @@ pub mod shachain;
 pub mod shape;
 pub mod tree;
 pub mod types;
+pub mod update;
 
 pub use factory::{ClientSpec, Factory, FactoryError, FactoryParams, Signer, Slot, TxKind};
 pub use ledger::{Sale, Version};

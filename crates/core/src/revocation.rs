@@ -9,9 +9,13 @@ use bitcoin::opcodes::all::{OP_CHECKSIG, OP_EQUALVERIFY, OP_SHA256, OP_SIZE};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::XOnlyPublicKey;
 use bitcoin::ScriptBuf;
+use lightning::io;
+use lightning::ln::msgs::DecodeError;
+use lightning::util::ser::{BigSize, Readable, Writeable, Writer};
 use thiserror::Error;
 
-use crate::shachain::{index_of, SecretGenerator, SecretStore};
+use crate::codec::MAX_LIST;
+use crate::shachain::{index_of, SecretGenerator, SecretStore, FIRST_INDEX};
 
 /// `OP_SIZE 32 OP_EQUALVERIFY OP_SHA256 <hash> OP_EQUALVERIFY <key> OP_CHECKSIG`: spendable by
 /// everyone's aggregate signature together with the version's revealed secret.
@@ -150,6 +154,70 @@ impl StockRevocations {
     /// Secrets actually kept for `stock` (at most 49, about log2 of those received).
     pub fn stored(&self, stock: u32) -> usize {
         self.stores.get(&stock).map_or(0, SecretStore::stored)
+    }
+}
+
+/// The hashes (stock, version, hash) in key order, then the secret stores (stock, store).
+impl Writeable for StockRevocations {
+    fn write<W: Writer>(&self, w: &mut W) -> Result<(), io::Error> {
+        BigSize(self.hashes.len() as u64).write(w)?;
+        for ((stock, version), hash) in &self.hashes {
+            stock.write(w)?;
+            version.write(w)?;
+            hash.to_byte_array().write(w)?;
+        }
+        BigSize(self.stores.len() as u64).write(w)?;
+        for (stock, store) in &self.stores {
+            stock.write(w)?;
+            store.write(w)?;
+        }
+        Ok(())
+    }
+}
+
+/// Keys must strictly increase (one encoding per value, no entry silently dropped), every store
+/// must be one [`SecretStore`] builds from consecutive secrets, and the newest secret of each
+/// must hash to the hash of its version: nothing is allocated ahead of what the input holds.
+impl Readable for StockRevocations {
+    fn read<R: io::Read>(r: &mut R) -> Result<Self, DecodeError> {
+        let count = |r: &mut R| {
+            let n = BigSize::read(r)?.0;
+            if n > MAX_LIST as u64 {
+                return Err(DecodeError::InvalidValue);
+            }
+            Ok(n)
+        };
+        let mut hashes = BTreeMap::new();
+        let mut last = None;
+        for _ in 0..count(r)? {
+            let key: (u32, u32) = (Readable::read(r)?, Readable::read(r)?);
+            if last.is_some_and(|l| l >= key) {
+                return Err(DecodeError::InvalidValue);
+            }
+            last = Some(key);
+            hashes.insert(key, sha256::Hash::from_byte_array(Readable::read(r)?));
+        }
+        let mut stores = BTreeMap::new();
+        let mut last = None;
+        for _ in 0..count(r)? {
+            let stock: u32 = Readable::read(r)?;
+            if last.is_some_and(|l| l >= stock) {
+                return Err(DecodeError::InvalidValue);
+            }
+            last = Some(stock);
+            let store = SecretStore::read(r)?;
+            let lowest = store.lowest_index();
+            if lowest <= FIRST_INDEX {
+                let version =
+                    u32::try_from(FIRST_INDEX - lowest).map_err(|_| DecodeError::InvalidValue)?;
+                let secret = store.get(lowest).ok_or(DecodeError::InvalidValue)?;
+                if hashes.get(&(stock, version)) != Some(&sha256::Hash::hash(&secret)) {
+                    return Err(DecodeError::InvalidValue);
+                }
+            }
+            stores.insert(stock, store);
+        }
+        Ok(StockRevocations { hashes, stores })
     }
 }
 

@@ -453,7 +453,9 @@ fn dual_state_adds_an_outpoint_resigns_pays_on_both_and_retires_the_old_one() {
     net.apply(0, step);
     net.links[0].push(add(1_000_000, &p[1])).unwrap();
     net.poll(0);
-    assert!(net.inbox[1].iter().all(|m| matches!(m, LinkMsg::Funding(_))));
+    assert!(net.inbox[1]
+        .iter()
+        .all(|m| matches!(m, LinkMsg::Funding(_))));
     let step = net.links[1].add_funding(new).unwrap();
     net.apply(1, step);
     assert!(!net.links[1].channel().holds_commitment_on(&new));

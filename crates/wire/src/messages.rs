@@ -10,6 +10,7 @@ use lightning::util::ser::{LengthLimitedRead, Readable, Writeable, Writer};
 use superscalar_core::ceremony::{AggNonceMsg, FinalSigMsg, NonceMsg, PartialSigMsg};
 use superscalar_core::channel::link::{ChannelOffer, LinkMsg};
 use superscalar_core::codec::read_script;
+use superscalar_core::update::UpdateMsg;
 use superscalar_core::{ClientId, FactoryId, FactoryParams};
 
 /// The protocol version this implementation speaks.
@@ -55,8 +56,10 @@ pub mod types {
     pub const INVOICE_REQUEST: u16 = 54031;
     /// LSP to client: the invoice.
     pub const INVOICE: u16 = 54033;
+    /// Either way: a step of a factory update (an advance or a liquidity sale).
+    pub const UPDATE: u16 = 54035;
     /// The highest type in use.
-    pub const LAST: u16 = INVOICE;
+    pub const LAST: u16 = UPDATE;
     /// The range every SuperScalar message type falls in.
     pub const RANGE: std::ops::RangeInclusive<u16> = 54000..=54099;
 }
@@ -361,6 +364,8 @@ pub enum Message {
     InvoiceRequest(InvoiceRequest),
     /// See [`InvoiceReply`].
     Invoice(InvoiceReply),
+    /// A step of a factory update.
+    Update(Box<UpdateMsg>),
     /// An incoming message refused by the decoder (never sent).
     Refused(Refusal),
 }
@@ -386,6 +391,7 @@ impl Message {
             Message::Channel(_) => types::CHANNEL,
             Message::InvoiceRequest(_) => types::INVOICE_REQUEST,
             Message::Invoice(_) => types::INVOICE,
+            Message::Update(_) => types::UPDATE,
             // Never sent; an even type in our range that no message uses.
             Message::Refused(_) => 54000,
         }
@@ -411,6 +417,7 @@ impl Message {
             Message::Channel(c) => c.msg.name(),
             Message::InvoiceRequest(_) => "invoice_request",
             Message::Invoice(_) => "invoice",
+            Message::Update(u) => u.body.name(),
             Message::Refused(_) => "refused",
         }
     }
@@ -529,6 +536,7 @@ impl Writeable for Message {
                 i.bolt11.write(w)?;
                 write_reason(w, &i.error)
             }
+            Message::Update(u) => u.write(w),
             Message::Refused(_) => Ok(()),
         }
     }
@@ -709,6 +717,8 @@ fn decode_body<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Result<Message, Deco
                 error,
             })
         }
+        // The update's own trailing TLV stream ends the body.
+        types::UPDATE => Message::Update(Box::new(Readable::read(r)?)),
         _ => return Err(DecodeError::UnknownRequiredFeature),
     };
     Ok(msg)
@@ -860,6 +870,7 @@ mod tests {
     use bitcoin::secp256k1::{Secp256k1, SecretKey};
     use bitcoin::Amount;
     use proptest::prelude::*;
+    use superscalar_core::advance::Revealed;
     use superscalar_core::channel::link::Update;
     use superscalar_core::channel::state::{
         CommitmentSigned, OutpointSignature, RevokeAndAck, UpdateAddHtlc, UpdateFailHtlc,
@@ -867,6 +878,7 @@ mod tests {
     };
     use superscalar_core::codec::encode;
     use superscalar_core::musig::{AggNonce, PartialSig, PubNonce};
+    use superscalar_core::update::UpdateBody;
     use superscalar_core::{ClientSpec, FactoryConfig, NodeId, TxKind};
 
     fn key(i: u32) -> PublicKey {
@@ -1021,6 +1033,24 @@ mod tests {
                 factory: f,
                 msg: LinkMsg::Sync,
             })),
+            Message::Channel(Box::new(ChannelStep {
+                factory: f,
+                msg: LinkMsg::Retire(OutPoint::null()),
+            })),
+            Message::Update(Box::new(UpdateMsg {
+                factory: f,
+                update: 3,
+                body: UpdateBody::Abort("busy".into()),
+            })),
+            Message::Update(Box::new(UpdateMsg {
+                factory: f,
+                update: 4,
+                body: UpdateBody::Done(vec![Revealed {
+                    stock: 1,
+                    version: 2,
+                    secret: [9; 32],
+                }]),
+            })),
             Message::InvoiceRequest(InvoiceRequest {
                 payment_hash: [8; 32],
                 amount_msat: 12_345,
@@ -1146,7 +1176,7 @@ mod tests {
 
     #[test]
     fn foreign_odd_types_are_ignored_and_even_ones_refused() {
-        for ty in [1u16, 37_913, 32_801, 54_035, 54_099, 65_535] {
+        for ty in [1u16, 37_913, 32_801, 54_037, 54_099, 65_535] {
             assert_eq!(read_message(ty, &mut &[1u8, 2][..]), None, "{ty}");
         }
         for ty in [54_000u16, 54_002, 54_098, 32_768] {

@@ -21,7 +21,7 @@ use superscalar_api::ApiError;
 use superscalar_chain::Chain;
 use superscalar_core::advance::FactoryState;
 use superscalar_core::channel::deadlines::DEFAULT_MARGIN_BLOCKS;
-use superscalar_core::channel::link::{ChannelOffer, Intent, Link, LinkEvent, Step};
+use superscalar_core::channel::link::{ChannelOffer, Intent, Link, LinkEvent, LinkMsg, Step};
 use superscalar_core::channel::state::{Channel, ChannelLimits};
 use superscalar_core::{Signer, Slot};
 use superscalar_store::{
@@ -49,7 +49,7 @@ pub(super) struct Waiting {
 pub(super) struct Zeroized(zeroize::Zeroizing<[u8; 32]>);
 
 impl Client {
-    fn tip(&self) -> Option<u32> {
+    pub(super) fn tip(&self) -> Option<u32> {
         self.chain(|c| c.tip()).ok().map(|t| t.height)
     }
 
@@ -206,16 +206,31 @@ impl Client {
         let Some(tip) = self.tip() else {
             return self.log("no chain view: channel step left unanswered".into());
         };
-        let Some(link) = self
+        let ours = self
             .factory
-            .as_mut()
+            .as_ref()
             .filter(|f| f.id == step.factory)
-            .and_then(|f| f.link.as_mut())
-        else {
+            .is_some_and(|f| f.link.is_some());
+        if !ours {
             return self.log(format!(
                 "a channel step for no channel of ours ({})",
                 step.msg.name()
             ));
+        }
+        if let LinkMsg::Retire(outpoint) = &step.msg {
+            let outpoint = *outpoint;
+            if !self.may_retire(&outpoint) {
+                let why = format!("refusing to stop signing on {outpoint}: our factory state may still put the channel there");
+                self.log(why.clone());
+                return self.send(Message::Error(superscalar_wire::messages::ErrorMsg {
+                    code: superscalar_wire::messages::ErrorCode::Refused,
+                    factory: Some(step.factory),
+                    reason: why,
+                }));
+            }
+        }
+        let Some(link) = self.factory.as_mut().and_then(|f| f.link.as_mut()) else {
+            return;
         };
         let before = link.clone();
         match link.receive(step.msg, tip) {
@@ -232,6 +247,32 @@ impl Client {
                 }));
             }
         }
+    }
+
+    /// Dual-state: the channel signs on `outpoint` too (the channel output of the factory state
+    /// being signed); our nonce for it leaves once written.
+    pub(super) fn add_channel_funding(
+        &mut self,
+        outpoint: bitcoin::OutPoint,
+    ) -> Result<(), String> {
+        let link = self
+            .factory
+            .as_mut()
+            .and_then(|f| f.link.as_mut())
+            .ok_or("no channel")?;
+        let before = link.clone();
+        let step = link.add_funding(outpoint).map_err(|e| e.to_string())?;
+        let persist = step.persist;
+        self.commit_link(before, step);
+        let written = self
+            .factory
+            .as_ref()
+            .and_then(|f| f.link.as_ref())
+            .is_some_and(|l| l.channel().funding_outpoints().contains(&outpoint));
+        if persist && !written {
+            return Err("the channel could not be written".into());
+        }
+        Ok(())
     }
 
     /// Starts what the link can start now, and follows what comes of it.

@@ -37,6 +37,7 @@ use crate::exit::{ExitProgress, UnilateralExit};
 use crate::join::{Joining, Output, Request as JoinRequest};
 
 mod channel;
+mod update;
 pub use channel::FORWARD_DELTA;
 
 /// How the client runs.
@@ -110,6 +111,8 @@ struct InFactory {
     timeout_claims: Vec<bitcoin::Txid>,
     /// Its leaf channel with the LSP, once opened.
     link: Option<superscalar_core::channel::link::Link>,
+    /// The factory's state as this client signed it (updates), once live.
+    state: Option<superscalar_core::advance::FactoryState>,
 }
 
 struct Client {
@@ -129,6 +132,8 @@ struct Client {
     events: superscalar_api::EventLog,
     last_error: Option<String>,
     waiting: channel::Waiting,
+    /// The factory update being signed.
+    updating: Option<update::Updating>,
 }
 
 /// Runs the client until `stop` (API) or a fatal error. `ready` receives its node id and the
@@ -170,9 +175,11 @@ pub async fn run(
         events: superscalar_api::EventLog::default(),
         last_error: None,
         waiting: channel::Waiting::default(),
+        updating: None,
     };
     client.recover()?;
     client.recover_channel().map_err(ClientError::Corrupt)?;
+    client.load_factory_state().map_err(ClientError::Corrupt)?;
     ready(client.transport.node_id(), api.local_addr());
     tracing::info!(node_id = %client.transport.node_id(), "client running");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -443,6 +450,7 @@ impl Client {
                         key_index: record.key_index,
                         timeout_claims: Vec::new(),
                         link: None,
+                        state: None,
                     });
                 }
                 _ => {}
@@ -503,6 +511,7 @@ impl Client {
             Event::Disconnected { peer } if peer == self.config.lsp_id => {
                 self.log("disconnected from the LSP".into());
                 self.channel_connection(false);
+                self.update_disconnected();
                 match self.joining.as_ref() {
                     // Our partial signatures are out: the LSP may have completed the factory.
                     // Ask it on reconnecting, never forget it.
@@ -588,7 +597,11 @@ impl Client {
             }
             Message::Live(live) => self.on_live(live.factory, live.funding_tx),
             Message::OpenChannel(open) => self.on_open_channel(*open),
-            Message::Channel(step) => self.on_channel_step(*step),
+            Message::Channel(step) => {
+                self.on_channel_step(*step);
+                self.update_tick();
+            }
+            Message::Update(u) => self.on_update(*u),
             Message::Invoice(reply) => self.on_invoice(reply),
             Message::AggNonces(_) if self.config.fault == Some(Fault::StallBeforePartials) => {
                 self.log("fault injected: not answering the aggregated nonces".into());
@@ -666,6 +679,7 @@ impl Client {
             key_index: joining.key_index(),
             timeout_claims: Vec::new(),
             link: None,
+            state: None,
         });
     }
 
@@ -707,6 +721,7 @@ impl Client {
         self.step_exit();
         self.claim_timeouts();
         self.channel_tick();
+        self.update_tick();
     }
 
     /// At T (inverted policy) the pre-signed timeout transactions pay this client: publish
@@ -869,6 +884,11 @@ impl Client {
                     json!({
                         "id": f.id.to_string(),
                         "status": f.status.as_str(),
+                        "position": f.position.0,
+                        "leaf_state": f.state.as_ref().and_then(|s| {
+                            let leaf = f.factory.tree().leaf_of(f.position)?;
+                            s.odometer().state(leaf).map(|i| i.0)
+                        }),
                         "funding": f.funding.to_string(),
                         "timeout_height": f.factory.timeout_height(),
                         "transactions": f.signed.len(),

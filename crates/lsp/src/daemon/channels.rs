@@ -56,7 +56,7 @@ pub(super) struct Leaf {
     client: u32,
     peer: PublicKey,
     id: ChannelId,
-    link: Link,
+    pub(super) link: Link,
 }
 
 /// An `open_channel` sent and not yet answered.
@@ -78,12 +78,12 @@ pub(super) struct OperatorPayment {
 /// The LSP's channels.
 #[derive(Default)]
 pub(super) struct Channels {
-    leaves: HashMap<(FactoryId, PublicKey), Leaf>,
+    pub(super) leaves: HashMap<(FactoryId, PublicKey), Leaf>,
     offers: HashMap<(FactoryId, PublicKey), Offer>,
     /// Offers that could not be made, and when: tried again after `REFUSED_RETRY`.
     failed_offers: HashMap<(FactoryId, PublicKey), Instant>,
     /// Live factories' state as the LSP signed it (for the channels' outpoints and keys).
-    states: HashMap<FactoryId, (Arc<Factory>, FactoryState, KeyIndex)>,
+    pub(super) states: HashMap<FactoryId, (Arc<Factory>, FactoryState, KeyIndex)>,
     payments: HashMap<[u8; 32], OperatorPayment>,
     /// The chain height seen last.
     pub(super) tip: u32,
@@ -93,7 +93,7 @@ type Key = (FactoryId, PublicKey);
 
 impl Lsp {
     /// The factory's state from the store (cached): its signed transactions, as the LSP.
-    fn factory_state(
+    pub(super) fn factory_state(
         &mut self,
         id: FactoryId,
     ) -> Result<&(Arc<Factory>, FactoryState, KeyIndex), String> {
@@ -135,7 +135,38 @@ impl Lsp {
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-            let state = FactoryState::new(Arc::clone(&factory), funding, Signer::Lsp, signed);
+            let stock = self
+                .keys
+                .stock_revocation_seed(record.key_index)
+                .map_err(|e| e.to_string())?;
+            let secrets = superscalar_core::revocation::StockSecrets::new(*stock);
+            let stored = self
+                .store
+                .latest_factory_state(record.id, superscalar_store::Party::Lsp)
+                .map_err(|e| e.to_string())?;
+            let state = match stored {
+                // Version 0 holds the members; later versions the state after each update.
+                Some((v, bytes)) if v > 0 => {
+                    let mut st = FactoryState::restore(Arc::clone(&factory), &bytes)
+                        .map_err(|e| format!("factory {id}: stored state: {e}"))?
+                        .with_secrets(secrets);
+                    // An update interrupted by a restart is abandoned: its nonces are gone.
+                    st.abandon();
+                    if st.snapshot() != bytes {
+                        self.store
+                            .append_factory_state(
+                                record.id,
+                                superscalar_store::Party::Lsp,
+                                v + 1,
+                                &st.snapshot(),
+                            )
+                            .map_err(|e| e.to_string())?;
+                    }
+                    st
+                }
+                _ => FactoryState::new(Arc::clone(&factory), funding, Signer::Lsp, signed)
+                    .with_secrets(secrets),
+            };
             self.channels
                 .states
                 .insert(id, (factory, state, record.key_index));
@@ -185,6 +216,13 @@ impl Lsp {
                         link,
                     },
                 );
+            }
+        }
+        // Channels sign only where the factory state may put them (an update interrupted by
+        // the restart is abandoned).
+        for id in self.factories.keys().copied().collect::<Vec<_>>() {
+            if self.channels.states.contains_key(&id) {
+                self.reconcile_fundings(id);
             }
         }
         // Forwards interrupted by the restart go on.
@@ -384,6 +422,30 @@ impl Lsp {
         }
         self.send_steps(key, step.send);
         step.events
+    }
+
+    /// Dual-state: the channel of `key` signs on `outpoint` too; its nonce leaves once written.
+    pub(super) fn add_leaf_funding(&mut self, key: Key, outpoint: bitcoin::OutPoint) {
+        let Some(leaf) = self.channels.leaves.get_mut(&key) else {
+            return;
+        };
+        let before = leaf.link.clone();
+        match leaf.link.add_funding(outpoint) {
+            Ok(step) => {
+                self.commit_step(key, before, step);
+            }
+            Err(e) => tracing::warn!("factory {}: channel cannot add {outpoint}: {e}", key.0),
+        }
+    }
+
+    /// The channel of `key` stops signing on `outpoint` (both sides, between rounds).
+    pub(super) fn retire_leaf_funding(&mut self, key: Key, outpoint: bitcoin::OutPoint) {
+        if let Some(leaf) = self.channels.leaves.get_mut(&key) {
+            if let Err(e) = leaf.link.retire_funding(outpoint) {
+                tracing::warn!("factory {}: channel cannot retire {outpoint}: {e}", key.0);
+            }
+        }
+        self.poll_links(vec![key]);
     }
 
     /// A step of a client's leaf channel.

@@ -48,6 +48,7 @@ use superscalar_wire::transport::{Event, Transport};
 use crate::formation::{Formation, FormationError, Output, Phase};
 
 mod channels;
+mod update;
 pub use channels::FORWARD_DELTA;
 
 /// The largest channel a client may ask for.
@@ -161,6 +162,10 @@ struct Lsp {
     stop: bool,
     events: superscalar_api::EventLog,
     channels: channels::Channels,
+    /// The factory update being signed.
+    updating: Option<update::Updating>,
+    /// The last update id given (ids never repeat).
+    last_update_id: u64,
 }
 
 /// Runs the LSP until `stop` (API) or a fatal error. `ready` receives the node id and the
@@ -219,6 +224,8 @@ pub async fn run(
         stop: false,
         events: superscalar_api::EventLog::default(),
         channels: channels::Channels::default(),
+        updating: None,
+        last_update_id: 0,
     };
     lsp.recover()?;
     if let Ok(t) = lsp.chain(|c| c.tip()) {
@@ -235,6 +242,9 @@ pub async fn run(
                 if request.method == "pay" {
                     // Answered when the payment settles or fails.
                     lsp.operator_pay(request);
+                } else if request.method == "advance" {
+                    // Answered when the update completes or is abandoned.
+                    lsp.operator_advance(request);
                 } else {
                     let method = request.method.clone();
                     let result = lsp.on_request(&method, &request.params);
@@ -309,10 +319,13 @@ impl Lsp {
     fn members_of(&self, params: &FactoryParams) -> Result<Vec<PublicKey>, LspError> {
         let state = self
             .store
-            .latest_factory_state(
+            .factory_state_history(
                 convert::factory_id(params.id),
                 superscalar_store::Party::Lsp,
             )?
+            .into_iter()
+            .next()
+            .filter(|(v, _)| *v == 0)
             .ok_or_else(|| LspError::Corrupt(format!("factory {}: no LSP state", params.id)))?;
         let nodes: Vec<String> = serde_json::from_slice(&state.1)
             .map_err(|e| LspError::Corrupt(format!("factory {}: {e}", params.id)))?;
@@ -351,6 +364,7 @@ impl Lsp {
             Event::Message { peer, msg } => self.on_message(peer, msg),
             Event::Disconnected { peer } => {
                 self.channels_disconnected(peer);
+                self.update_disconnected(peer);
                 self.waiting.retain(|w| w.node != peer);
                 let member = self
                     .forming
@@ -478,6 +492,7 @@ impl Lsp {
             Message::Resume(r) => self.on_resume(peer, r.factory),
             Message::AcceptChannel(open) => self.on_accept_channel(peer, *open),
             Message::Channel(step) => self.on_channel_step(peer, *step),
+            Message::Update(u) => self.on_update(peer, *u),
             Message::InvoiceRequest(req) => self.on_invoice_request(peer, req),
             other => {
                 self.refuse(peer, None, format!("{} is not for the LSP", other.name()));
@@ -704,6 +719,7 @@ impl Lsp {
         }
         self.check_funding();
         self.channels_tick();
+        self.update_tick();
     }
 
     /// Marks signed factories whose funding confirmed as live.

@@ -26,6 +26,9 @@ use crate::revocation::{RevocationError, StockRevocations, StockSecrets};
 use crate::shape::LeafKind;
 use crate::types::{ClientId, FactoryId, NodeId, StateIndex};
 
+mod persist;
+pub use persist::{StateSnapshotError, STATE_SNAPSHOT_VERSION};
+
 /// Every transaction re-signed when `node`'s state ticks: its state transaction and everything
 /// beneath it, with the timeout transactions (split ones with their parts) and punishment
 /// transactions of the outputs they create; parents first.

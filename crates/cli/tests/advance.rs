@@ -1,0 +1,146 @@
+//! A factory state advance between the daemons, as separate OS processes over loopback, driven
+//! only through the `superscalar` CLI: `lsp advance` moves a client's leaf path to its next
+//! Decker-Wattenhofer state with the clients below the ticking node; their channels move onto
+//! the new state's outputs with every balance intact; payments go on, across a SIGKILL of the
+//! LSP; and a client that exits afterwards publishes the new state and is paid its balance.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+mod common;
+
+use common::*;
+
+fn balance(c: &Node) -> Value {
+    cli("client", "balance", &c.datadir, &c.api).unwrap()
+}
+
+fn msat(c: &Node) -> u64 {
+    balance(c)["balance_msat"].as_u64().unwrap()
+}
+
+fn invoice(c: &Node, amount_msat: u64) -> String {
+    let amount = amount_msat.to_string();
+    cli_with("client", "invoice", c, &["--amount-msat", &amount]).unwrap()["invoice"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn advance(lsp: &Node, factory: &str, client: u32) -> Result<Value, String> {
+    let client = client.to_string();
+    cli_with("lsp", "advance", lsp, &[factory, "--client", &client])
+}
+
+#[test]
+fn an_advance_moves_the_channels_and_the_exit_follows_the_new_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (mut lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 4, &["--no-passphrase"]);
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let listen = uri.split('@').nth(1).unwrap().to_owned();
+    let clients: Vec<Node> = (0..4)
+        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
+        .collect();
+    wait_for("a signed factory", Duration::from_secs(120), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for("channel ready", Duration::from_secs(90), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    let factories = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap();
+    let factory = factories[0]["id"].as_str().unwrap().to_owned();
+    let position = |c: &Node| status("client", c)["factory"]["position"].as_u64().unwrap() as u32;
+
+    // Money on both sides of the channels first.
+    let inv = invoice(&clients[0], 30_000_000);
+    assert_eq!(
+        cli_with("lsp", "pay", &lsp, &[&inv]).unwrap()["status"],
+        "paid"
+    );
+    let inv = invoice(&clients[1], 10_000_000);
+    assert_eq!(
+        cli_with("client", "pay", &clients[0], &[&inv]).unwrap()["status"],
+        "paid"
+    );
+
+    // Bad requests are refused with a reason and change nothing.
+    let err = advance(&lsp, &"00".repeat(32), 0).unwrap_err();
+    assert!(err.contains("no live factory"), "{err}");
+    let err = advance(&lsp, &factory, 99).unwrap_err();
+    assert!(err.contains("4 clients"), "{err}");
+    let err = advance(&lsp, "zz", 0).unwrap_err();
+    assert!(err.contains("not a factory id"), "{err}");
+
+    // Two advances of client 0's path (the second ticks the same leaf again).
+    let p0 = position(&clients[0]);
+    for _ in 0..2 {
+        let done = advance(&lsp, &factory, p0).unwrap();
+        assert!(done["clients"].as_u64().unwrap() >= 1, "{done}");
+    }
+    assert_eq!(msat(&clients[0]), 20_000_000);
+    assert_eq!(msat(&clients[1]), 10_000_000);
+    // The channels moved: each signs on exactly one outpoint again, and payments go on.
+    let inv = invoice(&clients[0], 4_000_000);
+    assert_eq!(
+        cli_with("client", "pay", &clients[1], &[&inv]).unwrap()["status"],
+        "paid"
+    );
+    assert_eq!(msat(&clients[0]), 24_000_000);
+
+    // The LSP is killed and restarted from its database: its state after the advances is back.
+    lsp.proc.take().unwrap().sigkill();
+    let (lsp, uri2) = self::lsp(dir.path(), &chain, &listen, 4, &["--no-passphrase"]);
+    assert_eq!(uri2, uri);
+    for c in &clients {
+        wait_for("reconnected", Duration::from_secs(60), || {
+            status("client", c)["connected"] == true
+        });
+    }
+    let inv = invoice(&clients[1], 1_000_000);
+    assert_eq!(
+        cli_with("client", "pay", &clients[0], &[&inv]).unwrap()["status"],
+        "paid"
+    );
+    let done = advance(&lsp, &factory, p0).unwrap();
+    assert!(done["state"].as_u64().is_some(), "{done}");
+    let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
+    for c in channels.as_array().unwrap() {
+        assert_eq!(
+            c["lsp_balance_msat"].as_u64().unwrap() + c["client_balance_msat"].as_u64().unwrap(),
+            c["capacity_msat"].as_u64().unwrap(),
+            "{c}"
+        );
+    }
+
+    // Client 0 exits alone after the advances: the new state's path, then its latest commitment
+    // on the new channel output, then its balance.
+    let c0 = &clients[0];
+    cli("client", "exit", &c0.datadir, &c0.api).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let s = cli("client", "exit-status", &c0.datadir, &c0.api).unwrap();
+        if s["channel_closed"] == true && s["done"] == true {
+            assert!(s["log"].to_string().contains("latest commitment"), "{s}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "exit stuck: {s}"
+        );
+        chain.mine(if s["done"] == true { 6 } else { 1 }, &address);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+    for c in &clients {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+}

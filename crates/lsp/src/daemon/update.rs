@@ -1,0 +1,478 @@
+//! The LSP's side of a factory update: a Decker-Wattenhofer advance of one client's leaf path
+//! (`advance`), signed with the clients below the node that ticks.
+//!
+//! Order and rules:
+//! 1. Every participant must be connected with its channel between rounds. The proposal is
+//!    made ([`superscalar_core::advance::FactoryState::propose`]: the used index is recorded) and the state written before
+//!    it leaves; each participant's channel adds the channel output of the new state (dual
+//!    state).
+//! 2. Stage 1 (everything beneath the ticking node) is signed; then stage 2 (its new state).
+//!    A client sends its stage 2 signatures only once its channel holds a commitment on the new
+//!    outpoint.
+//! 3. The update completes and is written before its final signatures of stage 2 leave; then the
+//!    secrets of the superseded stock versions (`Done`), and each channel retires its old outpoint.
+//!
+//! A refusal by any participant, a lost connection, or `UPDATE_TIMEOUT` abandons the update
+//! ([`superscalar_core::advance::FactoryState::abandon`]: the index stays used); channels retire the new outpoint unless a
+//! commitment on it was signed (a client may have signed stage 2, and the abandoned state could
+//! still be published by whoever holds every signature: only the LSP, but the client cannot know
+//! that). A restart abandons an unfinished update the same way.
+
+use std::time::{Duration, Instant};
+
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::OutPoint;
+use serde_json::{json, Value};
+use superscalar_api::ApiError;
+use superscalar_chain::Chain;
+use superscalar_core::ceremony::{LspCeremony, SignedTx};
+use superscalar_core::update::{UpdateBody, UpdateMsg};
+use superscalar_core::{ClientId, FactoryId, NodeId, Slot};
+use superscalar_store::{convert, Party};
+use superscalar_wire::messages::Message;
+
+use super::Lsp;
+
+/// How long an update may take before it is abandoned.
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The update being signed.
+pub(super) struct Updating {
+    factory: FactoryId,
+    id: u64,
+    node: NodeId,
+    to: u16,
+    stage: u8,
+    /// The last stage whose aggregated nonces went out.
+    agg_sent: u8,
+    ceremony: LspCeremony,
+    participants: Vec<(ClientId, PublicKey)>,
+    below: Vec<SignedTx>,
+    /// Each participant's channel output: (peer, before, after).
+    moved: Vec<(PublicKey, OutPoint, OutPoint)>,
+    started: Instant,
+    reply: Option<superscalar_api::Request>,
+}
+
+impl Lsp {
+    /// Writes the LSP's factory state (a new version) before anything that depends on it leaves.
+    pub(super) fn save_lsp_state(&mut self, id: FactoryId) -> Result<(), String> {
+        let bytes = self
+            .channels
+            .states
+            .get(&id)
+            .map(|(_, st, _)| st.snapshot())
+            .ok_or("no factory state")?;
+        let fid = convert::factory_id(id);
+        let next = self
+            .store
+            .latest_factory_state(fid, Party::Lsp)
+            .map_err(|e| e.to_string())?
+            .map_or(0, |(v, _)| v + 1);
+        self.store
+            .append_factory_state(fid, Party::Lsp, next, &bytes)
+            .map_err(|e| e.to_string())
+    }
+
+    fn send_update(&self, peer: PublicKey, factory: FactoryId, update: u64, body: UpdateBody) {
+        self.send(
+            peer,
+            Message::Update(Box::new(UpdateMsg {
+                factory,
+                update,
+                body,
+            })),
+        );
+    }
+
+    /// The operator's `advance`: answered when the update completes or is abandoned.
+    pub(super) fn operator_advance(&mut self, request: superscalar_api::Request) {
+        match self.start_advance(&request.params) {
+            Ok(()) => {
+                if let Some(u) = self.updating.as_mut() {
+                    u.reply = Some(request);
+                }
+            }
+            Err(e) => request.reply(Err(e)),
+        }
+    }
+
+    fn start_advance(&mut self, params: &Value) -> Result<(), ApiError> {
+        if self.updating.is_some() {
+            return Err(ApiError::app(-6, "another update is being signed"));
+        }
+        let id = params
+            .get("factory")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid_params("factory: a factory id in hex"))?;
+        let id: FactoryId = id
+            .parse()
+            .map_err(|_| ApiError::invalid_params(format!("{id:?} is not a factory id")))?;
+        let client = params
+            .get("client")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                ApiError::invalid_params("client: the index of a client in the factory")
+            })?;
+        let members = self
+            .factories
+            .get(&id)
+            .filter(|f| f.status == superscalar_store::FactoryStatus::Live)
+            .map(|f| f.members.clone())
+            .ok_or_else(|| ApiError::app(-4, format!("no live factory {id}")))?;
+        let client = u32::try_from(client)
+            .ok()
+            .filter(|c| (*c as usize) < members.len())
+            .ok_or_else(|| {
+                ApiError::invalid_params(format!(
+                    "client: the factory has {} clients",
+                    members.len()
+                ))
+            })?;
+        self.begin_advance(id, ClientId(client), &members)
+            .map_err(|e| ApiError::app(-5, e))
+    }
+
+    fn begin_advance(
+        &mut self,
+        id: FactoryId,
+        client: ClientId,
+        members: &[PublicKey],
+    ) -> Result<(), String> {
+        let tip = self.channels.tip;
+        self.factory_state(id)?;
+        let funding = self.channels.states[&id].1.funding();
+        let coin = self
+            .chain(|c| c.get_utxo(&funding))
+            .map_err(|e| e.to_string())?
+            .ok_or("the factory's funding output is spent or unconfirmed")?;
+        let (factory, st, key_index) = self
+            .channels
+            .states
+            .get_mut(&id)
+            .ok_or("no factory state")?;
+        st.confirm_funding(Some(&coin.txout), Some(coin.height))
+            .map_err(|e| e.to_string())?;
+        factory
+            .check_update_height(tip)
+            .map_err(|e| e.to_string())?;
+        let leaf = factory
+            .tree()
+            .leaf_of(client)
+            .ok_or("the client has no leaf")?;
+        let keypair = self
+            .keys
+            .factory_key(*key_index)
+            .map_err(|e| e.to_string())?;
+        let (proposal, ceremony) = st.propose(leaf, &keypair).map_err(|e| e.to_string())?;
+        let participants: Vec<(ClientId, PublicKey)> = ceremony
+            .participants()
+            .map(|c| (c, members[c.0 as usize]))
+            .collect();
+        let mut moved = Vec::new();
+        let mut problem = None;
+        for (c, peer) in &participants {
+            let slot = Slot::Channel(*c);
+            let before = st.outpoint(slot);
+            let after = st.pending_outpoint(slot, |k| ceremony.txid(k));
+            if !self.transport.is_connected(peer) {
+                problem = Some(format!("client {} is not connected", c.0));
+            }
+            match self.channels.leaves.get(&(id, *peer)) {
+                Some(leaf) if !leaf.link.between_rounds() || !leaf.link.is_ready() => {
+                    problem = Some(format!("client {}'s channel is in a round", c.0));
+                }
+                None => problem = Some(format!("client {} has no channel yet", c.0)),
+                Some(_) => {}
+            }
+            if let (Some(b), Some(a)) = (before, after) {
+                if a != b {
+                    moved.push((*peer, b, a));
+                }
+            }
+        }
+        if let Some(p) = problem {
+            // The index is used up: the next proposal moves past it.
+            st.abandon();
+            self.save_lsp_state(id)?;
+            return Err(p);
+        }
+        self.save_lsp_state(id)?;
+        let update = self.next_update_id();
+        for (_, peer) in &participants {
+            self.send_update(
+                *peer,
+                id,
+                update,
+                UpdateBody::Advance(Box::new(proposal.clone())),
+            );
+        }
+        for (peer, _, after) in &moved {
+            self.add_leaf_funding((id, *peer), *after);
+        }
+        self.log(format!(
+            "factory {id}: advancing {} to state {} with {} clients",
+            proposal.node,
+            proposal.to.0,
+            participants.len()
+        ));
+        self.updating = Some(Updating {
+            factory: id,
+            id: update,
+            node: proposal.node,
+            to: proposal.to.0,
+            stage: 1,
+            agg_sent: 0,
+            ceremony,
+            participants,
+            below: Vec::new(),
+            moved,
+            started: Instant::now(),
+            reply: None,
+        });
+        Ok(())
+    }
+
+    fn next_update_id(&mut self) -> u64 {
+        // Unique across restarts: the time in microseconds, never twice the same.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.last_update_id = now.max(self.last_update_id + 1);
+        self.last_update_id
+    }
+
+    /// A step of an update from a participant.
+    pub(super) fn on_update(&mut self, peer: PublicKey, msg: UpdateMsg) {
+        let Some(u) = self
+            .updating
+            .as_mut()
+            .filter(|u| u.factory == msg.factory && u.id == msg.update)
+        else {
+            return tracing::debug!(%peer, "a step of no update under way ({})", msg.body.name());
+        };
+        let Some(client) = u
+            .participants
+            .iter()
+            .find(|(_, p)| *p == peer)
+            .map(|(c, _)| *c)
+        else {
+            return self.refuse(
+                peer,
+                Some(msg.factory),
+                "not a participant of this update".into(),
+            );
+        };
+        let result = match msg.body {
+            UpdateBody::Nonces { stage, msg } if stage == u.stage => u
+                .ceremony
+                .receive_nonces(client, &msg)
+                .map_err(|e| e.to_string()),
+            UpdateBody::Partials { stage, msg } if stage == u.stage => u
+                .ceremony
+                .receive_partials(client, &msg)
+                .map_err(|e| e.to_string()),
+            UpdateBody::Abort(reason) => Err(format!("refused by client {}: {reason}", client.0)),
+            other => Err(format!("{} out of place (stage {})", other.name(), u.stage)),
+        };
+        if let Err(e) = result {
+            return self.abort_update(&format!("client {}: {e}", client.0));
+        }
+        if let Err(e) = self.step_update() {
+            self.abort_update(&e);
+        }
+    }
+
+    /// Moves the update on once every participant has answered the current round.
+    fn step_update(&mut self) -> Result<(), String> {
+        let Some(u) = self.updating.as_mut() else {
+            return Ok(());
+        };
+        let (factory, update, stage) = (u.factory, u.id, u.stage);
+        if !u.ceremony.missing_nonces().is_empty() {
+            return Ok(());
+        }
+        if u.agg_sent < stage {
+            // Every nonce is in: the aggregated nonces go out, once per stage.
+            let mut out = Vec::new();
+            for (c, peer) in u.participants.clone() {
+                let msg = u.ceremony.agg_nonces_for(c).map_err(|e| e.to_string())?;
+                out.push((peer, msg));
+            }
+            u.agg_sent = stage;
+            for (peer, msg) in out {
+                self.send_update(peer, factory, update, UpdateBody::AggNonces { stage, msg });
+            }
+            return Ok(());
+        }
+        if !u.ceremony.missing_partials().is_empty() {
+            return Ok(());
+        }
+        u.ceremony.finalize().map_err(|e| e.to_string())?;
+        let signed: Vec<SignedTx> = u.ceremony.all_signed().cloned().collect();
+        let finals: Vec<(PublicKey, superscalar_core::ceremony::FinalSigMsg)> = u
+            .participants
+            .iter()
+            .map(|(c, p)| u.ceremony.final_sigs_for(*c).map(|m| (*p, m)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        if stage == 1 {
+            let (_, st, key_index) = self
+                .channels
+                .states
+                .get_mut(&factory)
+                .ok_or("no factory state")?;
+            let keypair = self
+                .keys
+                .factory_key(*key_index)
+                .map_err(|e| e.to_string())?;
+            let ceremony = st
+                .propose_entry(&signed, &keypair)
+                .map_err(|e| e.to_string())?;
+            let u = self.updating.as_mut().ok_or("no update")?;
+            u.below = signed;
+            u.ceremony = ceremony;
+            u.stage = 2;
+            self.save_lsp_state(factory)?;
+            for (peer, msg) in finals {
+                self.send_update(
+                    peer,
+                    factory,
+                    update,
+                    UpdateBody::FinalSigs { stage: 1, msg },
+                );
+            }
+            return Ok(());
+        }
+        let mut all = std::mem::take(&mut u.below);
+        all.extend(signed);
+        let (_, st, _) = self
+            .channels
+            .states
+            .get_mut(&factory)
+            .ok_or("no factory state")?;
+        st.complete(all).map_err(|e| e.to_string())?;
+        let revealed = st.reveal().map_err(|e| e.to_string())?;
+        // Written before the signatures that let anyone publish the new state leave.
+        self.save_lsp_state(factory)?;
+        let u = self.updating.take().ok_or("no update")?;
+        for (peer, msg) in finals {
+            self.send_update(
+                peer,
+                factory,
+                update,
+                UpdateBody::FinalSigs { stage: 2, msg },
+            );
+        }
+        for (_, peer) in &u.participants {
+            self.send_update(*peer, factory, update, UpdateBody::Done(revealed.clone()));
+        }
+        self.reconcile_fundings(factory);
+        let line = format!(
+            "factory {factory}: {} advanced to state {}, signed by {} clients",
+            u.node,
+            u.to,
+            u.participants.len()
+        );
+        self.log(line);
+        if let Some(reply) = u.reply {
+            reply.reply(Ok(json!({
+                "factory": factory.to_string(),
+                "node": u.node.0,
+                "state": u.to,
+                "clients": u.participants.len(),
+                "revoked_stock_versions": revealed.len(),
+            })));
+        }
+        Ok(())
+    }
+
+    /// Makes each channel of `factory` sign only where the LSP's factory state may put it: the
+    /// channel output in the current state, in the update being signed, and in abandoned
+    /// updates once a commitment was signed there. Every other outpoint is retired.
+    pub(super) fn reconcile_fundings(&mut self, factory: FactoryId) {
+        let Some((f, st, _)) = self.channels.states.get(&factory) else {
+            return;
+        };
+        let pending: Vec<OutPoint> = self
+            .updating
+            .as_ref()
+            .filter(|u| u.factory == factory)
+            .map(|u| u.moved.iter().map(|m| m.2).collect())
+            .unwrap_or_default();
+        let mut retire = Vec::new();
+        for c in 0..f.params().clients.len() as u32 {
+            let slot = Slot::Channel(ClientId(c));
+            let Some(peer) = self
+                .factories
+                .get(&factory)
+                .and_then(|x| x.members.get(c as usize))
+                .copied()
+            else {
+                continue;
+            };
+            let Some(leaf) = self.channels.leaves.get(&(factory, peer)) else {
+                continue;
+            };
+            let current = st.outpoint(slot);
+            let abandoned = st.abandoned_outpoints(slot);
+            for o in leaf.link.channel().funding_outpoints() {
+                let keep = Some(o) == current
+                    || pending.contains(&o)
+                    || (abandoned.contains(&o) && leaf.link.channel().holds_commitment_on(&o));
+                if !keep {
+                    retire.push(((factory, peer), o));
+                }
+            }
+        }
+        for (key, o) in retire {
+            self.retire_leaf_funding(key, o);
+        }
+    }
+
+    /// Abandons the update under way and tells its participants.
+    pub(super) fn abort_update(&mut self, why: &str) {
+        let Some(u) = self.updating.take() else {
+            return;
+        };
+        if let Some((_, st, _)) = self.channels.states.get_mut(&u.factory) {
+            st.abandon();
+        }
+        if let Err(e) = self.save_lsp_state(u.factory) {
+            tracing::error!("factory {}: abandoned update not written: {e}", u.factory);
+        }
+        for (_, peer) in &u.participants {
+            self.send_update(*peer, u.factory, u.id, UpdateBody::Abort(why.to_owned()));
+        }
+        self.reconcile_fundings(u.factory);
+        self.log(format!("factory {}: update abandoned: {why}", u.factory));
+        if let Some(reply) = u.reply {
+            reply.reply(Err(ApiError::app(
+                -7,
+                format!("the update was abandoned: {why}"),
+            )));
+        }
+    }
+
+    /// Abandons an update that takes too long.
+    pub(super) fn update_tick(&mut self) {
+        if self
+            .updating
+            .as_ref()
+            .is_some_and(|u| u.started.elapsed() > UPDATE_TIMEOUT)
+        {
+            self.abort_update("timed out");
+        }
+    }
+
+    /// A participant's connection is lost: the update cannot finish.
+    pub(super) fn update_disconnected(&mut self, peer: PublicKey) {
+        if self
+            .updating
+            .as_ref()
+            .is_some_and(|u| u.participants.iter().any(|(_, p)| *p == peer))
+        {
+            self.abort_update("a participant disconnected");
+        }
+    }
+}
