@@ -161,7 +161,8 @@ pub enum ClientCommand {
         /// The capacity of the channel to ask for, in sat.
         #[arg(long, default_value_t = 100_000)]
         capacity_sat: u64,
-        /// Inject a fault (tests only): `stall-before-partials`, `crash-after-partials`.
+        /// Inject a fault (tests only): `stall-before-partials`, `crash-after-partials`,
+        /// `stall-update`.
         #[arg(long, hide = true)]
         fault: Option<String>,
     },
@@ -442,6 +443,7 @@ pub fn client(command: ClientCommand) -> ExitCode {
                 Some("crash-after-partials") => {
                     Some(superscalar_client::daemon::Fault::CrashAfterPartials)
                 }
+                Some("stall-update") => Some(superscalar_client::daemon::Fault::StallUpdate),
                 Some(other) => return usage(&format!("unknown --fault {other:?}")),
             };
             let (lsp_id, lsp_addr) = match parse_lsp(&lsp) {

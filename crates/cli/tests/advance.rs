@@ -144,3 +144,129 @@ fn an_advance_moves_the_channels_and_the_exit_follows_the_new_state() {
         cli("client", "stop", &c.datadir, &c.api).unwrap();
     }
 }
+
+#[test]
+fn a_client_killed_in_an_update_abandons_it_and_the_next_advance_moves_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 2, &["--no-passphrase"]);
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    // The victim takes the second stage's aggregated nonces of any update and never answers.
+    let mut victim = client(
+        dir.path(),
+        0,
+        &chain,
+        &uri,
+        &["--no-passphrase", "--fault", "stall-update"],
+    );
+    let other = client(dir.path(), 1, &chain, &uri, &["--no-passphrase"]);
+    wait_for("a signed factory", Duration::from_secs(120), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in [&victim, &other] {
+        wait_for("channel ready", Duration::from_secs(90), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    let factory = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inv = invoice(&victim, 25_000_000);
+    assert_eq!(
+        cli_with("lsp", "pay", &lsp, &[&inv]).unwrap()["status"],
+        "paid"
+    );
+    let pos = status("client", &victim)["factory"]["position"]
+        .as_u64()
+        .unwrap() as u32;
+
+    // The advance runs in the background; the LSP waits for the victim in stage 2.
+    let bg = std::process::Command::new(BIN)
+        .args([
+            "lsp",
+            "advance",
+            &factory,
+            "--client",
+            &pos.to_string(),
+            "--api",
+            &lsp.api,
+            "--datadir",
+        ])
+        .arg(&lsp.datadir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "stage 2 waiting for the victim",
+        Duration::from_secs(60),
+        || {
+            let u = &status("lsp", &lsp)["updating"];
+            u["stage"] == 2
+                && u["waiting_for"]
+                    .as_array()
+                    .is_some_and(|w| w.contains(&pos.into()))
+        },
+    );
+    victim.proc.take().unwrap().sigkill();
+    let out = bg.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("abandoned"), "{err}");
+    assert!(status("lsp", &lsp)["updating"].is_null());
+
+    // It comes back from its database (without the fault): its state is the old one, with the
+    // abandoned index recorded; the next advance moves past it, and balances are intact.
+    let victim = client_in(&victim.datadir, &chain, &uri, &["--no-passphrase"]);
+    wait_for("reconnected", Duration::from_secs(60), || {
+        status("client", &victim)["connected"] == true
+    });
+    assert_eq!(msat(&victim), 25_000_000);
+    let before = status("client", &victim)["factory"]["leaf_state"].as_u64();
+    let done = advance(&lsp, &factory, pos).unwrap();
+    let after = status("client", &victim)["factory"]["leaf_state"].as_u64();
+    assert_eq!(after, done["state"].as_u64(), "{done}");
+    assert!(
+        after > before.map(|b| b + 1),
+        "the abandoned index is skipped: {before:?} -> {after:?}"
+    );
+    let inv = invoice(&other, 5_000_000);
+    assert_eq!(
+        cli_with("client", "pay", &victim, &[&inv]).unwrap()["status"],
+        "paid"
+    );
+    assert_eq!(msat(&victim), 20_000_000);
+    let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
+    assert_eq!(channels.as_array().unwrap().len(), 2, "{channels}");
+
+    // A restarted client keeps the advanced state: stop, start, pay.
+    cli("client", "stop", &other.datadir, &other.api).unwrap();
+    let mut other = other;
+    if let Some(p) = other.proc.take() {
+        p.wait();
+    }
+    let other = client_in(&other.datadir, &chain, &uri, &["--no-passphrase"]);
+    wait_for("reconnected", Duration::from_secs(60), || {
+        status("client", &other)["connected"] == true
+    });
+    assert_eq!(
+        status("client", &other)["factory"]["leaf_state"].as_u64(),
+        done["state"].as_u64()
+    );
+    let inv = invoice(&other, 1_000_000);
+    assert_eq!(
+        cli_with("client", "pay", &victim, &[&inv]).unwrap()["status"],
+        "paid"
+    );
+    assert_eq!(msat(&other), 6_000_000);
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+    for c in [&victim, &other] {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+}

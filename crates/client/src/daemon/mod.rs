@@ -72,6 +72,8 @@ pub enum Fault {
     StallBeforePartials,
     /// Die (abort, no clean-up) right after sending the partial signatures.
     CrashAfterPartials,
+    /// In a factory update, take the second stage's aggregated nonces and never answer them.
+    StallUpdate,
 }
 
 /// Why the client daemon stopped with an error.
@@ -421,9 +423,13 @@ impl Client {
                         .ok_or_else(|| {
                             ClientError::Corrupt(format!("factory {id}: our key is not in it"))
                         })?;
+                    // Version 0: what the formation signed; later versions, the state after
+                    // each update (read by `load_factory_state`).
                     let (_, state) = self
                         .store
-                        .latest_factory_state(record.id, Party::Client(position))?
+                        .factory_state_history(record.id, Party::Client(position))?
+                        .into_iter()
+                        .next()
                         .ok_or_else(|| {
                             ClientError::Corrupt(format!("factory {id}: no signed state"))
                         })?;
@@ -600,6 +606,15 @@ impl Client {
             Message::Channel(step) => {
                 self.on_channel_step(*step);
                 self.update_tick();
+            }
+            Message::Update(u)
+                if self.config.fault == Some(Fault::StallUpdate)
+                    && matches!(
+                        u.body,
+                        superscalar_core::update::UpdateBody::AggNonces { stage: 2, .. }
+                    ) =>
+            {
+                self.log("fault: stalling in the update's second stage".into());
             }
             Message::Update(u) => self.on_update(*u),
             Message::Invoice(reply) => self.on_invoice(reply),
@@ -846,11 +861,36 @@ impl Client {
                 let Party::Client(position) = party else {
                     continue;
                 };
-                let Some((_, state)) = self.store.latest_factory_state(record.id, party)? else {
+                let Some((version, state)) = self.store.latest_factory_state(record.id, party)?
+                else {
                     continue;
                 };
-                let Ok(signed) = serde_json::from_slice::<Vec<SignedTx>>(&state) else {
-                    continue;
+                let signed = if version == 0 {
+                    match serde_json::from_slice::<Vec<SignedTx>>(&state) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            self.log(format!("backup: factory {}: {e}", FactoryId(record.id.0)));
+                            continue;
+                        }
+                    }
+                } else {
+                    // The state after the latest update: its exit path first.
+                    let restored = decode::<FactoryParams>(&record.params)
+                        .map_err(|e| format!("{e:?}"))
+                        .and_then(|p| Factory::new(p).map_err(|e| e.to_string()))
+                        .and_then(|f| {
+                            superscalar_core::advance::FactoryState::restore(Arc::new(f), &state)
+                                .map_err(|e| e.to_string())
+                        });
+                    match restored {
+                        Ok(st) => {
+                            update::signed_in_order(&st, superscalar_core::ClientId(position))
+                        }
+                        Err(e) => {
+                            self.log(format!("backup: factory {}: {e}", FactoryId(record.id.0)));
+                            continue;
+                        }
+                    }
                 };
                 factories.push(crate::backup::BackedUpFactory {
                     id: FactoryId(record.id.0),
@@ -921,6 +961,13 @@ impl Client {
                     return Err(ApiError::app(-2, "not in a factory"));
                 };
                 if f.exit.is_none() {
+                    if let Some(u) = self.updating.as_ref().map(|u| u.id()) {
+                        // Exiting ends the update being signed (the LSP is told).
+                        self.refuse_update(u, "the client is exiting");
+                    }
+                    let Some(f) = self.factory.as_mut() else {
+                        return Err(ApiError::app(-2, "not in a factory"));
+                    };
                     let exit = UnilateralExit::new(&f.signed)
                         .map_err(|e| ApiError::app(-4, e.to_string()))?;
                     let id = f.id;

@@ -45,7 +45,23 @@ pub(super) struct Updating {
     held: Option<AggNonceMsg>,
 }
 
+impl Updating {
+    /// The update's id.
+    pub(super) fn id(&self) -> u64 {
+        self.update
+    }
+}
+
 impl Client {
+    /// Abandons the update being signed and tells the LSP why.
+    pub(super) fn refuse_update(&mut self, update: u64, why: &str) {
+        let factory = self.factory.as_ref().map(|f| f.id);
+        self.abandon_update(update, why);
+        if let Some(factory) = factory {
+            self.send_update(factory, update, UpdateBody::Abort(why.to_owned()));
+        }
+    }
+
     /// The factory's state as this client signed it: the stored snapshot, or the first state.
     pub(super) fn load_factory_state(&mut self) -> Result<(), String> {
         let Some(f) = self.factory.as_mut() else {
@@ -416,7 +432,7 @@ impl Client {
 
 /// What this client holds signed: its exit path first, in publishing order (what
 /// [`crate::UnilateralExit`] takes), then the rest (timeouts, punishments).
-fn signed_in_order(st: &FactoryState, me: superscalar_core::ClientId) -> Vec<SignedTx> {
+pub(super) fn signed_in_order(st: &FactoryState, me: superscalar_core::ClientId) -> Vec<SignedTx> {
     let mut out = st.exit_path(me);
     let kinds: std::collections::BTreeSet<_> = out.iter().map(|s| s.kind).collect();
     out.extend(st.signed().into_iter().filter(|s| !kinds.contains(&s.kind)));

@@ -935,6 +935,7 @@ impl Lsp {
                     "peers": self.transport.peers().len(),
                     "waiting": self.waiting.len(),
                     "forming": forming,
+                    "updating": self.update_json(),
                     "factories": self.factories.len(),
                     "events": self.events.newest(20),
                 }))

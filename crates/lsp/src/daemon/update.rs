@@ -454,6 +454,30 @@ impl Lsp {
         }
     }
 
+    /// The update under way, for `status`.
+    pub(super) fn update_json(&self) -> Value {
+        let Some(u) = self.updating.as_ref() else {
+            return Value::Null;
+        };
+        let waiting: Vec<u32> = if u.agg_sent < u.stage {
+            u.ceremony.missing_nonces()
+        } else {
+            u.ceremony.missing_partials()
+        }
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+        json!({
+            "factory": u.factory.to_string(),
+            "node": u.node.0,
+            "state": u.to,
+            "stage": u.stage,
+            "clients": u.participants.iter().map(|(c, _)| c.0).collect::<Vec<_>>(),
+            "waiting_for": waiting,
+            "elapsed_s": u.started.elapsed().as_secs(),
+        })
+    }
+
     /// Abandons an update that takes too long.
     pub(super) fn update_tick(&mut self) {
         if self
