@@ -83,7 +83,8 @@ pub enum LspCommand {
         /// Blocks a factory is active (its dying period is a tenth of it, at least 5).
         #[arg(long, default_value_t = 200)]
         active_blocks: u32,
-        /// Inject a fault (tests only): `crash-after-final-sigs`, `crash-after-forward`.
+        /// Inject a fault (tests only): `crash-after-final-sigs`, `crash-after-forward`,
+        /// `publish-superseded`.
         #[arg(long, hide = true)]
         fault: Option<String>,
     },
@@ -332,6 +333,9 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                 }
                 Some("crash-after-forward") => {
                     Some(superscalar_lsp::daemon::Fault::CrashAfterForward)
+                }
+                Some("publish-superseded") => {
+                    Some(superscalar_lsp::daemon::Fault::PublishSuperseded)
                 }
                 Some(other) => return usage(&format!("unknown --fault {other:?}")),
             };

@@ -270,3 +270,108 @@ fn a_client_killed_in_an_update_abandons_it_and_the_next_advance_moves_past_it()
         cli("client", "stop", &c.datadir, &c.api).unwrap();
     }
 }
+
+#[test]
+fn a_superseded_state_the_lsp_publishes_loses_to_the_clients_newest_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (lsp, uri) = lsp(
+        dir.path(),
+        &chain,
+        "127.0.0.1:0",
+        2,
+        &["--no-passphrase", "--fault", "publish-superseded"],
+    );
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let clients: Vec<Node> = (0..2)
+        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
+        .collect();
+    wait_for("a signed factory", Duration::from_secs(120), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for("channel ready", Duration::from_secs(90), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    let factory = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pos = status("client", &clients[0])["factory"]["position"]
+        .as_u64()
+        .unwrap() as u32;
+    advance(&lsp, &factory, pos).unwrap();
+    // The LSP now publishes the path down to the node that ticked, then tries its superseded
+    // state. Each client's watcher answers every kickoff of its path with its newest state,
+    // whose delay is shorter.
+    let newest = |c: &Node| {
+        status("client", c)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e.as_str().unwrap_or("").contains("our newest state"))
+            .count()
+    };
+    let start = std::time::Instant::now();
+    // Both clients are below the node that ticked: whichever watcher comes first answers.
+    while clients.iter().map(newest).sum::<usize>() < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no answer: {}\nLSP: {}\nclient log: {}",
+            status("client", &clients[0])["events"],
+            status("lsp", &lsp)["events"],
+            std::fs::read_to_string(clients[0].datadir.join("debug.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("watch") || l.contains("WARN"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        chain.mine(1, &address);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Long past the superseded state's delay: it never gets in.
+    for _ in 0..40 {
+        chain.mine(1, &address);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for c in &clients {
+        let events = status("client", c)["events"].to_string();
+        assert!(!events.contains("another state"), "{events}");
+    }
+    let lsp_events = status("lsp", &lsp)["events"].to_string();
+    // Only the kickoff got in (the 2-client tree's root ticked); the superseded state never.
+    assert_eq!(
+        lsp_events.matches("fault: published").count(),
+        1,
+        "{lsp_events}"
+    );
+    // The channel is still the client's: it exits with its path (the newest state is on chain
+    // already) and closes its channel on the new state's output.
+    let c0 = &clients[0];
+    cli("client", "exit", &c0.datadir, &c0.api).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let s = cli("client", "exit-status", &c0.datadir, &c0.api).unwrap();
+        if s["done"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "exit stuck: {s}"
+        );
+        chain.mine(1, &address);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+    for c in &clients {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+}

@@ -38,6 +38,7 @@ use crate::join::{Joining, Output, Request as JoinRequest};
 
 mod channel;
 mod update;
+mod watching;
 pub use channel::FORWARD_DELTA;
 
 /// How the client runs.
@@ -136,6 +137,8 @@ struct Client {
     waiting: channel::Waiting,
     /// The factory update being signed.
     updating: Option<update::Updating>,
+    /// The chain watcher of our factory.
+    watching: Option<watching::Watching>,
 }
 
 /// Runs the client until `stop` (API) or a fatal error. `ready` receives its node id and the
@@ -178,6 +181,7 @@ pub async fn run(
         last_error: None,
         waiting: channel::Waiting::default(),
         updating: None,
+        watching: None,
     };
     client.recover()?;
     client.recover_channel().map_err(ClientError::Corrupt)?;
@@ -737,6 +741,7 @@ impl Client {
         self.claim_timeouts();
         self.channel_tick();
         self.update_tick();
+        self.watch_tick();
     }
 
     /// At T (inverted policy) the pre-signed timeout transactions pay this client: publish
@@ -916,6 +921,37 @@ impl Client {
         })
     }
 
+    /// Starts the unilateral exit (durably: the factory becomes `closing`), once.
+    fn start_exit(&mut self) -> Result<(), ApiError> {
+        let Some(f) = self.factory.as_ref() else {
+            return Err(ApiError::app(-2, "not in a factory"));
+        };
+        if f.exit.is_some() {
+            return Ok(());
+        }
+        if let Some(u) = self.updating.as_ref().map(|u| u.id()) {
+            // Exiting ends the update being signed (the LSP is told).
+            self.refuse_update(u, "the client is exiting");
+        }
+        let Some(f) = self.factory.as_mut() else {
+            return Err(ApiError::app(-2, "not in a factory"));
+        };
+        let exit = UnilateralExit::new(&f.signed).map_err(|e| ApiError::app(-4, e.to_string()))?;
+        let id = f.id;
+        self.store
+            .apply(&Change::Status {
+                factory: convert::factory_id(id),
+                status: FactoryStatus::Closing,
+            })
+            .map_err(|e| ApiError::app(-5, e.to_string()))?;
+        if let Some(f) = self.factory.as_mut() {
+            f.status = FactoryStatus::Closing;
+            f.exit = Some(exit);
+        }
+        self.log(format!("factory {id}: exiting alone"));
+        Ok(())
+    }
+
     fn on_request(&mut self, method: &str, params: &Value) -> Result<Value, ApiError> {
         match method {
             "status" => {
@@ -957,31 +993,7 @@ impl Client {
                 }))
             }
             "exit" => {
-                let Some(f) = self.factory.as_mut() else {
-                    return Err(ApiError::app(-2, "not in a factory"));
-                };
-                if f.exit.is_none() {
-                    if let Some(u) = self.updating.as_ref().map(|u| u.id()) {
-                        // Exiting ends the update being signed (the LSP is told).
-                        self.refuse_update(u, "the client is exiting");
-                    }
-                    let Some(f) = self.factory.as_mut() else {
-                        return Err(ApiError::app(-2, "not in a factory"));
-                    };
-                    let exit = UnilateralExit::new(&f.signed)
-                        .map_err(|e| ApiError::app(-4, e.to_string()))?;
-                    let id = f.id;
-                    self.store
-                        .apply(&Change::Status {
-                            factory: convert::factory_id(id),
-                            status: FactoryStatus::Closing,
-                        })
-                        .map_err(|e| ApiError::app(-5, e.to_string()))?;
-                    let f = self.factory.as_mut().expect("checked above");
-                    f.status = FactoryStatus::Closing;
-                    f.exit = Some(exit);
-                    self.log(format!("factory {id}: exiting alone"));
-                }
+                self.start_exit()?;
                 self.step_exit();
                 self.exit_status()
             }

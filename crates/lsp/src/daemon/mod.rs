@@ -98,6 +98,10 @@ pub enum Fault {
     /// Die right after recording a forward (the invoice held, the payee's HTLC queued), before
     /// the payee's channel moves.
     CrashAfterForward,
+    /// Cheat after an advance: publish the path down to the node that ticked, then the state
+    /// that the advance superseded, as soon as the chain takes each (the clients' watchers
+    /// must answer with the newest state).
+    PublishSuperseded,
 }
 
 /// Why the LSP daemon stopped with an error.
@@ -166,6 +170,8 @@ struct Lsp {
     updating: Option<update::Updating>,
     /// The last update id given (ids never repeat).
     last_update_id: u64,
+    /// Fault `publish-superseded`: what is left to publish, in order.
+    cheat: Vec<bitcoin::Transaction>,
 }
 
 /// Runs the LSP until `stop` (API) or a fatal error. `ready` receives the node id and the
@@ -226,6 +232,7 @@ pub async fn run(
         channels: channels::Channels::default(),
         updating: None,
         last_update_id: 0,
+        cheat: Vec::new(),
     };
     lsp.recover()?;
     if let Ok(t) = lsp.chain(|c| c.tip()) {
@@ -720,6 +727,7 @@ impl Lsp {
         self.check_funding();
         self.channels_tick();
         self.update_tick();
+        self.cheat_tick();
     }
 
     /// Marks signed factories whose funding confirmed as live.

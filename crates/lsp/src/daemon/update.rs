@@ -27,7 +27,7 @@ use superscalar_api::ApiError;
 use superscalar_chain::Chain;
 use superscalar_core::ceremony::{LspCeremony, SignedTx};
 use superscalar_core::update::{UpdateBody, UpdateMsg};
-use superscalar_core::{ClientId, FactoryId, NodeId, Slot};
+use superscalar_core::{ClientId, FactoryId, NodeId, Slot, TxKind};
 use superscalar_store::{convert, Party};
 use superscalar_wire::messages::Message;
 
@@ -346,13 +346,18 @@ impl Lsp {
         }
         let mut all = std::mem::take(&mut u.below);
         all.extend(signed);
+        let node = u.node;
         let (_, st, _) = self
             .channels
             .states
             .get_mut(&factory)
             .ok_or("no factory state")?;
+        let superseded = st.latest(TxKind::State(node)).map(|s| s.tx.clone());
         st.complete(all).map_err(|e| e.to_string())?;
         let revealed = st.reveal().map_err(|e| e.to_string())?;
+        if self.config.fault == Some(super::Fault::PublishSuperseded) {
+            self.cheat = self.cheat_path(factory, node, superseded);
+        }
         // Written before the signatures that let anyone publish the new state leave.
         self.save_lsp_state(factory)?;
         let u = self.updating.take().ok_or("no update")?;
@@ -451,6 +456,61 @@ impl Lsp {
                 -7,
                 format!("the update was abandoned: {why}"),
             )));
+        }
+    }
+
+    /// Fault `publish-superseded`: the kickoffs and newest states from the root down to
+    /// `node`'s kickoff, then `node`'s superseded state.
+    fn cheat_path(
+        &self,
+        factory: FactoryId,
+        node: NodeId,
+        superseded: Option<bitcoin::Transaction>,
+    ) -> Vec<bitcoin::Transaction> {
+        let Some((f, st, _)) = self.channels.states.get(&factory) else {
+            return Vec::new();
+        };
+        let tree = f.tree();
+        let mut nodes = vec![node];
+        let mut id = node;
+        while let Some(p) = tree.node(id).parent {
+            nodes.push(p);
+            id = p;
+        }
+        nodes.reverse();
+        let mut txs = Vec::new();
+        for n in nodes {
+            if let Some(k) = st.latest(TxKind::Kickoff(n)) {
+                txs.push(k.tx.clone());
+            }
+            if n == node {
+                break;
+            }
+            if let Some(s) = st.latest(TxKind::State(n)) {
+                txs.push(s.tx.clone());
+            }
+        }
+        txs.extend(superseded);
+        tracing::warn!(
+            "fault: publishing {} transactions ending in a superseded state",
+            txs.len()
+        );
+        txs
+    }
+
+    /// Fault `publish-superseded`: publishes the next transaction once the chain takes it.
+    pub(super) fn cheat_tick(&mut self) {
+        let Some(tx) = self.cheat.first().cloned() else {
+            return;
+        };
+        let txid = tx.compute_txid();
+        let known = !matches!(
+            self.chain(|c| c.tx_status(&txid)),
+            Ok(superscalar_chain::TxStatus::Unknown) | Err(_)
+        );
+        if known || self.chain(|c| c.submit_transaction(&tx)).is_ok() {
+            self.cheat.remove(0);
+            self.log(format!("fault: published {txid}"));
         }
     }
 
