@@ -240,6 +240,29 @@ mod tests {
     }
 
     #[test]
+    fn revocations_round_trip_and_a_secret_not_of_its_hash_is_refused() {
+        let lsp = StockSecrets::new([7; 32]);
+        let mut rx = StockRevocations::default();
+        for v in 0..300 {
+            rx.expect(2, v, lsp.hash(2, v));
+            rx.expect(5, v, lsp.hash(5, v));
+            rx.receive(2, v, lsp.secret(2, v)).unwrap();
+        }
+        rx.expect(5, 300, lsp.hash(5, 300));
+        let bytes = rx.encode();
+        let back: StockRevocations = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(back, rx);
+        assert_eq!(back.secret(2, 17), Some(lsp.secret(2, 17)));
+        // The newest secret's hash altered: the store no longer matches it.
+        let mut bad = rx.clone();
+        bad.hashes.insert((2, 299), lsp.hash(2, 300));
+        assert!(crate::codec::decode::<StockRevocations>(&bad.encode()).is_err());
+        for cut in 0..bytes.len() {
+            assert!(crate::codec::decode::<StockRevocations>(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
     fn wrong_or_foreign_secrets_are_refused_and_change_nothing() {
         let lsp = StockSecrets::new([7; 32]);
         let other = StockSecrets::new([8; 32]);
