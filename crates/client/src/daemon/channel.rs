@@ -830,17 +830,19 @@ impl Client {
                     Err(e) => return self.close_log(format!("channel close: {e}")),
                 }
                 let signed = &f.signed;
-                let coin_op = f.factory.slot_outpoint(
-                    Slot::FeeCoin(f.position),
-                    f.funding,
-                    &f.factory.initial_version(),
-                    |k| {
-                        signed
-                            .iter()
-                            .find(|s| s.kind == k)
-                            .map(|s| s.tx.compute_txid())
-                    },
-                );
+                // Where the fee coin is in the state we signed last (an update may move it).
+                let version = f
+                    .state
+                    .as_ref()
+                    .map_or_else(|| f.factory.initial_version(), |s| s.version().clone());
+                let coin_op =
+                    f.factory
+                        .slot_outpoint(Slot::FeeCoin(f.position), f.funding, &version, |k| {
+                            signed
+                                .iter()
+                                .find(|s| s.kind == k)
+                                .map(|s| s.tx.compute_txid())
+                        });
                 let coin = coin_op.and_then(|op| {
                     self.chain(|c| c.get_utxo(&op))
                         .ok()
