@@ -375,3 +375,61 @@ fn a_superseded_state_the_lsp_publishes_loses_to_the_clients_newest_state() {
         cli("client", "stop", &c.datadir, &c.api).unwrap();
     }
 }
+
+/// Timings of successive advances of one path in a 32-client factory (the odometer rolls the
+/// leaf over into its parents, which brings in more clients). Run with
+/// `cargo test --release -p superscalar-cli --test advance -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn advance_timings_with_32_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (lsp, uri) = lsp(
+        dir.path(),
+        &chain,
+        "127.0.0.1:0",
+        32,
+        &["--no-passphrase", "--max-clients", "32"],
+    );
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let clients: Vec<Node> = (0..32)
+        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
+        .collect();
+    wait_for("a signed factory", Duration::from_secs(300), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for("channel ready", Duration::from_secs(300), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    let factory = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..8 {
+        let t = std::time::Instant::now();
+        match advance(&lsp, &factory, 0) {
+            Ok(done) => println!(
+                "advance {i}: node {} to state {}, {} clients, {:.3} s",
+                done["node"],
+                done["state"],
+                done["clients"],
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                println!("advance {i}: {e}");
+                break;
+            }
+        }
+    }
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+    for c in &clients {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+}
