@@ -135,6 +135,20 @@ pub enum LspCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Sell a client inbound liquidity: a new channel of AMOUNT sat from its leaf's stock, all
+    /// on the LSP's side, in its leaf's next state; waits until it completes or is abandoned.
+    SellLiquidity {
+        /// The factory id (hex).
+        factory: String,
+        /// The index of the buying client in the factory.
+        #[arg(long)]
+        client: u32,
+        /// The new channel's capacity (sat).
+        #[arg(long)]
+        amount_sat: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Stop the daemon.
     Stop(ApiArgs),
 }
@@ -420,6 +434,28 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                 println!(
                     "{} advanced to state {} (signed by {} clients, {} stock versions revoked)",
                     v["node"], v["state"], v["clients"], v["revoked_stock_versions"]
+                )
+            },
+        ),
+        LspCommand::SellLiquidity {
+            factory,
+            client,
+            amount_sat,
+            api,
+        } => call(
+            &api,
+            LSP_API,
+            "sell_liquidity",
+            json!({ "factory": factory, "client": client, "amount_sat": amount_sat }),
+            |v| {
+                println!(
+                    "sold {} sat to client {} (channel {} at {}); {} advanced to state {}",
+                    v["sold"]["amount_sat"],
+                    v["sold"]["client"],
+                    v["sold"]["channel"].as_str().unwrap_or("?"),
+                    v["sold"]["funding"].as_str().unwrap_or("?"),
+                    v["node"],
+                    v["state"]
                 )
             },
         ),

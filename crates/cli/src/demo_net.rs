@@ -15,6 +15,9 @@ use crate::procs::*;
 
 type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Inbound liquidity the LSP sells the leaver (sat).
+const SALE_SAT: u64 = 50_000;
+
 fn sat(msat: &Value) -> String {
     let m = msat.as_u64().unwrap_or(0);
     format!("{:>9}", m / 1000)
@@ -185,16 +188,43 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         t_adv.elapsed().as_secs_f64()
     );
 
+    // 7. The LSP sells the leaver inbound liquidity: a new channel from its leaf's stock, all on
+    // the LSP's side, in the leaf's next state (signed like an advance, the new channel holding
+    // its first commitment before that state is signed); a payment then arrives through it.
+    let t_sale = Instant::now();
+    let sale = lsp.call(
+        "sell_liquidity",
+        json!({ "factory": id, "client": leaver_pos, "amount_sat": SALE_SAT }),
+    )?;
+    let sale_time = t_sale.elapsed();
+    pay(&daemons[0], &daemons[clients - 1], 20_000_000)?;
+    let leaver_balance = daemons[clients - 1].call("balance", json!({}))?;
+    let into_sold = leaver_balance["channels"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["channel"] != "leaf"))
+        .map_or(0, |c| c["balance_msat"].as_u64().unwrap_or(0));
+    println!(
+        "  liquidity sale: {} sat to client {} in {:.2} s ({} channel, leaf {} now at state {}); a payment of 20000 sat came in through it: {} sat there",
+        SALE_SAT,
+        clients - 1,
+        sale_time.as_secs_f64(),
+        sale["sold"]["channel"].as_str().unwrap_or("?"),
+        sale["node"],
+        sale["state"],
+        into_sold / 1000
+    );
+
     // Balances now, in the channels.
     let channels = lsp.call("channels", json!({}))?;
     println!();
-    println!("  channel balances (sat)        client      LSP   capacity");
+    println!("  channel balances (sat)               client      LSP   capacity");
     let mut client_total = 0;
     for c in channels.as_array().ok_or("channels")? {
         client_total += c["client_balance_msat"].as_u64().unwrap_or(0);
         println!(
-            "    client {:>2} {:<18} {} {} {}",
+            "    client {:>2} {:<6} {:<18} {} {} {}",
             c["client"],
+            c["channel"].as_str().unwrap_or_default(),
             &c["peer"].as_str().unwrap_or_default()[..16],
             sat(&c["client_balance_msat"]),
             sat(&c["lsp_balance_msat"]),
@@ -206,7 +236,7 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         client_total / 1000
     );
 
-    // 7. One client exits alone: its path of kickoffs and states goes on chain as delays pass.
+    // 8. One client exits alone: its path of kickoffs and states goes on chain as delays pass.
     let t_exit = Instant::now();
     let leaver = &daemons[clients - 1];
     leaver.call("exit", json!({}))?;
@@ -252,14 +282,14 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         for c in b {
             if let Some(i) = c["client"].as_u64() {
                 if let Some(slot) = v.get_mut(i as usize) {
-                    *slot = c["client_balance_msat"].as_u64().unwrap_or(0) / 1000;
+                    *slot += c["client_balance_msat"].as_u64().unwrap_or(0) / 1000;
                 }
             }
         }
         v
     };
 
-    // 8. At the timeout every client publishes the pre-signed timeout payouts of what it holds.
+    // 9. At the timeout every client publishes the pre-signed timeout payouts of what it holds.
     let timeout = daemons[0].call("status", json!({}))?["factory"]["timeout_height"]
         .as_u64()
         .ok_or("timeout height")?;
@@ -326,7 +356,7 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         t_timeout.elapsed().as_secs_f64()
     );
 
-    // 9. The summary.
+    // 10. The summary.
     println!();
     println!(
         "  on-chain transactions                                          vbytes      fee (sat)"
@@ -412,10 +442,6 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
     );
     println!(
         "     the LSP closes its channels before T to keep its side, which the ladder work adds)"
-    );
-    println!();
-    println!(
-        "  not yet over the network: liquidity sales (in process: `superscalar demo --in-process`)"
     );
     println!("  finished in {:.1} s", started.elapsed().as_secs_f64());
     stop_all(daemons.iter_mut().chain([&mut lsp]));

@@ -57,3 +57,22 @@ pub fn channel_id(factory: superscalar_core::FactoryId, client: u32) -> crate::r
     data.extend_from_slice(&client.to_be_bytes());
     crate::records::ChannelId(sha256::Hash::hash(&data).to_byte_array())
 }
+
+/// The store's id of channel `channel` of client `client` in factory `factory` (the same on
+/// both sides): [`channel_id`] for the leaf channel.
+pub fn channel_id_of(
+    factory: superscalar_core::FactoryId,
+    client: u32,
+    channel: superscalar_core::channel::ChannelRef,
+) -> crate::records::ChannelId {
+    use bitcoin::hashes::{sha256, Hash};
+    match channel {
+        superscalar_core::channel::ChannelRef::Leaf => channel_id(factory, client),
+        superscalar_core::channel::ChannelRef::Sold(j) => {
+            let mut data = b"superscalar/sold-channel".to_vec();
+            data.extend_from_slice(&factory.0);
+            data.extend_from_slice(&j.to_be_bytes());
+            crate::records::ChannelId(sha256::Hash::hash(&data).to_byte_array())
+        }
+    }
+}

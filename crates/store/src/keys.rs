@@ -263,6 +263,37 @@ impl NodeKeys {
         Ok(secrets)
     }
 
+    /// The secrets of this node's side of channel `channel` of client `client` in the factory of
+    /// key index `factory`: [`NodeKeys::leaf_channel_secrets`] for the leaf channel; the channel
+    /// of sale `j` uses `m/9735'/coin'/6'/factory'/j'/k'` (its output's key is the factory key
+    /// too). A sale abandoned before it completed never carried a payment, so the next sale of
+    /// the same index may use the same secrets.
+    pub fn channel_secrets_of(
+        &self,
+        factory: KeyIndex,
+        client: u32,
+        channel: superscalar_core::channel::ChannelRef,
+    ) -> Result<superscalar_core::channel::state::ChannelSecrets, KeyError> {
+        let j = match channel {
+            superscalar_core::channel::ChannelRef::Leaf => {
+                return self.leaf_channel_secrets(factory, client)
+            }
+            superscalar_core::channel::ChannelRef::Sold(j) => j,
+        };
+        let d = |kind: ChannelSecretKind| self.derive(&[6, factory.get(), j, kind as u32]);
+        let mut seed_key = d(ChannelSecretKind::CommitmentSeed)?;
+        let secrets = superscalar_core::channel::state::ChannelSecrets {
+            payment: d(ChannelSecretKind::Payment)?,
+            delayed_payment: d(ChannelSecretKind::DelayedPayment)?,
+            htlc: d(ChannelSecretKind::Htlc)?,
+            revocation: d(ChannelSecretKind::Revocation)?,
+            seed: seed_key.secret_bytes(),
+            funding: self.factory_key(factory)?,
+        };
+        seed_key.non_secure_erase();
+        Ok(secrets)
+    }
+
     /// The seed of the node's on-chain wallet (`m/9735'/coin'/4'/0'`, the derived key's bytes).
     pub fn wallet_seed(&self) -> Result<Zeroizing<[u8; 32]>, KeyError> {
         let mut secret = self.derive(&[4, 0])?;

@@ -9,6 +9,7 @@ use lightning::ln::wire::Type;
 use lightning::util::ser::{LengthLimitedRead, Readable, Writeable, Writer};
 use superscalar_core::ceremony::{AggNonceMsg, FinalSigMsg, NonceMsg, PartialSigMsg};
 use superscalar_core::channel::link::{ChannelOffer, LinkMsg};
+use superscalar_core::channel::ChannelRef;
 use superscalar_core::codec::read_script;
 use superscalar_core::update::UpdateMsg;
 use superscalar_core::{ClientId, FactoryId, FactoryParams};
@@ -246,6 +247,8 @@ pub struct Resume {
 pub struct ChannelOpen {
     /// The factory whose leaf funds the channel.
     pub factory: FactoryId,
+    /// Which of the client's channels in that factory.
+    pub channel: ChannelRef,
     /// The sender's announcement and limits.
     pub offer: ChannelOffer,
 }
@@ -253,8 +256,10 @@ pub struct ChannelOpen {
 /// A step of a leaf channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelStep {
-    /// The factory whose leaf funds the channel (one channel per client and factory).
+    /// The factory whose leaf funds the channel.
     pub factory: FactoryId,
+    /// Which of the client's channels in that factory.
+    pub channel: ChannelRef,
     /// The step.
     pub msg: LinkMsg,
 }
@@ -519,10 +524,12 @@ impl Writeable for Message {
             }
             Message::OpenChannel(o) | Message::AcceptChannel(o) => {
                 o.factory.write(w)?;
+                o.channel.to_u32().write(w)?;
                 o.offer.write(w)
             }
             Message::Channel(c) => {
                 c.factory.write(w)?;
+                c.channel.to_u32().write(w)?;
                 c.msg.write(w)
             }
             Message::InvoiceRequest(i) => {
@@ -673,6 +680,7 @@ fn decode_body<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Result<Message, Deco
         types::OPEN_CHANNEL | types::ACCEPT_CHANNEL => {
             let open = ChannelOpen {
                 factory: Readable::read(r)?,
+                channel: ChannelRef::from_u32(Readable::read(r)?),
                 offer: Readable::read(r)?,
             };
             end(r)?;
@@ -685,6 +693,7 @@ fn decode_body<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Result<Message, Deco
         // The step's own trailing TLV stream ends the body.
         types::CHANNEL => Message::Channel(Box::new(ChannelStep {
             factory: Readable::read(r)?,
+            channel: ChannelRef::from_u32(Readable::read(r)?),
             msg: Readable::read(r)?,
         })),
         types::INVOICE_REQUEST => {
@@ -921,6 +930,7 @@ mod tests {
         use superscalar_core::channel::state::{Basepoints, ChannelAnnouncement, ChannelLimits};
         ChannelOpen {
             factory,
+            channel: ChannelRef::Sold(3),
             offer: ChannelOffer {
                 announcement: ChannelAnnouncement {
                     basepoints: Basepoints {
@@ -987,6 +997,7 @@ mod tests {
             Message::AcceptChannel(Box::new(channel_open(f))),
             Message::Channel(Box::new(ChannelStep {
                 factory: f,
+                channel: ChannelRef::Leaf,
                 msg: LinkMsg::Propose {
                     commitment: 7,
                     updates: vec![
@@ -1007,6 +1018,7 @@ mod tests {
             })),
             Message::Channel(Box::new(ChannelStep {
                 factory: f,
+                channel: ChannelRef::Leaf,
                 msg: LinkMsg::Reply {
                     revoked: 6,
                     revoke: revoke(),
@@ -1016,6 +1028,7 @@ mod tests {
             })),
             Message::Channel(Box::new(ChannelStep {
                 factory: f,
+                channel: ChannelRef::Leaf,
                 msg: LinkMsg::Ack {
                     revoked: 7,
                     revoke: revoke(),
@@ -1023,18 +1036,22 @@ mod tests {
             })),
             Message::Channel(Box::new(ChannelStep {
                 factory: f,
+                channel: ChannelRef::Leaf,
                 msg: LinkMsg::TurnRequest,
             })),
             Message::Channel(Box::new(ChannelStep {
                 factory: f,
+                channel: ChannelRef::Leaf,
                 msg: LinkMsg::TurnGrant,
             })),
             Message::Channel(Box::new(ChannelStep {
                 factory: f,
+                channel: ChannelRef::Leaf,
                 msg: LinkMsg::Sync,
             })),
             Message::Channel(Box::new(ChannelStep {
                 factory: f,
+                channel: ChannelRef::Leaf,
                 msg: LinkMsg::Retire(OutPoint::null()),
             })),
             Message::Update(Box::new(UpdateMsg {

@@ -23,6 +23,7 @@ use superscalar_core::advance::FactoryState;
 use superscalar_core::channel::deadlines::DEFAULT_MARGIN_BLOCKS;
 use superscalar_core::channel::link::{ChannelOffer, Intent, Link, LinkEvent, LinkMsg, Step};
 use superscalar_core::channel::state::{Channel, ChannelLimits};
+use superscalar_core::channel::ChannelRef;
 use superscalar_core::{Signer, Slot};
 use superscalar_store::{
     convert, ChannelRecord, CommitmentNumber, FactoryStatus, Invoice, InvoiceDirection,
@@ -53,26 +54,70 @@ impl Client {
         self.chain(|c| c.tip()).ok().map(|t| t.height)
     }
 
-    /// Loads the stored channel of the factory the client is in.
+    /// Loads the stored channels of the factory the client is in: its leaf channel and those
+    /// of its completed sales (the channel of a sale that never completed is forgotten: it
+    /// never carried a payment).
     pub(super) fn recover_channel(&mut self) -> Result<(), String> {
+        self.load_factory_state()?;
         let Some(f) = self.factory.as_ref() else {
             return Ok(());
         };
-        let id = convert::channel_id(f.id, f.position.0);
-        let Some(record) = self.store.channel(id).map_err(|e| e.to_string())? else {
-            return Ok(());
-        };
-        let secrets = self
-            .keys
-            .leaf_channel_secrets(f.key_index, f.position.0)
-            .map_err(|e| e.to_string())?;
+        let mut refs = vec![ChannelRef::Leaf];
+        if let Some(st) = f.state.as_ref() {
+            refs.extend(
+                (0..st.sales().len() as u32)
+                    .filter(|j| st.sales()[*j as usize].buyer == f.position)
+                    .map(ChannelRef::Sold),
+            );
+        }
+        let (id, position, key_index) = (f.id, f.position.0, f.key_index);
         let key = f
             .factory
             .signing_key(Slot::Channel(f.position))
             .map_err(|e| e.to_string())?;
-        let link = Link::restore(&record.state, secrets, key).map_err(|e| e.to_string())?;
-        self.factory.as_mut().expect("checked above").link = Some(link);
+        let records = self
+            .store
+            .channels(convert::factory_id(id))
+            .map_err(|e| e.to_string())?;
+        let mut links = std::collections::BTreeMap::new();
+        for record in records {
+            let Some(ch) = refs
+                .iter()
+                .copied()
+                .find(|ch| convert::channel_id_of(id, position, *ch) == record.id)
+            else {
+                self.store
+                    .remove_channel(record.id)
+                    .map_err(|e| e.to_string())?;
+                tracing::info!("factory {id}: the channel of an abandoned sale is forgotten");
+                continue;
+            };
+            let secrets = self
+                .keys
+                .channel_secrets_of(key_index, position, ch)
+                .map_err(|e| e.to_string())?;
+            let link = Link::restore(&record.state, secrets, key.clone())
+                .map_err(|e| format!("{ch} channel: {e}"))?;
+            links.insert(ch, link);
+        }
+        self.factory.as_mut().expect("checked above").links = links;
         Ok(())
+    }
+
+    /// Our channels that carry payments: the leaf channel, and those of completed sales.
+    pub(super) fn usable_links(&self) -> Vec<(ChannelRef, &Link)> {
+        let Some(f) = self.factory.as_ref() else {
+            return Vec::new();
+        };
+        let sales = f.state.as_ref().map_or(0, |s| s.sales().len() as u32);
+        f.links
+            .iter()
+            .filter(|(ch, _)| match ch {
+                ChannelRef::Leaf => true,
+                ChannelRef::Sold(j) => *j < sales,
+            })
+            .map(|(ch, l)| (*ch, l))
+            .collect()
     }
 
     /// Our side of the channel the LSP offers, as an `accept_channel`; creates and records the
@@ -107,35 +152,43 @@ impl Client {
         }
         let secrets = self
             .keys
-            .leaf_channel_secrets(f.key_index, f.position.0)
+            .channel_secrets_of(f.key_index, f.position.0, open.channel)
             .map_err(|e| e.to_string())?;
         let limits = ChannelLimits::for_factory(&f.factory, tip, DEFAULT_MARGIN_BLOCKS)
             .map_err(|e| e.to_string())?;
-        let mut state = FactoryState::new(
-            f.factory.clone(),
-            f.funding,
-            Signer::Client(f.position),
-            f.signed.iter().cloned(),
-        );
-        let coin = self
-            .chain(|c| c.get_utxo(&f.funding))
-            .map_err(|e| e.to_string())?
-            .ok_or("the funding output is not in our chain's UTXO set")?;
-        state
-            .confirm_funding(Some(&coin.txout), Some(coin.height))
-            .map_err(|e| e.to_string())?;
-        let setup = state
-            .channel_setup(Slot::Channel(f.position), false, 0)
-            .map_err(|e| e.to_string())?;
+        let setup = match open.channel {
+            ChannelRef::Leaf => {
+                let mut state = FactoryState::new(
+                    f.factory.clone(),
+                    f.funding,
+                    Signer::Client(f.position),
+                    f.signed.iter().cloned(),
+                );
+                let coin = self
+                    .chain(|c| c.get_utxo(&f.funding))
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the funding output is not in our chain's UTXO set")?;
+                state
+                    .confirm_funding(Some(&coin.txout), Some(coin.height))
+                    .map_err(|e| e.to_string())?;
+                state
+                    .channel_setup(Slot::Channel(f.position), false, 0)
+                    .map_err(|e| e.to_string())?
+            }
+            // A sold channel opens on its output in the update being signed, which our own
+            // check of the proposal found selling it to us.
+            ChannelRef::Sold(j) => self.sold_channel_setup(j)?,
+        };
         let ours = Channel::announcement(&secrets, &setup.funding_key, setup.funding_outpoint);
         let accept = Message::AcceptChannel(Box::new(ChannelOpen {
             factory: open.factory,
+            channel: open.channel,
             offer: ChannelOffer {
                 announcement: ours,
                 limits,
             },
         }));
-        if let Some(link) = f.link.as_ref() {
+        if let Some(link) = f.links.get(&open.channel) {
             // Offered again (the LSP restarted before recording it): the same answer, unless
             // the channel has moved on, which the LSP cannot have forgotten.
             if link.channel().commitment_numbers() != (0, 0) {
@@ -144,6 +197,7 @@ impl Client {
             return Ok(vec![accept]);
         }
         let (factory, position, key_index) = (f.id, f.position.0, f.key_index);
+        let ch = open.channel;
         let channel = Channel::new(
             setup,
             secrets,
@@ -155,7 +209,7 @@ impl Client {
         let mut link = Link::new(channel, false);
         self.store
             .insert_channel(&ChannelRecord {
-                id: convert::channel_id(factory, position),
+                id: convert::channel_id_of(factory, position, ch),
                 factory: convert::factory_id(factory),
                 key_index,
                 state: link.snapshot(),
@@ -163,27 +217,35 @@ impl Client {
             })
             .map_err(|e| e.to_string())?;
         let mut msgs = vec![accept];
-        msgs.extend(link.connected().into_iter().map(|m| step_msg(factory, m)));
-        self.factory.as_mut().expect("checked above").link = Some(link);
-        self.log(format!("factory {factory}: channel opened"));
+        msgs.extend(
+            link.connected()
+                .into_iter()
+                .map(|m| step_msg(factory, ch, m)),
+        );
+        self.factory
+            .as_mut()
+            .expect("checked above")
+            .links
+            .insert(ch, link);
+        self.log(format!("factory {factory}: {ch} channel opened"));
         Ok(msgs)
     }
 
     /// Writes the link if the step changed it, then sends the step's messages; on a failed
     /// write the link goes back to `before` and nothing leaves.
-    fn commit_link(&mut self, before: Link, step: Step) -> Vec<LinkEvent> {
+    fn commit_link(&mut self, ch: ChannelRef, before: Link, step: Step) -> Vec<LinkEvent> {
         let Some(f) = self.factory.as_mut() else {
             return Vec::new();
         };
         let factory = f.id;
-        let Some(link) = f.link.as_mut() else {
+        let Some(link) = f.links.get_mut(&ch) else {
             return Vec::new();
         };
         if step.persist {
             // The preimages this step learned are written with it: a proof of payment is
             // never lost.
             let preimages: Vec<Preimage> = step.preimages().into_iter().map(Preimage).collect();
-            let id = convert::channel_id(factory, f.position.0);
+            let id = convert::channel_id_of(factory, f.position.0, ch);
             let n = link.channel().commitment_numbers().0;
             let written = CommitmentNumber::new(n).and_then(|n| {
                 self.store
@@ -196,7 +258,11 @@ impl Client {
             }
         }
         for m in step.send {
-            send_to(&self.transport, self.config.lsp_id, step_msg(factory, m));
+            send_to(
+                &self.transport,
+                self.config.lsp_id,
+                step_msg(factory, ch, m),
+            );
         }
         step.events
     }
@@ -210,7 +276,7 @@ impl Client {
             .factory
             .as_ref()
             .filter(|f| f.id == step.factory)
-            .is_some_and(|f| f.link.is_some());
+            .is_some_and(|f| f.links.contains_key(&step.channel));
         if !ours {
             return self.log(format!(
                 "a channel step for no channel of ours ({})",
@@ -219,7 +285,7 @@ impl Client {
         }
         if let LinkMsg::Retire(outpoint) = &step.msg {
             let outpoint = *outpoint;
-            if !self.may_retire(&outpoint) {
+            if !self.may_retire(step.channel, &outpoint) {
                 let why = format!("refusing to stop signing on {outpoint}: our factory state may still put the channel there");
                 self.log(why.clone());
                 return self.send(Message::Error(superscalar_wire::messages::ErrorMsg {
@@ -229,14 +295,15 @@ impl Client {
                 }));
             }
         }
-        let Some(link) = self.factory.as_mut().and_then(|f| f.link.as_mut()) else {
+        let ch = step.channel;
+        let Some(link) = self.factory.as_mut().and_then(|f| f.links.get_mut(&ch)) else {
             return;
         };
         let before = link.clone();
         match link.receive(step.msg, tip) {
             Ok(s) => {
-                let events = self.commit_link(before, s);
-                self.on_link_events(events);
+                let events = self.commit_link(ch, before, s);
+                self.on_link_events(ch, events);
             }
             Err(e) => {
                 self.log(format!("channel step refused: {e}"));
@@ -253,21 +320,22 @@ impl Client {
     /// being signed); our nonce for it leaves once written.
     pub(super) fn add_channel_funding(
         &mut self,
+        ch: ChannelRef,
         outpoint: bitcoin::OutPoint,
     ) -> Result<(), String> {
         let link = self
             .factory
             .as_mut()
-            .and_then(|f| f.link.as_mut())
+            .and_then(|f| f.links.get_mut(&ch))
             .ok_or("no channel")?;
         let before = link.clone();
         let step = link.add_funding(outpoint).map_err(|e| e.to_string())?;
         let persist = step.persist;
-        self.commit_link(before, step);
+        self.commit_link(ch, before, step);
         let written = self
             .factory
             .as_ref()
-            .and_then(|f| f.link.as_ref())
+            .and_then(|f| f.links.get(&ch))
             .is_some_and(|l| l.channel().funding_outpoints().contains(&outpoint));
         if persist && !written {
             return Err("the channel could not be written".into());
@@ -277,41 +345,52 @@ impl Client {
 
     /// Starts what the link can start now, and follows what comes of it.
     pub(super) fn poll_link(&mut self) {
+        let chs: Vec<ChannelRef> = self
+            .factory
+            .as_ref()
+            .map(|f| f.links.keys().copied().collect())
+            .unwrap_or_default();
+        for ch in chs {
+            self.poll_channel(ch);
+        }
+    }
+
+    fn poll_channel(&mut self, ch: ChannelRef) {
         let Some(tip) = self.tip() else {
             return;
         };
         for _ in 0..4 {
-            let Some(link) = self.factory.as_mut().and_then(|f| f.link.as_mut()) else {
+            let Some(link) = self.factory.as_mut().and_then(|f| f.links.get_mut(&ch)) else {
                 return;
             };
             let before = link.clone();
             let step = match link.poll(tip) {
                 Ok(s) => s,
-                Err(e) => return self.log(format!("channel: {e}")),
+                Err(e) => return self.log(format!("{ch} channel: {e}")),
             };
             if step.send.is_empty() && step.events.is_empty() {
                 return;
             }
-            let events = self.commit_link(before, step);
-            self.react(events);
+            let events = self.commit_link(ch, before, step);
+            self.react(ch, events);
         }
     }
 
-    fn on_link_events(&mut self, events: Vec<LinkEvent>) {
-        self.react(events);
-        self.poll_link();
+    fn on_link_events(&mut self, ch: ChannelRef, events: Vec<LinkEvent>) {
+        self.react(ch, events);
+        self.poll_channel(ch);
     }
 
-    fn push(&mut self, intent: Intent) -> Result<(), String> {
+    fn push(&mut self, ch: ChannelRef, intent: Intent) -> Result<(), String> {
         let link = self
             .factory
             .as_mut()
-            .and_then(|f| f.link.as_mut())
+            .and_then(|f| f.links.get_mut(&ch))
             .ok_or("no channel")?;
         link.push(intent).map_err(|e| e.to_string())
     }
 
-    fn react(&mut self, events: Vec<LinkEvent>) {
+    fn react(&mut self, ch: ChannelRef, events: Vec<LinkEvent>) {
         for event in events {
             match event {
                 LinkEvent::Incoming(add) => {
@@ -332,8 +411,8 @@ impl Client {
                             Intent::Fail { id: add.id }
                         }
                     };
-                    if let Err(e) = self.push(intent) {
-                        self.log(format!("channel: {e}"));
+                    if let Err(e) = self.push(ch, intent) {
+                        self.log(format!("{ch} channel: {e}"));
                     }
                 }
                 LinkEvent::Fulfilled {
@@ -426,11 +505,7 @@ impl Client {
     /// `invoice`: asks the LSP for an invoice of a fresh payment hash; answered with it.
     pub(super) fn request_invoice(&mut self, request: superscalar_api::Request) {
         let result = (|| -> Result<([u8; 32], Zeroized, Option<u64>), ApiError> {
-            let ready = self
-                .factory
-                .as_ref()
-                .and_then(|f| f.link.as_ref())
-                .is_some_and(Link::is_ready);
+            let ready = self.usable_links().iter().any(|(_, l)| l.is_ready());
             if !ready {
                 return Err(ApiError::app(-2, "no ready channel yet"));
             }
@@ -599,25 +674,35 @@ impl Client {
         let tip = self
             .tip()
             .ok_or_else(|| ApiError::internal("no chain view"))?;
-        let link = self
-            .factory
-            .as_ref()
-            .and_then(|f| f.link.as_ref())
-            .filter(|l| l.is_ready())
-            .ok_or_else(|| ApiError::app(-2, "no ready channel yet"))?;
+        // Of our ready channels, the one with the least room that can send it.
+        let ready: Vec<(ChannelRef, &Link)> = self
+            .usable_links()
+            .into_iter()
+            .filter(|(_, l)| l.is_ready())
+            .collect();
+        if ready.is_empty() {
+            return Err(ApiError::app(-2, "no ready channel yet"));
+        }
+        let most = ready
+            .iter()
+            .map(|(_, l)| l.channel().sendable_msat())
+            .max()
+            .unwrap_or(0);
+        let (ch, link) = ready
+            .iter()
+            .filter(|(_, l)| l.channel().sendable_msat() >= amount_msat)
+            .min_by_key(|(ch, l)| (l.channel().sendable_msat(), *ch))
+            .copied()
+            .ok_or_else(|| {
+                ApiError::app(
+                    -4,
+                    format!("{most} msat sendable in one channel, {amount_msat} msat asked"),
+                )
+            })?;
         let (_, theirs) = link.channel().limits();
         let delta =
             (parsed.min_final_cltv_expiry_delta + FORWARD_DELTA).max(theirs.min_cltv_expiry_delta);
         let cltv_expiry = tip + delta;
-        if link.channel().sendable_msat() < amount_msat {
-            return Err(ApiError::app(
-                -4,
-                format!(
-                    "{} msat sendable, {amount_msat} msat asked",
-                    link.channel().sendable_msat()
-                ),
-            ));
-        }
         let record = Invoice {
             payment_hash: hash,
             direction: InvoiceDirection::Outbound,
@@ -632,11 +717,14 @@ impl Client {
             _ => self.store.insert_invoice(&record),
         };
         stored.map_err(|e| ApiError::internal(e.to_string()))?;
-        self.push(Intent::Add {
-            amount_msat,
-            payment_hash: parsed.payment_hash,
-            cltv_expiry,
-        })
+        self.push(
+            ch,
+            Intent::Add {
+                amount_msat,
+                payment_hash: parsed.payment_hash,
+                cltv_expiry,
+            },
+        )
         .map_err(|e| ApiError::app(-4, e))?;
         self.log(format!(
             "paying {amount_msat} msat to {}",
@@ -651,29 +739,53 @@ impl Client {
             .factory
             .as_ref()
             .ok_or_else(|| ApiError::app(-2, "not in a factory"))?;
-        let Some(link) = f.link.as_ref() else {
-            return Ok(json!({ "channel": null, "balance_msat": 0 }));
+        let links = self.usable_links();
+        let Some((_, leaf)) = links.iter().find(|(ch, _)| *ch == ChannelRef::Leaf) else {
+            return Ok(json!({ "channel": null, "channels": [], "balance_msat": 0 }));
         };
-        let c = link.channel();
-        Ok(json!({
-            "channel": {
+        let row = |ch: ChannelRef, link: &Link| {
+            let c = link.channel();
+            json!({
                 "factory": f.id.to_string(),
+                "channel": ch.to_string(),
                 "ready": link.is_ready(),
+                "funding": c.funding_outpoint().to_string(),
                 "capacity_msat": c.capacity_msat(),
                 "commitments": [c.commitment_numbers().0, c.commitment_numbers().1],
                 "htlcs": c.pending_htlcs(),
-            },
-            "balance_msat": c.balance_msat(),
-            "lsp_balance_msat": c.their_balance_msat(),
-            "sendable_msat": c.sendable_msat(),
-            "receivable_msat": c.receivable_msat(),
+                "balance_msat": c.balance_msat(),
+                "lsp_balance_msat": c.their_balance_msat(),
+                "sendable_msat": c.sendable_msat(),
+                "receivable_msat": c.receivable_msat(),
+            })
+        };
+        let sum =
+            |get: fn(&Channel) -> u64| links.iter().map(|(_, l)| get(l.channel())).sum::<u64>();
+        Ok(json!({
+            "channel": row(ChannelRef::Leaf, leaf),
+            "channels": links.iter().map(|(ch, l)| row(*ch, l)).collect::<Vec<_>>(),
+            "balance_msat": sum(Channel::balance_msat),
+            "lsp_balance_msat": sum(Channel::their_balance_msat),
+            "sendable_msat": links.iter().map(|(_, l)| l.channel().sendable_msat()).max().unwrap_or(0),
+            "receivable_msat": links.iter().map(|(_, l)| l.channel().receivable_msat()).max().unwrap_or(0),
         }))
     }
 
     /// HTLCs of the LSP committed and not being settled (their event was lost in a crash): as
     /// if they had just come in.
     fn reconcile_incoming(&mut self) {
-        let Some(link) = self.factory.as_ref().and_then(|f| f.link.as_ref()) else {
+        let chs: Vec<ChannelRef> = self
+            .factory
+            .as_ref()
+            .map(|f| f.links.keys().copied().collect())
+            .unwrap_or_default();
+        for ch in chs {
+            self.reconcile_incoming_on(ch);
+        }
+    }
+
+    fn reconcile_incoming_on(&mut self, ch: ChannelRef) {
+        let Some(link) = self.factory.as_ref().and_then(|f| f.links.get(&ch)) else {
             return;
         };
         if !link.channel().is_idle() {
@@ -693,7 +805,7 @@ impl Client {
             })
             .collect();
         if !open.is_empty() {
-            self.react(open.into_iter().map(LinkEvent::Incoming).collect());
+            self.react(ch, open.into_iter().map(LinkEvent::Incoming).collect());
         }
     }
 
@@ -735,24 +847,32 @@ impl Client {
             return;
         };
         let factory = f.id;
-        let Some(link) = f.link.as_mut() else {
-            return;
-        };
-        if up {
-            for m in link.connected() {
-                send_to(&self.transport, self.config.lsp_id, step_msg(factory, m));
+        for (ch, link) in f.links.iter_mut() {
+            if up {
+                for m in link.connected() {
+                    send_to(
+                        &self.transport,
+                        self.config.lsp_id,
+                        step_msg(factory, *ch, m),
+                    );
+                }
+            } else {
+                link.disconnected();
             }
-        } else {
-            link.disconnected();
         }
     }
 }
 
 fn step_msg(
     factory: superscalar_core::FactoryId,
+    channel: ChannelRef,
     msg: superscalar_core::channel::link::LinkMsg,
 ) -> Message {
-    Message::Channel(Box::new(ChannelStep { factory, msg }))
+    Message::Channel(Box::new(ChannelStep {
+        factory,
+        channel,
+        msg,
+    }))
 }
 
 fn send_to(
@@ -764,111 +884,164 @@ fn send_to(
 }
 
 impl Client {
-    /// After our exit path confirmed: our latest commitment of the channel, paid for with the
-    /// fee coin the factory gives us (through its P2A anchor); once it has confirmed and its
-    /// `to_self_delay` has passed, our balance to our payout script. Nothing to do for a channel
-    /// in which we hold less than the dust limit (at T its output pays us anyway).
+    /// After our exit path confirmed: the latest commitment of each channel in which we hold at
+    /// least the dust limit (at T its output pays us anyway), each paid for through its P2A
+    /// anchor: the first with the fee coin the factory gives us, each next one with the change
+    /// of the previous child (which pays the fee coin's own script until the last, and waits
+    /// for it to confirm: a v3 child has one unconfirmed parent). Once a commitment has
+    /// confirmed and its `to_self_delay` has passed, our balance goes to our payout script.
     pub(super) fn step_channel_close(&mut self) {
         let Some(f) = self.factory.as_ref() else {
             return;
         };
-        let Some(link) = f.link.as_ref() else {
-            return;
-        };
-        let channel = link.channel();
-        if channel.balance_msat() < 330_000 {
-            return;
-        }
-        let (commit, _htlc_txs) = match channel.signed_latest_commitment() {
-            Ok(c) => c,
-            Err(e) => return self.close_log(format!("channel close: {e}")),
-        };
-        let commit_txid = commit.compute_txid();
-        let status = self.chain(|c| c.tx_status(&commit_txid));
+        let closing: Vec<ChannelRef> = f
+            .links
+            .iter()
+            .filter(|(_, l)| l.channel().balance_msat() >= 330_000)
+            .map(|(ch, _)| *ch)
+            .collect();
         let keypair = match self.keys.factory_key(f.key_index) {
             Ok(k) => k,
             Err(e) => return self.close_log(format!("channel close: {e}")),
         };
+        // Where the fee coin is in the state we signed last (an update may move it).
+        let signed = &f.signed;
+        let version = f
+            .state
+            .as_ref()
+            .map_or_else(|| f.factory.initial_version(), |s| s.version().clone());
+        let coin_op =
+            f.factory
+                .slot_outpoint(Slot::FeeCoin(f.position), f.funding, &version, |k| {
+                    signed
+                        .iter()
+                        .find(|s| s.kind == k)
+                        .map(|s| s.tx.compute_txid())
+                });
+        let fee_coin_script = f.factory.fee_coin_script(f.position);
+        let amount = f
+            .factory
+            .amounts(&version)
+            .map(|a| a.value(&f.factory, Slot::FeeCoin(f.position)));
+        let mut coin = match (coin_op, amount) {
+            (Some(op), Ok(value)) => Some((
+                op,
+                bitcoin::TxOut {
+                    value,
+                    script_pubkey: fee_coin_script.clone(),
+                },
+            )),
+            _ => None,
+        };
         let payout = f.factory.client_payout_script(f.position);
-        match status {
+        for (i, ch) in closing.iter().enumerate() {
+            let last = i + 1 == closing.len();
+            let destination = if last {
+                payout.clone()
+            } else {
+                fee_coin_script.clone()
+            };
+            match self.close_one(*ch, coin.take(), &keypair, destination) {
+                Ok(Some(next)) => coin = Some(next),
+                Ok(None) => {}
+                Err(line) => return self.close_log(line),
+            }
+        }
+    }
+
+    /// One channel's close: `Err` with a line for the exit log while it waits or cannot go on;
+    /// `Ok` with the coin the next channel's close spends, when this one's child is known.
+    fn close_one(
+        &mut self,
+        ch: ChannelRef,
+        coin: Option<(bitcoin::OutPoint, bitcoin::TxOut)>,
+        keypair: &bitcoin::secp256k1::Keypair,
+        destination: bitcoin::ScriptBuf,
+    ) -> Result<Option<(bitcoin::OutPoint, bitcoin::TxOut)>, String> {
+        let f = self.factory.as_ref().ok_or("not in a factory")?;
+        let link = f.links.get(&ch).ok_or("no channel")?;
+        let channel = link.channel().clone();
+        let payout = f.factory.client_payout_script(f.position);
+        let (commit, _htlc_txs) = channel
+            .signed_latest_commitment()
+            .map_err(|e| format!("{ch} channel close: {e}"))?;
+        let commit_txid = commit.compute_txid();
+        let rate = bitcoin::FeeRate::from_sat_per_vb_u32(2);
+        let child = coin.map(|coin| {
+            crate::bump::fee_coin_child(
+                &commit,
+                bitcoin::Amount::ZERO,
+                coin,
+                keypair,
+                destination,
+                rate,
+            )
+        });
+        let next = |child: &bitcoin::Transaction| {
+            Some((
+                bitcoin::OutPoint::new(child.compute_txid(), 0),
+                child.output[0].clone(),
+            ))
+        };
+        match self.chain(|c| c.tx_status(&commit_txid)) {
             Ok(superscalar_chain::TxStatus::Confirmed { .. }) => {
-                let claim = channel.claim_to_local(
-                    &commit,
-                    payout,
-                    bitcoin::FeeRate::from_sat_per_vb_u32(2),
-                );
-                let claim = match claim {
-                    Ok(c) => c,
-                    Err(e) => return self.close_log(format!("channel close: {e}")),
-                };
+                let claim = channel
+                    .claim_to_local(&commit, payout, rate)
+                    .map_err(|e| format!("{ch} channel close: {e}"))?;
+                let next = child.and_then(|c| c.ok()).and_then(|c| next(&c));
                 let claim_txid = claim.compute_txid();
                 if matches!(
                     self.chain(|c| c.tx_status(&claim_txid)),
                     Ok(superscalar_chain::TxStatus::Confirmed { .. })
                 ) {
-                    return self.close_log("channel closed: our balance is in our payout".into());
+                    self.close_log(format!("{ch} channel closed: our balance is in our payout"));
+                    return Ok(next);
                 }
                 match self.chain(|c| c.submit_transaction(&claim)) {
-                    Ok(_) => self.close_log(format!("channel: our balance claimed ({claim_txid})")),
+                    Ok(_) => {
+                        self.close_log(format!("{ch} channel: our balance claimed ({claim_txid})"))
+                    }
                     Err(e) => {
                         tracing::debug!("to_local claim: {e}");
-                        self.close_log("channel: our balance waits for its to_self_delay".into())
+                        self.close_log(format!(
+                            "{ch} channel: our balance waits for its to_self_delay"
+                        ))
                     }
                 }
+                Ok(next)
             }
-            Ok(superscalar_chain::TxStatus::InMempool) => {}
+            Ok(superscalar_chain::TxStatus::InMempool) => Err(format!(
+                "{ch} channel: our commitment {commit_txid} waits to confirm"
+            )),
             _ => {
                 let funding = channel.funding_outpoint();
                 match self.chain(|c| c.get_utxo(&funding)) {
                     Ok(Some(_)) => {}
                     Ok(None) => {
-                        return self.close_log(
-                            "channel: its output is not on chain, or spent by another transaction"
-                                .into(),
-                        )
+                        return Err(format!(
+                            "{ch} channel: its output is not on chain, or spent by another \
+                             transaction"
+                        ))
                     }
-                    Err(e) => return self.close_log(format!("channel close: {e}")),
+                    Err(e) => return Err(format!("{ch} channel close: {e}")),
                 }
-                let signed = &f.signed;
-                // Where the fee coin is in the state we signed last (an update may move it).
-                let version = f
-                    .state
-                    .as_ref()
-                    .map_or_else(|| f.factory.initial_version(), |s| s.version().clone());
-                let coin_op =
-                    f.factory
-                        .slot_outpoint(Slot::FeeCoin(f.position), f.funding, &version, |k| {
-                            signed
-                                .iter()
-                                .find(|s| s.kind == k)
-                                .map(|s| s.tx.compute_txid())
-                        });
-                let coin = coin_op.and_then(|op| {
-                    self.chain(|c| c.get_utxo(&op))
-                        .ok()
-                        .flatten()
-                        .map(|c| (op, c.txout))
-                });
-                let Some(coin) = coin else {
-                    return self.close_log("channel close: our fee coin is not on chain".into());
+                let Some(child) = child else {
+                    return Err(format!("{ch} channel close: no coin to pay its fee"));
                 };
-                let child = crate::bump::fee_coin_child(
-                    &commit,
-                    bitcoin::Amount::ZERO,
-                    coin,
-                    &keypair,
-                    payout,
-                    bitcoin::FeeRate::from_sat_per_vb_u32(2),
-                );
-                let child = match child {
-                    Ok(c) => c,
-                    Err(e) => return self.close_log(format!("channel close: {e}")),
-                };
+                let child = child.map_err(|e| format!("{ch} channel close: {e}"))?;
+                let coin_op = child.input[1].previous_output;
+                if !matches!(self.chain(|c| c.get_utxo(&coin_op)), Ok(Some(_))) {
+                    return Err(format!(
+                        "{ch} channel close: the coin paying its fee ({coin_op}) is not \
+                         confirmed yet"
+                    ));
+                }
                 match self.chain(|c| c.submit_package(&commit, &child)) {
-                    Ok(_) => self.close_log(format!(
-                        "channel: our latest commitment {commit_txid} published with our fee coin"
+                    Ok(_) => Err(format!(
+                        "{ch} channel: our latest commitment {commit_txid} published with our \
+                         fee coin"
                     )),
-                    Err(e) => self.close_log(format!("channel close: {e}")),
+                    Err(e) => Err(format!("{ch} channel close: {e}")),
                 }
             }
         }
@@ -876,7 +1049,7 @@ impl Client {
 
     fn close_log(&mut self, line: String) {
         if let Some(f) = self.factory.as_mut() {
-            if f.exit_log.last() != Some(&line) {
+            if !f.exit_log.contains(&line) {
                 tracing::info!("{line}");
                 f.exit_log.push(line);
             }

@@ -112,8 +112,11 @@ struct InFactory {
     key_index: superscalar_store::KeyIndex,
     /// The timeout transactions this client published at T.
     timeout_claims: Vec<bitcoin::Txid>,
-    /// Its leaf channel with the LSP, once opened.
-    link: Option<superscalar_core::channel::link::Link>,
+    /// Its channels with the LSP, once opened: the leaf channel and those it bought.
+    links: std::collections::BTreeMap<
+        superscalar_core::channel::ChannelRef,
+        superscalar_core::channel::link::Link,
+    >,
     /// The factory's state as this client signed it (updates), once live.
     state: Option<superscalar_core::advance::FactoryState>,
 }
@@ -459,7 +462,7 @@ impl Client {
                         position: superscalar_core::ClientId(position),
                         key_index: record.key_index,
                         timeout_claims: Vec::new(),
-                        link: None,
+                        links: Default::default(),
                         state: None,
                     });
                 }
@@ -697,7 +700,7 @@ impl Client {
             position,
             key_index: joining.key_index(),
             timeout_claims: Vec::new(),
-            link: None,
+            links: Default::default(),
             state: None,
         });
     }
@@ -1056,8 +1059,16 @@ impl Client {
         Ok(json!({
             "exiting": true,
             "done": f.exit_log.iter().any(|l| l == "exit done"),
-            "channel_closed": f.exit_log.iter().any(|l| l.starts_with("channel closed")),
-            "channel_balance_msat": f.link.as_ref().map(|l| l.channel().balance_msat()),
+            // Every channel holding at least the dust limit has its balance in our payout.
+            "channel_closed": f
+                .links
+                .iter()
+                .filter(|(_, l)| l.channel().balance_msat() >= 330_000)
+                .all(|(ch, _)| {
+                    let done = format!("{ch} channel closed");
+                    f.exit_log.iter().any(|l| l.starts_with(&done))
+                }),
+            "channel_balance_msat": (!f.links.is_empty()).then(|| f.links.values().map(|l| l.channel().balance_msat()).sum::<u64>()),
             "path": path,
             "log": f.exit_log,
         }))

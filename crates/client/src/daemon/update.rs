@@ -24,6 +24,8 @@ use bitcoin::OutPoint;
 use superscalar_chain::Chain;
 use superscalar_core::advance::{AdvanceProposal, FactoryState};
 use superscalar_core::ceremony::{AggNonceMsg, ClientCeremony, SignedTx};
+use superscalar_core::channel::state::ChannelSetup;
+use superscalar_core::channel::ChannelRef;
 use superscalar_core::update::{UpdateBody, UpdateMsg};
 use superscalar_core::{Signer, Slot};
 use superscalar_store::{convert, Party};
@@ -38,8 +40,10 @@ pub(super) struct Updating {
     ceremony: ClientCeremony,
     /// Stage 1, fully signed (once it is).
     below: Vec<SignedTx>,
-    /// Where our channel's output moves.
-    channel_outpoint: Option<OutPoint>,
+    /// Where our channels' outputs move.
+    moved: Vec<(ChannelRef, OutPoint)>,
+    /// The sale to us this update makes, if any: its index and its channel's output.
+    sold: Option<(u32, OutPoint)>,
     /// Stage 2's aggregated nonces, held until our channel holds a commitment on its new
     /// outpoint.
     held: Option<AggNonceMsg>,
@@ -198,22 +202,40 @@ impl Client {
         let ceremony = st
             .accept(p, f.position, key, tip)
             .map_err(|e| e.to_string())?;
-        let slot = Slot::Channel(f.position);
-        let current = st.outpoint(slot);
-        let moved = st
-            .pending_outpoint(slot, |k| ceremony.txid(k))
-            .filter(|o| Some(*o) != current);
+        let mut moved = Vec::new();
+        for ch in f.links.keys() {
+            let slot = ch.slot(f.position);
+            let current = st.outpoint(slot);
+            if let Some(o) = st
+                .pending_outpoint(slot, |k| ceremony.txid(k))
+                .filter(|o| Some(*o) != current)
+            {
+                moved.push((*ch, o));
+            }
+        }
+        let sold = match p.sale {
+            Some(t) if t.buyer == f.position => {
+                let j = st
+                    .pending_sales()
+                    .map_or(0, |s| s.len() as u32)
+                    .saturating_sub(1);
+                st.pending_outpoint(Slot::Sold(j), |k| ceremony.txid(k))
+                    .map(|o| (j, o))
+            }
+            _ => None,
+        };
         self.updating = Some(Updating {
             update,
             stage: 1,
             ceremony,
             below: Vec::new(),
-            channel_outpoint: moved,
+            moved: moved.clone(),
+            sold,
             held: None,
         });
         self.save_factory_state()?;
-        if let Some(outpoint) = moved {
-            self.add_channel_funding(outpoint)?;
+        for (ch, outpoint) in moved {
+            self.add_channel_funding(ch, outpoint)?;
         }
         self.log(format!(
             "factory {}: signing the advance of {} to state {}",
@@ -258,15 +280,14 @@ impl Client {
             return Ok(());
         }
         if u.stage == 2 {
-            if let Some(outpoint) = u.channel_outpoint {
-                let ready = self
-                    .factory
+            let ready = u.moved.iter().all(|(ch, outpoint)| {
+                self.factory
                     .as_ref()
-                    .and_then(|f| f.link.as_ref())
-                    .is_some_and(|l| l.channel().holds_commitment_on(&outpoint));
-                if !ready {
-                    return Ok(()); // after the channel's re-signing round
-                }
+                    .and_then(|f| f.links.get(ch))
+                    .is_some_and(|l| l.channel().holds_commitment_on(outpoint))
+            });
+            if !ready {
+                return Ok(()); // after the channels' re-signing rounds
             }
         }
         let factory = self
@@ -333,13 +354,30 @@ impl Client {
         all.extend(signed);
         st.complete(all).map_err(|e| e.to_string())?;
         f.signed = signed_in_order(st, f.position);
+        let sold = u.sold;
         self.updating = None;
         self.save_factory_state()?;
-        let f = self.factory.as_ref().ok_or("not in a factory")?;
+        let id = self.factory.as_ref().ok_or("not in a factory")?.id;
         self.log(format!(
-            "factory {}: update {update} signed; our exit path follows the new state",
-            f.id
+            "factory {id}: update {update} signed; our exit path follows the new state"
         ));
+        let f = self.factory.as_ref().ok_or("not in a factory")?;
+        if let Some((j, _)) = sold {
+            let amount = f
+                .state
+                .as_ref()
+                .and_then(|s| s.sales().get(j as usize))
+                .map_or(0, |s| s.amount.to_sat());
+            let opened = f.links.contains_key(&ChannelRef::Sold(j));
+            self.log(format!(
+                "factory {id}: bought {amount} sat of inbound liquidity (sale {j}){}",
+                if opened {
+                    ""
+                } else {
+                    "; its channel is not open"
+                }
+            ));
+        }
         Ok(())
     }
 
@@ -368,9 +406,21 @@ impl Client {
         if !self.updating.as_ref().is_some_and(|u| u.update == update) {
             return;
         }
-        self.updating = None;
+        let sold = self.updating.take().and_then(|u| u.sold);
         if let Some(st) = self.factory.as_mut().and_then(|f| f.state.as_mut()) {
             st.abandon();
+        }
+        if let Some((j, _)) = sold {
+            // Nothing was paid through the channel of a sale that did not complete.
+            let ch = ChannelRef::Sold(j);
+            if let Some(f) = self.factory.as_mut() {
+                if f.links.remove(&ch).is_some() {
+                    let id = convert::channel_id_of(f.id, f.position.0, ch);
+                    if let Err(e) = self.store.remove_channel(id) {
+                        self.log(format!("the abandoned sale's channel: {e}"));
+                    }
+                }
+            }
         }
         if let Err(e) = self.save_factory_state() {
             self.log(format!("update {update}: abandoned state not written: {e}"));
@@ -401,32 +451,49 @@ impl Client {
     /// Whether the LSP may make the channel stop signing on `outpoint`: not the channel's
     /// output in the current state, in the update being signed, or in an abandoned update the
     /// LSP could still publish.
-    pub(super) fn may_retire(&self, outpoint: &OutPoint) -> bool {
+    pub(super) fn may_retire(&self, ch: ChannelRef, outpoint: &OutPoint) -> bool {
         let Some(f) = self.factory.as_ref() else {
             return true;
         };
         let Some(st) = f.state.as_ref() else {
             return *outpoint
-                != f.link
-                    .as_ref()
+                != f.links
+                    .get(&ch)
                     .map_or(OutPoint::null(), |l| l.channel().funding_outpoint());
         };
-        let slot = Slot::Channel(f.position);
+        let slot = ch.slot(f.position);
         if st.outpoint(slot) == Some(*outpoint) {
             return false;
         }
-        if self
-            .updating
-            .as_ref()
-            .is_some_and(|u| u.channel_outpoint == Some(*outpoint))
-        {
+        if self.updating.as_ref().is_some_and(|u| {
+            u.moved.contains(&(ch, *outpoint)) || u.sold.is_some_and(|s| s.1 == *outpoint)
+        }) {
             return false;
         }
         let signed = f
-            .link
-            .as_ref()
+            .links
+            .get(&ch)
             .is_some_and(|l| l.channel().holds_commitment_on(outpoint));
         !(signed && st.abandoned_outpoints(slot).contains(outpoint))
+    }
+}
+
+impl Client {
+    /// Our side of the sold channel of sale `j` in the update being signed: the proposal we
+    /// accepted sells it to us, and the channel opens on its output in the new state.
+    pub(super) fn sold_channel_setup(&self, j: u32) -> Result<ChannelSetup, String> {
+        let u = self
+            .updating
+            .as_ref()
+            .filter(|u| u.sold.is_some_and(|s| s.0 == j))
+            .ok_or("no update being signed sells us that channel")?;
+        let st = self
+            .factory
+            .as_ref()
+            .and_then(|f| f.state.as_ref())
+            .ok_or("no factory state")?;
+        st.pending_channel_setup(Slot::Sold(j), false, 0, |k| u.ceremony.txid(k))
+            .map_err(|e| e.to_string())
     }
 }
 

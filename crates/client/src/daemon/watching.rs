@@ -44,16 +44,15 @@ impl Client {
         let path = st.exit_path(f.position);
         let txids: Vec<Txid> = path.iter().map(|s| s.tx.compute_txid()).collect();
         let channels: Vec<_> = f
-            .link
-            .as_ref()
-            .map(|l| {
+            .links
+            .values()
+            .flat_map(|l| {
                 l.channel()
                     .funding_outpoints()
                     .into_iter()
                     .map(|o| (l.channel().clone(), o))
-                    .collect()
             })
-            .unwrap_or_default();
+            .collect();
         let rebuild = self.watching.as_ref().map_or(true, |w| w.path != txids);
         if rebuild {
             let from = match self.watching.as_ref() {
@@ -157,7 +156,7 @@ impl Client {
                 DEFAULT_MARGIN_BLOCKS,
             )
         };
-        let htlc = f.link.as_ref().and_then(|l| {
+        let htlc = f.links.values().find_map(|l| {
             l.channel()
                 .committed_htlcs()
                 .into_iter()

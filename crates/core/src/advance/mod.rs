@@ -486,6 +486,53 @@ impl FactoryState {
         })
     }
 
+    /// The parameters of the channel on output `slot` of the update being signed (a sold
+    /// channel opens on the new state's output before the update completes), given the txids
+    /// its ceremony gives the re-signed transactions: see [`FactoryState::pending_outpoint`].
+    pub fn pending_channel_setup(
+        &self,
+        slot: Slot,
+        we_opened: bool,
+        our_balance_msat: u64,
+        txid_of: impl Fn(TxKind) -> Option<bitcoin::Txid>,
+    ) -> Result<ChannelSetup, AdvanceError> {
+        if !self.open {
+            return Err(AdvanceError::NotOpen);
+        }
+        if !matches!(slot, Slot::Channel(_) | Slot::Sold(_)) {
+            return Err(FactoryError::NoSuch(format!("a channel at {slot:?}")).into());
+        }
+        let pending = self
+            .pending
+            .as_ref()
+            .ok_or_else(|| FactoryError::NoSuch("an update being signed".into()))?;
+        let v = &pending.next;
+        self.factory.check_slot(slot, v)?;
+        let funding_outpoint = self
+            .pending_outpoint(slot, txid_of)
+            .ok_or_else(|| FactoryError::NoSuch(format!("the transaction creating {slot:?}")))?;
+        Ok(ChannelSetup {
+            funding_outpoint,
+            funding: TxOut {
+                value: self.factory.amounts(v)?.value(&self.factory, slot),
+                script_pubkey: self.factory.script_pubkey_at(slot, v)?,
+            },
+            funding_key: self.factory.signing_key_at(slot, v)?,
+            we_opened,
+            our_balance_msat,
+        })
+    }
+
+    /// The sales of the current version, in order (index `j` funds [`Slot::Sold`]`(j)`).
+    pub fn sales(&self) -> &[Sale] {
+        &self.version.sales
+    }
+
+    /// The sales of the update being signed, if one is.
+    pub fn pending_sales(&self) -> Option<&[Sale]> {
+        self.pending.as_ref().map(|p| &p.next.sales[..])
+    }
+
     /// The transaction an advance in progress signs last, in its second stage: the new state of
     /// the ticking node, the only way into everything beneath it (none for a PS sale).
     pub fn pending_entry(&self) -> Option<TxKind> {

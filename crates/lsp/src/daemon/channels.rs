@@ -29,6 +29,7 @@ use superscalar_core::ceremony::SignedTx as CoreSignedTx;
 use superscalar_core::channel::deadlines::DEFAULT_MARGIN_BLOCKS;
 use superscalar_core::channel::link::{ChannelOffer, Intent, Link, LinkEvent, LinkMsg, Step};
 use superscalar_core::channel::state::{Channel, ChannelLimits, ChannelSecrets, ChannelSetup};
+use superscalar_core::channel::ChannelRef;
 use superscalar_core::codec::decode;
 use superscalar_core::{ClientId, Factory, FactoryId, FactoryParams, Signer, Slot, TxKind};
 use superscalar_store::{
@@ -50,18 +51,35 @@ const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// How long an operator's payment waits for its outcome before the API answers "pending".
 const PAY_WAIT: Duration = Duration::from_secs(60);
 
-/// One leaf channel of the LSP.
+/// One channel of the LSP with a client: its leaf channel, or one the client bought.
 pub(super) struct Leaf {
     factory: FactoryId,
     client: u32,
     peer: PublicKey,
     id: ChannelId,
+    pub(super) channel: ChannelRef,
+    /// Whether payments may use it: a sold channel opens on the output of the update that
+    /// sells it, and carries payments once that update completed.
+    pub(super) usable: bool,
     pub(super) link: Link,
+}
+
+impl Leaf {
+    /// The client's index in its factory.
+    pub(super) fn client_index(&self) -> u32 {
+        self.client
+    }
+
+    /// The channel's id in the store.
+    pub(super) fn id(&self) -> ChannelId {
+        self.id
+    }
 }
 
 /// An `open_channel` sent and not yet answered.
 pub(super) struct Offer {
     client: u32,
+    channel: ChannelRef,
     setup: ChannelSetup,
     secrets: ChannelSecrets,
     limits: ChannelLimits,
@@ -78,10 +96,10 @@ pub(super) struct OperatorPayment {
 /// The LSP's channels.
 #[derive(Default)]
 pub(super) struct Channels {
-    pub(super) leaves: HashMap<(FactoryId, PublicKey), Leaf>,
-    offers: HashMap<(FactoryId, PublicKey), Offer>,
+    pub(super) leaves: HashMap<Key, Leaf>,
+    pub(super) offers: HashMap<Key, Offer>,
     /// Offers that could not be made, and when: tried again after `REFUSED_RETRY`.
-    failed_offers: HashMap<(FactoryId, PublicKey), Instant>,
+    failed_offers: HashMap<Key, Instant>,
     /// Live factories' state as the LSP signed it (for the channels' outpoints and keys).
     pub(super) states: HashMap<FactoryId, (Arc<Factory>, FactoryState, KeyIndex)>,
     payments: HashMap<[u8; 32], OperatorPayment>,
@@ -89,7 +107,8 @@ pub(super) struct Channels {
     pub(super) tip: u32,
 }
 
-type Key = (FactoryId, PublicKey);
+/// A channel: its factory, its client's node id, and which of the client's channels.
+pub(super) type Key = (FactoryId, PublicKey, ChannelRef);
 
 impl Lsp {
     /// The factory's state from the store (cached): its signed transactions, as the LSP.
@@ -189,30 +208,45 @@ impl Lsp {
             if records.is_empty() {
                 continue;
             }
-            let (factory, _, key_index) = self.factory_state(id)?.clone_parts();
+            let (factory, st, key_index) = self.factory_state(id)?.clone_parts();
+            let sales: Vec<u32> = st.sales().iter().map(|s| s.buyer.0).collect();
             for record in records {
-                let Some(client) =
-                    (0..members.len() as u32).find(|c| convert::channel_id(id, *c) == record.id)
-                else {
-                    return Err(format!("factory {id}: a channel of no member"));
+                let leaf = (0..members.len() as u32)
+                    .find(|c| convert::channel_id(id, *c) == record.id)
+                    .map(|c| (c, ChannelRef::Leaf));
+                let sold = || {
+                    (0..sales.len() as u32)
+                        .map(|j| (sales[j as usize], ChannelRef::Sold(j)))
+                        .find(|(c, ch)| convert::channel_id_of(id, *c, *ch) == record.id)
+                };
+                let Some((client, channel)) = leaf.or_else(sold) else {
+                    // The channel of a sale that never completed (abandoned at the restart):
+                    // it never carried a payment.
+                    self.store
+                        .remove_channel(record.id)
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!("factory {id}: the channel of an abandoned sale is forgotten");
+                    continue;
                 };
                 let secrets = self
                     .keys
-                    .leaf_channel_secrets(key_index, client)
+                    .channel_secrets_of(key_index, client, channel)
                     .map_err(|e| e.to_string())?;
                 let key = factory
                     .signing_key(Slot::Channel(ClientId(client)))
                     .map_err(|e| e.to_string())?;
                 let link = Link::restore(&record.state, secrets, key)
-                    .map_err(|e| format!("channel of client {client} in {id}: {e}"))?;
+                    .map_err(|e| format!("{channel} channel of client {client} in {id}: {e}"))?;
                 let peer = members[client as usize];
                 self.channels.leaves.insert(
-                    (id, peer),
+                    (id, peer, channel),
                     Leaf {
                         factory: id,
                         client,
                         peer,
                         id: record.id,
+                        channel,
+                        usable: true,
                         link,
                     },
                 );
@@ -240,7 +274,7 @@ impl Lsp {
             .collect();
         for (id, members) in live {
             for (client, peer) in members.iter().enumerate() {
-                let key = (id, *peer);
+                let key = (id, *peer, ChannelRef::Leaf);
                 let fresh = self
                     .channels
                     .offers
@@ -280,7 +314,6 @@ impl Lsp {
     }
 
     fn offer(&mut self, id: FactoryId, client: u32) -> Result<(Offer, Message), String> {
-        let tip = self.channels.tip;
         let (factory, state, key_index) = self.factory_state(id)?.clone_parts();
         let funding = state.funding();
         let coin = self
@@ -299,16 +332,30 @@ impl Lsp {
                 capacity.to_sat() * 1000,
             )
             .map_err(|e| e.to_string())?;
-        let limits = ChannelLimits::for_factory(&factory, tip, DEFAULT_MARGIN_BLOCKS)
+        self.channel_offer(&factory, key_index, client, ChannelRef::Leaf, setup)
+    }
+
+    /// The LSP's `open_channel` for channel `channel` of `client` on `setup`.
+    pub(super) fn channel_offer(
+        &self,
+        factory: &Factory,
+        key_index: KeyIndex,
+        client: u32,
+        channel: ChannelRef,
+        setup: ChannelSetup,
+    ) -> Result<(Offer, Message), String> {
+        let id = factory.params().id;
+        let limits = ChannelLimits::for_factory(factory, self.channels.tip, DEFAULT_MARGIN_BLOCKS)
             .map_err(|e| e.to_string())?;
         let secrets = self
             .keys
-            .leaf_channel_secrets(key_index, client)
+            .channel_secrets_of(key_index, client, channel)
             .map_err(|e| e.to_string())?;
         let announcement =
             Channel::announcement(&secrets, &setup.funding_key, setup.funding_outpoint);
         let msg = Message::OpenChannel(Box::new(ChannelOpen {
             factory: id,
+            channel,
             offer: ChannelOffer {
                 announcement,
                 limits,
@@ -317,6 +364,7 @@ impl Lsp {
         Ok((
             Offer {
                 client,
+                channel,
                 setup,
                 secrets,
                 limits,
@@ -329,7 +377,7 @@ impl Lsp {
 
     /// A member accepts its leaf channel.
     pub(super) fn on_accept_channel(&mut self, peer: PublicKey, open: ChannelOpen) {
-        let key = (open.factory, peer);
+        let key = (open.factory, peer, open.channel);
         if self.channels.leaves.contains_key(&key) {
             return; // sent again: the channel exists
         }
@@ -349,7 +397,7 @@ impl Lsp {
             }
         };
         let mut link = Link::new(channel, true);
-        let id = convert::channel_id(open.factory, offer.client);
+        let id = convert::channel_id_of(open.factory, offer.client, offer.channel);
         let record = ChannelRecord {
             id,
             factory: convert::factory_id(open.factory),
@@ -369,12 +417,14 @@ impl Lsp {
                 client: offer.client,
                 peer,
                 id,
+                channel: offer.channel,
+                usable: offer.channel == ChannelRef::Leaf,
                 link,
             },
         );
         self.log(format!(
-            "channel of client {} in factory {} opened",
-            offer.client, open.factory
+            "{} channel of client {} in factory {} opened",
+            offer.channel, offer.client, open.factory
         ));
         self.send_steps(key, resend);
         self.poll_links(vec![key]);
@@ -386,6 +436,7 @@ impl Lsp {
                 key.1,
                 Message::Channel(Box::new(ChannelStep {
                     factory: key.0,
+                    channel: key.2,
                     msg,
                 })),
             );
@@ -450,7 +501,7 @@ impl Lsp {
 
     /// A step of a client's leaf channel.
     pub(super) fn on_channel_step(&mut self, peer: PublicKey, step: ChannelStep) {
-        let key = (step.factory, peer);
+        let key = (step.factory, peer, step.channel);
         let tip = self.channels.tip;
         let Some(leaf) = self.channels.leaves.get_mut(&key) else {
             return self.refuse(peer, Some(step.factory), "no such channel".into());
@@ -460,6 +511,8 @@ impl Lsp {
             Ok(s) => {
                 let events = self.commit_step(key, before, s);
                 self.on_link_events(key, events);
+                // A round may have given an update the commitments it waits for.
+                self.update_progress();
             }
             Err(e) => {
                 let client = leaf.client;
@@ -528,17 +581,22 @@ impl Lsp {
         self.channels.offers.retain(|k, _| k.1 != peer);
     }
 
-    /// The leaf channel of `peer` that payments go into (its newest ready one).
-    fn leaf_of(&self, peer: &PublicKey) -> Option<Key> {
-        self.channels
+    /// The channel of `peer` a payment of `amount_msat` goes into: of its ready channels that
+    /// carry payments, one that can take it (the one with the least room that does, so that
+    /// the big ones stay free), else the one with the most room.
+    fn payee_channel(&self, peer: &PublicKey, amount_msat: u64) -> Option<Key> {
+        let ready: Vec<(Key, u64)> = self
+            .channels
             .leaves
             .iter()
-            .filter(|(k, l)| k.1 == *peer && l.link.is_ready())
-            .max_by_key(|(k, _)| {
-                self.factories
-                    .get(&k.0)
-                    .map(|f| f.funding_tx.compute_txid())
-            })
+            .filter(|(k, l)| k.1 == *peer && l.usable && l.link.is_ready())
+            .map(|(k, l)| (*k, l.link.channel().sendable_msat()))
+            .collect();
+        ready
+            .iter()
+            .filter(|(_, room)| *room >= amount_msat)
+            .min_by_key(|(k, room)| (*room, *k))
+            .or_else(|| ready.iter().max_by_key(|(k, room)| (*room, *k)))
             .map(|(k, _)| *k)
     }
 
@@ -685,7 +743,8 @@ impl Lsp {
         let Ok(payee) = PublicKey::from_slice(&payee) else {
             return fail(self, "a stored route is corrupt".into());
         };
-        let Some(to) = self.leaf_of(&payee) else {
+        let amount_msat = invoice.amount.map_or(add.amount_msat, |a| a.0);
+        let Some(to) = self.payee_channel(&payee, amount_msat) else {
             return fail(self, "the payee has no channel".into());
         };
         if !self.transport.is_connected(&payee) {
@@ -694,7 +753,6 @@ impl Lsp {
         if let Err(e) = self.store.update_invoice(hash, InvoiceStatus::Held, None) {
             return fail(self, format!("store: {e}"));
         }
-        let amount_msat = invoice.amount.map_or(add.amount_msat, |a| a.0);
         let pushed = self.push(
             to,
             Intent::Add {
@@ -775,7 +833,7 @@ impl Lsp {
 
     fn issue_invoice(&mut self, peer: PublicKey, req: &InvoiceRequest) -> Result<String, String> {
         let key = self
-            .leaf_of(&peer)
+            .payee_channel(&peer, req.amount_msat)
             .ok_or("no ready channel with this LSP yet")?;
         let leaf = &self.channels.leaves[&key];
         let delta = leaf.link.channel().limits().1.min_cltv_expiry_delta;
@@ -872,7 +930,7 @@ impl Lsp {
             }
         };
         let to = self
-            .leaf_of(&payee)
+            .payee_channel(&payee, amount_msat)
             .ok_or_else(|| ApiError::app(-4, "the payee has no ready channel"))?;
         if !self.transport.is_connected(&payee) {
             return Err(ApiError::app(-4, "the payee is offline"));
@@ -935,7 +993,7 @@ impl Lsp {
     /// `channels`: every leaf channel with its balances.
     pub(super) fn channels_json(&self) -> Value {
         let mut rows: Vec<&Leaf> = self.channels.leaves.values().collect();
-        rows.sort_by_key(|l| (l.factory.0, l.client));
+        rows.sort_by_key(|l| (l.factory.0, l.client, l.channel));
         Value::Array(
             rows.into_iter()
                 .map(|l| {
@@ -944,6 +1002,8 @@ impl Lsp {
                     json!({
                         "factory": l.factory.to_string(),
                         "client": l.client,
+                        "channel": l.channel.to_string(),
+                        "usable": l.usable,
                         "peer": l.peer.to_string(),
                         "connected": self.transport.is_connected(&l.peer),
                         "ready": l.link.is_ready(),

@@ -252,6 +252,9 @@ pub async fn run(
                 } else if request.method == "advance" {
                     // Answered when the update completes or is abandoned.
                     lsp.operator_advance(request);
+                } else if request.method == "sell_liquidity" {
+                    // Answered when the update selling it completes or is abandoned.
+                    lsp.operator_sell(request);
                 } else {
                     let method = request.method.clone();
                     let result = lsp.on_request(&method, &request.params);

@@ -25,12 +25,15 @@ use bitcoin::OutPoint;
 use serde_json::{json, Value};
 use superscalar_api::ApiError;
 use superscalar_chain::Chain;
+use superscalar_core::advance::SaleTerms;
 use superscalar_core::ceremony::{LspCeremony, SignedTx};
+use superscalar_core::channel::ChannelRef;
 use superscalar_core::update::{UpdateBody, UpdateMsg};
 use superscalar_core::{ClientId, FactoryId, NodeId, Slot, TxKind};
 use superscalar_store::{convert, Party};
 use superscalar_wire::messages::Message;
 
+use super::channels::Key;
 use super::Lsp;
 
 /// How long an update may take before it is abandoned.
@@ -48,8 +51,10 @@ pub(super) struct Updating {
     ceremony: LspCeremony,
     participants: Vec<(ClientId, PublicKey)>,
     below: Vec<SignedTx>,
-    /// Each participant's channel output: (peer, before, after).
-    moved: Vec<(PublicKey, OutPoint, OutPoint)>,
+    /// Each participant's channel outputs that move: (channel, before, after).
+    moved: Vec<(Key, OutPoint, OutPoint)>,
+    /// The channel a sale in this update opens, on its output in the new state.
+    sold: Option<(Key, OutPoint, SaleTerms)>,
     started: Instant,
     reply: Option<superscalar_api::Request>,
 }
@@ -97,7 +102,37 @@ impl Lsp {
         }
     }
 
+    /// The operator's `sell-liquidity`: a new channel of `amount_sat` from the client's stock,
+    /// in its leaf's next state; answered when the update completes or is abandoned.
+    pub(super) fn operator_sell(&mut self, request: superscalar_api::Request) {
+        let amount = request.params.get("amount_sat").and_then(Value::as_u64);
+        let result = match amount {
+            Some(a) if a > 0 && a <= bitcoin::Amount::MAX_MONEY.to_sat() => {
+                self.start_update(&request.params, Some(bitcoin::Amount::from_sat(a)))
+            }
+            _ => Err(ApiError::invalid_params(
+                "amount_sat: the capacity of the channel to sell, in satoshis",
+            )),
+        };
+        match result {
+            Ok(()) => {
+                if let Some(u) = self.updating.as_mut() {
+                    u.reply = Some(request);
+                }
+            }
+            Err(e) => request.reply(Err(e)),
+        }
+    }
+
     fn start_advance(&mut self, params: &Value) -> Result<(), ApiError> {
+        self.start_update(params, None)
+    }
+
+    fn start_update(
+        &mut self,
+        params: &Value,
+        sale: Option<bitcoin::Amount>,
+    ) -> Result<(), ApiError> {
         if self.updating.is_some() {
             return Err(ApiError::app(-6, "another update is being signed"));
         }
@@ -129,7 +164,7 @@ impl Lsp {
                     members.len()
                 ))
             })?;
-        self.begin_advance(id, ClientId(client), &members)
+        self.begin_advance(id, ClientId(client), &members, sale)
             .map_err(|e| ApiError::app(-5, e))
     }
 
@@ -138,6 +173,7 @@ impl Lsp {
         id: FactoryId,
         client: ClientId,
         members: &[PublicKey],
+        sale: Option<bitcoin::Amount>,
     ) -> Result<(), String> {
         let tip = self.channels.tip;
         self.factory_state(id)?;
@@ -164,7 +200,22 @@ impl Lsp {
             .keys
             .factory_key(*key_index)
             .map_err(|e| e.to_string())?;
-        let (proposal, ceremony) = st.propose(leaf, &keypair).map_err(|e| e.to_string())?;
+        let terms = match sale {
+            None => None,
+            Some(amount) => {
+                let stock = factory
+                    .stock_of(client)
+                    .ok_or("the client's leaf has no liquidity stock")?;
+                Some(SaleTerms {
+                    buyer: client,
+                    stock,
+                    amount,
+                })
+            }
+        };
+        let (proposal, ceremony) = st
+            .propose_with(leaf, terms, &keypair)
+            .map_err(|e| e.to_string())?;
         let participants: Vec<(ClientId, PublicKey)> = ceremony
             .participants()
             .map(|c| (c, members[c.0 as usize]))
@@ -172,23 +223,47 @@ impl Lsp {
         let mut moved = Vec::new();
         let mut problem = None;
         for (c, peer) in &participants {
-            let slot = Slot::Channel(*c);
-            let before = st.outpoint(slot);
-            let after = st.pending_outpoint(slot, |k| ceremony.txid(k));
             if !self.transport.is_connected(peer) {
                 problem = Some(format!("client {} is not connected", c.0));
             }
-            match self.channels.leaves.get(&(id, *peer)) {
-                Some(leaf) if !leaf.link.between_rounds() || !leaf.link.is_ready() => {
-                    problem = Some(format!("client {}'s channel is in a round", c.0));
-                }
-                None => problem = Some(format!("client {} has no channel yet", c.0)),
-                Some(_) => {}
+            if !self
+                .channels
+                .leaves
+                .contains_key(&(id, *peer, ChannelRef::Leaf))
+            {
+                problem = Some(format!("client {} has no channel yet", c.0));
             }
-            if let (Some(b), Some(a)) = (before, after) {
-                if a != b {
-                    moved.push((*peer, b, a));
+            for (key, l) in self
+                .channels
+                .leaves
+                .iter()
+                .filter(|(k, _)| k.0 == id && k.1 == *peer)
+            {
+                if !l.link.between_rounds() || !l.link.is_ready() {
+                    problem = Some(format!("client {}'s {} channel is in a round", c.0, key.2));
                 }
+                let slot = key.2.slot(*c);
+                let before = st.outpoint(slot);
+                let after = st.pending_outpoint(slot, |k| ceremony.txid(k));
+                if let (Some(b), Some(a)) = (before, after) {
+                    if a != b {
+                        moved.push((*key, b, a));
+                    }
+                }
+            }
+        }
+        // The sold channel opens on its output in the new state, before that state is signed.
+        let mut sold = None;
+        if let (Some(terms), None) = (terms, problem.as_ref()) {
+            let j = st
+                .pending_sales()
+                .map_or(0, |s| s.len() as u32)
+                .saturating_sub(1);
+            match st.pending_channel_setup(Slot::Sold(j), true, terms.amount.to_sat() * 1000, |k| {
+                ceremony.txid(k)
+            }) {
+                Ok(setup) => sold = Some((j, factory.clone(), *key_index, setup)),
+                Err(e) => problem = Some(format!("the sold channel: {e}")),
             }
         }
         if let Some(p) = problem {
@@ -196,6 +271,21 @@ impl Lsp {
             st.abandon();
             self.save_lsp_state(id)?;
             return Err(p);
+        }
+        let mut sold_channel = None;
+        if let (Some((j, factory, key_index, setup)), Some(terms)) = (sold, terms) {
+            let key = (id, members[client.0 as usize], ChannelRef::Sold(j));
+            let outpoint = setup.funding_outpoint;
+            match self.channel_offer(&factory, key_index, client.0, ChannelRef::Sold(j), setup) {
+                Ok(o) => sold_channel = Some((key, outpoint, terms, o)),
+                Err(e) => {
+                    if let Some((_, st, _)) = self.channels.states.get_mut(&id) {
+                        st.abandon();
+                    }
+                    self.save_lsp_state(id)?;
+                    return Err(format!("the sold channel: {e}"));
+                }
+            }
         }
         self.save_lsp_state(id)?;
         let update = self.next_update_id();
@@ -207,14 +297,24 @@ impl Lsp {
                 UpdateBody::Advance(Box::new(proposal.clone())),
             );
         }
-        for (peer, _, after) in &moved {
-            self.add_leaf_funding((id, *peer), *after);
+        for (key, _, after) in &moved {
+            self.add_leaf_funding(*key, *after);
         }
+        let sold = sold_channel.map(|(key, outpoint, terms, (offer, msg))| {
+            self.channels.offers.insert(key, offer);
+            self.send(key.1, msg);
+            (key, outpoint, terms)
+        });
         self.log(format!(
-            "factory {id}: advancing {} to state {} with {} clients",
+            "factory {id}: advancing {} to state {} with {} clients{}",
             proposal.node,
             proposal.to.0,
-            participants.len()
+            participants.len(),
+            terms.map_or(String::new(), |t| format!(
+                ", selling {} sat to client {}",
+                t.amount.to_sat(),
+                t.buyer.0
+            ))
         ));
         self.updating = Some(Updating {
             factory: id,
@@ -227,6 +327,7 @@ impl Lsp {
             participants,
             below: Vec::new(),
             moved,
+            sold,
             started: Instant::now(),
             reply: None,
         });
@@ -308,6 +409,15 @@ impl Lsp {
         if !u.ceremony.missing_partials().is_empty() {
             return Ok(());
         }
+        if stage == 2 && !self.update_channels_ready() {
+            // Stage 2 completes only once every channel the new state carries holds a
+            // commitment on its new output on our side: a state we cannot follow down is
+            // never made publishable.
+            return Ok(());
+        }
+        let Some(u) = self.updating.as_mut() else {
+            return Ok(());
+        };
         u.ceremony.finalize().map_err(|e| e.to_string())?;
         let signed: Vec<SignedTx> = u.ceremony.all_signed().cloned().collect();
         let finals: Vec<(PublicKey, superscalar_core::ceremony::FinalSigMsg)> = u
@@ -372,12 +482,23 @@ impl Lsp {
         for (_, peer) in &u.participants {
             self.send_update(*peer, factory, update, UpdateBody::Done(revealed.clone()));
         }
+        if let Some((key, _, _)) = u.sold {
+            if let Some(l) = self.channels.leaves.get_mut(&key) {
+                l.usable = true;
+            }
+        }
         self.reconcile_fundings(factory);
         let line = format!(
-            "factory {factory}: {} advanced to state {}, signed by {} clients",
+            "factory {factory}: {} advanced to state {}, signed by {} clients{}",
             u.node,
             u.to,
-            u.participants.len()
+            u.participants.len(),
+            u.sold.map_or(String::new(), |(key, _, t)| format!(
+                "; {} sat of inbound liquidity sold to client {} ({} channel)",
+                t.amount.to_sat(),
+                t.buyer.0,
+                key.2
+            ))
         );
         self.log(line);
         if let Some(reply) = u.reply {
@@ -387,9 +508,40 @@ impl Lsp {
                 "state": u.to,
                 "clients": u.participants.len(),
                 "revoked_stock_versions": revealed.len(),
+                "sold": u.sold.map(|(key, outpoint, t)| json!({
+                    "client": t.buyer.0,
+                    "channel": key.2.to_string(),
+                    "amount_sat": t.amount.to_sat(),
+                    "funding": outpoint.to_string(),
+                })),
             })));
         }
         Ok(())
+    }
+
+    /// Moves the update on after a channel round (it may wait for commitments).
+    pub(super) fn update_progress(&mut self) {
+        if self.updating.is_some() {
+            if let Err(e) = self.step_update() {
+                self.abort_update(&e);
+            }
+        }
+    }
+
+    /// Whether every channel the update moves or opens holds, on our side, a commitment on its
+    /// output in the new state.
+    fn update_channels_ready(&self) -> bool {
+        let Some(u) = self.updating.as_ref() else {
+            return false;
+        };
+        let holds = |key: &Key, o: &OutPoint| {
+            self.channels
+                .leaves
+                .get(key)
+                .is_some_and(|l| l.link.channel().holds_commitment_on(o))
+        };
+        u.moved.iter().all(|(k, _, a)| holds(k, a))
+            && u.sold.as_ref().map_or(true, |(k, o, _)| holds(k, o))
     }
 
     /// Makes each channel of `factory` sign only where the LSP's factory state may put it: the
@@ -403,22 +555,18 @@ impl Lsp {
             .updating
             .as_ref()
             .filter(|u| u.factory == factory)
-            .map(|u| u.moved.iter().map(|m| m.2).collect())
+            .map(|u| {
+                u.moved
+                    .iter()
+                    .map(|m| m.2)
+                    .chain(u.sold.map(|s| s.1))
+                    .collect()
+            })
             .unwrap_or_default();
+        let _ = f;
         let mut retire = Vec::new();
-        for c in 0..f.params().clients.len() as u32 {
-            let slot = Slot::Channel(ClientId(c));
-            let Some(peer) = self
-                .factories
-                .get(&factory)
-                .and_then(|x| x.members.get(c as usize))
-                .copied()
-            else {
-                continue;
-            };
-            let Some(leaf) = self.channels.leaves.get(&(factory, peer)) else {
-                continue;
-            };
+        for (key, leaf) in self.channels.leaves.iter().filter(|(k, _)| k.0 == factory) {
+            let slot = key.2.slot(ClientId(leaf.client_index()));
             let current = st.outpoint(slot);
             let abandoned = st.abandoned_outpoints(slot);
             for o in leaf.link.channel().funding_outpoints() {
@@ -426,7 +574,7 @@ impl Lsp {
                     || pending.contains(&o)
                     || (abandoned.contains(&o) && leaf.link.channel().holds_commitment_on(&o));
                 if !keep {
-                    retire.push(((factory, peer), o));
+                    retire.push((*key, o));
                 }
             }
         }
@@ -448,6 +596,15 @@ impl Lsp {
         }
         for (_, peer) in &u.participants {
             self.send_update(*peer, u.factory, u.id, UpdateBody::Abort(why.to_owned()));
+        }
+        if let Some((key, _, _)) = u.sold {
+            // Nothing was paid through the channel of a sale that did not complete.
+            self.channels.offers.remove(&key);
+            if let Some(l) = self.channels.leaves.remove(&key) {
+                if let Err(e) = self.store.remove_channel(l.id()) {
+                    tracing::error!("factory {}: the abandoned sale's channel: {e}", u.factory);
+                }
+            }
         }
         self.reconcile_fundings(u.factory);
         self.log(format!("factory {}: update abandoned: {why}", u.factory));
@@ -534,6 +691,7 @@ impl Lsp {
             "stage": u.stage,
             "clients": u.participants.iter().map(|(c, _)| c.0).collect::<Vec<_>>(),
             "waiting_for": waiting,
+            "sale": u.sold.map(|(_, _, t)| json!({ "client": t.buyer.0, "amount_sat": t.amount.to_sat() })),
             "elapsed_s": u.started.elapsed().as_secs(),
         })
     }

@@ -830,6 +830,19 @@ impl Store {
         })
     }
 
+    /// Forget a channel that never carried a payment (a sold channel whose sale was abandoned),
+    /// with the secrets received in it; refused if a punishment refers to it.
+    pub fn remove_channel(&mut self, id: ChannelId) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM received_secrets WHERE channel_id = ?1",
+                [&id.0[..]],
+            )?;
+            tx.execute("DELETE FROM channels WHERE channel_id = ?1", [&id.0[..]])?;
+            Ok(())
+        })
+    }
+
     /// A channel.
     pub fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>> {
         self.conn
