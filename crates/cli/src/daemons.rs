@@ -83,6 +83,16 @@ pub enum LspCommand {
         /// Blocks a factory is active (its dying period is a tenth of it, at least 5).
         #[arg(long, default_value_t = 200)]
         active_blocks: u32,
+        /// The fee of inbound liquidity a client buys, in parts per million of the channel.
+        #[arg(long, default_value_t = 10_000)]
+        liquidity_fee_ppm: u32,
+        /// The least fee of inbound liquidity (sat, at least 1).
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+        liquidity_fee_min_sat: u64,
+        /// Seconds a paid liquidity order waits for its sale (its buyer's leaf mates online)
+        /// before its fee is failed back.
+        #[arg(long, default_value_t = 120)]
+        liquidity_patience_secs: u64,
         /// Inject a fault (tests only): `crash-after-final-sigs`, `crash-after-forward`,
         /// `publish-superseded`.
         #[arg(long, hide = true)]
@@ -177,7 +187,7 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 100_000)]
         capacity_sat: u64,
         /// Inject a fault (tests only): `stall-before-partials`, `crash-after-partials`,
-        /// `stall-update`.
+        /// `stall-update`, `publish-revoked`.
         #[arg(long, hide = true)]
         fault: Option<String>,
     },
@@ -218,6 +228,19 @@ pub enum ClientCommand {
         /// The amount, if the invoice has none (msat).
         #[arg(long)]
         amount_msat: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Buy inbound liquidity: the LSP sells us a channel of AMOUNT sat in our leaf for its fee
+    /// (paid through our channel, held by the LSP until the sale completes, refunded if it
+    /// cannot be made); waits until it is sold.
+    BuyLiquidity {
+        /// The new channel's capacity (sat).
+        #[arg(long)]
+        amount_sat: u64,
+        /// The most we pay for it (sat; default 2% of the amount plus 1,000 sat).
+        #[arg(long)]
+        max_fee_sat: Option<u64>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -338,6 +361,9 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             max_clients,
             round_timeout,
             active_blocks,
+            liquidity_fee_ppm,
+            liquidity_fee_min_sat,
+            liquidity_patience_secs,
             fault,
         } => {
             let fault = match fault.as_deref() {
@@ -382,6 +408,9 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                     ..FactoryConfig::regtest()
                 },
                 funding_fee_rate: FeeRate::from_sat_per_vb_u32(2),
+                liquidity_fee_ppm,
+                liquidity_fee_min: bitcoin::Amount::from_sat(liquidity_fee_min_sat),
+                liquidity_patience: Duration::from_secs(liquidity_patience_secs),
                 fault,
             };
             let rt = match runtime() {
@@ -484,6 +513,7 @@ pub fn client(command: ClientCommand) -> ExitCode {
                     Some(superscalar_client::daemon::Fault::CrashAfterPartials)
                 }
                 Some("stall-update") => Some(superscalar_client::daemon::Fault::StallUpdate),
+                Some("publish-revoked") => Some(superscalar_client::daemon::Fault::PublishRevoked),
                 Some(other) => return usage(&format!("unknown --fault {other:?}")),
             };
             let (lsp_id, lsp_addr) = match parse_lsp(&lsp) {
@@ -612,6 +642,32 @@ pub fn client(command: ClientCommand) -> ExitCode {
             "pay",
             json!({ "invoice": invoice, "amount_msat": amount_msat }),
             print_status,
+        ),
+        ClientCommand::BuyLiquidity {
+            amount_sat,
+            max_fee_sat,
+            api,
+        } => call(
+            &api,
+            CLIENT_API,
+            "buy_liquidity",
+            json!({ "amount_sat": amount_sat, "max_fee_sat": max_fee_sat }),
+            |v| {
+                if v["status"] == "bought" {
+                    println!(
+                        "bought {} sat of inbound liquidity for {} sat (channel {})",
+                        v["amount_sat"],
+                        v["fee_sat"],
+                        v["channel"].as_str().unwrap_or("?")
+                    )
+                } else {
+                    println!(
+                        "fee of {} sat paid, the sale is pending (payment {})",
+                        v["fee_sat"],
+                        v["payment_hash"].as_str().unwrap_or("?")
+                    )
+                }
+            },
         ),
         ClientCommand::Stop(a) => call(&a, CLIENT_API, "stop", json!({}), |_| println!("stopping")),
         ClientCommand::Swarm(args) => crate::swarm::run(args),

@@ -17,6 +17,8 @@ type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Inbound liquidity the LSP sells the leaver (sat).
 const SALE_SAT: u64 = 50_000;
+/// Inbound liquidity client 0 buys (sat).
+const BUY_SAT: u64 = 30_000;
 
 fn sat(msat: &Value) -> String {
     let m = msat.as_u64().unwrap_or(0);
@@ -214,6 +216,21 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         into_sold / 1000
     );
 
+    // 8. A client buys inbound liquidity itself: the LSP quotes its fee with an invoice, the
+    // client pays it, and the LSP takes the fee only once the sale completed.
+    let t_buy = Instant::now();
+    let bought = daemons[0].call("buy_liquidity", json!({ "amount_sat": BUY_SAT }))?;
+    if bought["status"] != "bought" {
+        return Err(format!("the purchase did not complete: {bought}").into());
+    }
+    println!(
+        "  client 0 bought {} sat of inbound liquidity for {} sat in {:.2} s ({} channel)",
+        bought["amount_sat"],
+        bought["fee_sat"],
+        t_buy.elapsed().as_secs_f64(),
+        bought["channel"].as_str().unwrap_or("?")
+    );
+
     // Balances now, in the channels.
     let channels = lsp.call("channels", json!({}))?;
     println!();
@@ -236,7 +253,7 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         client_total / 1000
     );
 
-    // 8. One client exits alone: its path of kickoffs and states goes on chain as delays pass.
+    // 9. One client exits alone: its path of kickoffs and states goes on chain as delays pass.
     let t_exit = Instant::now();
     let leaver = &daemons[clients - 1];
     leaver.call("exit", json!({}))?;
@@ -289,7 +306,7 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         v
     };
 
-    // 9. At the timeout every client publishes the pre-signed timeout payouts of what it holds.
+    // 10. At the timeout every client publishes the pre-signed timeout payouts of what it holds.
     let timeout = daemons[0].call("status", json!({}))?["factory"]["timeout_height"]
         .as_u64()
         .ok_or("timeout height")?;
@@ -356,7 +373,7 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         t_timeout.elapsed().as_secs_f64()
     );
 
-    // 10. The summary.
+    // 11. The summary.
     println!();
     println!(
         "  on-chain transactions                                          vbytes      fee (sat)"

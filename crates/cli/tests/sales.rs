@@ -59,7 +59,17 @@ fn factory_of(
     n: usize,
     fault: Option<&str>,
 ) -> (Node, String, String, String, Vec<Node>) {
-    let (lsp, uri) = lsp(dir, chain, "127.0.0.1:0", n, &["--no-passphrase"]);
+    factory_with(dir, chain, n, fault, &["--no-passphrase"])
+}
+
+fn factory_with(
+    dir: &std::path::Path,
+    chain: &Chaind,
+    n: usize,
+    fault: Option<&str>,
+    lsp_args: &[&str],
+) -> (Node, String, String, String, Vec<Node>) {
+    let (lsp, uri) = lsp(dir, chain, "127.0.0.1:0", n, lsp_args);
     let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
         .as_str()
         .unwrap()
@@ -279,6 +289,143 @@ fn a_sale_abandoned_in_its_ceremony_leaves_no_channel_and_the_next_one_works() {
     assert_eq!(sold["sold"]["channel"], "sold/0", "{sold}");
     lsp_pays(&lsp, &buyer, 10_000_000);
     assert_eq!(sold_msat(&buyer), Some(10_000_000));
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+    for c in [&buyer, &other] {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+}
+
+fn buy(c: &Node, amount_sat: u64, max_fee_sat: Option<u64>) -> Result<Value, String> {
+    let amount = amount_sat.to_string();
+    let mut args = vec!["--amount-sat", &amount];
+    let max = max_fee_sat.map(|m| m.to_string());
+    if let Some(m) = max.as_deref() {
+        args.extend(["--max-fee-sat", m]);
+    }
+    cli_with("client", "buy-liquidity", c, &args)
+}
+
+fn msat(c: &Node) -> u64 {
+    balance(c)["balance_msat"].as_u64().unwrap()
+}
+
+#[test]
+fn a_client_buys_liquidity_and_its_fee_is_taken_only_when_the_sale_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (mut lsp, uri, _address, _factory, mut clients) = factory_with(
+        dir.path(),
+        &chain,
+        2,
+        None,
+        &[
+            "--no-passphrase",
+            "--liquidity-fee-ppm",
+            "20000",
+            "--liquidity-fee-min-sat",
+            "500",
+            "--liquidity-patience-secs",
+            "8",
+        ],
+    );
+    let listen = uri.split('@').nth(1).unwrap().to_owned();
+    let buyer = clients.remove(0);
+    let mut other = clients.remove(0);
+    lsp_pays(&lsp, &buyer, 30_000_000);
+
+    // Refused, and nothing paid: a fee above our limit, an amount the stock cannot pay, a
+    // zero amount.
+    let err = buy(&buyer, 50_000, Some(999)).unwrap_err();
+    assert!(err.contains("more than our limit"), "{err}");
+    let err = buy(&buyer, 1_000_000_000, None).unwrap_err();
+    assert!(err.contains("the LSP refused"), "{err}");
+    let err = buy(&buyer, 0, None).unwrap_err();
+    assert!(err.contains("amount_sat"), "{err}");
+    assert_eq!(msat(&buyer), 30_000_000);
+    assert_eq!(sold_msat(&buyer), None);
+
+    // Bought: 2% of 50,000 sat is 1,000 sat, paid once the channel is sold.
+    let bought = buy(&buyer, 50_000, None).unwrap();
+    assert_eq!(bought["status"], "bought", "{bought}");
+    assert_eq!(bought["fee_sat"], 1_000, "{bought}");
+    assert_eq!(bought["channel"], "sold/0", "{bought}");
+    assert_eq!(msat(&buyer), 29_000_000);
+    lsp_pays(&lsp, &buyer, 20_000_000);
+    assert_eq!(sold_msat(&buyer), Some(20_000_000));
+    assert!(status("lsp", &lsp)["liquidity_orders"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // The other client of the leaf is away: the sale cannot be made, and after the LSP's
+    // patience the fee is failed back.
+    cli("client", "stop", &other.datadir, &other.api).unwrap();
+    if let Some(p) = other.proc.take() {
+        p.wait();
+    }
+    let err = buy(&buyer, 30_000, None).unwrap_err();
+    assert!(err.contains("its fee was not taken"), "{err}");
+    assert_eq!(msat(&buyer), 49_000_000);
+    assert_eq!(balance(&buyer)["channels"].as_array().unwrap().len(), 2);
+
+    // Paid while the other client is away, the LSP is killed holding the fee; it comes back,
+    // the other client too, and the sale completes: the fee is taken.
+    let bg = std::process::Command::new(BIN)
+        .args([
+            "client",
+            "buy-liquidity",
+            "--amount-sat",
+            "30000",
+            "--api",
+            &buyer.api,
+            "--datadir",
+        ])
+        .arg(&buyer.datadir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut bg = Some(bg);
+    wait_for("the fee held", Duration::from_secs(60), || {
+        if let Some(Ok(Some(_))) = bg.as_mut().map(|b| b.try_wait()) {
+            let out = bg.take().unwrap().wait_with_output().unwrap();
+            panic!(
+                "the purchase ended: {} {} / {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                status("lsp", &lsp)["events"]
+            );
+        }
+        status("lsp", &lsp)["liquidity_orders"]
+            .as_array()
+            .is_some_and(|o| o.len() == 1)
+    });
+    let bg = bg.unwrap();
+    lsp.proc.take().unwrap().sigkill();
+    let (lsp2, _) = self::lsp(
+        dir.path(),
+        &chain,
+        &listen,
+        2,
+        &["--no-passphrase", "--liquidity-patience-secs", "60"],
+    );
+    lsp = lsp2;
+    let other = client_in(&other.datadir, &chain, &uri, &["--no-passphrase"]);
+    let out = bg.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the second sold channel", Duration::from_secs(60), || {
+        balance(&buyer)["channels"].as_array().unwrap().len() == 3
+    });
+    wait_for("the fee taken", Duration::from_secs(60), || {
+        msat(&buyer) == 48_400_000
+    });
+    let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
+    assert_eq!(channels.as_array().unwrap().len(), 4, "{channels}");
     cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
     for c in [&buyer, &other] {
         cli("client", "stop", &c.datadir, &c.api).unwrap();

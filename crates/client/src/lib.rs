@@ -12,7 +12,8 @@ pub mod join;
 pub mod package;
 pub mod swarm;
 pub mod timeout;
-pub mod watch;
+/// The watcher (its own crate, shared with the LSP).
+pub use superscalar_watch as watch;
 
 pub use exit::{ExitError, ExitProgress, UnilateralExit};
 pub use package::ExitPackage;

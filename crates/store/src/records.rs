@@ -661,3 +661,63 @@ pub enum Change {
         status: FactoryStatus,
     },
 }
+
+/// A client's order of inbound liquidity at the LSP, keyed by its fee invoice's payment hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiquidityOrder {
+    /// The fee invoice's payment hash.
+    pub payment_hash: PaymentHash,
+    /// The factory of the buyer's leaf.
+    pub factory: FactoryId,
+    /// The buyer's position in it.
+    pub client: u32,
+    /// The channel's capacity (sat).
+    pub amount_sat: u64,
+    /// The fee (sat).
+    pub fee_sat: u64,
+    /// Where it is.
+    pub status: OrderStatus,
+}
+
+/// Where a liquidity order is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    /// Quoted with its fee invoice; nothing paid.
+    Offered,
+    /// The fee HTLC is held; the sale is to be made.
+    Paid,
+    /// The sale of this index is being signed.
+    Selling(u32),
+    /// Sold as sale `j`; the fee is (to be) claimed.
+    Sold(u32),
+    /// The sale could not be made; the fee HTLC was failed back.
+    Refunded,
+}
+
+impl OrderStatus {
+    pub(crate) fn parts(self) -> (&'static str, Option<u32>) {
+        match self {
+            OrderStatus::Offered => ("offered", None),
+            OrderStatus::Paid => ("paid", None),
+            OrderStatus::Selling(j) => ("selling", Some(j)),
+            OrderStatus::Sold(j) => ("sold", Some(j)),
+            OrderStatus::Refunded => ("refunded", None),
+        }
+    }
+
+    pub(crate) fn from_parts(s: &str, sale: Option<u32>) -> Result<Self, StoreError> {
+        Ok(match (s, sale) {
+            ("offered", None) => OrderStatus::Offered,
+            ("paid", None) => OrderStatus::Paid,
+            ("selling", Some(j)) => OrderStatus::Selling(j),
+            ("sold", Some(j)) => OrderStatus::Sold(j),
+            ("refunded", None) => OrderStatus::Refunded,
+            _ => {
+                return Err(StoreError::corrupt(
+                    "liquidity_orders.status",
+                    format!("{s:?} with sale {sale:?}"),
+                ))
+            }
+        })
+    }
+}

@@ -59,8 +59,12 @@ pub mod types {
     pub const INVOICE: u16 = 54033;
     /// Either way: a step of a factory update (an advance or a liquidity sale).
     pub const UPDATE: u16 = 54035;
+    /// Client to LSP: sell me inbound liquidity.
+    pub const LIQUIDITY_REQUEST: u16 = 54037;
+    /// LSP to client: the fee and its invoice, or why not.
+    pub const LIQUIDITY_OFFER: u16 = 54039;
     /// The highest type in use.
-    pub const LAST: u16 = UPDATE;
+    pub const LAST: u16 = LIQUIDITY_OFFER;
     /// The range every SuperScalar message type falls in.
     pub const RANGE: std::ops::RangeInclusive<u16> = 54000..=54099;
 }
@@ -294,6 +298,32 @@ pub struct InvoiceReply {
     pub error: String,
 }
 
+/// A client asks the LSP for a channel of `amount_sat` of inbound liquidity in its leaf of
+/// `factory`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiquidityRequest {
+    /// The factory.
+    pub factory: FactoryId,
+    /// The channel's capacity (sat).
+    pub amount_sat: u64,
+}
+
+/// The LSP's answer to a [`LiquidityRequest`]: the fee and an invoice for it (the LSP holds
+/// the fee's HTLC until the sale completes and fails it back if it does not), or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiquidityOffer {
+    /// The factory.
+    pub factory: FactoryId,
+    /// The channel's capacity (sat).
+    pub amount_sat: u64,
+    /// The fee (sat).
+    pub fee_sat: u64,
+    /// The BOLT-11 invoice of the fee, or empty if refused.
+    pub bolt11: String,
+    /// Why it was refused (empty if offered).
+    pub error: String,
+}
+
 /// Why an incoming message was refused before it reached the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -369,6 +399,10 @@ pub enum Message {
     InvoiceRequest(InvoiceRequest),
     /// See [`InvoiceReply`].
     Invoice(InvoiceReply),
+    /// See [`LiquidityRequest`].
+    LiquidityRequest(LiquidityRequest),
+    /// See [`LiquidityOffer`].
+    LiquidityOffer(LiquidityOffer),
     /// A step of a factory update.
     Update(Box<UpdateMsg>),
     /// An incoming message refused by the decoder (never sent).
@@ -396,6 +430,8 @@ impl Message {
             Message::Channel(_) => types::CHANNEL,
             Message::InvoiceRequest(_) => types::INVOICE_REQUEST,
             Message::Invoice(_) => types::INVOICE,
+            Message::LiquidityRequest(_) => types::LIQUIDITY_REQUEST,
+            Message::LiquidityOffer(_) => types::LIQUIDITY_OFFER,
             Message::Update(_) => types::UPDATE,
             // Never sent; an even type in our range that no message uses.
             Message::Refused(_) => 54000,
@@ -422,6 +458,8 @@ impl Message {
             Message::Channel(c) => c.msg.name(),
             Message::InvoiceRequest(_) => "invoice_request",
             Message::Invoice(_) => "invoice",
+            Message::LiquidityRequest(_) => "liquidity_request",
+            Message::LiquidityOffer(_) => "liquidity_offer",
             Message::Update(u) => u.body.name(),
             Message::Refused(_) => "refused",
         }
@@ -438,6 +476,8 @@ pub fn max_body(ty: u16) -> usize {
         types::OPEN_CHANNEL | types::ACCEPT_CHANNEL => 32 + 7 * 33 + 66 + 64 + 64,
         types::INVOICE_REQUEST => 32 + 8 + 2 + MAX_DESCRIPTION + 4 + 64,
         types::INVOICE => 32 + 2 + MAX_INVOICE + 2 + MAX_REASON + 64,
+        types::LIQUIDITY_REQUEST => 32 + 8 + 64,
+        types::LIQUIDITY_OFFER => 32 + 8 + 8 + 2 + MAX_INVOICE + 2 + MAX_REASON + 64,
         _ => MAX_BODY,
     }
 }
@@ -542,6 +582,17 @@ impl Writeable for Message {
                 i.payment_hash.write(w)?;
                 i.bolt11.write(w)?;
                 write_reason(w, &i.error)
+            }
+            Message::LiquidityRequest(l) => {
+                l.factory.write(w)?;
+                l.amount_sat.write(w)
+            }
+            Message::LiquidityOffer(l) => {
+                l.factory.write(w)?;
+                l.amount_sat.write(w)?;
+                l.fee_sat.write(w)?;
+                l.bolt11.write(w)?;
+                write_reason(w, &l.error)
             }
             Message::Update(u) => u.write(w),
             Message::Refused(_) => Ok(()),
@@ -722,6 +773,33 @@ fn decode_body<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Result<Message, Deco
             }
             Message::Invoice(InvoiceReply {
                 payment_hash,
+                bolt11,
+                error,
+            })
+        }
+        types::LIQUIDITY_REQUEST => {
+            let factory = Readable::read(r)?;
+            let amount_sat = Readable::read(r)?;
+            end(r)?;
+            Message::LiquidityRequest(LiquidityRequest {
+                factory,
+                amount_sat,
+            })
+        }
+        types::LIQUIDITY_OFFER => {
+            let factory = Readable::read(r)?;
+            let amount_sat = Readable::read(r)?;
+            let fee_sat = Readable::read(r)?;
+            let bolt11 = String::read(r)?;
+            let error = read_reason(r)?;
+            end(r)?;
+            if bolt11.len() > MAX_INVOICE {
+                return Err(DecodeError::InvalidValue);
+            }
+            Message::LiquidityOffer(LiquidityOffer {
+                factory,
+                amount_sat,
+                fee_sat,
                 bolt11,
                 error,
             })
@@ -1079,6 +1157,24 @@ mod tests {
                 bolt11: "lnbcrt1...".into(),
                 error: String::new(),
             }),
+            Message::LiquidityRequest(LiquidityRequest {
+                factory: f,
+                amount_sat: 50_000,
+            }),
+            Message::LiquidityOffer(LiquidityOffer {
+                factory: f,
+                amount_sat: 50_000,
+                fee_sat: 500,
+                bolt11: "lnbcrt5u1...".into(),
+                error: String::new(),
+            }),
+            Message::LiquidityOffer(LiquidityOffer {
+                factory: f,
+                amount_sat: 50_000,
+                fee_sat: 0,
+                bolt11: String::new(),
+                error: "the stock cannot pay it".into(),
+            }),
             Message::Hello(Hello::ours(Network::Regtest)),
             Message::Error(ErrorMsg {
                 code: ErrorCode::Refused,
@@ -1193,7 +1289,7 @@ mod tests {
 
     #[test]
     fn foreign_odd_types_are_ignored_and_even_ones_refused() {
-        for ty in [1u16, 37_913, 32_801, 54_037, 54_099, 65_535] {
+        for ty in [1u16, 37_913, 32_801, 54_041, 54_099, 65_535] {
             assert_eq!(read_message(ty, &mut &[1u8, 2][..]), None, "{ty}");
         }
         for ty in [54_000u16, 54_002, 54_098, 32_768] {

@@ -264,6 +264,14 @@ impl Client {
                 step_msg(factory, ch, m),
             );
         }
+        if self.config.fault == Some(super::Fault::PublishRevoked) && ch == ChannelRef::Leaf {
+            let held = link.channel().balance_msat();
+            if self.cheat.as_ref().map_or(true, |c| held > c.0) {
+                if let Ok((commit, _)) = link.channel().signed_latest_commitment() {
+                    self.cheat = Some((held, commit));
+                }
+            }
+        }
         step.events
     }
 
@@ -490,6 +498,9 @@ impl Client {
     }
 
     fn finish_payment(&mut self, hash: [u8; 32], outcome: Result<[u8; 32], String>) {
+        if self.finish_purchase(hash, &outcome) {
+            return;
+        }
         if let Some((request, _)) = self.waiting.payments.remove(&hash) {
             request.reply(match outcome {
                 Ok(preimage) => Ok(json!({
@@ -628,7 +639,7 @@ impl Client {
         }
     }
 
-    fn start_payment(&mut self, params: &Value) -> Result<[u8; 32], ApiError> {
+    pub(super) fn start_payment(&mut self, params: &Value) -> Result<[u8; 32], ApiError> {
         let text = params
             .get("invoice")
             .and_then(Value::as_str)
@@ -962,9 +973,15 @@ impl Client {
         let link = f.links.get(&ch).ok_or("no channel")?;
         let channel = link.channel().clone();
         let payout = f.factory.client_payout_script(f.position);
-        let (commit, _htlc_txs) = channel
+        let (mut commit, _htlc_txs) = channel
             .signed_latest_commitment()
             .map_err(|e| format!("{ch} channel close: {e}"))?;
+        if let (Some(super::Fault::PublishRevoked), ChannelRef::Leaf, Some((_, old))) =
+            (self.config.fault, ch, self.cheat.as_ref())
+        {
+            tracing::warn!("fault: publishing a commitment we may have revoked");
+            commit = old.clone();
+        }
         let commit_txid = commit.compute_txid();
         let rate = bitcoin::FeeRate::from_sat_per_vb_u32(2);
         let child = coin.map(|coin| {

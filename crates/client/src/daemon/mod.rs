@@ -37,6 +37,7 @@ use crate::exit::{ExitProgress, UnilateralExit};
 use crate::join::{Joining, Output, Request as JoinRequest};
 
 mod channel;
+mod liquidity;
 mod update;
 mod watching;
 pub use channel::FORWARD_DELTA;
@@ -75,6 +76,9 @@ pub enum Fault {
     CrashAfterPartials,
     /// In a factory update, take the second stage's aggregated nonces and never answer them.
     StallUpdate,
+    /// Cheat at the exit: publish the leaf channel's commitment in which this client held the
+    /// most (kept in memory when signed), even if revoked since.
+    PublishRevoked,
 }
 
 /// Why the client daemon stopped with an error.
@@ -138,6 +142,10 @@ struct Client {
     events: superscalar_api::EventLog,
     last_error: Option<String>,
     waiting: channel::Waiting,
+    /// A purchase of inbound liquidity under way.
+    buying: Option<liquidity::Buying>,
+    /// Fault `publish-revoked`: the leaf channel's commitment in which we held the most.
+    cheat: Option<(u64, Transaction)>,
     /// The factory update being signed.
     updating: Option<update::Updating>,
     /// The chain watcher of our factory.
@@ -183,6 +191,8 @@ pub async fn run(
         events: superscalar_api::EventLog::default(),
         last_error: None,
         waiting: channel::Waiting::default(),
+        buying: None,
+        cheat: None,
         updating: None,
         watching: None,
     };
@@ -199,6 +209,7 @@ pub async fn run(
                 // Answered when the LSP has answered.
                 "invoice" => client.request_invoice(request),
                 "pay" => client.pay(request),
+                "buy_liquidity" => client.buy_liquidity(request),
                 _ => {
                     let method = request.method.clone();
                     let result = client.on_request(&method, &request.params);
@@ -625,6 +636,7 @@ impl Client {
             }
             Message::Update(u) => self.on_update(*u),
             Message::Invoice(reply) => self.on_invoice(reply),
+            Message::LiquidityOffer(offer) => self.on_liquidity_offer(offer),
             Message::AggNonces(_) if self.config.fault == Some(Fault::StallBeforePartials) => {
                 self.log("fault injected: not answering the aggregated nonces".into());
             }
@@ -743,6 +755,7 @@ impl Client {
         self.step_exit();
         self.claim_timeouts();
         self.channel_tick();
+        self.buying_tick();
         self.update_tick();
         self.watch_tick();
     }

@@ -179,6 +179,15 @@ impl Client {
             self.abandon_update(old, "superseded by a new proposal");
         }
         let tip = self.tip().ok_or("no chain view")?;
+        let me = self.factory.as_ref().map(|f| f.position);
+        if let Some(t) = p.sale.filter(|t| Some(t.buyer) == me) {
+            if !self.sale_is_ours(t.amount.to_sat()) {
+                return Err(format!(
+                    "the proposal sells us {} sat, not what we are buying",
+                    t.amount.to_sat()
+                ));
+            }
+        }
         // The funding output as our own chain sees it (never the LSP's word).
         let funding = self
             .factory

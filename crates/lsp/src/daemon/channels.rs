@@ -601,7 +601,7 @@ impl Lsp {
     }
 
     /// The channel holding an HTLC a client offered the LSP with `hash`, and its id.
-    fn incoming_with(&self, hash: &[u8; 32]) -> Option<(Key, u64)> {
+    pub(super) fn incoming_with(&self, hash: &[u8; 32]) -> Option<(Key, u64)> {
         self.channels.leaves.iter().find_map(|(k, l)| {
             l.link
                 .channel()
@@ -624,7 +624,7 @@ impl Lsp {
         })
     }
 
-    fn push(&mut self, key: Key, intent: Intent) -> bool {
+    pub(super) fn push(&mut self, key: Key, intent: Intent) -> bool {
         match self.channels.leaves.get_mut(&key) {
             Some(leaf) => match leaf.link.push(intent) {
                 Ok(()) => true,
@@ -720,6 +720,12 @@ impl Lsp {
                 Vec::new()
             }
         };
+        // The fee of a liquidity order: held until the sale completes.
+        match self.order_htlc(add.payment_hash, add.amount_msat) {
+            Ok(true) => return Vec::new(),
+            Ok(false) => {}
+            Err(e) => return fail(self, format!("liquidity order: {e}")),
+        }
         let invoice = match self.store.invoice(hash) {
             Ok(Some(i)) => i,
             Ok(None) => return fail(self, "no invoice of this LSP has that hash".into()),
@@ -784,6 +790,9 @@ impl Lsp {
             }
         }
         for (key, h) in incoming {
+            if self.is_open_order(&h.payment_hash) {
+                continue; // held for its sale (`orders_tick`)
+            }
             let invoice = self
                 .store
                 .invoice(PaymentHash(h.payment_hash))

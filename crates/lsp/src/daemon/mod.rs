@@ -48,7 +48,9 @@ use superscalar_wire::transport::{Event, Transport};
 use crate::formation::{Formation, FormationError, Output, Phase};
 
 mod channels;
+mod liquidity;
 mod update;
+mod watching;
 pub use channels::FORWARD_DELTA;
 
 /// The largest channel a client may ask for.
@@ -85,6 +87,12 @@ pub struct LspConfig {
     pub factory: FactoryConfig,
     /// The funding transaction's fee rate.
     pub funding_fee_rate: FeeRate,
+    /// The liquidity fee: parts per million of the channel sold (a client's `buy-liquidity`).
+    pub liquidity_fee_ppm: u32,
+    /// The least liquidity fee (at least 1 sat: the fee is paid by an HTLC).
+    pub liquidity_fee_min: bitcoin::Amount,
+    /// How long a paid liquidity order waits for its sale before its fee is failed back.
+    pub liquidity_patience: Duration,
     /// A fault to inject, for tests of the restart rule.
     pub fault: Option<Fault>,
 }
@@ -168,6 +176,10 @@ struct Lsp {
     channels: channels::Channels,
     /// The factory update being signed.
     updating: Option<update::Updating>,
+    /// Liquidity orders being served.
+    orders: liquidity::Orders,
+    /// The watchers of the live factories.
+    watching: watching::Watching,
     /// The last update id given (ids never repeat).
     last_update_id: u64,
     /// Fault `publish-superseded`: what is left to publish, in order.
@@ -231,6 +243,8 @@ pub async fn run(
         events: superscalar_api::EventLog::default(),
         channels: channels::Channels::default(),
         updating: None,
+        orders: Default::default(),
+        watching: Default::default(),
         last_update_id: 0,
         cheat: Vec::new(),
     };
@@ -504,6 +518,7 @@ impl Lsp {
             Message::Channel(step) => self.on_channel_step(peer, *step),
             Message::Update(u) => self.on_update(peer, *u),
             Message::InvoiceRequest(req) => self.on_invoice_request(peer, req),
+            Message::LiquidityRequest(req) => self.on_liquidity_request(peer, req),
             other => {
                 self.refuse(peer, None, format!("{} is not for the LSP", other.name()));
             }
@@ -730,6 +745,8 @@ impl Lsp {
         self.check_funding();
         self.channels_tick();
         self.update_tick();
+        self.orders_tick();
+        self.watch_tick();
         self.cheat_tick();
     }
 
@@ -947,6 +964,7 @@ impl Lsp {
                     "waiting": self.waiting.len(),
                     "forming": forming,
                     "updating": self.update_json(),
+                    "liquidity_orders": self.orders_json(),
                     "factories": self.factories.len(),
                     "events": self.events.newest(20),
                 }))

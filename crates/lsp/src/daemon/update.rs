@@ -55,6 +55,8 @@ pub(super) struct Updating {
     moved: Vec<(Key, OutPoint, OutPoint)>,
     /// The channel a sale in this update opens, on its output in the new state.
     sold: Option<(Key, OutPoint, SaleTerms)>,
+    /// The liquidity order this sale serves (its fee invoice's payment hash).
+    pub(super) order: Option<[u8; 32]>,
     started: Instant,
     reply: Option<superscalar_api::Request>,
 }
@@ -168,6 +170,17 @@ impl Lsp {
             .map_err(|e| ApiError::app(-5, e))
     }
 
+    /// Starts the sale of a channel of `amount` to `client` (a liquidity order).
+    pub(super) fn begin_sale(
+        &mut self,
+        id: FactoryId,
+        client: ClientId,
+        members: &[PublicKey],
+        amount: bitcoin::Amount,
+    ) -> Result<(), String> {
+        self.begin_advance(id, client, members, Some(amount))
+    }
+
     fn begin_advance(
         &mut self,
         id: FactoryId,
@@ -213,7 +226,10 @@ impl Lsp {
                 })
             }
         };
-        let (proposal, ceremony) = st
+        // Proposed on a copy first: an update that cannot start (a participant offline, a
+        // channel in a round) uses up no index of the odometer.
+        let mut trial = st.clone();
+        let (proposal, ceremony) = trial
             .propose_with(leaf, terms, &keypair)
             .map_err(|e| e.to_string())?;
         let participants: Vec<(ClientId, PublicKey)> = ceremony
@@ -243,8 +259,8 @@ impl Lsp {
                     problem = Some(format!("client {}'s {} channel is in a round", c.0, key.2));
                 }
                 let slot = key.2.slot(*c);
-                let before = st.outpoint(slot);
-                let after = st.pending_outpoint(slot, |k| ceremony.txid(k));
+                let before = trial.outpoint(slot);
+                let after = trial.pending_outpoint(slot, |k| ceremony.txid(k));
                 if let (Some(b), Some(a)) = (before, after) {
                     if a != b {
                         moved.push((*key, b, a));
@@ -255,23 +271,24 @@ impl Lsp {
         // The sold channel opens on its output in the new state, before that state is signed.
         let mut sold = None;
         if let (Some(terms), None) = (terms, problem.as_ref()) {
-            let j = st
+            let j = trial
                 .pending_sales()
                 .map_or(0, |s| s.len() as u32)
                 .saturating_sub(1);
-            match st.pending_channel_setup(Slot::Sold(j), true, terms.amount.to_sat() * 1000, |k| {
-                ceremony.txid(k)
-            }) {
+            match trial.pending_channel_setup(
+                Slot::Sold(j),
+                true,
+                terms.amount.to_sat() * 1000,
+                |k| ceremony.txid(k),
+            ) {
                 Ok(setup) => sold = Some((j, factory.clone(), *key_index, setup)),
                 Err(e) => problem = Some(format!("the sold channel: {e}")),
             }
         }
         if let Some(p) = problem {
-            // The index is used up: the next proposal moves past it.
-            st.abandon();
-            self.save_lsp_state(id)?;
             return Err(p);
         }
+        *st = trial;
         let mut sold_channel = None;
         if let (Some((j, factory, key_index, setup)), Some(terms)) = (sold, terms) {
             let key = (id, members[client.0 as usize], ChannelRef::Sold(j));
@@ -328,6 +345,7 @@ impl Lsp {
             below: Vec::new(),
             moved,
             sold,
+            order: None,
             started: Instant::now(),
             reply: None,
         });
@@ -486,6 +504,9 @@ impl Lsp {
             if let Some(l) = self.channels.leaves.get_mut(&key) {
                 l.usable = true;
             }
+            if let (Some(hash), ChannelRef::Sold(j)) = (u.order, key.2) {
+                self.order_sold(hash, j);
+            }
         }
         self.reconcile_fundings(factory);
         let line = format!(
@@ -596,6 +617,9 @@ impl Lsp {
         }
         for (_, peer) in &u.participants {
             self.send_update(*peer, u.factory, u.id, UpdateBody::Abort(why.to_owned()));
+        }
+        if let Some(hash) = u.order {
+            self.order_abandoned(hash);
         }
         if let Some((key, _, _)) = u.sold {
             // Nothing was paid through the channel of a sale that did not complete.

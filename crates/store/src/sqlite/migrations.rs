@@ -183,6 +183,21 @@ CREATE TABLE routes (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Version 5: the LSP's liquidity orders: a client's request to buy inbound liquidity, its fee
+/// invoice (the LSP holds the fee HTLC until the sale completes, and fails it back otherwise).
+const V5: &str = r#"
+CREATE TABLE liquidity_orders (
+    payment_hash BLOB PRIMARY KEY REFERENCES invoices (payment_hash),
+    factory_id BLOB NOT NULL REFERENCES factories (factory_id),
+    client INTEGER NOT NULL CHECK (client BETWEEN 0 AND 4294967295),
+    amount_sat INTEGER NOT NULL CHECK (amount_sat > 0),
+    fee_sat INTEGER NOT NULL CHECK (fee_sat >= 0),
+    status TEXT NOT NULL CHECK (status IN ('offered', 'paid', 'selling', 'sold', 'refunded')),
+    sale INTEGER CHECK (sale IS NULL OR sale BETWEEN 0 AND 4294967295)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX liquidity_orders_by_status ON liquidity_orders (status);
+"#;
+
 /// Every migration, in order: the schema version is the number applied.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -200,6 +215,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         description: "routes of the invoices an LSP issues for its clients",
         sql: V4,
+    },
+    Migration {
+        description: "the LSP's liquidity orders",
+        sql: V5,
     },
 ];
 

@@ -1102,6 +1102,100 @@ impl Store {
             .transpose()
     }
 
+    /// Record a liquidity order with its fee invoice, both at once.
+    pub fn insert_liquidity_order(&mut self, inv: &Invoice, order: &LiquidityOrder) -> Result<()> {
+        if inv.payment_hash != order.payment_hash {
+            return Err(StoreError::corrupt(
+                "liquidity_orders.payment_hash",
+                "not the invoice's",
+            ));
+        }
+        check_preimage(inv.payment_hash, inv.preimage)?;
+        self.write(|tx| {
+            require_factory(tx, order.factory)?;
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM invoices WHERE payment_hash = ?1",
+                    [&inv.payment_hash.0[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_some() {
+                return Err(StoreError::InvoiceExists(inv.payment_hash));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    &inv.payment_hash.0[..],
+                    inv.direction.as_str(),
+                    inv.preimage.map(|p| p.0.to_vec()),
+                    inv.amount
+                        .map(|a| i64_of(a.0, "amount (msat)"))
+                        .transpose()?,
+                    inv.status.as_str(),
+                    inv.bolt11,
+                    inv.claim_deadline
+                ],
+            )?;
+            let (status, sale) = order.status.parts();
+            tx.execute(
+                "INSERT INTO liquidity_orders \
+                 (payment_hash, factory_id, client, amount_sat, fee_sat, status, sale) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    &order.payment_hash.0[..],
+                    &order.factory.0[..],
+                    order.client,
+                    i64_of(order.amount_sat, "amount (sat)")?,
+                    i64_of(order.fee_sat, "fee (sat)")?,
+                    status,
+                    sale
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A liquidity order.
+    pub fn liquidity_order(&self, hash: PaymentHash) -> Result<Option<LiquidityOrder>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {ORDER_COLUMNS} FROM liquidity_orders WHERE payment_hash = ?1"),
+                [&hash.0[..]],
+                order_row,
+            )
+            .optional()?
+            .map(order_of)
+            .transpose()
+    }
+
+    /// The liquidity orders paid and not yet sold or refunded.
+    pub fn open_liquidity_orders(&self) -> Result<Vec<LiquidityOrder>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ORDER_COLUMNS} FROM liquidity_orders \
+             WHERE status IN ('paid', 'selling') ORDER BY payment_hash"
+        ))?;
+        let rows = stmt.query_map([], order_row)?;
+        collect(rows, order_of)
+    }
+
+    /// Move a liquidity order to `status`.
+    pub fn set_order_status(&mut self, hash: PaymentHash, status: OrderStatus) -> Result<()> {
+        let (s, sale) = status.parts();
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE liquidity_orders SET status = ?2, sale = ?3 WHERE payment_hash = ?1",
+                params![&hash.0[..], s, sale],
+            )?;
+            if n == 0 {
+                return Err(StoreError::corrupt("liquidity_orders", "no such order"));
+            }
+            Ok(())
+        })
+    }
+
     /// Record a new invoice.
     pub fn insert_invoice(&mut self, inv: &Invoice) -> Result<()> {
         self.insert_invoice_inner(inv, None)
@@ -1404,4 +1498,45 @@ fn configure(conn: &Connection) -> Result<()> {
         }
     }
     Ok(())
+}
+
+const ORDER_COLUMNS: &str = "payment_hash, factory_id, client, amount_sat, fee_sat, status, sale";
+
+type OrderRow = (Vec<u8>, Vec<u8>, i64, i64, i64, String, Option<i64>);
+
+fn order_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn order_of(row: OrderRow) -> Result<LiquidityOrder> {
+    let (hash, factory, client, amount, fee, status, sale) = row;
+    let bytes32 = |v: Vec<u8>, what: &'static str| {
+        <[u8; 32]>::try_from(v.as_slice()).map_err(|_| StoreError::corrupt(what, "not 32 bytes"))
+    };
+    let u32_of = |v: i64, what: &'static str| {
+        u32::try_from(v).map_err(|_| StoreError::corrupt(what, format!("{v}")))
+    };
+    let u64_of = |v: i64, what: &'static str| {
+        u64::try_from(v).map_err(|_| StoreError::corrupt(what, format!("{v}")))
+    };
+    Ok(LiquidityOrder {
+        payment_hash: PaymentHash(bytes32(hash, "liquidity_orders.payment_hash")?),
+        factory: FactoryId(bytes32(factory, "liquidity_orders.factory_id")?),
+        client: u32_of(client, "liquidity_orders.client")?,
+        amount_sat: u64_of(amount, "liquidity_orders.amount_sat")?,
+        fee_sat: u64_of(fee, "liquidity_orders.fee_sat")?,
+        status: OrderStatus::from_parts(
+            &status,
+            sale.map(|j| u32_of(j, "liquidity_orders.sale"))
+                .transpose()?,
+        )?,
+    })
 }

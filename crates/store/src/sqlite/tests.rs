@@ -487,3 +487,77 @@ fn histories_and_signed_spends_are_append_only_in_sql_too() {
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
 }
+
+#[test]
+fn liquidity_orders_move_through_their_states_and_damage_is_a_typed_error() {
+    use bitcoin::hashes::{sha256, Hash};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.init_node(&node_meta()).unwrap();
+    let f = factory(1);
+    store.insert_factory(&f).unwrap();
+    let preimage = [4u8; 32];
+    let hash = PaymentHash(sha256::Hash::hash(&preimage).to_byte_array());
+    let invoice = Invoice {
+        payment_hash: hash,
+        direction: InvoiceDirection::Inbound,
+        preimage: Some(Preimage(preimage)),
+        amount: Some(Msat(1_000_000)),
+        status: InvoiceStatus::Open,
+        bolt11: "lnbcrt10u1...".into(),
+        claim_deadline: None,
+    };
+    let order = LiquidityOrder {
+        payment_hash: hash,
+        factory: f.id,
+        client: 3,
+        amount_sat: 50_000,
+        fee_sat: 1_000,
+        status: OrderStatus::Offered,
+    };
+    // An order whose hash is not its invoice's, or of no factory, is refused; nothing written.
+    let mut other = order.clone();
+    other.payment_hash = PaymentHash([1; 32]);
+    assert!(store.insert_liquidity_order(&invoice, &other).is_err());
+    let mut orphan = order.clone();
+    orphan.factory = FactoryId([9; 32]);
+    assert!(store.insert_liquidity_order(&invoice, &orphan).is_err());
+    assert_eq!(store.invoice(hash).unwrap(), None);
+
+    store.insert_liquidity_order(&invoice, &order).unwrap();
+    assert_eq!(store.liquidity_order(hash).unwrap(), Some(order.clone()));
+    assert_eq!(store.invoice(hash).unwrap(), Some(invoice.clone()));
+    assert!(matches!(
+        store.insert_liquidity_order(&invoice, &order),
+        Err(StoreError::InvoiceExists(_))
+    ));
+    assert!(store.open_liquidity_orders().unwrap().is_empty());
+    for status in [OrderStatus::Paid, OrderStatus::Selling(2)] {
+        store.set_order_status(hash, status).unwrap();
+        let open = store.open_liquidity_orders().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].status, status);
+    }
+    store.set_order_status(hash, OrderStatus::Sold(2)).unwrap();
+    assert!(store.open_liquidity_orders().unwrap().is_empty());
+    assert_eq!(
+        store.liquidity_order(hash).unwrap().unwrap().status,
+        OrderStatus::Sold(2)
+    );
+    assert!(store
+        .set_order_status(PaymentHash([2; 32]), OrderStatus::Paid)
+        .is_err());
+
+    // A status without its sale index, written behind the API's back, is a typed error.
+    store
+        .conn
+        .execute(
+            "UPDATE liquidity_orders SET sale = NULL WHERE payment_hash = ?1",
+            [&hash.0[..]],
+        )
+        .unwrap();
+    assert!(matches!(
+        store.liquidity_order(hash),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
