@@ -12,22 +12,6 @@ mod common;
 
 use common::*;
 
-fn balance(c: &Node) -> Value {
-    cli("client", "balance", &c.datadir, &c.api).unwrap()
-}
-
-fn msat(c: &Node) -> u64 {
-    balance(c)["balance_msat"].as_u64().unwrap()
-}
-
-fn invoice(c: &Node, amount_msat: u64) -> String {
-    let amount = amount_msat.to_string();
-    cli_with("client", "invoice", c, &["--amount-msat", &amount]).unwrap()["invoice"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 fn advance(lsp: &Node, factory: &str, client: u32) -> Result<Value, String> {
     let client = client.to_string();
     cli_with("lsp", "advance", lsp, &[factory, "--client", &client])
@@ -86,15 +70,15 @@ fn an_advance_moves_the_channels_and_the_exit_follows_the_new_state() {
         let done = advance(&lsp, &factory, p0).unwrap();
         assert!(done["clients"].as_u64().unwrap() >= 1, "{done}");
     }
-    assert_eq!(msat(&clients[0]), 20_000_000);
-    assert_eq!(msat(&clients[1]), 10_000_000);
+    assert_eq!(balance_msat(&clients[0]), 20_000_000);
+    assert_eq!(balance_msat(&clients[1]), 10_000_000);
     // The channels moved: each signs on exactly one outpoint again, and payments go on.
     let inv = invoice(&clients[0], 4_000_000);
     assert_eq!(
         cli_with("client", "pay", &clients[1], &[&inv]).unwrap()["status"],
         "paid"
     );
-    assert_eq!(msat(&clients[0]), 24_000_000);
+    assert_eq!(balance_msat(&clients[0]), 24_000_000);
 
     // The LSP is killed and restarted from its database: its state after the advances is back.
     lsp.proc.take().unwrap().sigkill();
@@ -227,7 +211,7 @@ fn a_client_killed_in_an_update_abandons_it_and_the_next_advance_moves_past_it()
     wait_for("reconnected", Duration::from_secs(60), || {
         status("client", &victim)["connected"] == true
     });
-    assert_eq!(msat(&victim), 25_000_000);
+    assert_eq!(balance_msat(&victim), 25_000_000);
     let before = status("client", &victim)["factory"]["leaf_state"].as_u64();
     let done = advance(&lsp, &factory, pos).unwrap();
     let after = status("client", &victim)["factory"]["leaf_state"].as_u64();
@@ -241,7 +225,7 @@ fn a_client_killed_in_an_update_abandons_it_and_the_next_advance_moves_past_it()
         cli_with("client", "pay", &victim, &[&inv]).unwrap()["status"],
         "paid"
     );
-    assert_eq!(msat(&victim), 20_000_000);
+    assert_eq!(balance_msat(&victim), 20_000_000);
     let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
     assert_eq!(channels.as_array().unwrap().len(), 2, "{channels}");
 
@@ -264,7 +248,7 @@ fn a_client_killed_in_an_update_abandons_it_and_the_next_advance_moves_past_it()
         cli_with("client", "pay", &victim, &[&inv]).unwrap()["status"],
         "paid"
     );
-    assert_eq!(msat(&other), 6_000_000);
+    assert_eq!(balance_msat(&other), 6_000_000);
     cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
     for c in [&victim, &other] {
         cli("client", "stop", &c.datadir, &c.api).unwrap();

@@ -4,24 +4,12 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use superscalar_chain::Chain;
 
 mod common;
 
 use common::*;
-
-fn balance(c: &Node) -> Value {
-    cli("client", "balance", &c.datadir, &c.api).unwrap()
-}
-
-fn invoice(c: &Node, amount_msat: u64) -> String {
-    let amount = amount_msat.to_string();
-    cli_with("client", "invoice", c, &["--amount-msat", &amount]).unwrap()["invoice"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 fn events(n: &Node, role: &str) -> String {
     status(role, n)["events"].to_string()

@@ -486,6 +486,15 @@ fn the_lsp_dying_in_the_middle_of_a_forward_fails_the_payment_back_and_it_can_be
     wait_for("no HTLC left", Duration::from_secs(30), || {
         balance(&clients[0])["channel"]["htlcs"] == 0
     });
+    // The payee must be back too: a payment to an offline payee is refused.
+    wait_for("both channels back", Duration::from_secs(60), || {
+        let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
+        let rows = channels.as_array().unwrap();
+        rows.len() == 2
+            && rows
+                .iter()
+                .all(|c| c["connected"] == true && c["ready"] == true)
+    });
     assert_eq!(pay("client", &clients[0], &inv).unwrap()["status"], "paid");
     assert_eq!(msat(&balance(&clients[0]), "balance_msat"), 20_000_000);
     assert_eq!(msat(&balance(&clients[1]), "balance_msat"), 10_000_000);

@@ -12,10 +12,6 @@ mod common;
 
 use common::*;
 
-fn balance(c: &Node) -> Value {
-    cli("client", "balance", &c.datadir, &c.api).unwrap()
-}
-
 fn sold_msat(c: &Node) -> Option<u64> {
     balance(c)["channels"]
         .as_array()
@@ -23,14 +19,6 @@ fn sold_msat(c: &Node) -> Option<u64> {
         .iter()
         .find(|ch| ch["channel"] != "leaf")
         .map(|ch| ch["balance_msat"].as_u64().unwrap())
-}
-
-fn invoice(c: &Node, amount_msat: u64) -> String {
-    let amount = amount_msat.to_string();
-    cli_with("client", "invoice", c, &["--amount-msat", &amount]).unwrap()["invoice"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 fn sell(lsp: &Node, factory: &str, client: u32, amount_sat: u64) -> Result<Value, String> {
@@ -305,10 +293,6 @@ fn buy(c: &Node, amount_sat: u64, max_fee_sat: Option<u64>) -> Result<Value, Str
     cli_with("client", "buy-liquidity", c, &args)
 }
 
-fn msat(c: &Node) -> u64 {
-    balance(c)["balance_msat"].as_u64().unwrap()
-}
-
 #[test]
 fn a_client_buys_liquidity_and_its_fee_is_taken_only_when_the_sale_completes() {
     let dir = tempfile::tempdir().unwrap();
@@ -341,7 +325,7 @@ fn a_client_buys_liquidity_and_its_fee_is_taken_only_when_the_sale_completes() {
     assert!(err.contains("the LSP refused"), "{err}");
     let err = buy(&buyer, 0, None).unwrap_err();
     assert!(err.contains("amount_sat"), "{err}");
-    assert_eq!(msat(&buyer), 30_000_000);
+    assert_eq!(balance_msat(&buyer), 30_000_000);
     assert_eq!(sold_msat(&buyer), None);
 
     // Bought: 2% of 50,000 sat is 1,000 sat, paid once the channel is sold.
@@ -349,7 +333,7 @@ fn a_client_buys_liquidity_and_its_fee_is_taken_only_when_the_sale_completes() {
     assert_eq!(bought["status"], "bought", "{bought}");
     assert_eq!(bought["fee_sat"], 1_000, "{bought}");
     assert_eq!(bought["channel"], "sold/0", "{bought}");
-    assert_eq!(msat(&buyer), 29_000_000);
+    assert_eq!(balance_msat(&buyer), 29_000_000);
     lsp_pays(&lsp, &buyer, 20_000_000);
     assert_eq!(sold_msat(&buyer), Some(20_000_000));
     assert!(status("lsp", &lsp)["liquidity_orders"]
@@ -365,7 +349,7 @@ fn a_client_buys_liquidity_and_its_fee_is_taken_only_when_the_sale_completes() {
     }
     let err = buy(&buyer, 30_000, None).unwrap_err();
     assert!(err.contains("its fee was not taken"), "{err}");
-    assert_eq!(msat(&buyer), 49_000_000);
+    assert_eq!(balance_msat(&buyer), 49_000_000);
     assert_eq!(balance(&buyer)["channels"].as_array().unwrap().len(), 2);
 
     // Paid while the other client is away, the LSP is killed holding the fee; it comes back,
@@ -422,7 +406,7 @@ fn a_client_buys_liquidity_and_its_fee_is_taken_only_when_the_sale_completes() {
         balance(&buyer)["channels"].as_array().unwrap().len() == 3
     });
     wait_for("the fee taken", Duration::from_secs(60), || {
-        msat(&buyer) == 48_400_000
+        balance_msat(&buyer) == 48_400_000
     });
     let channels = cli("lsp", "channels", &lsp.datadir, &lsp.api).unwrap();
     assert_eq!(channels.as_array().unwrap().len(), 4, "{channels}");

@@ -249,7 +249,18 @@ impl NodeKeys {
         factory: KeyIndex,
         client: u32,
     ) -> Result<superscalar_core::channel::state::ChannelSecrets, KeyError> {
-        let d = |kind: ChannelSecretKind| self.derive(&[5, factory.get(), client, kind as u32]);
+        self.channel_secrets_under(factory, [5, factory.get(), client])
+    }
+
+    /// The base secrets derived under `prefix` (`.../k'` for each kind), with the factory key
+    /// of `factory` as the funding key.
+    fn channel_secrets_under(
+        &self,
+        factory: KeyIndex,
+        prefix: [u32; 3],
+    ) -> Result<superscalar_core::channel::state::ChannelSecrets, KeyError> {
+        let d =
+            |kind: ChannelSecretKind| self.derive(&[prefix[0], prefix[1], prefix[2], kind as u32]);
         let mut seed_key = d(ChannelSecretKind::CommitmentSeed)?;
         let secrets = superscalar_core::channel::state::ChannelSecrets {
             payment: d(ChannelSecretKind::Payment)?,
@@ -280,18 +291,7 @@ impl NodeKeys {
             }
             superscalar_core::channel::ChannelRef::Sold(j) => j,
         };
-        let d = |kind: ChannelSecretKind| self.derive(&[6, factory.get(), j, kind as u32]);
-        let mut seed_key = d(ChannelSecretKind::CommitmentSeed)?;
-        let secrets = superscalar_core::channel::state::ChannelSecrets {
-            payment: d(ChannelSecretKind::Payment)?,
-            delayed_payment: d(ChannelSecretKind::DelayedPayment)?,
-            htlc: d(ChannelSecretKind::Htlc)?,
-            revocation: d(ChannelSecretKind::Revocation)?,
-            seed: seed_key.secret_bytes(),
-            funding: self.factory_key(factory)?,
-        };
-        seed_key.non_secure_erase();
-        Ok(secrets)
+        self.channel_secrets_under(factory, [6, factory.get(), j])
     }
 
     /// The seed of the node's on-chain wallet (`m/9735'/coin'/4'/0'`, the derived key's bytes).

@@ -398,3 +398,22 @@ pub fn assert_no_secret_in(dir: &Path, secrets: &[(String, Vec<u8>)]) {
     }
     assert!(files >= 3, "scanned {files} files in {}", dir.display());
 }
+
+/// `client balance`.
+pub fn balance(c: &Node) -> Value {
+    cli("client", "balance", &c.datadir, &c.api).unwrap()
+}
+
+/// A client's balance over its channels (msat).
+pub fn balance_msat(c: &Node) -> u64 {
+    balance(c)["balance_msat"].as_u64().unwrap()
+}
+
+/// `client invoice --amount-msat N`: the BOLT-11 text.
+pub fn invoice(c: &Node, amount_msat: u64) -> String {
+    let amount = amount_msat.to_string();
+    cli_with("client", "invoice", c, &["--amount-msat", &amount]).unwrap()["invoice"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

@@ -353,14 +353,17 @@ impl Client {
 
     /// Starts what the link can start now, and follows what comes of it.
     pub(super) fn poll_link(&mut self) {
-        let chs: Vec<ChannelRef> = self
-            .factory
-            .as_ref()
-            .map(|f| f.links.keys().copied().collect())
-            .unwrap_or_default();
-        for ch in chs {
+        for ch in self.channel_refs() {
             self.poll_channel(ch);
         }
+    }
+
+    /// Which channels we have in our factory.
+    fn channel_refs(&self) -> Vec<ChannelRef> {
+        self.factory
+            .as_ref()
+            .map(|f| f.links.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     fn poll_channel(&mut self, ch: ChannelRef) {
@@ -785,12 +788,7 @@ impl Client {
     /// HTLCs of the LSP committed and not being settled (their event was lost in a crash): as
     /// if they had just come in.
     fn reconcile_incoming(&mut self) {
-        let chs: Vec<ChannelRef> = self
-            .factory
-            .as_ref()
-            .map(|f| f.links.keys().copied().collect())
-            .unwrap_or_default();
-        for ch in chs {
+        for ch in self.channel_refs() {
             self.reconcile_incoming_on(ch);
         }
     }

@@ -469,10 +469,25 @@ impl FactoryState {
         if !matches!(slot, Slot::Channel(_) | Slot::Sold(_)) {
             return Err(FactoryError::NoSuch(format!("a channel at {slot:?}")).into());
         }
-        let v = &self.version;
+        self.setup_at(
+            slot,
+            &self.version,
+            self.outpoint(slot),
+            we_opened,
+            our_balance_msat,
+        )
+    }
+
+    fn setup_at(
+        &self,
+        slot: Slot,
+        v: &Version,
+        outpoint: Option<OutPoint>,
+        we_opened: bool,
+        our_balance_msat: u64,
+    ) -> Result<ChannelSetup, AdvanceError> {
         self.factory.check_slot(slot, v)?;
-        let funding_outpoint = self
-            .outpoint(slot)
+        let funding_outpoint = outpoint
             .ok_or_else(|| FactoryError::NoSuch(format!("the transaction creating {slot:?}")))?;
         Ok(ChannelSetup {
             funding_outpoint,
@@ -506,21 +521,8 @@ impl FactoryState {
             .pending
             .as_ref()
             .ok_or_else(|| FactoryError::NoSuch("an update being signed".into()))?;
-        let v = &pending.next;
-        self.factory.check_slot(slot, v)?;
-        let funding_outpoint = self
-            .pending_outpoint(slot, txid_of)
-            .ok_or_else(|| FactoryError::NoSuch(format!("the transaction creating {slot:?}")))?;
-        Ok(ChannelSetup {
-            funding_outpoint,
-            funding: TxOut {
-                value: self.factory.amounts(v)?.value(&self.factory, slot),
-                script_pubkey: self.factory.script_pubkey_at(slot, v)?,
-            },
-            funding_key: self.factory.signing_key_at(slot, v)?,
-            we_opened,
-            our_balance_msat,
-        })
+        let outpoint = self.pending_outpoint(slot, txid_of);
+        self.setup_at(slot, &pending.next, outpoint, we_opened, our_balance_msat)
     }
 
     /// The sales of the current version, in order (index `j` funds [`Slot::Sold`]`(j)`).

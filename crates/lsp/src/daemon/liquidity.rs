@@ -18,7 +18,6 @@ use std::time::Instant;
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::PublicKey;
 use serde_json::{json, Value};
-use superscalar_chain::Chain;
 use superscalar_core::advance::SaleTerms;
 use superscalar_core::channel::link::Intent;
 use superscalar_core::{ClientId, FactoryId};
@@ -106,14 +105,9 @@ impl Lsp {
         {
             return Err("an order of yours is being served".into());
         }
-        // The sale must be possible now: tried on a copy of the LSP's state, the funding output
-        // as our chain shows it.
-        self.factory_state(req.factory)?;
-        let funding = self.channels.states[&req.factory].1.funding();
-        let coin = self
-            .chain(|c| c.get_utxo(&funding))
-            .map_err(|e| e.to_string())?
-            .ok_or("the factory's funding output is spent or unconfirmed")?;
+        // The sale must be possible now: tried on a copy of the LSP's state.
+        self.open_for_update(req.factory)
+            .map_err(|e| format!("cannot sell it: {e}"))?;
         let (factory, st, key_index) = self
             .channels
             .states
@@ -135,14 +129,7 @@ impl Lsp {
             stock,
             amount: bitcoin::Amount::from_sat(req.amount_sat),
         };
-        let mut trial = st.clone();
-        trial
-            .confirm_funding(Some(&coin.txout), Some(coin.height))
-            .map_err(|e| e.to_string())?;
-        factory
-            .check_update_height(self.channels.tip)
-            .map_err(|e| format!("cannot sell it: {e}"))?;
-        trial
+        st.clone()
             .propose_with(leaf, Some(terms), &keypair)
             .map_err(|e| format!("cannot sell it: {e}"))?;
         let delta = self

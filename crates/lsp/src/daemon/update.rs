@@ -181,13 +181,9 @@ impl Lsp {
         self.begin_advance(id, client, members, Some(amount))
     }
 
-    fn begin_advance(
-        &mut self,
-        id: FactoryId,
-        client: ClientId,
-        members: &[PublicKey],
-        sale: Option<bitcoin::Amount>,
-    ) -> Result<(), String> {
+    /// The factory's state, open for an update: its funding output as our chain shows it,
+    /// and time left before its timeout.
+    pub(super) fn open_for_update(&mut self, id: FactoryId) -> Result<(), String> {
         let tip = self.channels.tip;
         self.factory_state(id)?;
         let funding = self.channels.states[&id].1.funding();
@@ -195,16 +191,29 @@ impl Lsp {
             .chain(|c| c.get_utxo(&funding))
             .map_err(|e| e.to_string())?
             .ok_or("the factory's funding output is spent or unconfirmed")?;
-        let (factory, st, key_index) = self
+        let (factory, st, _) = self
             .channels
             .states
             .get_mut(&id)
             .ok_or("no factory state")?;
         st.confirm_funding(Some(&coin.txout), Some(coin.height))
             .map_err(|e| e.to_string())?;
-        factory
-            .check_update_height(tip)
-            .map_err(|e| e.to_string())?;
+        factory.check_update_height(tip).map_err(|e| e.to_string())
+    }
+
+    fn begin_advance(
+        &mut self,
+        id: FactoryId,
+        client: ClientId,
+        members: &[PublicKey],
+        sale: Option<bitcoin::Amount>,
+    ) -> Result<(), String> {
+        self.open_for_update(id)?;
+        let (factory, st, key_index) = self
+            .channels
+            .states
+            .get_mut(&id)
+            .ok_or("no factory state")?;
         let leaf = factory
             .tree()
             .leaf_of(client)

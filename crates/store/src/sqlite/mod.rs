@@ -1113,32 +1113,7 @@ impl Store {
         check_preimage(inv.payment_hash, inv.preimage)?;
         self.write(|tx| {
             require_factory(tx, order.factory)?;
-            let exists: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM invoices WHERE payment_hash = ?1",
-                    [&inv.payment_hash.0[..]],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if exists.is_some() {
-                return Err(StoreError::InvoiceExists(inv.payment_hash));
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ),
-                params![
-                    &inv.payment_hash.0[..],
-                    inv.direction.as_str(),
-                    inv.preimage.map(|p| p.0.to_vec()),
-                    inv.amount
-                        .map(|a| i64_of(a.0, "amount (msat)"))
-                        .transpose()?,
-                    inv.status.as_str(),
-                    inv.bolt11,
-                    inv.claim_deadline
-                ],
-            )?;
+            insert_invoice_row(tx, inv)?;
             let (status, sale) = order.status.parts();
             tx.execute(
                 "INSERT INTO liquidity_orders \
@@ -1211,32 +1186,7 @@ impl Store {
             });
         }
         self.write(|tx| {
-            let exists: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM invoices WHERE payment_hash = ?1",
-                    [&inv.payment_hash.0[..]],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if exists.is_some() {
-                return Err(StoreError::InvoiceExists(inv.payment_hash));
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ),
-                params![
-                    &inv.payment_hash.0[..],
-                    inv.direction.as_str(),
-                    inv.preimage.map(|p| p.0.to_vec()),
-                    inv.amount
-                        .map(|a| i64_of(a.0, "amount (msat)"))
-                        .transpose()?,
-                    inv.status.as_str(),
-                    inv.bolt11,
-                    inv.claim_deadline
-                ],
-            )?;
+            insert_invoice_row(tx, inv)?;
             if let Some(payee) = payee {
                 tx.execute(
                     "INSERT INTO routes (payment_hash, payee) VALUES (?1, ?2)",
@@ -1539,4 +1489,33 @@ fn order_of(row: OrderRow) -> Result<LiquidityOrder> {
                 .transpose()?,
         )?,
     })
+}
+
+/// Writes a new invoice row; an existing payment hash is refused.
+fn insert_invoice_row(tx: &Transaction<'_>, inv: &Invoice) -> Result<()> {
+    let exists: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM invoices WHERE payment_hash = ?1",
+            [&inv.payment_hash.0[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_some() {
+        return Err(StoreError::InvoiceExists(inv.payment_hash));
+    }
+    tx.execute(
+        &format!("INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            &inv.payment_hash.0[..],
+            inv.direction.as_str(),
+            inv.preimage.map(|p| p.0.to_vec()),
+            inv.amount
+                .map(|a| i64_of(a.0, "amount (msat)"))
+                .transpose()?,
+            inv.status.as_str(),
+            inv.bolt11,
+            inv.claim_deadline
+        ],
+    )?;
+    Ok(())
 }
