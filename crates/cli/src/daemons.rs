@@ -187,7 +187,7 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 100_000)]
         capacity_sat: u64,
         /// Inject a fault (tests only): `stall-before-partials`, `crash-after-partials`,
-        /// `stall-update`, `publish-revoked`.
+        /// `stall-update`, `publish-revoked`, `hold-htlcs`.
         #[arg(long, hide = true)]
         fault: Option<String>,
     },
@@ -514,6 +514,7 @@ pub fn client(command: ClientCommand) -> ExitCode {
                 }
                 Some("stall-update") => Some(superscalar_client::daemon::Fault::StallUpdate),
                 Some("publish-revoked") => Some(superscalar_client::daemon::Fault::PublishRevoked),
+                Some("hold-htlcs") => Some(superscalar_client::daemon::Fault::HoldHtlcs),
                 Some(other) => return usage(&format!("unknown --fault {other:?}")),
             };
             let (lsp_id, lsp_addr) = match parse_lsp(&lsp) {

@@ -16,6 +16,9 @@ pub enum BumpError {
     /// The parent has no P2A anchor.
     #[error("the transaction has no P2A anchor")]
     NoAnchor,
+    /// The outputs given do not match the inputs to sign.
+    #[error("the spent outputs do not match the transaction's inputs")]
+    WrongPrevouts,
     /// The fee coin cannot pay the package fee and leave a non-dust output.
     #[error("the fee coin ({coin}) cannot pay {needed} and keep a non-dust change")]
     CoinTooSmall {
@@ -92,4 +95,28 @@ pub fn fee_coin_child(
         sighash_type: TapSighashType::Default,
     });
     Ok(tx)
+}
+
+/// Sign input `index` of `tx`, a key-path spend of `key`'s BIP-86 output, over `prevouts` (the
+/// output each input spends, in order).
+pub fn sign_key_path_input(
+    tx: &mut Transaction,
+    index: usize,
+    prevouts: &[TxOut],
+    key: &Keypair,
+) -> Result<(), BumpError> {
+    if index >= tx.input.len() || prevouts.len() != tx.input.len() {
+        return Err(BumpError::WrongPrevouts);
+    }
+    let sighash = SighashCache::new(&*tx)
+        .taproot_key_spend_signature_hash(index, &Prevouts::All(prevouts), TapSighashType::Default)
+        .map_err(|_| BumpError::WrongPrevouts)?;
+    let secp = Secp256k1::new();
+    let tweaked = key.tap_tweak(&secp, None);
+    let sig = secp.sign_schnorr(&Message::from(sighash), &tweaked.to_keypair());
+    tx.input[index].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature {
+        signature: sig,
+        sighash_type: TapSighashType::Default,
+    });
+    Ok(())
 }

@@ -367,3 +367,217 @@ fn the_watcher_punishes_a_revoked_commitment_it_sees_in_a_block() {
     h.chain.mine_blocks(1, &burn_script()).unwrap();
     assert_eq!(h.chain.tx_status(&justice).unwrap().confirmations(), 1);
 }
+
+/// The client closes with its own latest commitment while both HTLCs are in flight: X (received)
+/// goes through HTLC-success with its preimage, Y (offered) through HTLC-timeout from its expiry,
+/// each paid for by a fee input chained from the fee coin (the LSP's signature covers only its
+/// own input and output), and each is claimed after `to_self_delay`. The LSP's watcher sweeps its
+/// to_remote at once and learns X's preimage from the HTLC-success.
+#[test]
+fn the_clients_own_commitment_settles_its_htlcs_through_second_stages() {
+    use superscalar_client::bump::sign_key_path_input;
+    use superscalar_client::watch::{WatchEvent, Watcher};
+    let h = build(3, FactoryConfig::regtest());
+    let expiry = h.chain.tip().unwrap().height + 60;
+    let (_, lsp, client, px, hx) = channel_with_htlcs(&h, expiry);
+    exit_alone(&h, ClientId(CLIENT));
+    let rate = FeeRate::from_sat_per_vb_u32(2);
+    let key = h.client_keys[CLIENT as usize];
+    let fee_script = h.factory.fee_coin_script(ClientId(CLIENT));
+    let tip = h.chain.tip().unwrap().height;
+    let mut watcher = Watcher::new(
+        vec![],
+        vec![(lsp.clone(), lsp.funding_outpoint())],
+        burn_script(),
+        rate,
+        tip + 1,
+    );
+    assert!(watcher.poll(&h.chain).unwrap().is_empty());
+    let (commit, _) = client.signed_latest_commitment().unwrap();
+    let child = fee_coin_child(
+        &commit,
+        Amount::ZERO,
+        fee_coin(&h),
+        &key,
+        fee_script.clone(),
+        rate,
+    )
+    .unwrap();
+    h.chain.submit_package(&commit, &child).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    // The LSP's watcher: the channel closed with both HTLCs in it, its to_remote swept at once.
+    let events = watcher.poll(&h.chain).unwrap();
+    let sweep = match events.as_slice() {
+        [WatchEvent::ChannelClosed { htlcs, .. }, WatchEvent::Claimed { claim, .. }] => {
+            assert_eq!(htlcs.len(), 2);
+            *claim
+        }
+        other => panic!("expected the close and the LSP's sweep, got {other:?}"),
+    };
+    let outputs = client.htlc_outputs(&commit).unwrap();
+    assert_eq!(outputs.len(), 2);
+    let x = *outputs.iter().find(|o| !o.htlc.offered).unwrap();
+    let y = *outputs.iter().find(|o| o.htlc.offered).unwrap();
+    assert_eq!(x.htlc.payment_hash, hx);
+    // Seen from the LSP, the same outputs the other way round.
+    let theirs = lsp.htlc_outputs(&commit).unwrap();
+    assert!(theirs.iter().any(|o| o.vout == x.vout && o.htlc.offered));
+    assert!(theirs.iter().any(|o| o.vout == y.vout && !o.htlc.offered));
+    let coin = (
+        OutPoint::new(child.compute_txid(), 0),
+        child.output[0].clone(),
+    );
+    // A wrong preimage, a preimage for a timeout, no preimage for a success: refused.
+    for (vout, p) in [
+        (x.vout, Some([0u8; 32])),
+        (y.vout, Some(px)),
+        (x.vout, None),
+    ] {
+        assert!(client
+            .htlc_second_stage(&commit, vout, p, coin.clone(), fee_script.clone(), rate)
+            .is_err());
+    }
+    let spent = |vout: u32| commit.output[vout as usize].clone();
+    let mut success = client
+        .htlc_second_stage(
+            &commit,
+            x.vout,
+            Some(px),
+            coin.clone(),
+            fee_script.clone(),
+            rate,
+        )
+        .unwrap();
+    sign_key_path_input(&mut success, 1, &[spent(x.vout), coin.1.clone()], &key).unwrap();
+    h.chain.submit_transaction(&success).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(h.chain.tx_status(&sweep).unwrap().confirmations(), 1);
+    assert_eq!(
+        h.chain
+            .tx_status(&success.compute_txid())
+            .unwrap()
+            .confirmations(),
+        1
+    );
+    // The LSP learns X's preimage from the block.
+    let events = watcher.poll(&h.chain).unwrap();
+    assert!(
+        events.iter().any(|e| matches!(e,
+            WatchEvent::HtlcResolved { payment_hash, offered: true, preimage: Some(p), .. }
+                if *payment_hash == hx && *p == px)),
+        "{events:?}"
+    );
+    // Y: refused before its expiry, accepted from it.
+    let coin = (
+        OutPoint::new(success.compute_txid(), 1),
+        success.output[1].clone(),
+    );
+    let payout = h.factory.client_payout_script(ClientId(CLIENT));
+    let mut timeout = client
+        .htlc_second_stage(&commit, y.vout, None, coin.clone(), payout, rate)
+        .unwrap();
+    sign_key_path_input(&mut timeout, 1, &[spent(y.vout), coin.1], &key).unwrap();
+    assert!(matches!(
+        h.chain
+            .submit_transaction(&timeout)
+            .unwrap_err()
+            .reject_reason(),
+        Some(RejectReason::NonFinal { .. })
+    ));
+    let tip = h.chain.tip().unwrap().height;
+    h.chain.mine_blocks(expiry - tip, &burn_script()).unwrap();
+    h.chain.submit_transaction(&timeout).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    // Both second-stage outputs after to_self_delay (6 blocks), refused one block early.
+    let claim_x = client
+        .claim_delayed(&commit, &success, burn_script(), rate)
+        .unwrap();
+    let claim_y = client
+        .claim_delayed(&commit, &timeout, burn_script(), rate)
+        .unwrap();
+    h.chain.mine_blocks(4, &burn_script()).unwrap();
+    assert!(matches!(
+        h.chain
+            .submit_transaction(&claim_y)
+            .unwrap_err()
+            .reject_reason(),
+        Some(RejectReason::SequenceLocked { .. })
+    ));
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    h.chain.submit_transaction(&claim_x).unwrap();
+    h.chain.submit_transaction(&claim_y).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    for c in [&claim_x, &claim_y] {
+        assert_eq!(
+            h.chain
+                .tx_status(&c.compute_txid())
+                .unwrap()
+                .confirmations(),
+            1
+        );
+    }
+    assert!(claim_x.output[0].value > Amount::from_sat(9_500));
+    assert!(claim_y.output[0].value > Amount::from_sat(7_500));
+}
+
+/// The client closes with its own commitment and never claims X: from X's expiry the LSP's
+/// watcher takes it back by timeout, and reports it resolved without preimage (the payment it
+/// carried can be failed upstream).
+#[test]
+fn the_lsp_watcher_takes_back_an_unclaimed_htlc_by_timeout() {
+    use superscalar_client::watch::{WatchEvent, Watcher};
+    let h = build(3, FactoryConfig::regtest());
+    let created = h.chain.tip().unwrap().height;
+    let (_, lsp, client, _, hx) = channel_with_htlcs(&h, created + 60);
+    exit_alone(&h, ClientId(CLIENT));
+    let rate = FeeRate::from_sat_per_vb_u32(2);
+    let tip = h.chain.tip().unwrap().height;
+    let mut watcher = Watcher::new(
+        vec![],
+        vec![(lsp.clone(), lsp.funding_outpoint())],
+        burn_script(),
+        rate,
+        tip + 1,
+    );
+    let (commit, _) = client.signed_latest_commitment().unwrap();
+    let child = fee_coin_child(
+        &commit,
+        Amount::ZERO,
+        fee_coin(&h),
+        &h.client_keys[CLIENT as usize],
+        burn_script(),
+        rate,
+    )
+    .unwrap();
+    h.chain.submit_package(&commit, &child).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    watcher.poll(&h.chain).unwrap();
+    // X was offered by the LSP at `created + 500`: nothing to claim before.
+    let x_expiry = created + 500;
+    let tip = h.chain.tip().unwrap().height;
+    h.chain
+        .mine_blocks(x_expiry - 1 - tip, &burn_script())
+        .unwrap();
+    let events = watcher.poll(&h.chain).unwrap();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, WatchEvent::Claimed { .. })),
+        "{events:?}"
+    );
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    let events = watcher.poll(&h.chain).unwrap();
+    let claim = match events.as_slice() {
+        [WatchEvent::Claimed { claim, .. }] => *claim,
+        other => panic!("expected X's timeout claim, got {other:?}"),
+    };
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(h.chain.tx_status(&claim).unwrap().confirmations(), 1);
+    let events = watcher.poll(&h.chain).unwrap();
+    assert!(
+        events.iter().any(|e| matches!(e,
+            WatchEvent::HtlcResolved { payment_hash, offered: true, preimage: None, .. }
+                if *payment_hash == hx)),
+        "{events:?}"
+    );
+}

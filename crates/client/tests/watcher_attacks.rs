@@ -103,6 +103,11 @@ fn assert_justice(
         tip(h) + 1,
         "the scan moved past every block"
     );
+    // A second stage in the same block is reported resolved (with the preimage it revealed).
+    let events: Vec<WatchEvent> = events
+        .into_iter()
+        .filter(|e| !matches!(e, WatchEvent::HtlcResolved { .. }))
+        .collect();
     let justice = match events.as_slice() {
         [WatchEvent::ChannelClosed { commitment: c, .. }, WatchEvent::Justice {
             revoked, justice, ..
@@ -482,14 +487,17 @@ fn commitment_revoked_after_it_confirmed_is_punished() {
     let (commitment, _) = lsp.signed_latest_commitment().unwrap();
     confirm_with_lsp_anchor(&mut h, &commitment);
     assert!(h.chain.get_utxo(&funding).unwrap().is_none());
-    // Not revoked yet: the watcher only reports the channel closed (an honest client stops
-    // updating it here; this one goes on, and is still protected).
+    // Not revoked yet: the watcher reports the channel closed and claims our to_remote in it
+    // (an honest client stops updating it here; this one goes on, and is still protected).
     let events = watcher.poll(&h.chain).unwrap();
-    assert!(
-        matches!(events.as_slice(), [WatchEvent::ChannelClosed { commitment: c, .. }]
-            if *c == commitment.compute_txid()),
-        "{events:?}"
-    );
+    let claim = match events.as_slice() {
+        [WatchEvent::ChannelClosed { commitment: c, .. }, WatchEvent::Claimed {
+            commitment: d,
+            claim,
+            ..
+        }] if *c == commitment.compute_txid() && d == c => *claim,
+        other => panic!("expected the close and our claim, got {other:?}"),
+    };
     // The channel keeps going off chain: the LSP pays the client, the client fulfills.
     let now = tip(&h);
     let preimage = [7u8; 32];
@@ -533,6 +541,13 @@ fn commitment_revoked_after_it_confirmed_is_punished() {
     };
     h.chain.mine_blocks(1, &burn_script()).unwrap();
     let justice = confirmed_tx(&h, justice);
-    let got: Amount = justice.output.iter().map(|o| o.value).sum();
+    let claim = confirmed_tx(&h, claim);
+    // Our to_remote by the claim, the LSP's to_local by justice.
+    let got: Amount = justice
+        .output
+        .iter()
+        .chain(&claim.output)
+        .map(|o| o.value)
+        .sum();
     assert!(got >= Amount::from_sat(client.balance_msat() / 1000));
 }

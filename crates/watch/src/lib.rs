@@ -1,6 +1,11 @@
 //! Watch and respond: scan each new block for a superseded factory state or a revoked channel
 //! commitment, and answer with the newest state (it wins because its delay is shorter) or a
 //! justice transaction, and punish a superseded liquidity-stock output that confirmed anyway.
+//! When the other side closes a channel with its latest commitment, claim what is ours in it
+//! (to_remote, HTLCs by preimage or timeout), and report how each HTLC output was resolved (with
+//! the preimage when a spend revealed it).
+
+use std::collections::BTreeMap;
 
 use bitcoin::{FeeRate, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use superscalar_chain::{Chain, ChainError, TxStatus};
@@ -50,6 +55,9 @@ pub enum WatchEvent {
         channel: usize,
         /// The commitment on chain.
         commitment: Txid,
+        /// The payment hashes of the HTLC outputs it holds (an HTLC not among them can never be
+        /// claimed on chain).
+        htlcs: Vec<[u8; 32]>,
     },
     /// Another state than our newest one spent a watched kickoff's output and confirmed: our
     /// newest state can no longer win there. If it is an update this party abandoned, exit
@@ -60,6 +68,29 @@ pub enum WatchEvent {
         kickoff: Txid,
         /// The state that confirmed.
         state: Txid,
+    },
+    /// The other side closed a channel with a commitment it has not revoked: one of our outputs
+    /// in it (to_remote, or an HTLC by preimage or by timeout) was claimed.
+    Claimed {
+        /// Index of the channel (as given to the watcher).
+        channel: usize,
+        /// The commitment on chain.
+        commitment: Txid,
+        /// Our claim.
+        claim: Txid,
+    },
+    /// An HTLC output of a closed channel's commitment was spent in a block: with its preimage
+    /// (revealed in the spend) or without (a timeout, or a justice transaction). Either way it is
+    /// settled on chain: a payment forwarded through it can be settled or failed upstream.
+    HtlcResolved {
+        /// Index of the channel (as given to the watcher).
+        channel: usize,
+        /// The HTLC's payment hash.
+        payment_hash: [u8; 32],
+        /// Whether we offered it.
+        offered: bool,
+        /// The preimage, when the spend revealed it.
+        preimage: Option<[u8; 32]>,
     },
     /// An answer was refused by the chain backend. It stays pending: it is rebuilt and retried
     /// at every poll until it confirms or can no longer be made, and the scan goes on.
@@ -84,13 +115,15 @@ pub enum Answer {
     Punishment,
     /// A PS-factory output of our sale chain: the next sale.
     Sale,
+    /// A commitment the other side has not revoked: a claim of our output in it.
+    Claim,
 }
 
-/// A commitment of a watched channel seen on chain (revoked already, or possibly later), with
+/// A commitment of a watched channel seen on chain (revoked already, possibly later, or never), with
 /// every output that the revocation key or our payment key may spend: its own and those of the
 /// transactions spending them.
 #[derive(Debug, Clone)]
-struct RevokedSeen {
+struct SeenCommitment {
     channel: usize,
     commitment: Transaction,
     outputs: Vec<(OutPoint, TxOut)>,
@@ -108,9 +141,12 @@ pub struct Watcher {
     /// Our pseudo-Spilman sale chain, in order.
     sales: Vec<SignedTx>,
     /// Revoked commitments seen, answered at every poll over what is left of them.
-    revoked: Vec<RevokedSeen>,
+    commitments: Vec<SeenCommitment>,
     /// Other states seen spending a watched kickoff's output (kickoff, state), reported once.
     other_states: Vec<(Txid, Txid)>,
+    /// Preimages of HTLCs we received (given, or revealed on chain): they claim HTLC outputs of
+    /// the other side's commitments.
+    preimages: BTreeMap<[u8; 32], [u8; 32]>,
     destination: ScriptBuf,
     fee_rate: FeeRate,
     next_height: u32,
@@ -150,8 +186,9 @@ impl Watcher {
             channels,
             punishments: Vec::new(),
             sales: Vec::new(),
-            revoked: Vec::new(),
+            commitments: Vec::new(),
             other_states: Vec::new(),
+            preimages: BTreeMap::new(),
             destination,
             fee_rate,
             next_height: from_height,
@@ -190,8 +227,14 @@ impl Watcher {
     /// Replace the watched channels with their newer states (after each update round, so that
     /// the newest revocation secrets are known), in the same order as given before.
     pub fn set_channels(&mut self, channels: Vec<(Channel, OutPoint)>) {
-        self.revoked.retain(|r| r.channel < channels.len());
+        self.commitments.retain(|r| r.channel < channels.len());
         self.channels = channels;
+    }
+
+    /// Add the preimages of HTLCs we received (by payment hash): an HTLC output of a commitment
+    /// of the other side is claimed with its preimage.
+    pub fn add_preimages(&mut self, preimages: impl IntoIterator<Item = ([u8; 32], [u8; 32])>) {
+        self.preimages.extend(preimages);
     }
 
     /// The height of the next block to scan.
@@ -229,24 +272,56 @@ impl Watcher {
                 // Every commitment is kept, revoked or not yet: the other side may revoke it
                 // after it confirmed (a channel updated off chain once closed), and justice is
                 // tried again whenever newer secrets arrive (`set_channels`).
-                if spends_funding && !self.revoked.iter().any(|r| r.commitment == *tx) {
-                    self.revoked.push(RevokedSeen {
+                if spends_funding && !self.commitments.iter().any(|r| r.commitment == *tx) {
+                    self.commitments.push(SeenCommitment {
                         channel: i,
                         commitment: tx.clone(),
                         outputs: outputs_of(tx, txid),
                     });
+                    let htlcs = channel
+                        .htlc_outputs(tx)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|h| h.htlc.payment_hash)
+                        .collect();
                     seen.push(WatchEvent::ChannelClosed {
                         channel: i,
                         commitment: txid,
+                        htlcs,
                     });
                 }
             }
-            for r in self.revoked.iter_mut() {
+            for r in self.commitments.iter_mut() {
                 // Second stages spend the revoked commitment itself.
                 let cid = r.commitment.compute_txid();
                 let spends = tx.input.iter().any(|inp| inp.previous_output.txid == cid);
                 if spends && !r.outputs.iter().any(|(op, _)| op.txid == txid) {
                     r.outputs.extend(outputs_of(tx, txid));
+                }
+                if !spends {
+                    continue;
+                }
+                let htlcs = self.channels[r.channel]
+                    .0
+                    .htlc_outputs(&r.commitment)
+                    .unwrap_or_default();
+                for input in tx.input.iter().filter(|i| i.previous_output.txid == cid) {
+                    let Some(h) = htlcs.iter().find(|h| h.vout == input.previous_output.vout)
+                    else {
+                        continue;
+                    };
+                    let preimage = revealed_preimage(&input.witness, &h.htlc.payment_hash);
+                    if let Some(p) = preimage {
+                        if !h.htlc.offered {
+                            self.preimages.insert(h.htlc.payment_hash, p);
+                        }
+                    }
+                    seen.push(WatchEvent::HtlcResolved {
+                        channel: r.channel,
+                        payment_hash: h.htlc.payment_hash,
+                        offered: h.htlc.offered,
+                        preimage,
+                    });
                 }
             }
         }
@@ -316,7 +391,7 @@ impl Watcher {
             self.next_height += 1;
         }
         // Revoked commitments: take what is left of them, their second stages included.
-        for r in &self.revoked {
+        for r in &self.commitments {
             let mut unspent = Vec::new();
             for (op, out) in &r.outputs {
                 if chain.get_utxo(op)?.is_some() {
@@ -324,6 +399,38 @@ impl Watcher {
                 }
             }
             let (channel, _) = &self.channels[r.channel];
+            if !channel.is_revoked_commitment(&r.commitment) {
+                // Their latest commitment: what is ours in it.
+                let commitment = r.commitment.compute_txid();
+                let mut claims: Vec<Transaction> = channel
+                    .claim_to_remote(&r.commitment, self.destination.clone(), self.fee_rate)
+                    .into_iter()
+                    .collect();
+                claims.extend(
+                    channel
+                        .claim_htlcs(
+                            &r.commitment,
+                            &self.preimages,
+                            tip,
+                            self.destination.clone(),
+                            self.fee_rate,
+                        )
+                        .unwrap_or_default(),
+                );
+                for claim in claims {
+                    let spent = claim.input[0].previous_output;
+                    if !unspent.iter().any(|(op, _)| *op == spent) {
+                        continue;
+                    }
+                    let done = WatchEvent::Claimed {
+                        channel: r.channel,
+                        commitment,
+                        claim: claim.compute_txid(),
+                    };
+                    Self::send(chain, &claim, Answer::Claim, done, &mut events)?;
+                }
+                continue;
+            }
             let Ok(justice) = channel.justice_over(
                 &r.commitment,
                 &unspent,
@@ -394,6 +501,16 @@ impl Watcher {
         }
         Ok(events)
     }
+}
+
+/// The preimage of `payment_hash` when a witness carries it (HTLC-success, or a claim by
+/// preimage of the other side's HTLC output).
+fn revealed_preimage(witness: &bitcoin::Witness, payment_hash: &[u8; 32]) -> Option<[u8; 32]> {
+    use bitcoin::hashes::{sha256, Hash};
+    witness.iter().find_map(|item| {
+        let p: [u8; 32] = item.try_into().ok()?;
+        (sha256::Hash::hash(&p).to_byte_array() == *payment_hash).then_some(p)
+    })
 }
 
 fn outputs_of(tx: &Transaction, txid: Txid) -> Vec<(OutPoint, TxOut)> {

@@ -37,6 +37,7 @@ use crate::exit::{ExitProgress, UnilateralExit};
 use crate::join::{Joining, Output, Request as JoinRequest};
 
 mod channel;
+mod closing;
 mod liquidity;
 mod update;
 mod watching;
@@ -79,6 +80,9 @@ pub enum Fault {
     /// Cheat at the exit: publish the leaf channel's commitment in which this client held the
     /// most (kept in memory when signed), even if revoked since.
     PublishRevoked,
+    /// Take incoming HTLCs and never settle or fail them (a wallet gone silent), so that they
+    /// are settled on chain at the exit.
+    HoldHtlcs,
 }
 
 /// Why the client daemon stopped with an error.
@@ -1072,15 +1076,8 @@ impl Client {
         Ok(json!({
             "exiting": true,
             "done": f.exit_log.iter().any(|l| l == "exit done"),
-            // Every channel holding at least the dust limit has its balance in our payout.
-            "channel_closed": f
-                .links
-                .iter()
-                .filter(|(_, l)| l.channel().balance_msat() >= 330_000)
-                .all(|(ch, _)| {
-                    let done = format!("{ch} channel closed");
-                    f.exit_log.iter().any(|l| l.starts_with(&done))
-                }),
+            // Every balance of at least the dust limit and every HTLC of ours is in our payout.
+            "channel_closed": f.exit_log.iter().any(|l| l == closing::CHANNELS_CLOSED),
             "channel_balance_msat": (!f.links.is_empty()).then(|| f.links.values().map(|l| l.channel().balance_msat()).sum::<u64>()),
             "path": path,
             "log": f.exit_log,

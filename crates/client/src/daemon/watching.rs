@@ -3,13 +3,17 @@
 //! shorter), a revoked commitment of our channel (answered with a justice transaction to our
 //! payout script), or a superseded stock output (punished); see [`crate::watch::Watcher`].
 //!
-//! It also decides when the client must exit on its own: an HTLC of our channel whose expiry
-//! comes closer than the time our exit path takes plus a margin. (The factory's timeout needs no
-//! exit: under the inverted policy the timeout transactions pay us at T.)
+//! It also decides when the client must exit on its own: an HTLC we received whose expiry comes
+//! closer than the time our exit path takes plus a margin, or an HTLC we offered that expired
+//! some blocks ago without the LSP settling it. (The factory's timeout needs no exit: under the
+//! inverted policy the timeout transactions pay us at T.) A closed channel's HTLCs are settled
+//! on chain by the close ([`super::closing`]) and by the watcher's claims on the LSP's
+//! commitment; a preimage revealed on chain settles our payment.
 //!
 //! The watcher is rebuilt when our exit path changes (after an update), keeping the height it
 //! has scanned to; after a restart it scans again from the funding output's confirmation.
 
+use bitcoin::hex::DisplayHex;
 use bitcoin::{FeeRate, OutPoint, Txid};
 use superscalar_chain::Chain;
 use superscalar_core::channel::deadlines::{must_go_onchain, DEFAULT_MARGIN_BLOCKS};
@@ -27,6 +31,10 @@ pub(super) struct Watching {
     /// The txids of the exit path it watches.
     path: Vec<Txid>,
 }
+
+/// Blocks past its expiry that an HTLC we offered waits for the LSP before we exit to take it
+/// back on chain.
+const OFFERED_GRACE_BLOCKS: u32 = 3;
 
 impl Client {
     /// Scans the blocks that came since the last tick, answers what it sees, and starts the exit
@@ -76,8 +84,28 @@ impl Client {
         let Some(w) = self.watching.as_mut() else {
             return;
         };
-        // The newest revocation secrets arm the justice answers.
+        // The newest revocation secrets arm the justice answers; the preimages of our own
+        // invoices claim HTLCs of the LSP's commitment if it closes a channel.
         w.watcher.set_channels(channels);
+        let preimages: Vec<([u8; 32], [u8; 32])> = f
+            .links
+            .values()
+            .flat_map(|l| l.channel().committed_htlcs())
+            .filter(|h| !h.offered_by_us)
+            .filter_map(|h| {
+                self.store
+                    .invoice(superscalar_store::PaymentHash(h.payment_hash))
+                    .ok()
+                    .flatten()
+                    .filter(|i| i.direction == superscalar_store::InvoiceDirection::Inbound)
+                    .and_then(|i| i.preimage)
+                    .map(|p| (h.payment_hash, p.0))
+            })
+            .collect();
+        let Some(w) = self.watching.as_mut() else {
+            return;
+        };
+        w.watcher.add_preimages(preimages);
         let chain = std::sync::Arc::clone(&self.chain);
         let events = tokio::task::block_in_place(|| w.watcher.poll(chain.as_ref()));
         match events {
@@ -126,6 +154,33 @@ impl Client {
             WatchEvent::OtherState { kickoff, state } => format!(
                 "watcher: another state {state} than our newest spent kickoff {kickoff}"
             ),
+            WatchEvent::Claimed {
+                commitment, claim, ..
+            } => format!("watcher: our output in the LSP's commitment {commitment} claimed by {claim}"),
+            WatchEvent::HtlcResolved {
+                payment_hash,
+                offered,
+                preimage,
+                ..
+            } => {
+                let hash = payment_hash.to_lower_hex_string();
+                match (offered, preimage) {
+                    // A payment of ours, settled on chain: the preimage is the proof.
+                    (true, Some(p)) => {
+                        if let Err(e) = self.store.update_invoice(
+                            superscalar_store::PaymentHash(*payment_hash),
+                            superscalar_store::InvoiceStatus::Paid,
+                            Some(superscalar_store::Preimage(*p)),
+                        ) {
+                            tracing::debug!("payment {hash}: {e}");
+                        }
+                        format!("watcher: our payment {hash} was settled on chain")
+                    }
+                    (true, None) => format!("watcher: our HTLC {hash} came back on chain"),
+                    (false, Some(_)) => format!("watcher: HTLC {hash} paid to us on chain"),
+                    (false, None) => format!("watcher: HTLC {hash} to us timed out on chain"),
+                }
+            }
             WatchEvent::AnswerFailed { tx, reason, .. } => {
                 return tracing::info!("watcher: answer {tx} refused: {reason}");
             }
@@ -156,19 +211,28 @@ impl Client {
                 DEFAULT_MARGIN_BLOCKS,
             )
         };
+        // An HTLC we received must be claimed on chain before it expires; one we offered comes
+        // back by timeout only after it expired (until then the LSP may still settle it, and
+        // leaving early would force every payer of a slow payee out of its factory).
         let htlc = f.links.values().find_map(|l| {
-            l.channel()
-                .committed_htlcs()
-                .into_iter()
-                .find(|h| close(h.cltv_expiry))
+            l.channel().committed_htlcs().into_iter().find(|h| {
+                if h.offered_by_us {
+                    tip >= h.cltv_expiry.saturating_add(OFFERED_GRACE_BLOCKS)
+                } else {
+                    close(h.cltv_expiry)
+                }
+            })
         });
-        let reason = if let Some(h) = htlc {
-            format!(
+        let reason = match htlc {
+            Some(h) if h.offered_by_us => format!(
+                "our HTLC of {} msat expired at {} and the LSP has not settled it",
+                h.amount_msat, h.cltv_expiry
+            ),
+            Some(h) => format!(
                 "an HTLC of {} msat expires at {}: too close to settle it off chain",
                 h.amount_msat, h.cltv_expiry
-            )
-        } else {
-            return;
+            ),
+            None => return,
         };
         self.log(format!("exiting alone: {reason}"));
         match self.start_exit() {

@@ -687,7 +687,7 @@ impl Lsp {
 
     /// A payment towards `hash` cannot go on: its invoice is payable again, the payer's HTLC is
     /// failed back.
-    fn fail_back(&mut self, hash: &[u8; 32], why: &str) -> Vec<Key> {
+    pub(super) fn fail_back(&mut self, hash: &[u8; 32], why: &str) -> Vec<Key> {
         let mut next = Vec::new();
         if let Err(e) = self
             .store

@@ -17,7 +17,10 @@ use superscalar_core::{ClientId, FactoryId};
 use superscalar_store::FactoryStatus;
 use superscalar_watch::{WatchEvent, Watcher};
 
-use super::channels::Key;
+use superscalar_core::channel::link::Intent;
+use superscalar_store::{Invoice, InvoiceStatus, PaymentHash, Preimage};
+
+use super::channels::{hex, Key};
 use super::Lsp;
 
 /// The fee rate of the watcher's answers (justice transactions).
@@ -128,8 +131,11 @@ impl Lsp {
         let Some(mut w) = self.watching.factories.remove(&id) else {
             return;
         };
-        // The newest revocation secrets arm the justice answers.
+        // The newest revocation secrets arm the justice answers; the preimages the LSP holds
+        // of HTLCs its clients offered claim those HTLCs on chain if a client closes.
+        let preimages = self.preimages_of_incoming(&w.channels);
         w.watcher.set_channels(channels);
+        w.watcher.add_preimages(preimages);
         let events = self.chain(|c| w.watcher.poll(c as &dyn Chain));
         let keys = w.channels.clone();
         self.watching.factories.insert(id, w);
@@ -167,12 +173,40 @@ impl Lsp {
             WatchEvent::ChannelClosed {
                 channel,
                 commitment,
+                htlcs,
             } => {
-                closed = keys.get(*channel).copied();
+                closed = keys.get(*channel).map(|k| (*k, htlcs.clone()));
                 format!(
                     "watcher: the {} is closed on chain by {commitment}",
                     client(*channel)
                 )
+            }
+            WatchEvent::Claimed {
+                channel,
+                commitment,
+                claim,
+            } => format!(
+                "watcher: our output in {commitment} of the {} claimed by {claim}",
+                client(*channel)
+            ),
+            WatchEvent::HtlcResolved {
+                channel,
+                payment_hash,
+                offered,
+                preimage,
+            } => {
+                let line = format!(
+                    "watcher: HTLC {} of the {} resolved on chain {}",
+                    hex(payment_hash),
+                    client(*channel),
+                    if preimage.is_some() {
+                        "with its preimage"
+                    } else {
+                        "without preimage"
+                    }
+                );
+                self.log(line);
+                return self.htlc_resolved_on_chain(*payment_hash, *offered, *preimage);
             }
             WatchEvent::OtherState { kickoff, state } => format!(
                 "watcher: another state {state} than our newest spent kickoff {kickoff} of factory {id}"
@@ -185,10 +219,92 @@ impl Lsp {
                 return tracing::info!("watcher: answer {tx} refused: {reason}");
             }
         };
-        // A channel closed on chain carries no more payments.
-        if let Some(l) = closed.and_then(|k| self.channels.leaves.get_mut(&k)) {
-            l.usable = false;
-        }
         self.log(line);
+        // A channel closed on chain carries no more payments; an HTLC the LSP offered that is
+        // not in the commitment can never be claimed: its payment fails upstream.
+        let Some((key, in_commitment)) = closed else {
+            return;
+        };
+        let Some(l) = self.channels.leaves.get_mut(&key) else {
+            return;
+        };
+        l.usable = false;
+        let gone: Vec<[u8; 32]> = l
+            .link
+            .channel()
+            .next_htlcs()
+            .iter()
+            .chain(l.link.channel().committed_htlcs().iter())
+            .filter(|h| h.offered_by_us && !in_commitment.contains(&h.payment_hash))
+            .map(|h| h.payment_hash)
+            .collect();
+        for hash in gone {
+            self.htlc_resolved_on_chain(hash, true, None);
+        }
+    }
+
+    /// The preimages the LSP holds of the HTLCs its clients offered it in `keys`' channels.
+    fn preimages_of_incoming(&self, keys: &[Key]) -> Vec<([u8; 32], [u8; 32])> {
+        let mut out = Vec::new();
+        for l in keys.iter().filter_map(|k| self.channels.leaves.get(k)) {
+            for h in l.link.channel().committed_htlcs() {
+                if h.offered_by_us {
+                    continue;
+                }
+                if let Ok(Some(Invoice {
+                    preimage: Some(p), ..
+                })) = self.store.invoice(PaymentHash(h.payment_hash))
+                {
+                    out.push((h.payment_hash, p.0));
+                }
+            }
+        }
+        out
+    }
+
+    /// An HTLC of a closed channel is settled on chain: with its preimage, the payment it carries
+    /// is settled (the preimage recorded first, then the payer's HTLC fulfilled); without, an HTLC
+    /// the LSP offered to a payee is gone and the payer's HTLC is failed back. Each is done once:
+    /// an invoice no longer held (after a restart's rescan) is left as it is.
+    fn htlc_resolved_on_chain(
+        &mut self,
+        hash: [u8; 32],
+        offered: bool,
+        preimage: Option<[u8; 32]>,
+    ) {
+        let invoice = match self.store.invoice(PaymentHash(hash)) {
+            Ok(Some(i)) => i,
+            _ => return,
+        };
+        let next = match preimage {
+            Some(p) => {
+                if invoice.status != InvoiceStatus::Paid {
+                    if let Err(e) = self.store.update_invoice(
+                        PaymentHash(hash),
+                        InvoiceStatus::Paid,
+                        Some(Preimage(p)),
+                    ) {
+                        return tracing::error!(
+                            "invoice {}: cannot record its preimage: {e}",
+                            hex(&hash)
+                        );
+                    }
+                    self.log(format!("payment {} settled on chain", hex(&hash)));
+                }
+                match self.incoming_with(&hash) {
+                    Some((upstream, id))
+                        if self.push(upstream, Intent::Fulfill { id, preimage: p }) =>
+                    {
+                        vec![upstream]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            None if offered && invoice.status == InvoiceStatus::Held => {
+                self.fail_back(&hash, "the payee's channel closed on chain without it")
+            }
+            None => Vec::new(),
+        };
+        self.poll_links(next);
     }
 }

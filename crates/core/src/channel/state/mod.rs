@@ -42,12 +42,14 @@ use crate::musig::{
 };
 use crate::shachain::{index_of, SecretGenerator, SecretStore, ShachainError};
 
+mod claims;
 mod onchain;
 mod persist;
 mod signing;
 mod updates;
 mod view;
 
+pub use claims::HtlcOutput;
 pub use view::HtlcView;
 
 pub use persist::{SnapshotError, SNAPSHOT_VERSION};
@@ -483,6 +485,9 @@ pub enum ChannelError {
     /// The transaction is not a revoked commitment of the other side that we can punish.
     #[error("not a revoked commitment of this channel: {0}")]
     NotRevoked(&'static str),
+    /// An output of a closed channel that cannot be claimed (yet, or by us).
+    #[error("cannot claim on chain: {0}")]
+    Claim(&'static str),
     /// MuSig2 failure.
     #[error(transparent)]
     Musig(#[from] MusigError),

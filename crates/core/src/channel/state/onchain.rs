@@ -1,5 +1,5 @@
-//! On chain: recognising the other side's commitments, justice against revoked ones (second
-//! stages included), and claims of HTLC and to_local outputs.
+//! On chain: recognising the other side's commitments and justice against revoked ones (second
+//! stages included).
 
 use super::*;
 
@@ -179,102 +179,6 @@ impl Channel {
         Ok(tx)
     }
 
-    /// Claims of HTLC outputs of their published commitment: those they offered us, by preimage
-    /// (when `preimages` has it), and those we offered them, by timeout once `height` has reached
-    /// their expiry. One transaction per HTLC, paying `destination`.
-    pub fn claim_htlcs(
-        &self,
-        commitment: &Transaction,
-        preimages: &BTreeMap<[u8; 32], [u8; 32]>,
-        height: u32,
-        destination: bitcoin::ScriptBuf,
-        fee_rate: bitcoin::FeeRate,
-    ) -> Result<Vec<Transaction>, ChannelError> {
-        use bitcoin::sighash::{Prevouts, SighashCache};
-        use bitcoin::taproot::LeafVersion;
-        let (_, _, keys, state) = self.their_commitment(commitment)?;
-        let secp = &*SECP;
-        let point_key = Keypair::from_secret_key(
-            secp,
-            &derive_privkey(&self.secrets.htlc, &self.their_point_of(commitment)?),
-        );
-        let txid = commitment.compute_txid();
-        let mut claims = Vec::new();
-        for h in Self::htlc_list(&state, false) {
-            let info = htlc_spend_info(&keys, &h);
-            let spk = bitcoin::ScriptBuf::new_p2tr_tweaked(info.output_key());
-            let Some(vout) = commitment
-                .output
-                .iter()
-                .position(|o| o.script_pubkey == spk)
-            else {
-                continue;
-            };
-            let out = commitment.output[vout].clone();
-            let (timeout_leaf, success_leaf) = htlc_leaves(&keys, &h);
-            // `h.offered` is from their side: offered by them means we receive it.
-            let (leaf, preimage, lock) = if h.offered {
-                match preimages.get(&h.payment_hash) {
-                    Some(p) => (success_leaf, Some(*p), 0),
-                    None => continue,
-                }
-            } else if height >= h.cltv_expiry {
-                (timeout_leaf, None, h.cltv_expiry)
-            } else {
-                continue;
-            };
-            let mut tx = Transaction {
-                version: bitcoin::transaction::Version::TWO,
-                lock_time: bitcoin::absolute::LockTime::from_consensus(lock),
-                input: vec![bitcoin::TxIn {
-                    previous_output: OutPoint::new(txid, vout as u32),
-                    script_sig: bitcoin::ScriptBuf::new(),
-                    sequence: bitcoin::Sequence::ENABLE_LOCKTIME_NO_RBF,
-                    witness: Witness::new(),
-                }],
-                output: vec![TxOut {
-                    value: out.value,
-                    script_pubkey: destination.clone(),
-                }],
-            };
-            let vsize =
-                (tx.weight().to_wu() + 2 + 1 + 65 + 33 + leaf.len() as u64 + 66).div_ceil(4);
-            let fee = fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
-            let Some(value) = out
-                .value
-                .checked_sub(fee)
-                .filter(|v| *v >= Amount::from_sat(330))
-            else {
-                continue;
-            };
-            tx.output[0].value = value;
-            let leaf_hash = bitcoin::TapLeafHash::from_script(&leaf, LeafVersion::TapScript);
-            let sighash = SighashCache::new(&tx)
-                .taproot_script_spend_signature_hash(
-                    0,
-                    &Prevouts::All(&[out]),
-                    leaf_hash,
-                    TapSighashType::Default,
-                )
-                .map_err(|_| ChannelError::NotRevoked("sighash"))?;
-            let sig = secp.sign_schnorr(&Message::from(sighash), &point_key);
-            let control = info
-                .control_block(&(leaf.clone(), LeafVersion::TapScript))
-                .ok_or(ChannelError::NotRevoked("control block"))?;
-            // The signature is checked first, so it sits on top of the stack (pushed last).
-            let mut w = Witness::new();
-            if let Some(p) = preimage {
-                w.push(p);
-            }
-            w.push(sig.as_ref());
-            w.push(leaf.as_bytes());
-            w.push(control.serialize());
-            tx.input[0].witness = w;
-            claims.push(tx);
-        }
-        Ok(claims)
-    }
-
     pub(super) fn their_point_of(&self, tx: &Transaction) -> Result<PublicKey, ChannelError> {
         let (n, secret, _, _) = self.their_commitment(tx)?;
         match secret {
@@ -285,70 +189,5 @@ impl Channel {
                 .copied()
                 .ok_or(ChannelError::NotRevoked("unknown point")),
         }
-    }
-
-    /// After our own commitment `commitment` (number `n` of ours) confirmed and `to_self_delay`
-    /// passed: take our to_local output through its delayed script path.
-    pub fn claim_to_local(
-        &self,
-        commitment: &Transaction,
-        destination: bitcoin::ScriptBuf,
-        fee_rate: bitcoin::FeeRate,
-    ) -> Result<Transaction, ChannelError> {
-        use bitcoin::sighash::{Prevouts, SighashCache};
-        use bitcoin::taproot::LeafVersion;
-        let n = self.commitment_number_of(commitment)?;
-        let secret = self.secrets.per_commitment_secret(n);
-        let point = per_commitment_point(&secret);
-        let keys = self.commitment_keys(true, &point);
-        let delay = self.their_limits.to_self_delay;
-        let info = crate::channel::commitment::to_local_spend_info(&keys, delay);
-        let leaf = crate::channel::commitment::to_local_leaf(&keys, delay);
-        let spk = bitcoin::ScriptBuf::new_p2tr_tweaked(info.output_key());
-        let vout = commitment
-            .output
-            .iter()
-            .position(|o| o.script_pubkey == spk)
-            .ok_or(ChannelError::NotRevoked("no to_local output of ours"))?;
-        let out = commitment.output[vout].clone();
-        let mut tx = Transaction {
-            version: bitcoin::transaction::Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![bitcoin::TxIn {
-                previous_output: OutPoint::new(commitment.compute_txid(), vout as u32),
-                script_sig: bitcoin::ScriptBuf::new(),
-                sequence: bitcoin::Sequence::from_height(delay),
-                witness: Witness::new(),
-            }],
-            output: vec![TxOut {
-                value: out.value,
-                script_pubkey: destination,
-            }],
-        };
-        let vsize = (tx.weight().to_wu() + 2 + 1 + 65 + 34 + leaf.len() as u64 + 2).div_ceil(4);
-        let fee = fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
-        tx.output[0].value = out
-            .value
-            .checked_sub(fee)
-            .filter(|v| *v >= Amount::from_sat(330))
-            .ok_or(ChannelError::NotRevoked("to_local cannot pay the fee"))?;
-        let secp = &*SECP;
-        let key =
-            Keypair::from_secret_key(secp, &derive_privkey(&self.secrets.delayed_payment, &point));
-        let sighash = SighashCache::new(&tx)
-            .taproot_script_spend_signature_hash(
-                0,
-                &Prevouts::All(&[out]),
-                bitcoin::TapLeafHash::from_script(&leaf, LeafVersion::TapScript),
-                TapSighashType::Default,
-            )
-            .map_err(|_| ChannelError::NotRevoked("sighash"))?;
-        let sig = secp.sign_schnorr(&Message::from(sighash), &key);
-        let control = info
-            .control_block(&(leaf.clone(), LeafVersion::TapScript))
-            .ok_or(ChannelError::NotRevoked("control block"))?;
-        tx.input[0].witness =
-            Witness::from_slice(&[sig.as_ref().to_vec(), leaf.to_bytes(), control.serialize()]);
-        Ok(tx)
     }
 }

@@ -554,6 +554,29 @@ impl Channel {
         self.their_secrets.get(index_of(n))
     }
 
+    /// The other side's signatures of our latest commitment on `outpoint` (funding, HTLCs), and
+    /// its state.
+    pub(super) fn latest_signatures(
+        &self,
+        outpoint: OutPoint,
+    ) -> Result<(&PartialSig, &PubNonce, &[Signature], &State), ChannelError> {
+        let Some((partial, nonce, htlc, state)) = &self.our_latest_sig else {
+            return Err(ChannelError::WrongPhase(
+                "no commitment signed by the other side yet",
+            ));
+        };
+        if outpoint == self.funding_outpoint {
+            return Ok((partial, nonce, htlc.as_slice(), state));
+        }
+        let (p, nonce, h) =
+            self.our_latest_other
+                .get(&outpoint)
+                .ok_or(ChannelError::WrongPhase(
+                    "no commitment signed on that funding outpoint",
+                ))?;
+        Ok((p, nonce, h.as_slice(), state))
+    }
+
     /// Our latest commitment, fully signed (completes the MuSig2 signature with our nonce).
     pub fn signed_latest_commitment(
         &self,
@@ -567,23 +590,7 @@ impl Channel {
         outpoint: OutPoint,
     ) -> Result<(Transaction, Vec<Transaction>), ChannelError> {
         let n = self.our_commitment_number;
-        let Some((primary_partial, primary_nonce, primary_htlc, state)) = &self.our_latest_sig
-        else {
-            return Err(ChannelError::WrongPhase(
-                "no commitment signed by the other side yet",
-            ));
-        };
-        let (their_partial, their_nonce, htlc_sigs) = if outpoint == self.funding_outpoint {
-            (primary_partial, primary_nonce, primary_htlc)
-        } else {
-            let (p, nonce, h) =
-                self.our_latest_other
-                    .get(&outpoint)
-                    .ok_or(ChannelError::WrongPhase(
-                        "no commitment signed on that funding outpoint",
-                    ))?;
-            (p, nonce, h)
-        };
+        let (their_partial, their_nonce, htlc_sigs, state) = self.latest_signatures(outpoint)?;
         let point = self.our_point(n);
         let built = self.commitment(true, n, state, &point, outpoint);
         let sighash = Factory::sighash(&built.tx, &self.funding);

@@ -1,0 +1,140 @@
+//! HTLCs settled on chain, with the daemons as separate OS processes over loopback: a payee
+//! that holds an incoming HTLC (`--fault hold-htlcs`) and exits claims it with its HTLC-success
+//! second stage (paid for by its fee coin's change) and then into its payout; the LSP learns the
+//! preimage from the chain and settles the payer's HTLC off chain, and sweeps its own balance of
+//! the payee's commitment.
+
+use std::time::Duration;
+
+use serde_json::json;
+use superscalar_chain::Chain;
+
+mod common;
+
+use common::*;
+
+fn events(n: &Node, role: &str) -> String {
+    status(role, n)["events"].to_string()
+}
+
+fn tx_of(chain: &Chaind, txid: &str) -> bitcoin::Transaction {
+    let hex = chain
+        .rpc
+        .call("getrawtransaction", &[json!(txid), json!(false)])
+        .unwrap();
+    bitcoin::consensus::encode::deserialize_hex(hex.as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn a_payee_holding_an_htlc_claims_it_on_chain_and_the_lsp_settles_the_payer_with_its_preimage() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 2, &["--no-passphrase"]);
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let payer = client(dir.path(), 0, &chain, &uri, &["--no-passphrase"]);
+    let payee = client(
+        dir.path(),
+        1,
+        &chain,
+        &uri,
+        &["--no-passphrase", "--fault", "hold-htlcs"],
+    );
+    wait_for("a signed factory", Duration::from_secs(120), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in [&payer, &payee] {
+        wait_for("channel ready", Duration::from_secs(90), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    let inv = invoice(&payer, 30_000_000);
+    assert_eq!(
+        cli_with("lsp", "pay", &lsp, &[&inv]).unwrap()["status"],
+        "paid"
+    );
+    // The payer pays the payee 12,000 sat; the payee takes the HTLC and never settles it.
+    let reply = cli_with("client", "invoice", &payee, &["--amount-msat", "12000000"]).unwrap();
+    let inv = reply["invoice"].as_str().unwrap().to_owned();
+    let hash = reply["payment_hash"].as_str().unwrap().to_owned();
+    let (datadir, api) = (payer.datadir.clone(), payer.api.clone());
+    let inv2 = inv.clone();
+    let paying = std::thread::spawn(move || {
+        std::process::Command::new(BIN)
+            .args(["client", "pay", &inv2, "--json", "--api", &api, "--datadir"])
+            .arg(&datadir)
+            .output()
+            .unwrap()
+    });
+    wait_for(
+        "the payee holding the HTLC",
+        Duration::from_secs(60),
+        || balance(&payee)["channel"]["htlcs"] == 1,
+    );
+    assert_eq!(balance_msat(&payee), 0);
+
+    // The payee exits: its path, its commitment, the HTLC-success, then the claims.
+    cli("client", "exit", &payee.datadir, &payee.api).unwrap();
+    let start = std::time::Instant::now();
+    let s = loop {
+        let s = cli("client", "exit-status", &payee.datadir, &payee.api).unwrap();
+        if s["channel_closed"] == true && s["done"] == true {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "exit stuck: {s}"
+        );
+        chain.mine(if s["done"] == true { 2 } else { 1 }, &address);
+        std::thread::sleep(Duration::from_millis(400));
+    };
+    let log = s["log"].to_string();
+    assert!(
+        log.contains(&format!("HTLC {hash} is in our payout")),
+        "{s}"
+    );
+    // The claim of the HTLC's second stage pays the payee about the HTLC's amount.
+    let marker = format!("HTLC {hash} claimed (");
+    let i = log.find(&marker).expect("the claim's txid in the log");
+    let claim = tx_of(&chain, &log[i + marker.len()..][..64]);
+    let value = claim.output[0].value.to_sat();
+    assert!((11_000..12_000).contains(&value), "{value}");
+
+    // The LSP learnt the preimage on chain and settled the payer's HTLC off chain.
+    wait_for("the payer settled", Duration::from_secs(60), || {
+        let b = balance(&payer);
+        b["channel"]["htlcs"] == 0 && b["balance_msat"] == 18_000_000u64
+    });
+    // The payer's call was answered: paid, or still pending when its wait ran out.
+    let out = paying.join().unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        reply["status"] == "paid" || reply["status"] == "pending",
+        "{reply} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&lsp, "lsp");
+    assert!(
+        ev.contains(&format!("payment {hash} settled on chain")),
+        "{ev}"
+    );
+    // The LSP swept its own balance of the payee's commitment.
+    let marker = "claimed by ";
+    let i = ev.find(marker).expect("the LSP's sweep");
+    let sweep: bitcoin::Txid = ev[i + marker.len()..][..64].parse().unwrap();
+    wait_for("the sweep confirmed", Duration::from_secs(60), || {
+        chain.mine(1, &address);
+        matches!(
+            chain.rpc.tx_status(&sweep),
+            Ok(superscalar_chain::TxStatus::Confirmed { .. })
+        )
+    });
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+    for c in [&payer, &payee] {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+}
