@@ -91,6 +91,8 @@ fn pair() -> Pair {
 fn reborn(c: &Channel, secrets: &ChannelSecrets, key: &TweakedAggregateKey) -> Channel {
     let bytes = c.snapshot();
     let back = Channel::restore(&bytes, secrets.clone(), key.clone()).unwrap();
+    // The states of revoked commitments are written apart, as the daemons do.
+    back.restore_revoked_states(&c.revoked_states()).unwrap();
     assert_eq!(back.summary(), c.summary());
     assert_eq!(back.snapshot(), bytes);
     assert_eq!(format!("{back:?}"), format!("{c:?}"));
@@ -504,6 +506,67 @@ fn snapshot_size_and_time() {
         p.pay(i, 100_000, i % 2 == 0);
     }
     report("0 pending HTLCs after 100 payments (commitment 201)", &p);
+}
+
+/// A snapshot does not grow with the channel's history: the states of revoked commitments are
+/// handed out once to be written apart, and a side restored from its snapshot and those rows
+/// punishes an old commitment's HTLC outputs too; without the rows, its to_local and to_remote.
+#[test]
+fn revoked_states_are_written_once_apart_from_the_snapshot() {
+    let mut p = pair();
+    for i in 0..10 {
+        p.pay(i, 1_000_000 + i, i % 2 == 0);
+    }
+    let (old_b, htlcs) = {
+        let id = p.offer(50, 2_000_000, true);
+        Steps::run(&mut p, |_, _| {});
+        let old = p.b.signed_latest_commitment().unwrap();
+        let f = p.b.fulfill_htlc(id, preimage(50).0).unwrap();
+        p.a.receive_fulfill(&f).unwrap();
+        Steps::run(&mut p, |_, _| {});
+        old
+    };
+    assert_eq!(htlcs.len(), 1);
+    let rows = p.a.revoked_states_to_write();
+    assert!(rows.len() >= 20, "{}", rows.len());
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
+    p.a.revoked_states_written(rows.last().unwrap().0);
+    assert!(p.a.revoked_states_to_write().is_empty());
+    let size = p.a.snapshot().len();
+    for i in 0..40 {
+        p.pay(100 + i, 1_000_000 + i, i % 2 == 0);
+    }
+    let more = p.a.revoked_states_to_write();
+    assert_eq!(more.len(), 80, "two revoked commitments per payment");
+    assert!(more[0].0 > rows.last().unwrap().0);
+    assert_eq!(p.a.snapshot().len(), size, "the snapshot does not grow");
+    let destination = ScriptBuf::from_bytes([&[0u8, 20][..], &[7; 20]].concat());
+    let fee = FeeRate::from_sat_per_vb_u32(2);
+    // Restored with every row: the whole old commitment, its HTLC output included.
+    let full = Channel::restore(&p.a.snapshot(), p.sa.clone(), p.key.clone()).unwrap();
+    full.restore_revoked_states(&[rows.clone(), more].concat())
+        .unwrap();
+    let justice = full
+        .justice_transaction(&old_b, destination.clone(), fee)
+        .unwrap();
+    assert_eq!(
+        justice.input.len(),
+        old_b.output.len() - 1,
+        "all but the anchor"
+    );
+    // From the snapshot alone: still punished, without the HTLC output.
+    let bare = Channel::restore(&p.a.snapshot(), p.sa.clone(), p.key.clone()).unwrap();
+    let justice = bare.justice_transaction(&old_b, destination, fee).unwrap();
+    assert_eq!(justice.input.len(), old_b.output.len() - 2);
+    // A row that does not decode, or does not add up, is refused and adds nothing.
+    let fresh = Channel::restore(&p.a.snapshot(), p.sa.clone(), p.key.clone()).unwrap();
+    assert!(fresh.restore_revoked_states(&[(1, vec![1, 2, 3])]).is_err());
+    let mut wrong = rows[0].1.clone();
+    wrong[7] ^= 1;
+    assert!(fresh
+        .restore_revoked_states(&[rows[1].clone(), (rows[0].0, wrong)])
+        .is_err());
+    assert!(fresh.revoked_states_to_write().is_empty());
 }
 
 proptest! {

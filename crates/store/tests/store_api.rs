@@ -580,8 +580,17 @@ fn a_channel_step_and_the_preimages_it_learned_are_written_together() {
             b"state 1",
             n(1),
             &[open_one, held, unknown, paid_already],
+            &[(3, b"revoked 3".to_vec()), (4, b"revoked 4".to_vec())],
         )
         .unwrap();
+    // Revoked states are appended once: the same number again keeps the first.
+    store
+        .save_channel_step(id, b"state 1", n(1), &[], &[(4, b"other".to_vec())])
+        .unwrap();
+    assert_eq!(
+        store.revoked_states(id).unwrap(),
+        vec![(3, b"revoked 3".to_vec()), (4, b"revoked 4".to_vec())]
+    );
     for p in [open_one, held, paid_already] {
         let got = store.invoice(p.payment_hash()).unwrap().unwrap();
         assert_eq!((got.status, got.preimage), (InvoiceStatus::Paid, Some(p)));
@@ -594,7 +603,7 @@ fn a_channel_step_and_the_preimages_it_learned_are_written_together() {
         .insert_invoice(&invoice(cancelled, InvoiceStatus::Cancelled))
         .unwrap();
     store
-        .save_channel_step(id, b"state 2", n(2), &[cancelled])
+        .save_channel_step(id, b"state 2", n(2), &[cancelled], &[])
         .unwrap();
     let got = store.invoice(cancelled.payment_hash()).unwrap().unwrap();
     assert_eq!(
@@ -607,7 +616,7 @@ fn a_channel_step_and_the_preimages_it_learned_are_written_together() {
         .insert_invoice(&invoice(late, InvoiceStatus::Open))
         .unwrap();
     assert!(store
-        .save_channel_step(id, b"state 1", n(1), &[late])
+        .save_channel_step(id, b"state 1", n(1), &[late], &[])
         .is_err());
     assert_eq!(
         store.invoice(late.payment_hash()).unwrap().unwrap().status,

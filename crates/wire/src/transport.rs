@@ -451,6 +451,9 @@ impl Transport {
                 match listener.accept().await {
                     Ok((stream, _)) => match stream.into_std() {
                         Ok(stream) => {
+                            // Each message goes out at once (a round is three small messages
+                            // back and forth: Nagle would hold one behind a delayed ACK).
+                            let _ = stream.set_nodelay(true);
                             tokio::spawn(lightning_net_tokio::setup_inbound(
                                 Arc::clone(&pm),
                                 stream,
@@ -485,6 +488,7 @@ impl Transport {
             .and_then(|r| r.ok())
             .and_then(|s| s.into_std().ok())
             .ok_or(TransportError::Unreachable { addr })?;
+        let _ = stream.set_nodelay(true);
         let mut conn = tokio::spawn(lightning_net_tokio::setup_outbound(
             Arc::clone(&self.pm),
             node_id,

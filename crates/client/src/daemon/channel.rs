@@ -50,8 +50,10 @@ pub(super) struct Waiting {
 pub(super) struct Zeroized(zeroize::Zeroizing<[u8; 32]>);
 
 impl Client {
+    /// Our chain's tip height as of the last tick (read now if none was read yet).
     pub(super) fn tip(&self) -> Option<u32> {
-        self.chain(|c| c.tip()).ok().map(|t| t.height)
+        self.tip
+            .or_else(|| self.chain(|c| c.tip()).ok().map(|t| t.height))
     }
 
     /// Loads the stored channels of the factory the client is in: its leaf channel and those
@@ -97,6 +99,13 @@ impl Client {
                 .channel_secrets_of(key_index, position, ch)
                 .map_err(|e| e.to_string())?;
             let link = Link::restore(&record.state, secrets, key.clone())
+                .map_err(|e| format!("{ch} channel: {e}"))?;
+            let revoked = self
+                .store
+                .revoked_states(record.id)
+                .map_err(|e| e.to_string())?;
+            link.channel()
+                .restore_revoked_states(&revoked)
                 .map_err(|e| format!("{ch} channel: {e}"))?;
             links.insert(ch, link);
         }
@@ -247,14 +256,18 @@ impl Client {
             let preimages: Vec<Preimage> = step.preimages().into_iter().map(Preimage).collect();
             let id = convert::channel_id_of(factory, f.position.0, ch);
             let n = link.channel().commitment_numbers().0;
+            let revoked = link.channel().revoked_states_to_write();
             let written = CommitmentNumber::new(n).and_then(|n| {
                 self.store
-                    .save_channel_step(id, &link.snapshot(), n, &preimages)
+                    .save_channel_step(id, &link.snapshot(), n, &preimages, &revoked)
             });
             if let Err(e) = written {
                 *link = before;
                 self.log(format!("channel not written, nothing sent: {e}"));
                 return Vec::new();
+            }
+            if let Some((last, _)) = revoked.last() {
+                link.channel().revoked_states_written(*last);
             }
         }
         for m in step.send {

@@ -154,6 +154,9 @@ struct Client {
     updating: Option<update::Updating>,
     /// The chain watcher of our factory.
     watching: Option<watching::Watching>,
+    /// Our chain's tip height, read at each tick: what channel steps check HTLC expiries
+    /// against (as the LSP does), without a chain call per step.
+    tip: Option<u32>,
 }
 
 /// Runs the client until `stop` (API) or a fatal error. `ready` receives its node id and the
@@ -199,6 +202,7 @@ pub async fn run(
         cheat: None,
         updating: None,
         watching: None,
+        tip: None,
     };
     client.recover()?;
     client.recover_channel().map_err(ClientError::Corrupt)?;
@@ -738,6 +742,9 @@ impl Client {
     }
 
     fn on_tick(&mut self) {
+        if let Ok(t) = self.chain(|c| c.tip()) {
+            self.tip = Some(t.height);
+        }
         if !self.transport.is_connected(&self.config.lsp_id) {
             let due = self
                 .last_connect

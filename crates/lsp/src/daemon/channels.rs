@@ -237,6 +237,13 @@ impl Lsp {
                     .map_err(|e| e.to_string())?;
                 let link = Link::restore(&record.state, secrets, key)
                     .map_err(|e| format!("{channel} channel of client {client} in {id}: {e}"))?;
+                let revoked = self
+                    .store
+                    .revoked_states(record.id)
+                    .map_err(|e| e.to_string())?;
+                link.channel()
+                    .restore_revoked_states(&revoked)
+                    .map_err(|e| format!("{channel} channel of client {client} in {id}: {e}"))?;
                 let peer = members[client as usize];
                 self.channels.leaves.insert(
                     (id, peer, channel),
@@ -453,6 +460,7 @@ impl Lsp {
             // The preimages this step learned are written with it: a payee's settlement is
             // never lost, and the restart settles the payer's HTLC from the invoice.
             let n = leaf.link.channel().commitment_numbers().0;
+            let revoked = leaf.link.channel().revoked_states_to_write();
             let written = CommitmentNumber::new(n).and_then(|n| {
                 self.store.save_channel_step(
                     leaf.id,
@@ -463,12 +471,16 @@ impl Lsp {
                         .into_iter()
                         .map(Preimage)
                         .collect::<Vec<_>>(),
+                    &revoked,
                 )
             });
             if let Err(e) = written {
                 tracing::error!("channel {}/{}: not written: {e}", key.0, leaf.client);
                 leaf.link = before;
                 return Vec::new();
+            }
+            if let Some((last, _)) = revoked.last() {
+                leaf.link.channel().revoked_states_written(*last);
             }
         }
         self.send_steps(key, step.send);

@@ -198,6 +198,17 @@ CREATE TABLE liquidity_orders (
 CREATE INDEX liquidity_orders_by_status ON liquidity_orders (status);
 "#;
 
+/// Version 6: the states of a channel's revoked commitments of the other side (what justice
+/// against one of them needs), appended once each instead of rewritten with every step.
+const V6: &str = r#"
+CREATE TABLE revoked_states (
+    channel_id BLOB NOT NULL REFERENCES channels (channel_id),
+    commitment_number INTEGER NOT NULL CHECK (commitment_number >= 0),
+    state BLOB NOT NULL,
+    PRIMARY KEY (channel_id, commitment_number)
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// Every migration, in order: the schema version is the number applied.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -219,6 +230,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         description: "the LSP's liquidity orders",
         sql: V5,
+    },
+    Migration {
+        description: "revoked commitment states appended per channel",
+        sql: V6,
     },
 ];
 

@@ -838,6 +838,10 @@ impl Store {
                 "DELETE FROM received_secrets WHERE channel_id = ?1",
                 [&id.0[..]],
             )?;
+            tx.execute(
+                "DELETE FROM revoked_states WHERE channel_id = ?1",
+                [&id.0[..]],
+            )?;
             tx.execute("DELETE FROM channels WHERE channel_id = ?1", [&id.0[..]])?;
             Ok(())
         })
@@ -881,15 +885,18 @@ impl Store {
         self.write(|tx| put_channel(tx, channel, state, commitment, received))
     }
 
-    /// One step of a channel, in one transaction: its new state, and the preimages it learned
-    /// (each known invoice becomes paid with its preimage, whatever its status: the preimage
-    /// proves the payment; a preimage of no invoice here is left out).
+    /// One step of a channel, in one transaction: its new state, the states of the other
+    /// side's commitments it revoked (`revoked`: commitment number and encoded state, each
+    /// appended once; one already stored is kept), and the preimages it learned (each known
+    /// invoice becomes paid with its preimage, whatever its status: the preimage proves the
+    /// payment; a preimage of no invoice here is left out).
     pub fn save_channel_step(
         &mut self,
         channel: ChannelId,
         state: &[u8],
         commitment: CommitmentNumber,
         preimages: &[Preimage],
+        revoked: &[(u64, Vec<u8>)],
     ) -> Result<()> {
         for p in preimages {
             check_preimage(p.payment_hash(), Some(*p))?;
@@ -909,7 +916,34 @@ impl Store {
                     params![&hash.0[..], InvoiceStatus::Paid.as_str(), p.0.to_vec()],
                 )?;
             }
-            put_channel(tx, channel, state, commitment, None)
+            put_channel(tx, channel, state, commitment, None)?;
+            for (n, bytes) in revoked {
+                tx.execute(
+                    "INSERT OR IGNORE INTO revoked_states (channel_id, commitment_number, state) \
+                     VALUES (?1, ?2, ?3)",
+                    params![&channel.0[..], i64_of(*n, "commitment number")?, bytes],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The stored states of a channel's revoked commitments of the other side, by number.
+    pub fn revoked_states(&self, channel: ChannelId) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT commitment_number, state FROM revoked_states \
+             WHERE channel_id = ?1 ORDER BY commitment_number",
+        )?;
+        let rows = stmt.query_map([&channel.0[..]], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        collect(rows, |(n, s)| {
+            Ok((
+                u64::try_from(n).map_err(|_| {
+                    StoreError::corrupt("revoked_states.commitment_number", n.to_string())
+                })?,
+                s,
+            ))
         })
     }
 

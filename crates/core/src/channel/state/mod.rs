@@ -511,6 +511,24 @@ struct State {
     htlcs: BTreeMap<(bool, u64), HtlcEntry>,
 }
 
+/// The states of their revoked commitments: append-only, and shared by every copy of a channel
+/// (a copy taken before a revocation sees it too, which only adds to what justice may use), so
+/// that copying a channel or writing its snapshot does not grow with its history. The caller
+/// writes each state once ([`Channel::revoked_states_to_write`]).
+#[derive(Default)]
+struct RevokedStates {
+    states: BTreeMap<u64, State>,
+    /// The highest commitment number whose state the caller has written.
+    written: Option<u64>,
+}
+
+impl std::fmt::Debug for RevokedStates {
+    // What was written is the caller's bookkeeping, not the channel's state.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(&self.states).finish()
+    }
+}
+
 impl State {
     fn in_flight(&self, offered_by_us: bool) -> (u64, usize) {
         self.htlcs
@@ -609,8 +627,11 @@ pub struct Channel {
     their_commitment_number: u64,
     their_points: BTreeMap<u64, PublicKey>,
     their_nonces: BTreeMap<u64, PubNonce>,
-    /// The state of each of their commitments we signed (for claims and penalties on chain).
+    /// The state of each of their commitments we signed and they have not revoked yet (for
+    /// claims on chain).
     their_states: BTreeMap<u64, State>,
+    /// The states of their revoked commitments (for penalties), written apart from snapshots.
+    revoked_states: std::sync::Arc<std::sync::Mutex<RevokedStates>>,
     their_secrets: SecretStore,
     /// Their signature of our latest commitment: (partial, their nonce, HTLC signatures, state).
     our_latest_sig: Option<(PartialSig, PubNonce, Vec<Signature>, State)>,
@@ -727,6 +748,7 @@ impl Channel {
             their_points: BTreeMap::from([(0, theirs.points[0]), (1, theirs.points[1])]),
             their_nonces: BTreeMap::from([(1, theirs.nonce)]),
             their_states: BTreeMap::new(),
+            revoked_states: Default::default(),
             their_secrets: SecretStore::new(),
             our_latest_sig: None,
             next_our_id: 0,

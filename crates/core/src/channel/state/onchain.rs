@@ -43,11 +43,22 @@ impl Channel {
                 .get(&n)
                 .ok_or(ChannelError::NotRevoked("not one of their commitments"))?,
         };
-        let state = self
+        let state = match self
             .their_states
             .get(&n)
             .cloned()
-            .ok_or(ChannelError::NotRevoked("a commitment we never signed"))?;
+            .or_else(|| self.revoked_state(n))
+        {
+            Some(state) => state,
+            // Revoked, with its state not kept (a channel restored from a backup): its to_local
+            // and to_remote are still recognised, its HTLC outputs are not.
+            None if secret.is_some() => State {
+                ours_msat: 0,
+                theirs_msat: 0,
+                htlcs: BTreeMap::new(),
+            },
+            None => return Err(ChannelError::NotRevoked("a commitment we never signed")),
+        };
         Ok((n, secret, self.commitment_keys(false, &point), state))
     }
 

@@ -506,6 +506,12 @@ impl Channel {
             to_remote_script_of(&d.their.payment),
             to_remote_script_of(&mine.payment),
         );
+        // A snapshot written before revoked states were kept apart holds them all: they are
+        // moved apart, to be written once with the next step.
+        let (current, revoked): (BTreeMap<u64, State>, BTreeMap<u64, State>) = d
+            .their_states
+            .into_iter()
+            .partition(|(n, _)| *n >= d.their_commitment_number);
         Ok(Channel {
             funding_signer: MusigSigner::new(&secrets.funding),
             secrets,
@@ -531,7 +537,11 @@ impl Channel {
             their_commitment_number: d.their_commitment_number,
             their_points: d.their_points,
             their_nonces: d.their_nonces,
-            their_states: d.their_states,
+            their_states: current,
+            revoked_states: std::sync::Arc::new(std::sync::Mutex::new(RevokedStates {
+                states: revoked,
+                written: None,
+            })),
             their_secrets: d.their_secrets,
             our_latest_sig: d
                 .our_latest_sig
@@ -540,5 +550,60 @@ impl Channel {
             next_their_id: d.next_their_id,
             phase: d.phase,
         })
+    }
+
+    /// The states of their commitments revoked since the last
+    /// [`Channel::revoked_states_written`] (commitment number, encoding), for the caller to
+    /// write with the step that revoked them (then restored with
+    /// [`Channel::restore_revoked_states`]).
+    pub fn revoked_states_to_write(&self) -> Vec<(u64, Vec<u8>)> {
+        let archive = self.revoked();
+        archive
+            .states
+            .range(archive.written.map_or(0, |w| w + 1)..)
+            .map(|(n, s)| (*n, s.encode()))
+            .collect()
+    }
+
+    /// The states of all their revoked commitments kept (commitment number, encoding).
+    pub fn revoked_states(&self) -> Vec<(u64, Vec<u8>)> {
+        self.revoked()
+            .states
+            .iter()
+            .map(|(n, s)| (*n, s.encode()))
+            .collect()
+    }
+
+    /// Records that the states of their revoked commitments up to number `n` are written.
+    pub fn revoked_states_written(&self, n: u64) {
+        let mut archive = self.revoked();
+        archive.written = Some(archive.written.map_or(n, |w| w.max(n)));
+    }
+
+    /// Adds the states of their revoked commitments read back from storage (as written).
+    /// Refuses a state that does not decode, or whose balances and HTLCs do not add up to the
+    /// capacity, and adds nothing then.
+    pub fn restore_revoked_states(&self, rows: &[(u64, Vec<u8>)]) -> Result<(), SnapshotError> {
+        let capacity_msat = self.funding.value.to_sat().saturating_mul(1000);
+        let mut decoded = Vec::with_capacity(rows.len());
+        for (n, bytes) in rows {
+            let state = State::read(&mut &bytes[..])?;
+            let mut total = state.ours_msat.checked_add(state.theirs_msat);
+            for h in state.htlcs.values() {
+                total = total.and_then(|t| t.checked_add(h.amount_msat));
+            }
+            if total != Some(capacity_msat) {
+                return Err(SnapshotError::Inconsistent(
+                    "a revoked state's balances and HTLCs do not add up to the capacity",
+                ));
+            }
+            decoded.push((*n, state));
+        }
+        let mut archive = self.revoked();
+        for (n, state) in decoded {
+            archive.written = Some(archive.written.map_or(n, |w| w.max(n)));
+            archive.states.entry(n).or_insert(state);
+        }
+        Ok(())
     }
 }

@@ -506,9 +506,40 @@ impl Channel {
             .retain(|(_, k), _| *k > revoked_n + 1);
         self.their_points.retain(|k, _| *k > revoked_n);
         self.their_nonces.retain(|k, _| *k > revoked_n + 1);
+        self.archive_revoked_states();
         self.phase = next_phase;
         self.finish_round_if_done();
         Ok(())
+    }
+
+    /// Moves the states of their revoked commitments apart (kept for penalties, written once).
+    fn archive_revoked_states(&mut self) {
+        let revoked: Vec<u64> = self
+            .their_states
+            .range(..self.their_commitment_number)
+            .map(|(n, _)| *n)
+            .collect();
+        if revoked.is_empty() {
+            return;
+        }
+        let moved: Vec<(u64, State)> = revoked
+            .into_iter()
+            .filter_map(|n| self.their_states.remove(&n).map(|s| (n, s)))
+            .collect();
+        self.revoked().states.extend(moved);
+    }
+
+    /// The states of their revoked commitments (poisoning is recovered from: the map is only
+    /// ever appended to).
+    pub(super) fn revoked(&self) -> std::sync::MutexGuard<'_, RevokedStates> {
+        self.revoked_states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state of their revoked commitment `n`, if kept.
+    pub(super) fn revoked_state(&self, n: u64) -> Option<State> {
+        self.revoked().states.get(&n).cloned()
     }
 
     pub(super) fn finish_round_if_done(&mut self) {
