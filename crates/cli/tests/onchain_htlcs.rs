@@ -2,7 +2,8 @@
 //! that holds an incoming HTLC (`--fault hold-htlcs`) and exits claims it with its HTLC-success
 //! second stage (paid for by its fee coin's change) and then into its payout; the LSP learns the
 //! preimage from the chain and settles the payer's HTLC off chain, and sweeps its own balance of
-//! the payee's commitment.
+//! the payee's commitment. When the payer has left first, the LSP takes the payer's HTLC on the
+//! payer's commitment with the preimage the payee revealed, before the payer can time it out.
 
 use std::time::Duration;
 
@@ -133,6 +134,103 @@ fn a_payee_holding_an_htlc_claims_it_on_chain_and_the_lsp_settles_the_payer_with
             Ok(superscalar_chain::TxStatus::Confirmed { .. })
         )
     });
+    cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
+    for c in [&payer, &payee] {
+        cli("client", "stop", &c.datadir, &c.api).unwrap();
+    }
+}
+
+#[test]
+fn when_both_ends_go_on_chain_the_lsp_takes_the_payers_htlc_with_the_payees_preimage() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 2, &["--no-passphrase"]);
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let payer = client(dir.path(), 0, &chain, &uri, &["--no-passphrase"]);
+    let payee = client(
+        dir.path(),
+        1,
+        &chain,
+        &uri,
+        &["--no-passphrase", "--fault", "hold-htlcs"],
+    );
+    wait_for("a signed factory", Duration::from_secs(120), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in [&payer, &payee] {
+        wait_for("channel ready", Duration::from_secs(90), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    let inv = invoice(&payer, 30_000_000);
+    assert_eq!(
+        cli_with("lsp", "pay", &lsp, &[&inv]).unwrap()["status"],
+        "paid"
+    );
+    let reply = cli_with("client", "invoice", &payee, &["--amount-msat", "12000000"]).unwrap();
+    let inv = reply["invoice"].as_str().unwrap().to_owned();
+    let hash = reply["payment_hash"].as_str().unwrap().to_owned();
+    let (datadir, api) = (payer.datadir.clone(), payer.api.clone());
+    let paying = std::thread::spawn(move || {
+        std::process::Command::new(BIN)
+            .args(["client", "pay", &inv, "--json", "--api", &api, "--datadir"])
+            .arg(&datadir)
+            .output()
+            .unwrap()
+    });
+    wait_for(
+        "the payee holding the HTLC",
+        Duration::from_secs(60),
+        || balance(&payee)["channel"]["htlcs"] == 1,
+    );
+    // The payer leaves first, its HTLC in flight; the payee holds until its own deadline makes
+    // it exit, and claims the HTLC with its preimage.
+    cli("client", "exit", &payer.datadir, &payer.api).unwrap();
+    let start = std::time::Instant::now();
+    let payer_status = loop {
+        let s = cli("client", "exit-status", &payer.datadir, &payer.api).unwrap();
+        if s["channel_closed"] == true {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "payer's exit stuck: {s}\npayee: {}\nLSP: {}",
+            cli("client", "exit-status", &payee.datadir, &payee.api).unwrap(),
+            events(&lsp, "lsp")
+        );
+        chain.mine(1, &address);
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // The payer's HTLC went to the LSP with the payee's preimage, not back by timeout.
+    let log = payer_status["log"].to_string();
+    assert!(
+        log.contains(&format!("HTLC {hash} was spent by the LSP first")),
+        "{payer_status}\npayee: {}\npayee events: {}\nLSP: {}",
+        cli("client", "exit-status", &payee.datadir, &payee.api).unwrap(),
+        status("client", &payee),
+        events(&lsp, "lsp")
+    );
+    let ev = events(&lsp, "lsp");
+    assert!(
+        ev.contains(&format!("payment {hash} settled on chain")),
+        "{ev}"
+    );
+    let payer_events = status("client", &payer)["events"].to_string();
+    assert!(
+        payer_events.contains(&format!("our payment {hash} was settled on chain")),
+        "{payer_events}"
+    );
+    let s = cli("client", "exit-status", &payee.datadir, &payee.api).unwrap();
+    assert!(
+        s["log"].to_string().contains("exiting alone") || s["exiting"] == true,
+        "{s}"
+    );
+    let _ = paying.join().unwrap();
     cli("lsp", "stop", &lsp.datadir, &lsp.api).unwrap();
     for c in [&payer, &payee] {
         cli("client", "stop", &c.datadir, &c.api).unwrap();

@@ -118,6 +118,9 @@ impl Client {
         let Some(f) = self.factory.as_ref() else {
             return Vec::new();
         };
+        if self.channels_frozen() {
+            return Vec::new();
+        }
         let sales = f.state.as_ref().map_or(0, |s| s.sales().len() as u32);
         f.links
             .iter()
@@ -304,6 +307,9 @@ impl Client {
                 step.msg.name()
             ));
         }
+        if self.channels_frozen() {
+            return tracing::debug!("exiting: channel step {} ignored", step.msg.name());
+        }
         if let LinkMsg::Retire(outpoint) = &step.msg {
             let outpoint = *outpoint;
             if !self.may_retire(step.channel, &outpoint) {
@@ -365,7 +371,20 @@ impl Client {
     }
 
     /// Starts what the link can start now, and follows what comes of it.
+    /// Whether our channels take no more updates: from the start of our exit, each is closed
+    /// with the latest commitment it had then (an update after it was published would leave
+    /// us a latest commitment that is not the one on chain); what is still pending is settled
+    /// on chain.
+    pub(super) fn channels_frozen(&self) -> bool {
+        self.factory
+            .as_ref()
+            .is_some_and(|f| f.status == FactoryStatus::Closing)
+    }
+
     pub(super) fn poll_link(&mut self) {
+        if self.channels_frozen() {
+            return;
+        }
         for ch in self.channel_refs() {
             self.poll_channel(ch);
         }
@@ -380,6 +399,9 @@ impl Client {
     }
 
     fn poll_channel(&mut self, ch: ChannelRef) {
+        if self.channels_frozen() {
+            return;
+        }
         let Some(tip) = self.tip() else {
             return;
         };
@@ -868,6 +890,9 @@ impl Client {
 
     /// The connection to the LSP is up or down.
     pub(super) fn channel_connection(&mut self, up: bool) {
+        if up && self.channels_frozen() {
+            return;
+        }
         let Some(f) = self.factory.as_mut() else {
             return;
         };

@@ -40,6 +40,13 @@ impl Client {
     /// Scans the blocks that came since the last tick, answers what it sees, and starts the exit
     /// when an HTLC or the timeout comes too close.
     pub(super) fn watch_tick(&mut self) {
+        // A factory joined in this run has no state built yet (it is built at start, and by
+        // the first update): the watcher and the exit deadlines need it from the start.
+        if self.factory.as_ref().is_some_and(|f| f.state.is_none()) {
+            if let Err(e) = self.load_factory_state() {
+                tracing::warn!("watcher: {e}");
+            }
+        }
         let Some(f) = self.factory.as_ref() else {
             return;
         };

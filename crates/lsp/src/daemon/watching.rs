@@ -291,9 +291,15 @@ impl Lsp {
                     }
                     self.log(format!("payment {} settled on chain", hex(&hash)));
                 }
+                // A payer's channel closed on chain is claimed there by the watcher instead.
                 match self.incoming_with(&hash) {
                     Some((upstream, id))
-                        if self.push(upstream, Intent::Fulfill { id, preimage: p }) =>
+                        if self
+                            .channels
+                            .leaves
+                            .get(&upstream)
+                            .is_some_and(|l| l.usable)
+                            && self.push(upstream, Intent::Fulfill { id, preimage: p }) =>
                     {
                         vec![upstream]
                     }
