@@ -78,10 +78,28 @@ fn a_payee_holding_an_htlc_claims_it_on_chain_and_the_lsp_settles_the_payer_with
     );
     assert_eq!(balance_msat(&payee), 0);
 
-    // The payee exits: its path, its commitment, the HTLC-success, then the claims.
+    // The payee exits: its path, its commitment, the HTLC-success, then the claims. It is
+    // SIGKILLed once its HTLC-success is out, and restarted from its database: the close goes on
+    // from what the chain shows (every transaction of it is rebuilt the same).
     cli("client", "exit", &payee.datadir, &payee.api).unwrap();
     let start = std::time::Instant::now();
+    let mut payee = payee;
+    let mut killed = false;
     let s = loop {
+        if !killed {
+            let s = cli("client", "exit-status", &payee.datadir, &payee.api).unwrap();
+            if s["log"].to_string().contains("HTLC transaction ") {
+                payee.proc.take().unwrap().sigkill();
+                payee = client_in(
+                    &payee.datadir,
+                    &chain,
+                    &uri,
+                    &["--no-passphrase", "--fault", "hold-htlcs"],
+                );
+                killed = true;
+                continue;
+            }
+        }
         let s = cli("client", "exit-status", &payee.datadir, &payee.api).unwrap();
         if s["channel_closed"] == true && s["done"] == true {
             break s;
@@ -93,6 +111,7 @@ fn a_payee_holding_an_htlc_claims_it_on_chain_and_the_lsp_settles_the_payer_with
         chain.mine(if s["done"] == true { 2 } else { 1 }, &address);
         std::thread::sleep(Duration::from_millis(400));
     };
+    assert!(killed, "the payee was restarted in the middle of its close");
     let log = s["log"].to_string();
     assert!(
         log.contains(&format!("HTLC {hash} is in our payout")),
