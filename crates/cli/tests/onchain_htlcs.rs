@@ -26,19 +26,31 @@ fn tx_of(chain: &Chaind, txid: &str) -> bitcoin::Transaction {
     bitcoin::consensus::encode::deserialize_hex(hex.as_str().unwrap()).unwrap()
 }
 
-#[test]
-fn a_payee_holding_an_htlc_claims_it_on_chain_and_the_lsp_settles_the_payer_with_its_preimage() {
-    let dir = tempfile::tempdir().unwrap();
-    let chain = chaind(&dir.path().join("chain"));
-    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 2, &["--no-passphrase"]);
+/// Two clients in one factory, and a payment of 12,000 sat from the payer (given 30,000 sat by
+/// the LSP) that the payee (`--fault hold-htlcs`) takes and never settles.
+struct Held {
+    chain: Chaind,
+    lsp: Node,
+    uri: String,
+    address: String,
+    payer: Node,
+    payee: Node,
+    hash: String,
+    /// The payer's `pay` call, answered paid or pending.
+    paying: std::thread::JoinHandle<std::process::Output>,
+}
+
+fn held_payment(dir: &std::path::Path) -> Held {
+    let chain = chaind(&dir.join("chain"));
+    let (lsp, uri) = lsp(dir, &chain, "127.0.0.1:0", 2, &["--no-passphrase"]);
     let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
         .as_str()
         .unwrap()
         .to_owned();
     chain.mine(110, &address);
-    let payer = client(dir.path(), 0, &chain, &uri, &["--no-passphrase"]);
+    let payer = client(dir, 0, &chain, &uri, &["--no-passphrase"]);
     let payee = client(
-        dir.path(),
+        dir,
         1,
         &chain,
         &uri,
@@ -58,15 +70,13 @@ fn a_payee_holding_an_htlc_claims_it_on_chain_and_the_lsp_settles_the_payer_with
         cli_with("lsp", "pay", &lsp, &[&inv]).unwrap()["status"],
         "paid"
     );
-    // The payer pays the payee 12,000 sat; the payee takes the HTLC and never settles it.
     let reply = cli_with("client", "invoice", &payee, &["--amount-msat", "12000000"]).unwrap();
     let inv = reply["invoice"].as_str().unwrap().to_owned();
     let hash = reply["payment_hash"].as_str().unwrap().to_owned();
     let (datadir, api) = (payer.datadir.clone(), payer.api.clone());
-    let inv2 = inv.clone();
     let paying = std::thread::spawn(move || {
         std::process::Command::new(BIN)
-            .args(["client", "pay", &inv2, "--json", "--api", &api, "--datadir"])
+            .args(["client", "pay", &inv, "--json", "--api", &api, "--datadir"])
             .arg(&datadir)
             .output()
             .unwrap()
@@ -77,6 +87,31 @@ fn a_payee_holding_an_htlc_claims_it_on_chain_and_the_lsp_settles_the_payer_with
         || balance(&payee)["channel"]["htlcs"] == 1,
     );
     assert_eq!(balance_msat(&payee), 0);
+    Held {
+        chain,
+        lsp,
+        uri,
+        address,
+        payer,
+        payee,
+        hash,
+        paying,
+    }
+}
+
+#[test]
+fn a_payee_holding_an_htlc_claims_it_on_chain_and_the_lsp_settles_the_payer_with_its_preimage() {
+    let dir = tempfile::tempdir().unwrap();
+    let Held {
+        chain,
+        lsp,
+        uri,
+        address,
+        payer,
+        payee,
+        hash,
+        paying,
+    } = held_payment(dir.path());
 
     // The payee exits: its path, its commitment, the HTLC-success, then the claims. It is
     // SIGKILLed once its HTLC-success is out, and restarted from its database: the close goes on
@@ -162,51 +197,16 @@ fn a_payee_holding_an_htlc_claims_it_on_chain_and_the_lsp_settles_the_payer_with
 #[test]
 fn when_both_ends_go_on_chain_the_lsp_takes_the_payers_htlc_with_the_payees_preimage() {
     let dir = tempfile::tempdir().unwrap();
-    let chain = chaind(&dir.path().join("chain"));
-    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 2, &["--no-passphrase"]);
-    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    chain.mine(110, &address);
-    let payer = client(dir.path(), 0, &chain, &uri, &["--no-passphrase"]);
-    let payee = client(
-        dir.path(),
-        1,
-        &chain,
-        &uri,
-        &["--no-passphrase", "--fault", "hold-htlcs"],
-    );
-    wait_for("a signed factory", Duration::from_secs(120), || {
-        status("lsp", &lsp)["factories"].as_u64() == Some(1)
-    });
-    chain.mine(1, &address);
-    for c in [&payer, &payee] {
-        wait_for("channel ready", Duration::from_secs(90), || {
-            balance(c)["channel"]["ready"] == true
-        });
-    }
-    let inv = invoice(&payer, 30_000_000);
-    assert_eq!(
-        cli_with("lsp", "pay", &lsp, &[&inv]).unwrap()["status"],
-        "paid"
-    );
-    let reply = cli_with("client", "invoice", &payee, &["--amount-msat", "12000000"]).unwrap();
-    let inv = reply["invoice"].as_str().unwrap().to_owned();
-    let hash = reply["payment_hash"].as_str().unwrap().to_owned();
-    let (datadir, api) = (payer.datadir.clone(), payer.api.clone());
-    let paying = std::thread::spawn(move || {
-        std::process::Command::new(BIN)
-            .args(["client", "pay", &inv, "--json", "--api", &api, "--datadir"])
-            .arg(&datadir)
-            .output()
-            .unwrap()
-    });
-    wait_for(
-        "the payee holding the HTLC",
-        Duration::from_secs(60),
-        || balance(&payee)["channel"]["htlcs"] == 1,
-    );
+    let Held {
+        chain,
+        lsp,
+        address,
+        payer,
+        payee,
+        hash,
+        paying,
+        ..
+    } = held_payment(dir.path());
     // The payer leaves first, its HTLC in flight; the payee holds until its own deadline makes
     // it exit, and claims the HTLC with its preimage.
     cli("client", "exit", &payer.datadir, &payer.api).unwrap();

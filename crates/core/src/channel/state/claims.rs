@@ -122,34 +122,16 @@ impl Channel {
         use bitcoin::sighash::{Prevouts, SighashCache};
         self.their_commitment(commitment)?;
         let spk = to_remote_script_of(&self.mine.payment);
-        let vout = commitment
-            .output
-            .iter()
-            .position(|o| o.script_pubkey == spk)
-            .ok_or(ChannelError::Claim("no to_remote output of ours"))?;
-        let out = commitment.output[vout].clone();
-        let mut tx = Transaction {
-            version: bitcoin::transaction::Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![bitcoin::TxIn {
-                previous_output: OutPoint::new(commitment.compute_txid(), vout as u32),
-                script_sig: bitcoin::ScriptBuf::new(),
-                sequence: bitcoin::Sequence::ENABLE_RBF_NO_LOCKTIME,
-                witness: Witness::new(),
-            }],
-            output: vec![TxOut {
-                value: out.value,
-                script_pubkey: destination,
-            }],
-        };
-        // One 64-byte signature and its length, the witness count, the segwit marker and flag.
-        let vsize = (tx.weight().to_wu() + 2 + 1 + 65).div_ceil(4);
-        let fee = fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
-        tx.output[0].value = out
-            .value
-            .checked_sub(fee)
-            .filter(|v| *v >= Amount::from_sat(330))
-            .ok_or(ChannelError::Claim("the output cannot pay the fee"))?;
+        // One 64-byte signature and its length.
+        let (mut tx, out) = sweep(
+            commitment,
+            &spk,
+            bitcoin::Sequence::ENABLE_RBF_NO_LOCKTIME,
+            destination,
+            1 + 65,
+            fee_rate,
+        )
+        .map_err(|e| e.unwrap_or(ChannelError::Claim("no to_remote output of ours")))?;
         let secp = &*SECP;
         let key = Keypair::from_secret_key(secp, &self.secrets.payment).tap_tweak(secp, None);
         let sighash = SighashCache::new(&tx)
@@ -339,33 +321,16 @@ impl Channel {
         let info = crate::channel::commitment::to_local_spend_info(&keys, delay);
         let leaf = crate::channel::commitment::to_local_leaf(&keys, delay);
         let spk = bitcoin::ScriptBuf::new_p2tr_tweaked(info.output_key());
-        let vout = holder_tx
-            .output
-            .iter()
-            .position(|o| o.script_pubkey == spk)
-            .ok_or(ChannelError::Claim("no output paying our delayed script"))?;
-        let out = holder_tx.output[vout].clone();
-        let mut tx = Transaction {
-            version: bitcoin::transaction::Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![bitcoin::TxIn {
-                previous_output: OutPoint::new(holder_tx.compute_txid(), vout as u32),
-                script_sig: bitcoin::ScriptBuf::new(),
-                sequence: bitcoin::Sequence::from_height(delay),
-                witness: Witness::new(),
-            }],
-            output: vec![TxOut {
-                value: out.value,
-                script_pubkey: destination,
-            }],
-        };
-        let vsize = (tx.weight().to_wu() + 2 + 1 + 65 + 34 + leaf.len() as u64 + 2).div_ceil(4);
-        let fee = fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
-        tx.output[0].value = out
-            .value
-            .checked_sub(fee)
-            .filter(|v| *v >= Amount::from_sat(330))
-            .ok_or(ChannelError::Claim("the output cannot pay the fee"))?;
+        // A signature, the leaf and a 33-byte control block, with their lengths.
+        let (mut tx, out) = sweep(
+            holder_tx,
+            &spk,
+            bitcoin::Sequence::from_height(delay),
+            destination,
+            1 + 65 + 34 + leaf.len() as u64 + 2,
+            fee_rate,
+        )
+        .map_err(|e| e.unwrap_or(ChannelError::Claim("no output paying our delayed script")))?;
         let secp = &*SECP;
         let key =
             Keypair::from_secret_key(secp, &derive_privkey(&self.secrets.delayed_payment, &point));
@@ -385,4 +350,46 @@ impl Channel {
             Witness::from_slice(&[sig.as_ref().to_vec(), leaf.to_bytes(), control.serialize()]);
         Ok(tx)
     }
+}
+
+/// A transaction taking `from`'s output paying `spk` (with `sequence`) to `destination`, less
+/// the fee at `fee_rate` for its size with a witness of `witness` weight units; unsigned, with
+/// the output it spends. `Err(None)` when `from` has no such output.
+fn sweep(
+    from: &Transaction,
+    spk: &bitcoin::ScriptBuf,
+    sequence: bitcoin::Sequence,
+    destination: bitcoin::ScriptBuf,
+    witness: u64,
+    fee_rate: bitcoin::FeeRate,
+) -> Result<(Transaction, TxOut), Option<ChannelError>> {
+    let vout = from
+        .output
+        .iter()
+        .position(|o| o.script_pubkey == *spk)
+        .ok_or(None)?;
+    let out = from.output[vout].clone();
+    let mut tx = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: OutPoint::new(from.compute_txid(), vout as u32),
+            script_sig: bitcoin::ScriptBuf::new(),
+            sequence,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: out.value,
+            script_pubkey: destination,
+        }],
+    };
+    // The segwit marker and flag, and the witness.
+    let vsize = (tx.weight().to_wu() + 2 + witness).div_ceil(4);
+    let fee = fee_rate.fee_vb(vsize).unwrap_or(Amount::MAX);
+    tx.output[0].value = out
+        .value
+        .checked_sub(fee)
+        .filter(|v| *v >= Amount::from_sat(330))
+        .ok_or(Some(ChannelError::Claim("the output cannot pay the fee")))?;
+    Ok((tx, out))
 }
