@@ -18,6 +18,7 @@
 #   CAPACITY_SAT=100000   each client's channel
 #   BLOCKS=110            blocks mined to each LSP's wallet (100 to mature, the rest spendable)
 #   ROUND_TIMEOUT=120     the LSP's --round-timeout (s)
+#   SWARM_ARGS=           more arguments for `client swarm` (e.g. --no-shared-aggregates)
 #   KEEP=1                keep the work directory (logs, stores)
 # Needs: Linux (/proc), curl, GNU date and awk.
 set -euo pipefail
@@ -134,7 +135,7 @@ for n in $SIZES; do
     dir="$WORK/swarm-$n"
     start_lsp "$dir" "$n"
     if ! "$BIN" client swarm --count "$n" --lsp "$LSP_URI" --datadir "$dir/swarm" "${CHAIN[@]}" \
-        --capacity-sat "$CAPACITY" --timeout 900 >"$dir/swarm.out" 2>/dev/null; then
+        --capacity-sat "$CAPACITY" --timeout 900 ${SWARM_ARGS:-} >"$dir/swarm.out" 2>/dev/null; then
         cat "$dir/swarm.out" >&2
         tail -n 20 "$dir/lsp/debug.log" >&2
         die "the swarm of $n did not sign"

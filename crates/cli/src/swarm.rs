@@ -41,6 +41,10 @@ pub struct SwarmArgs {
     /// funding confirmed on the chain: someone has to mine a block).
     #[arg(long, default_value = "signed")]
     until: String,
+    /// Every client computes every MuSig2 key aggregation itself, as on separate machines
+    /// (by default the clients share one memo of them: the same key list gives the same result).
+    #[arg(long)]
+    no_shared_aggregates: bool,
     /// Print every client's report as JSON after the summary.
     #[arg(long)]
     json: bool,
@@ -79,6 +83,7 @@ pub fn run(args: SwarmArgs) -> ExitCode {
         chain_cookie: args.chain.chain_cookie,
         passphrase,
         capacity,
+        share_aggregates: !args.no_shared_aggregates,
     };
     let rt = match runtime() {
         Ok(rt) => rt,

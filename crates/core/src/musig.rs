@@ -36,7 +36,10 @@ pub enum MusigError {
 
 fn to_musig_pk(pk: &PublicKey) -> Result<musig::PublicKey, MusigError> {
     count(|c| c.key_parse += 1);
-    musig::PublicKey::from_slice(&pk.inner.serialize()).map_err(|e| MusigError::Keys(e.to_string()))
+    // Uncompressed: parsing it checks the curve equation, where a compressed key costs a square
+    // root (a client parses every key of its factory, 1,025 at N = 1,024).
+    musig::PublicKey::from_slice(&pk.inner.serialize_uncompressed())
+        .map_err(|e| MusigError::Keys(e.to_string()))
 }
 
 fn from_musig_xonly(x: &musig::XOnlyPublicKey) -> XOnlyPublicKey {
@@ -88,8 +91,14 @@ impl AggregateKey {
     }
 
     fn from_refs(refs: &[&musig::PublicKey]) -> Self {
-        count(|c| c.key_agg += refs.len() as u64);
-        let cache = KeyAggCache::new(refs);
+        let compute = || {
+            count(|c| c.key_agg += refs.len() as u64);
+            KeyAggCache::new(refs)
+        };
+        let cache = match SHARED_AGGREGATES.get() {
+            Some(memo) => memo.get_or_compute(refs, compute),
+            None => compute(),
+        };
         let internal = from_musig_xonly(&cache.agg_pk());
         AggregateKey { cache, internal }
     }
@@ -127,6 +136,56 @@ impl AggregateKey {
             output: from_musig_xonly(&musig_output),
             musig_output,
         })
+    }
+}
+
+/// The process's memo of key aggregations, once [`share_key_aggregation`] has been called.
+static SHARED_AGGREGATES: std::sync::OnceLock<AggregateMemo> = std::sync::OnceLock::new();
+
+/// From now on, every aggregation of a key list already aggregated in this process returns the
+/// result computed the first time instead of computing it again.
+///
+/// For a process that runs many parties at once (the swarm load generator, whose N clients each
+/// aggregate the same upper nodes' keys, the root's N + 1 keys included). An aggregation is a
+/// pure function of the ordered key list, which is the memo's key (its SHA-256, over every
+/// key's 33 bytes): a hit is exactly what the caller would have computed. A single party
+/// never aggregates one list twice (its factory caches its own), so nothing else calls this.
+pub fn share_key_aggregation() {
+    SHARED_AGGREGATES.get_or_init(AggregateMemo::default);
+}
+
+/// Key aggregations by key list; each computed once, the first caller computing while the others
+/// wait for it.
+#[derive(Default)]
+struct AggregateMemo {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<[u8; 32], std::sync::Arc<std::sync::OnceLock<KeyAggCache>>>,
+    >,
+}
+
+impl AggregateMemo {
+    /// The most entries kept; past it the memo starts again empty (a swarm of 10,000 clients
+    /// in factories of 1,024 holds about 20,000).
+    const MAX_ENTRIES: usize = 1 << 18;
+
+    fn get_or_compute(
+        &self,
+        refs: &[&musig::PublicKey],
+        compute: impl FnOnce() -> KeyAggCache,
+    ) -> KeyAggCache {
+        let mut engine = bitcoin::hashes::sha256::Hash::engine();
+        for k in refs {
+            bitcoin::hashes::HashEngine::input(&mut engine, &k.serialize());
+        }
+        let id = bitcoin::hashes::sha256::Hash::from_engine(engine).to_byte_array();
+        let cell = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries.len() >= Self::MAX_ENTRIES && !entries.contains_key(&id) {
+                entries.clear();
+            }
+            entries.entry(id).or_default().clone()
+        };
+        *cell.get_or_init(compute)
     }
 }
 
@@ -245,7 +304,10 @@ impl CosignerKey {
 
     /// The key, as rust-bitcoin's type.
     pub fn to_public_key(&self) -> PublicKey {
-        PublicKey::from_slice(&self.0.serialize()).expect("libsecp keys are valid")
+        PublicKey::new(
+            bitcoin::secp256k1::PublicKey::from_slice(&self.0.serialize_uncompressed())
+                .expect("libsecp keys are valid"),
+        )
     }
 }
 
