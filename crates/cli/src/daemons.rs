@@ -80,6 +80,11 @@ pub enum LspCommand {
         /// Seconds a ceremony round waits for every member before it restarts without the late.
         #[arg(long, default_value_t = 30)]
         round_timeout: u64,
+        /// At most this many members of a factory being formed have its proposal and have not
+        /// answered yet (the rest get theirs as answers come in, or a second later).
+        #[arg(long, default_value_t = superscalar_lsp::daemon::DEFAULT_PROPOSAL_WINDOW,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+        proposal_window: usize,
         /// Blocks a factory is active (its dying period is a tenth of it, at least 5).
         #[arg(long, default_value_t = 200)]
         active_blocks: u32,
@@ -360,6 +365,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             min_clients,
             max_clients,
             round_timeout,
+            proposal_window,
             active_blocks,
             liquidity_fee_ppm,
             liquidity_fee_min_sat,
@@ -401,6 +407,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                 min_clients,
                 max_clients,
                 round_timeout: Duration::from_secs(round_timeout.max(1)),
+                proposal_window,
                 factory: FactoryConfig {
                     active_blocks,
                     dying_blocks: (active_blocks / 10).max(5),

@@ -234,6 +234,19 @@ fn verbs_without_a_daemon_fail_with_a_clear_message() {
             "u",
             "--chain-cookie",
             "c",
+            "--no-passphrase",
+            "--proposal-window",
+            "0",
+        ],
+        vec![
+            "lsp",
+            "run",
+            "--datadir",
+            "x",
+            "--chain-rpc",
+            "u",
+            "--chain-cookie",
+            "c",
         ],
     ] {
         let out = Command::new(BIN)

@@ -1,6 +1,7 @@
 //! `superscalar client swarm` as its own OS process beside `chaind` and the LSP: six clients in
 //! one process, each with its own node id, join, all six are signed in the LSP's factory, and
-//! each counts it live once the funding confirms. No timing is asserted.
+//! each counts it live once the funding confirms (the LSP sends its proposals two at a time, the
+//! clients share their key aggregations). No timing is asserted.
 
 mod common;
 
@@ -17,7 +18,14 @@ const N: usize = 6;
 fn a_swarm_of_six_forms_one_factory_with_the_lsp() {
     let dir = tempfile::tempdir().unwrap();
     let chain = chaind(&dir.path().join("chain"));
-    let (lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", N, &["--no-passphrase"]);
+    // Proposals two at a time: the others' go out as nonces come in.
+    let (lsp, uri) = lsp(
+        dir.path(),
+        &chain,
+        "127.0.0.1:0",
+        N,
+        &["--no-passphrase", "--proposal-window", "2"],
+    );
     let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
         .as_str()
         .unwrap()

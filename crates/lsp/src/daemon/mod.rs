@@ -5,8 +5,10 @@
 //!
 //! Forming: clients that sent a join wait; once `min_clients` wait (or on `create-factory`), the
 //! LSP builds the funding transaction from its wallet (signed, not broadcast) and starts a
-//! [`Formation`] with up to `max_clients` of them. Every step writes its records before its
-//! messages leave. When every signature is in, the LSP stores the signed transactions and the
+//! [`Formation`] with up to `max_clients` of them. Proposals go out a window at a time (the next
+//! member's as each member's nonces come in, and a whole window more after a second without any
+//! answer), which bounds what waits in the peers' buffers. Every step writes its records before
+//! its messages leave. When every signature is in, the LSP stores the signed transactions and the
 //! funding transaction, broadcasts the funding, and tells each member (`live`).
 //!
 //! Dropping out: a member that misbehaves, disconnects or does not answer within
@@ -83,6 +85,9 @@ pub struct LspConfig {
     pub max_clients: usize,
     /// How long a ceremony round waits for every member.
     pub round_timeout: Duration,
+    /// At most this many members have been sent their proposal and not answered with their
+    /// nonces (the others' proposals wait: see [`DEFAULT_PROPOSAL_WINDOW`]).
+    pub proposal_window: usize,
     /// The factories' shape, delays and fees.
     pub factory: FactoryConfig,
     /// The funding transaction's fee rate.
@@ -158,7 +163,21 @@ struct Forming {
     formation: Formation,
     funding_tx: Transaction,
     round_started: Instant,
+    /// Members at positions below this one have been sent their proposal.
+    proposals_sent: usize,
+    /// When proposals were last sent.
+    proposals_released: Instant,
 }
+
+/// The default [`LspConfig::proposal_window`]: a proposal
+/// carries every client's key (34 kB at 1,024 clients), and LDK buffers what a peer has not yet
+/// read, so sending all of them at once held about 100 MB at 1,024 clients (the LSP's peak
+/// RSS went from about 60 MB to 110-240 MB, depending on how fast the clients read).
+pub const DEFAULT_PROPOSAL_WINDOW: usize = 128;
+/// However slow the members with a proposal are, another window is sent after this long (so
+/// that members which never answer cannot hold the others' proposals back until the round
+/// times out).
+const PROPOSAL_RELEASE: Duration = Duration::from_secs(1);
 
 struct Lsp {
     config: LspConfig,
@@ -499,6 +518,8 @@ impl Lsp {
                             self.on_signed(out);
                         } else if let Err(e) = self.commit(out) {
                             self.abort_forming(&[], &format!("store: {e}"));
+                        } else {
+                            self.release_proposals(false);
                         }
                     }
                     Err(FormationError::Misbehaved { node, reason, .. }) => {
@@ -733,8 +754,17 @@ impl Lsp {
     fn on_tick(&mut self) {
         if let Some(f) = &self.forming {
             if f.round_started.elapsed() > self.config.round_timeout {
-                let late = f.formation.waiting_for();
+                // Members not yet sent their proposal are not late.
+                let reached: Vec<PublicKey> = f.formation.members()[..f.proposals_sent].to_vec();
+                let late: Vec<PublicKey> = f
+                    .formation
+                    .waiting_for()
+                    .into_iter()
+                    .filter(|m| f.formation.phase() != Phase::Nonces || reached.contains(m))
+                    .collect();
                 self.abort_forming(&late, "a round timed out");
+            } else if f.proposals_released.elapsed() >= PROPOSAL_RELEASE {
+                self.release_proposals(true);
             }
         }
         if self.forming.is_none() && self.waiting.len() >= self.config.min_clients {
@@ -786,6 +816,49 @@ impl Lsp {
                     ));
                 }
             }
+        }
+    }
+
+    /// Sends the next members their proposal, each built as it is sent: as many as keep at most
+    /// `proposal_window` members with a proposal and no nonces, or a whole window more when
+    /// `force` (the first, and after [`PROPOSAL_RELEASE`] without any).
+    fn release_proposals(&mut self, force: bool) {
+        let window = self.config.proposal_window.max(1);
+        let Some(forming) = self.forming.as_mut() else {
+            return;
+        };
+        let total = forming.formation.members().len();
+        if forming.proposals_sent >= total || forming.formation.phase() != Phase::Nonces {
+            return;
+        }
+        let answered = total - forming.formation.waiting_for().len();
+        let outstanding = forming.proposals_sent.saturating_sub(answered);
+        let room = if force {
+            window
+        } else {
+            window.saturating_sub(outstanding)
+        };
+        let end = (forming.proposals_sent + room).min(total);
+        if end == forming.proposals_sent {
+            return;
+        }
+        let mut send = Vec::new();
+        for position in forming.proposals_sent..end {
+            match forming.formation.proposal_for(position) {
+                Ok(proposal) => send.extend(proposal),
+                // Not reached: the positions are the members' and `start` checked the size.
+                Err(e) => tracing::error!(
+                    "factory {}: no proposal for {position}: {e}",
+                    forming.formation.id()
+                ),
+            }
+        }
+        forming.proposals_sent = end;
+        forming.proposals_released = Instant::now();
+        // Sending is progress: the round's clock starts again for the members just reached.
+        forming.round_started = Instant::now();
+        for (to, msg) in send {
+            self.send(to, msg);
         }
     }
 
@@ -881,24 +954,15 @@ impl Lsp {
             bytes: serde_json::to_vec(&nodes).map_err(|e| e.to_string())?,
         });
         self.commit(out).map_err(|e| e.to_string())?;
-        // Recorded: now each member's proposal, built as it is sent (a thousand members' take
-        // about 100 MB).
-        for position in 0..members.len() {
-            match formation.proposal_for(position) {
-                Ok(proposal) => {
-                    for (to, msg) in proposal {
-                        self.send(to, msg);
-                    }
-                }
-                // Not reached: the positions are the members' and `start` checked the size.
-                Err(e) => tracing::error!("factory {id}: no proposal for {position}: {e}"),
-            }
-        }
+        // Recorded: now the first members' proposals (the others' as nonces come in).
         self.forming = Some(Forming {
             formation,
             funding_tx,
             round_started: Instant::now(),
+            proposals_sent: 0,
+            proposals_released: Instant::now(),
         });
+        self.release_proposals(true);
         self.log(format!(
             "forming factory {id} with {} clients (funding {} sat)",
             members.len(),
