@@ -6,6 +6,7 @@
 pub mod advance;
 pub mod ceremony;
 pub mod channel;
+pub mod close;
 pub mod codec;
 pub mod encoding;
 pub mod factory;
