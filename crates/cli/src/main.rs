@@ -12,6 +12,7 @@ mod demo_factory;
 mod demo_net;
 mod export;
 mod procs;
+mod sim;
 mod swarm;
 
 use std::path::PathBuf;
@@ -83,6 +84,10 @@ enum Command {
     /// A client daemon and its control verbs.
     #[command(subcommand)]
     Client(daemons::ClientCommand),
+    /// Simulate one LSP's ladder of factories over months (clients arriving and leaving, payments,
+    /// liquidity, rotations, forced exits of offline clients): on-chain bytes, fees and capital
+    /// against one on-chain channel per user, with SVG plots.
+    Sim(sim::SimArgs),
     /// Print one client's signed exit package (JSON) for a factory of N clients.
     ExportExit {
         /// Clients in the factory.
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
         Command::Chaind(args) => return chaind::run(args),
         Command::Lsp(command) => return daemons::lsp(command),
         Command::Client(command) => return daemons::client(command),
+        Command::Sim(args) => return sim::run(args),
         Command::Demo {
             in_process: true,
             data_dir,
