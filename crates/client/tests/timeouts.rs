@@ -47,8 +47,24 @@ fn inverted_timeout_pays_every_client_at_t_and_not_before() {
             .confirmations(),
         1
     );
-    // Each client gets exactly its capacity and its share of its leaf's stock; the LSP nothing.
-    let stock = h.factory.params().config.stock_per_client;
+    // Each client gets its capacity, its share of its leaf's stock and its fee coin, and an even
+    // share of the tree's fee reserve (the remainder to client 0); miners the tree's fee rate;
+    // the LSP nothing.
+    let config = &h.factory.params().config;
+    let (stock, coin) = (config.stock_per_client, config.client_fee_coin);
+    let funding = h
+        .factory
+        .amounts(&h.factory.initial_version())
+        .unwrap()
+        .funding_value();
+    let fee = config
+        .fees
+        .tree_fee_rate
+        .fee_vb(timeout.vsize() as u64)
+        .unwrap();
+    let owed: Amount = (0..5u32).map(|i| capacity(i) + stock + coin).sum();
+    let surplus = (funding - fee - owed).to_sat();
+    assert!(surplus > 0, "the reserve is more than the timeout's fee");
     for i in 0..5u32 {
         let script = h.factory.client_payout_script(ClientId(i));
         let paid: Amount = timeout
@@ -58,8 +74,19 @@ fn inverted_timeout_pays_every_client_at_t_and_not_before() {
             .map(|o| o.value)
             .sum();
         // Leaves hold 2 clients; the last leaf of 5 holds one, so its stock is one share.
-        assert_eq!(paid, capacity(i) + stock, "client {i}");
+        let share = surplus / 5 + if i == 0 { surplus % 5 } else { 0 };
+        assert_eq!(
+            paid,
+            capacity(i) + stock + coin + Amount::from_sat(share),
+            "client {i}"
+        );
     }
+    let out: Amount = timeout.output.iter().map(|o| o.value).sum();
+    assert_eq!(
+        funding - out,
+        fee,
+        "miners get the tree's fee rate, no more"
+    );
     assert_eq!(
         timeout.output.len(),
         5,

@@ -65,6 +65,58 @@ fn funding() -> OutPoint {
     OutPoint::new(Txid::from_byte_array([3; 32]), 1)
 }
 
+/// The timeout of a tree output (unsplit: these factories are small) pays each client of its
+/// node what it is owed plus its fee coin plus an even share of the surplus (the remainder to the
+/// node's first client), and miners exactly the tree's fee rate on its signed size.
+fn check_node_timeout(
+    f: &Factory,
+    slot: Slot,
+    built: &HashMap<TxKind, superscalar_core::factory::BuiltTx>,
+    amounts: &superscalar_core::factory::Amounts,
+    v: &Version,
+) -> Result<(), TestCaseError> {
+    let b = &built[&TxKind::Timeout(slot)];
+    prop_assert!(f.timeout_parts(slot).is_empty());
+    let owed = f.timeout_owed(slot, amounts, v);
+    let pays = f.timeout_payouts(slot, amounts, v);
+    prop_assert_eq!(owed.len(), pays.len());
+    prop_assert_eq!(
+        b.tx.output.len(),
+        pays.len(),
+        "{:?}: one output per client, no anchor",
+        slot
+    );
+    let coin = f.params().config.client_fee_coin;
+    let extras: Vec<u64> = owed
+        .iter()
+        .zip(&pays)
+        .map(|(o, p)| {
+            assert_eq!(o.0, p.0);
+            (p.1 - o.1 - coin).to_sat()
+        })
+        .collect();
+    // Even shares, the remainder to the first.
+    prop_assert!(extras[1..].iter().all(|e| *e == extras[extras.len() - 1]));
+    prop_assert!(extras[0] >= extras[extras.len() - 1]);
+    prop_assert!(extras[0] - extras[extras.len() - 1] < extras.len() as u64);
+    for ((c, a), o) in pays.iter().zip(&b.tx.output) {
+        prop_assert_eq!(&o.script_pubkey, &f.client_payout_script(*c));
+        prop_assert_eq!(o.value, *a);
+    }
+    let out: Amount = b.tx.output.iter().map(|o| o.value).sum();
+    prop_assert_eq!(b.spent.value, amounts.value(f, slot));
+    // Signed: a 64-byte key-path signature adds 17 vB to the unsigned transaction.
+    let vsize = b.tx.base_size() as u64 + 17;
+    let fee = f.params().config.fees.tree_fee_rate.fee_vb(vsize).unwrap();
+    prop_assert_eq!(
+        b.spent.value - out,
+        fee,
+        "{:?}: pays the tree's fee rate",
+        slot
+    );
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -101,11 +153,11 @@ proptest! {
         let built = f.build_set(&all, funding(), &v).unwrap();
         let amounts = f.amounts(&v).unwrap();
         prop_assert_eq!(amounts.funding_value(), f.amounts(&f.initial_version()).unwrap().funding_value());
-        // The root's timeout pays every client its channels and stock share: all that is not fee.
-        let pays = f.timeout_payouts(Slot::NodeInput(superscalar_core::NodeId(0)), &amounts, &v);
-        let total: Amount = pays.iter().map(|p| p.1).sum();
-        let caps: Amount = f.params().clients.iter().map(|c| c.capacity).sum();
-        prop_assert!(total <= caps + f.params().config.stock_per_client * n as u64);
+        // The root's timeout pays every client its channels, stock share and fee coin, miners the
+        // tree's fee rate, and the rest of the reserve to the clients: all that is not fee.
+        let root = Slot::NodeInput(superscalar_core::NodeId(0));
+        check_node_timeout(&f, root, &built, &amounts, &v)?;
+        let pays = f.timeout_payouts(root, &amounts, &v);
         for (j, sale) in v.sales.iter().enumerate() {
             let buyer_paid = pays.iter().find(|p| p.0 == sale.buyer).unwrap().1;
             prop_assert!(buyer_paid >= f.params().clients[sale.buyer.0 as usize].capacity + sale.amount, "sale {} not paid at T", j);
@@ -169,12 +221,15 @@ proptest! {
                 prop_assert!(pays.iter().any(|(who, v)| who.0 == c && *v > Amount::ZERO), "{:?} does not pay client {}", slot, c);
             }
         }
-        // And the funding output's timeout pays everyone exactly capacity + stock share.
-        let pays = f.timeout_payouts(Slot::NodeInput(superscalar_core::NodeId(0)), &amounts, &v);
-        let total: Amount = pays.iter().map(|p| p.1).sum();
-        let caps: Amount = f.params().clients.iter().map(|c| c.capacity).sum();
-        let stock = f.params().config.stock_per_client * n as u64;
-        prop_assert_eq!(total, caps + stock);
+        // And every tree output's timeout pays everyone at least capacity + stock share + fee
+        // coin, and miners exactly the tree's fee rate.
+        let built = f.build_set(&f.all_jobs(&v), funding(), &v).unwrap();
+        for node in f.tree().nodes() {
+            check_node_timeout(&f, Slot::NodeInput(node.id), &built, &amounts, &v)?;
+            if node.has_state() {
+                check_node_timeout(&f, Slot::KickoffOut(node.id), &built, &amounts, &v)?;
+            }
+        }
     }
 
     #[test]

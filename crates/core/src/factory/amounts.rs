@@ -13,6 +13,12 @@ pub struct Amounts {
     pub(super) sold: Vec<Amount>,
     pub(super) change: Vec<Amount>,
     pub(super) sale_fee: Amount,
+    /// `owed_prefix[c]`: what the inverted timeouts owe clients `0..c` (channels, merged sales,
+    /// stock shares), so that a node's clients' sum is one subtraction.
+    pub(super) owed_prefix: Vec<Amount>,
+    /// Per node: what a timeout of an output holding the node's clients' money needs (see
+    /// `timeouts`): their payouts and fee coins, plus the fees of its transaction(s).
+    pub(super) timeout_need: Vec<Amount>,
 }
 
 impl Amounts {
@@ -26,9 +32,8 @@ impl Amounts {
             Slot::Stock(s) => self.stock[s as usize],
             Slot::Sold(j) => self.sold.get(j as usize).copied().unwrap_or(Amount::ZERO),
             Slot::Change(j) => self.change.get(j as usize).copied().unwrap_or(Amount::ZERO),
-            // What the timeout transactions of the node's clients need: their payouts plus the
-            // fees and fee coins set aside below the node (see `timeouts`).
-            Slot::TimeoutPart { node, .. } => self.node_input[node.0 as usize],
+            // What the split timeout above it allots to the node's clients (see `timeouts`).
+            Slot::TimeoutPart { .. } => factory.timeout_part_value(self, slot),
         }
     }
 
@@ -182,7 +187,7 @@ impl Factory {
                 }
             }
         }
-        Ok(Amounts {
+        let mut amounts = Amounts {
             node_input,
             kickoff_out,
             kickoff_fee,
@@ -191,7 +196,13 @@ impl Factory {
             sold,
             change,
             sale_fee,
-        })
+            owed_prefix: Vec::new(),
+            timeout_need: Vec::new(),
+        };
+        if cfg.timeout_policy == TimeoutPolicy::Inverted {
+            self.fill_timeout_needs(&mut amounts, v);
+        }
+        Ok(amounts)
     }
 
     /// Take `extra` from the stock outputs under `node`, evenly, the remainder from the first.

@@ -4,22 +4,80 @@
 //! that transaction stays within [`TIMEOUT_SPLIT_VSIZE`] (TRUC's 10,000 vB). Above it (about 230
 //! clients), the timeout is split along the tree: it pays one [`Slot::TimeoutPart`] per child of
 //! the node instead, each holding what those clients are owed, and each part's own timeout (same
-//! nLockTime T-1) pays them, or splits again. Fee rule: a part carries the value of the
-//! `NodeInput` output of its node at the same version, i.e. its clients' payouts plus exactly the
-//! fees and fee coins the tree set aside below that node; each transaction of the split tree pays
-//! as fee what its input carries beyond its outputs. So the split timeout's transactions pay, in
-//! total, exactly the fee the unsplit timeout would have paid (the output's value minus the
-//! clients' payouts), and every client is paid exactly the same; the extra transactions cost
-//! nobody anything but part of that reserve.
+//! nLockTime T-1) pays them, or splits again.
+//!
+//! Amounts. A tree output carries, besides what its clients are owed (channels, sales, stock),
+//! the fee coins and the fee reserve of every transaction of the tree beneath it. Its timeout
+//! spends none of that on the tree, so it pays:
+//! - each client what it is owed, plus its fee coin (which pays for bumping the client's own
+//!   output, child pays for parent, when the market wants more than the signed rate);
+//! - miners the tree's fee rate (`FeePolicy::tree_fee_rate`) on the timeout transaction itself
+//!   (and, when split, on each transaction of the split);
+//! - the rest of the reserve (the surplus) to the node's clients, evenly, the remainder of the
+//!   division to the node's first client: under the inverted policy an LSP that did not close
+//!   before T forfeits the factory to the clients, and the reserve is the LSP's money like the
+//!   stock is.
+//!
+//! A split timeout gives each part exactly what its own timeout needs (its clients' payouts,
+//! fee coins and the fees of the transactions beneath it) plus its clients' share of the
+//! surplus, so every client is paid the same whether its timeout is split or not, but for the
+//! split's own fees. Should an output ever hold less than its timeout needs (a fee rate the
+//! reserve cannot pay), the timeout pays what the clients are owed and fee coins if they fit,
+//! and the rest as fee, and a split's parts carry their node's tree value as before.
+//! Leaf outputs (channels, stock, sales) carry no reserve: their timeouts pay all they hold at
+//! zero fee, with a P2A anchor for the fee coin to pay for.
 
 use super::*;
 
 impl Factory {
-    /// Who is paid what by the timeout transaction of `slot` (inverted policy): every client its
-    /// channels, stock still in a PS chain to the buyers it was sold to, and the rest of each
-    /// stock evenly among the clients sharing it. For a split timeout, what its parts' timeouts
-    /// pay in the end.
+    /// Who is paid what by the timeout transaction of `slot` (inverted policy), one entry per
+    /// client in client order: what it is owed (see [`Factory::timeout_owed`]), and for tree
+    /// outputs its fee coin and share of the fee reserve (see the module's rule). For a split
+    /// timeout, what its parts' timeouts pay in the end.
     pub fn timeout_payouts(
+        &self,
+        slot: Slot,
+        amounts: &Amounts,
+        v: &Version,
+    ) -> Vec<(ClientId, Amount)> {
+        let Some(n) = timeout_node(slot).filter(|n| {
+            (n.0 as usize) < amounts.timeout_need.len() && (n.0 as usize) < self.tree.nodes().len()
+        }) else {
+            return self.timeout_owed(slot, amounts, v);
+        };
+        let parts = self.timeout_parts(slot);
+        if !parts.is_empty() {
+            return parts
+                .iter()
+                .flat_map(|p| self.timeout_payouts(*p, amounts, v))
+                .collect();
+        }
+        let node = self.tree.node(n);
+        let owed_of = |r: std::ops::Range<u32>| {
+            amounts.owed_prefix[r.end as usize] - amounts.owed_prefix[r.start as usize]
+        };
+        let value = amounts.value(self, slot);
+        let need = amounts.timeout_need[n.0 as usize];
+        let coin = self.params.config.client_fee_coin;
+        let coins = coin * u64::from(node.clients.end - node.clients.start);
+        node.client_ids()
+            .map(|c| {
+                let extra = if value >= need {
+                    coin + surplus_share(value - need, node.clients.clone(), c.0..c.0 + 1)
+                } else if value >= owed_of(node.clients.clone()) + coins {
+                    coin
+                } else {
+                    Amount::ZERO
+                };
+                (c, owed_of(c.0..c.0 + 1) + extra)
+            })
+            .collect()
+    }
+
+    /// What the inverted timeout of `slot` owes each client, fee coins and reserve aside: its
+    /// channels, stock still in a PS chain to the buyers it was sold to, and the rest of each
+    /// stock evenly among the clients sharing it; one entry per client, in client order.
+    pub fn timeout_owed(
         &self,
         slot: Slot,
         amounts: &Amounts,
@@ -93,6 +151,86 @@ impl Factory {
             }
         }
         merged
+    }
+
+    /// Fill in what the timeouts of `amounts`'s version need (the module's rule): what each
+    /// client is owed, and per node what a timeout of its clients' money needs.
+    pub(super) fn fill_timeout_needs(&self, amounts: &mut Amounts, v: &Version) {
+        let owed = self.timeout_owed(Slot::NodeInput(NodeId(0)), amounts, v);
+        let n = self.params.clients.len();
+        let mut prefix = Vec::with_capacity(n + 1);
+        let mut total = Amount::ZERO;
+        prefix.push(total);
+        let mut k = 0;
+        for c in 0..n as u32 {
+            while k < owed.len() && owed[k].0 .0 == c {
+                total = total.checked_add(owed[k].1).unwrap_or(Amount::MAX);
+                k += 1;
+            }
+            prefix.push(total);
+        }
+        let cfg = &self.params.config;
+        let fee = |outputs: usize| {
+            cfg.fees
+                .tree_fee_rate
+                .fee_vb(tree_tx_vsize(outputs, 0))
+                .unwrap_or(Amount::MAX)
+        };
+        let add = |a: Amount, b: Amount| a.checked_add(b).unwrap_or(Amount::MAX);
+        let nodes = self.tree.nodes();
+        let mut need = vec![Amount::ZERO; nodes.len()];
+        // Children come after their parent in `nodes`.
+        for node in nodes.iter().rev() {
+            let i = node.id.0 as usize;
+            need[i] = if self.splits_timeout_at(node.id) {
+                node.children
+                    .iter()
+                    .fold(fee(node.children.len()), |a, c| add(a, need[c.0 as usize]))
+            } else {
+                let k = node.clients.end - node.clients.start;
+                let owed = prefix[node.clients.end as usize] - prefix[node.clients.start as usize];
+                add(
+                    add(owed, cfg.client_fee_coin * u64::from(k)),
+                    fee(k as usize),
+                )
+            };
+        }
+        amounts.owed_prefix = prefix;
+        amounts.timeout_need = need;
+    }
+
+    /// Value of a timeout part: what its parent's timeout needs for the part's clients plus their
+    /// share of the parent's surplus (the module's rule), or, should the parent hold less than it
+    /// needs, the node's tree value.
+    pub(crate) fn timeout_part_value(&self, amounts: &Amounts, part: Slot) -> Amount {
+        let (Some(node), Some(parent)) = (timeout_node(part), self.timeout_part_parent(part))
+        else {
+            return Amount::ZERO;
+        };
+        let fallback = amounts
+            .node_input
+            .get(node.0 as usize)
+            .copied()
+            .unwrap_or(Amount::ZERO);
+        let Some(up) = timeout_node(parent) else {
+            return fallback;
+        };
+        let (Some(need), Some(up_need)) = (
+            amounts.timeout_need.get(node.0 as usize),
+            amounts.timeout_need.get(up.0 as usize),
+        ) else {
+            return fallback;
+        };
+        let up_value = amounts.value(self, parent);
+        if up_value < *up_need {
+            return fallback;
+        }
+        *need
+            + surplus_share(
+                up_value - *up_need,
+                self.tree.node(up).clients.clone(),
+                self.tree.node(node).clients.clone(),
+            )
     }
 
     /// Whether `slot` has a timeout transaction under the inverted policy.
@@ -272,4 +410,21 @@ impl Factory {
             one_input_tx(spends, Sequence::ENABLE_LOCKTIME_NO_RBF, lock, output),
         )
     }
+}
+
+/// The node whose clients' money a tree output or timeout part holds.
+fn timeout_node(slot: Slot) -> Option<NodeId> {
+    match slot {
+        Slot::NodeInput(n) | Slot::KickoffOut(n) | Slot::TimeoutPart { node: n, .. } => Some(n),
+        _ => None,
+    }
+}
+
+/// The share of `surplus` split evenly among the clients `over` (the remainder to the first)
+/// that goes to the clients `of`.
+fn surplus_share(surplus: Amount, over: std::ops::Range<u32>, of: std::ops::Range<u32>) -> Amount {
+    let k = u64::from(over.end.saturating_sub(over.start)).max(1);
+    let (q, rem) = (surplus.to_sat() / k, surplus.to_sat() % k);
+    let mine = u64::from(of.end.saturating_sub(of.start));
+    Amount::from_sat(q * mine + if of.contains(&over.start) { rem } else { 0 })
 }
