@@ -39,6 +39,7 @@ fn terms(h: &Harness) -> CloseTerms {
             .collect(),
         lsp_script: lsp_script(h),
         fee_rate: RATE,
+        successor: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn expectation(h: &Harness, i: u32) -> ClientExpectation {
         funding: h.funding,
         owed: owed(h, i),
         min_fee_rate: FeeRate::from_sat_per_vb_u32(1),
+        successor: None,
     }
 }
 

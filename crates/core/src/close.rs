@@ -30,6 +30,20 @@
 //! The LSP coordinates ([`CloseCoordinator`]): it collects every public nonce, sends the
 //! aggregate, checks each partial signature as it comes (a bad one names its signer) and
 //! completes the transaction once all are in.
+//!
+//! **Rotation in one transaction.** When the terms name a [`Successor`], the close also funds
+//! the next factory of the ladder: its funding output comes first (output 0), carrying the
+//! amounts of the clients who move into it (`rolled`: they get no output of their own) plus
+//! whatever the LSP adds from its remainder; the clients who leave are paid as in any close. So
+//! the dying factory's close and its successor's funding are one on-chain transaction with one
+//! input. The order that makes it safe: the terms (hence the txid, which no witness changes) are
+//! fixed first; the successor's tree is then signed over the outpoint `(txid, 0)`; and a client
+//! that rolls signs the close only once its own exit path in the successor is verified and its
+//! opening balance there is what it rolls (the daemon's check, expressed here as the successor
+//! output the client expects in [`ClientExpectation::successor`]: a client refuses terms that
+//! roll it into any other output, or that roll it when it expects to be paid, or the reverse).
+//! A successor output worth less than the amounts rolled into it is refused by everyone: the
+//! difference would silently go to the LSP.
 
 use bitcoin::absolute::LockTime;
 use bitcoin::key::Keypair;
@@ -59,6 +73,17 @@ pub struct CloseTerms {
     pub lsp_script: ScriptBuf,
     /// The close's fee rate.
     pub fee_rate: FeeRate,
+    /// The next factory this close also funds (a rotation), if any.
+    pub successor: Option<Successor>,
+}
+
+/// The next factory's funding output in a rotation (see the module's rules).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Successor {
+    /// The successor's funding output: its script and value.
+    pub output: TxOut,
+    /// The clients whose amounts go into it instead of their own outputs (ascending).
+    pub rolled: Vec<ClientId>,
 }
 
 /// A close transaction built from [`CloseTerms`], not yet signed.
@@ -68,8 +93,11 @@ pub struct CloseTx {
     pub tx: Transaction,
     /// The funding output it spends.
     pub spent: TxOut,
-    /// Each client's output index, or `None` for an amount below dust.
+    /// Each client's output index, or `None` for an amount below dust or rolled into the
+    /// successor.
     pub client_outputs: Vec<Option<u32>>,
+    /// The successor's funding output index (always 0), for a rotation.
+    pub successor_output: Option<u32>,
     /// The LSP's output index, or `None` for a remainder below dust.
     pub lsp_output: Option<u32>,
     /// The fee: the funding value less every output (dust amounts included).
@@ -141,6 +169,16 @@ pub enum CloseError {
     /// The LSP's remainder script is not a standard payout.
     #[error("the LSP's output script is not a standard segwit payout")]
     BadLspScript,
+    /// The successor in the terms is malformed.
+    #[error("bad successor: {0}")]
+    BadSuccessor(String),
+    /// The terms roll a client into another successor than the one it expects, or roll it
+    /// when it expects to be paid out, or the reverse.
+    #[error("the close does not move client {client} where it expects to go")]
+    WrongSuccessor {
+        /// The client.
+        client: ClientId,
+    },
     /// This party already signed a close with other terms.
     #[error("already signed close {signed}: another close is refused")]
     AlreadySigned {
@@ -208,20 +246,40 @@ impl Factory {
         }
         let spent = self.funding_output()?;
         let available = spent.value;
-        let paid: Amount = terms
+        let too_much = CloseError::Insufficient {
+            needed: Amount::MAX_MONEY,
+            available,
+        };
+        let mut paid: Amount = terms
             .clients
             .iter()
             .try_fold(Amount::ZERO, |sum, a| sum.checked_add(*a))
             .filter(|sum| *sum <= available)
-            .ok_or(CloseError::Insufficient {
-                needed: Amount::MAX_MONEY,
-                available,
-            })?;
-        let mut outputs = Vec::with_capacity(n + 1);
+            .ok_or(too_much.clone())?;
+        let mut outputs = Vec::with_capacity(n + 2);
+        let mut rolled = vec![false; n];
+        let successor_output = match &terms.successor {
+            None => None,
+            Some(successor) => {
+                let into = check_successor(successor, &terms.clients, &mut rolled)?;
+                // The LSP's addition to the successor comes out of its remainder.
+                let needed = paid
+                    .checked_add(successor.output.value - into)
+                    .ok_or(too_much)?;
+                if needed > available {
+                    return Err(CloseError::Insufficient { needed, available });
+                }
+                paid = needed;
+                outputs.push(successor.output.clone());
+                Some(0)
+            }
+        };
         let mut client_outputs = Vec::with_capacity(n);
         for (c, amount) in terms.clients.iter().enumerate() {
             let script = self.client_payout_script(ClientId(c as u32));
-            if *amount >= script.minimal_non_dust() {
+            if rolled[c] {
+                client_outputs.push(None);
+            } else if *amount >= script.minimal_non_dust() {
                 client_outputs.push(Some(outputs.len() as u32));
                 outputs.push(TxOut {
                     value: *amount,
@@ -278,9 +336,49 @@ impl Factory {
             tx,
             spent,
             client_outputs,
+            successor_output,
             lsp_output,
         })
     }
+}
+
+/// Checks a rotation's successor against the clients' amounts, marks the rolled clients in
+/// `rolled`, and returns the sum of their amounts.
+fn check_successor(
+    successor: &Successor,
+    clients: &[Amount],
+    rolled: &mut [bool],
+) -> Result<Amount, CloseError> {
+    let bad = |why: String| Err(CloseError::BadSuccessor(why));
+    if !successor.output.script_pubkey.is_p2tr() {
+        return bad("its funding output is not P2TR".into());
+    }
+    if successor.output.value < successor.output.script_pubkey.minimal_non_dust() {
+        return bad(format!(
+            "its funding output of {} is dust",
+            successor.output.value
+        ));
+    }
+    let mut into = Amount::ZERO;
+    let mut last: Option<ClientId> = None;
+    for c in &successor.rolled {
+        if last.is_some_and(|l| l >= *c) {
+            return bad("rolled clients are not strictly ascending".into());
+        }
+        last = Some(*c);
+        let Some(amount) = clients.get(c.0 as usize) else {
+            return bad(format!("rolls client {}, which is not in the factory", c.0));
+        };
+        rolled[c.0 as usize] = true;
+        into = into.checked_add(*amount).unwrap_or(Amount::MAX_MONEY);
+    }
+    if successor.output.value < into {
+        return bad(format!(
+            "its funding output of {} is less than the {into} rolled into it",
+            successor.output.value
+        ));
+    }
+    Ok(into)
 }
 
 /// What a client's own records say a close of its factory must be.
@@ -294,6 +392,10 @@ pub struct ClientExpectation {
     pub owed: Amount,
     /// The least fee rate it accepts.
     pub min_fee_rate: FeeRate,
+    /// For a client that moves into the next factory of a rotation: that factory's funding
+    /// output, which the client has checked (its exit path there signed and verified, its
+    /// opening balance there equal to `owed`). `None`: the client is paid out.
+    pub successor: Option<TxOut>,
 }
 
 /// One party's side of a cooperative close: its secret nonce, kept in memory only.
@@ -341,6 +443,15 @@ impl CloseSigner {
                 expected: expected.owed,
                 offered,
             });
+        }
+        let rolls = terms
+            .successor
+            .as_ref()
+            .filter(|s| s.rolled.contains(&client));
+        match (rolls, &expected.successor) {
+            (None, None) => {}
+            (Some(s), Some(want)) if s.output == *want => {}
+            _ => return Err(CloseError::WrongSuccessor { client }),
         }
         if terms.fee_rate < expected.min_fee_rate {
             return Err(CloseError::FeeRateTooLow {
