@@ -60,6 +60,13 @@ use crate::musig::{
 };
 use crate::types::{ClientId, FactoryId, NodeId};
 
+pub mod partial;
+
+pub use partial::{
+    PartialClose, PartialCloseCoordinator, PartialCloseSigner, PartialCloseTerms,
+    PartialExpectation, PartialInput, PartialPlan,
+};
+
 /// The terms of a cooperative close, as the LSP proposes them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloseTerms {
@@ -185,6 +192,9 @@ pub enum CloseError {
         /// The close signed before.
         signed: Txid,
     },
+    /// Every client is absent: there is nothing to close cooperatively.
+    #[error("every client is absent: nothing to close cooperatively")]
+    NobodyPresent,
     /// A message from a party that does not sign this close.
     #[error("{0} is not a party of this factory")]
     NotAParty(Signer),
