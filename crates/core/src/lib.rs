@@ -10,6 +10,7 @@ pub mod close;
 pub mod codec;
 pub mod encoding;
 pub mod factory;
+pub mod handover;
 pub mod ledger;
 pub mod musig;
 pub mod odometer;
