@@ -97,6 +97,56 @@ pub fn fee_coin_child(
     Ok(tx)
 }
 
+/// A v3 child spending `parent`'s output `vout`, the client's own payout (a key-path P2TR of
+/// `key`), paying `destination` the rest, so that parent and child together pay `package_rate`:
+/// how a client bumps a transaction that pays it but has no anchor (a timeout that pays the
+/// tree's fee rate).
+pub fn own_output_child(
+    parent: &Transaction,
+    parent_fee: Amount,
+    vout: u32,
+    key: &Keypair,
+    destination: ScriptBuf,
+    package_rate: FeeRate,
+) -> Result<Transaction, BumpError> {
+    let spent = parent
+        .output
+        .get(vout as usize)
+        .cloned()
+        .ok_or(BumpError::WrongPrevouts)?;
+    let mut tx = Transaction {
+        version: transaction::Version(3),
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(parent.compute_txid(), vout),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::ZERO,
+            script_pubkey: destination,
+        }],
+    };
+    // One key-path input: a 64-byte signature.
+    let child_vsize = (tx.weight().to_wu() + 2 + 66).div_ceil(4);
+    let needed = package_rate
+        .fee_vb(parent.vsize() as u64 + child_vsize)
+        .unwrap_or(Amount::MAX)
+        .checked_sub(parent_fee)
+        .unwrap_or(Amount::ZERO);
+    tx.output[0].value = spent
+        .value
+        .checked_sub(needed)
+        .filter(|v| *v >= tx.output[0].script_pubkey.minimal_non_dust())
+        .ok_or(BumpError::CoinTooSmall {
+            coin: spent.value,
+            needed,
+        })?;
+    sign_key_path_input(&mut tx, 0, &[spent], key)?;
+    Ok(tx)
+}
+
 /// Sign input `index` of `tx`, a key-path spend of `key`'s BIP-86 output, over `prevouts` (the
 /// output each input spends, in order).
 pub fn sign_key_path_input(

@@ -5,7 +5,9 @@
 //! build on an unconfirmed child): the claim is resumable, reading where the coin is from the
 //! chain at every poll. A split timeout (a large factory's) is walked down the parts holding the
 //! client's money, one level per block: each part's timeout goes out once the part is confirmed
-//! (a TRUC transaction has at most one unconfirmed child, of at most 1,000 vB).
+//! (a TRUC transaction has at most one unconfirmed child, of at most 1,000 vB). A timeout of a
+//! tree output pays its own fee (the tree's rate); when the market asks more, the client's own
+//! output of it pays for a child.
 
 use bitcoin::key::Keypair;
 use bitcoin::{Amount, FeeRate, OutPoint, TxOut, Txid};
@@ -18,7 +20,7 @@ use thiserror::Error;
 use superscalar_chain::RejectReason;
 use superscalar_wallet::{OnchainWallet, WalletError};
 
-use crate::bump::{fee_coin_child, BumpError};
+use crate::bump::{fee_coin_child, own_output_child, BumpError};
 
 /// A timeout claim that cannot proceed.
 #[derive(Debug, Error)]
@@ -126,7 +128,7 @@ pub fn claim_timeouts(
         if chain.tx_status(&txid)? == TxStatus::Unknown {
             let paid: Amount = timeout.tx.output.iter().map(|o| o.value).sum();
             if paid < timeout.spent.value {
-                chain.submit_transaction(&timeout.tx)?;
+                submit_paying(chain, view, timeout, timeout.spent.value - paid, fee_rate)?;
             } else if !pay_zero_fee(
                 chain,
                 view,
@@ -146,6 +148,46 @@ pub fn claim_timeouts(
         }
     }
     Ok(claim)
+}
+
+/// Publish a timeout that pays its own fee: alone when that fee is at least `fee_rate` on its
+/// size, else with a child spending the client's own output of it (when that output is the
+/// key-path P2TR of its key, as by default) so that the two pay `fee_rate` together; alone
+/// again when the output cannot pay for it.
+fn submit_paying(
+    chain: &dyn Chain,
+    view: &ClientView<'_>,
+    timeout: &SignedTx,
+    fee: Amount,
+    fee_rate: FeeRate,
+) -> Result<(), TimeoutError> {
+    let ClientView {
+        factory,
+        client,
+        key,
+        ..
+    } = *view;
+    let own = factory.fee_coin_script(client);
+    let vout = timeout
+        .tx
+        .output
+        .iter()
+        .position(|o| o.script_pubkey == own);
+    let enough = fee_rate
+        .fee_vb(timeout.tx.vsize() as u64)
+        .is_some_and(|f| fee >= f);
+    if let (false, Some(vout)) = (enough, vout) {
+        match own_output_child(&timeout.tx, fee, vout as u32, key, own, fee_rate) {
+            Ok(child) => {
+                chain.submit_package(&timeout.tx, &child)?;
+                return Ok(());
+            }
+            Err(BumpError::CoinTooSmall { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    chain.submit_transaction(&timeout.tx)?;
+    Ok(())
 }
 
 /// Where the client's fee coin is now: the fee coin itself while it is unspent in the chain, else

@@ -387,3 +387,80 @@ fn a_client_with_a_p2wpkh_payout_still_collects_its_timeout_at_t() {
         "the channel timeout never confirmed at T: {results:#?}"
     );
 }
+
+/// A timeout of a tree output pays the tree's fee rate itself; when the market asks more, the
+/// client's own output of it pays for a child, and both confirm.
+#[test]
+fn a_fee_paying_timeout_is_bumped_from_the_clients_own_output_when_the_market_asks_more() {
+    use superscalar_client::timeout::{claim_timeouts, ClientView};
+    let h = build(4, FactoryConfig::regtest());
+    let t = h.factory.timeout_height();
+    let tip = h.chain.tip().unwrap().height;
+    h.chain.mine_blocks(t - 1 - tip, &burn_script()).unwrap();
+    let view = ClientView {
+        factory: &h.factory,
+        client: ClientId(1),
+        signed: h.clients[1].signed(),
+        funding: h.funding,
+        key: &h.client_keys[1],
+        version: &h.version0,
+    };
+    let market = FeeRate::from_sat_per_vb_u32(25);
+    let claim = claim_timeouts(&h.chain, &view, market, None).unwrap();
+    let root = h
+        .lsp
+        .signed(TxKind::Timeout(Slot::NodeInput(NodeId(0))))
+        .unwrap()
+        .tx
+        .clone();
+    assert_eq!(claim.sent, vec![root.compute_txid()]);
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    assert_eq!(h.chain.mempool_len(), 0);
+    let tip = h.chain.tip().unwrap().height;
+    let block = h.chain.block_at(tip).unwrap().unwrap();
+    let child = block
+        .txdata
+        .iter()
+        .find(|tx| tx.input[0].previous_output.txid == root.compute_txid())
+        .expect("the child confirmed with the timeout");
+    // The child spends client 1's own output and keeps the rest for it; together they pay the
+    // market's rate.
+    let vout = child.input[0].previous_output.vout as usize;
+    assert_eq!(
+        root.output[vout].script_pubkey,
+        h.factory.client_payout_script(ClientId(1))
+    );
+    let spent = h.factory.amounts(&h.version0).unwrap().funding_value();
+    let fees = spent - root.output.iter().map(|o| o.value).sum::<Amount>()
+        + root.output[vout].value
+        - child.output[0].value;
+    let vsize = (root.vsize() + child.vsize()) as u64;
+    assert!(
+        fees >= market.fee_vb(vsize).unwrap(),
+        "{fees} for {vsize} vB"
+    );
+    assert_eq!(
+        child.output[0].script_pubkey,
+        h.factory.fee_coin_script(ClientId(1))
+    );
+    // At the tree's own rate, no child.
+    let h = build(3, FactoryConfig::regtest());
+    let t = h.factory.timeout_height();
+    let tip = h.chain.tip().unwrap().height;
+    h.chain.mine_blocks(t - 1 - tip, &burn_script()).unwrap();
+    let view = ClientView {
+        factory: &h.factory,
+        client: ClientId(0),
+        signed: h.clients[0].signed(),
+        funding: h.funding,
+        key: &h.client_keys[0],
+        version: &h.version0,
+    };
+    let rate = h.factory.params().config.fees.tree_fee_rate;
+    let claim = claim_timeouts(&h.chain, &view, rate, None).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    let tip = h.chain.tip().unwrap().height;
+    let block = h.chain.block_at(tip).unwrap().unwrap();
+    assert_eq!(block.txdata.len(), 2, "coinbase and the timeout alone");
+    assert_eq!(block.txdata[1].compute_txid(), claim.sent[0]);
+}
