@@ -10,6 +10,7 @@ use lightning::util::ser::{LengthLimitedRead, Readable, Writeable, Writer};
 use superscalar_core::ceremony::{AggNonceMsg, FinalSigMsg, NonceMsg, PartialSigMsg};
 use superscalar_core::channel::link::{ChannelOffer, LinkMsg};
 use superscalar_core::channel::ChannelRef;
+use superscalar_core::close::msg::CloseMsg;
 use superscalar_core::codec::read_script;
 use superscalar_core::update::UpdateMsg;
 use superscalar_core::{ClientId, FactoryId, FactoryParams};
@@ -63,8 +64,10 @@ pub mod types {
     pub const LIQUIDITY_REQUEST: u16 = 54037;
     /// LSP to client: the fee and its invoice, or why not.
     pub const LIQUIDITY_OFFER: u16 = 54039;
+    /// Either way: a step of a cooperative close.
+    pub const CLOSE: u16 = 54041;
     /// The highest type in use.
-    pub const LAST: u16 = LIQUIDITY_OFFER;
+    pub const LAST: u16 = CLOSE;
     /// The range every SuperScalar message type falls in.
     pub const RANGE: std::ops::RangeInclusive<u16> = 54000..=54099;
 }
@@ -405,6 +408,8 @@ pub enum Message {
     LiquidityOffer(LiquidityOffer),
     /// A step of a factory update.
     Update(Box<UpdateMsg>),
+    /// A step of a cooperative close.
+    Close(Box<CloseMsg>),
     /// An incoming message refused by the decoder (never sent).
     Refused(Refusal),
 }
@@ -433,6 +438,7 @@ impl Message {
             Message::LiquidityRequest(_) => types::LIQUIDITY_REQUEST,
             Message::LiquidityOffer(_) => types::LIQUIDITY_OFFER,
             Message::Update(_) => types::UPDATE,
+            Message::Close(_) => types::CLOSE,
             // Never sent; an even type in our range that no message uses.
             Message::Refused(_) => 54000,
         }
@@ -461,6 +467,7 @@ impl Message {
             Message::LiquidityRequest(_) => "liquidity_request",
             Message::LiquidityOffer(_) => "liquidity_offer",
             Message::Update(u) => u.body.name(),
+            Message::Close(c) => c.body.name(),
             Message::Refused(_) => "refused",
         }
     }
@@ -595,6 +602,7 @@ impl Writeable for Message {
                 write_reason(w, &l.error)
             }
             Message::Update(u) => u.write(w),
+            Message::Close(c) => c.write(w),
             Message::Refused(_) => Ok(()),
         }
     }
@@ -806,6 +814,8 @@ fn decode_body<R: LengthLimitedRead>(ty: u16, r: &mut R) -> Result<Message, Deco
         }
         // The update's own trailing TLV stream ends the body.
         types::UPDATE => Message::Update(Box::new(Readable::read(r)?)),
+        // The close's own trailing TLV stream ends the body.
+        types::CLOSE => Message::Close(Box::new(Readable::read(r)?)),
         _ => return Err(DecodeError::UnknownRequiredFeature),
     };
     Ok(msg)
@@ -965,6 +975,8 @@ mod tests {
     };
     use superscalar_core::codec::encode;
     use superscalar_core::musig::{AggNonce, PartialSig, PubNonce};
+    use superscalar_core::close::msg::CloseBody;
+    use superscalar_core::close::CloseTerms;
     use superscalar_core::update::UpdateBody;
     use superscalar_core::{ClientSpec, FactoryConfig, NodeId, TxKind};
 
@@ -1137,6 +1149,23 @@ mod tests {
                 update: 3,
                 body: UpdateBody::Abort("busy".into()),
             })),
+            Message::Close(Box::new(CloseMsg {
+                factory: f,
+                close: 5,
+                body: CloseBody::Propose(Box::new(CloseTerms {
+                    factory: f,
+                    funding: OutPoint::null(),
+                    clients: vec![bitcoin::Amount::from_sat(12_345); 3],
+                    lsp_script: ScriptBuf::from_bytes(vec![0x51, 0x20]),
+                    fee_rate: bitcoin::FeeRate::from_sat_per_kwu(500),
+                    successor: None,
+                })),
+            })),
+            Message::Close(Box::new(CloseMsg {
+                factory: f,
+                close: 5,
+                body: CloseBody::Abort("you owe me 1 sat".into()),
+            })),
             Message::Update(Box::new(UpdateMsg {
                 factory: f,
                 update: 4,
@@ -1289,7 +1318,7 @@ mod tests {
 
     #[test]
     fn foreign_odd_types_are_ignored_and_even_ones_refused() {
-        for ty in [1u16, 37_913, 32_801, 54_041, 54_099, 65_535] {
+        for ty in [1u16, 37_913, 32_801, 54_043, 54_099, 65_535] {
             assert_eq!(read_message(ty, &mut &[1u8, 2][..]), None, "{ty}");
         }
         for ty in [54_000u16, 54_002, 54_098, 32_768] {

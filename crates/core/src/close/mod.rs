@@ -60,6 +60,7 @@ use crate::musig::{
 };
 use crate::types::{ClientId, FactoryId, NodeId};
 
+pub mod msg;
 pub mod partial;
 
 pub use partial::{
