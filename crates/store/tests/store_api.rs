@@ -624,3 +624,51 @@ fn a_channel_step_and_the_preimages_it_learned_are_written_together() {
     );
     assert_eq!(store.channel(id).unwrap().unwrap().state, b"state 2");
 }
+
+#[test]
+fn one_close_per_factory() {
+    let (dir, mut store) = open();
+    let f = factory(1, KeyIndex::new(0).unwrap());
+    store.insert_factory(&f).unwrap();
+    let funding = outpoint(1, 0);
+    let close = |n: u32| Spend {
+        role: TxLabel::new("close").unwrap(),
+        ..spend(n)
+    };
+    assert_eq!(store.recorded_close(f.id).unwrap(), None);
+    store
+        .record_close(f.id, funding, &close(10), b"terms")
+        .unwrap();
+    // The same close again (a retried signature) is fine.
+    store
+        .record_close(f.id, funding, &close(10), b"terms")
+        .unwrap();
+    // Another close of the same factory is refused and changes nothing.
+    assert!(matches!(
+        store.record_close(f.id, funding, &close(11), b"other terms"),
+        Err(StoreError::ConflictingSpend { .. })
+    ));
+    // The funding outpoint's other roles (the root kickoff) are not affected.
+    store.record_spends(&[(funding, spend(12))]).unwrap();
+    // A close of an unknown factory is refused.
+    let unknown = factory(2, KeyIndex::new(1).unwrap());
+    assert!(store
+        .record_close(unknown.id, outpoint(2, 0), &close(13), b"t")
+        .is_err());
+    assert_eq!(
+        store
+            .recorded_spend(outpoint(2, 0), &close(13).role)
+            .unwrap(),
+        None
+    );
+    drop(store);
+    let store = Store::open(&dir.path().join("node")).unwrap();
+    assert_eq!(
+        store.recorded_close(f.id).unwrap(),
+        Some((close(10).txid, b"terms".to_vec()))
+    );
+    assert_eq!(
+        store.recorded_spend(funding, &close(10).role).unwrap(),
+        Some(close(10))
+    );
+}

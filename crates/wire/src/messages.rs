@@ -973,10 +973,10 @@ mod tests {
         CommitmentSigned, OutpointSignature, RevokeAndAck, UpdateAddHtlc, UpdateFailHtlc,
         UpdateFulfillHtlc,
     };
-    use superscalar_core::codec::encode;
-    use superscalar_core::musig::{AggNonce, PartialSig, PubNonce};
     use superscalar_core::close::msg::CloseBody;
     use superscalar_core::close::CloseTerms;
+    use superscalar_core::codec::encode;
+    use superscalar_core::musig::{AggNonce, PartialSig, PubNonce};
     use superscalar_core::update::UpdateBody;
     use superscalar_core::{ClientSpec, FactoryConfig, NodeId, TxKind};
 

@@ -209,6 +209,20 @@ CREATE TABLE revoked_states (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Version 7: the cooperative close each party signed of a factory (one at most, written before
+/// its partial signature leaves, never changed), with its terms in the protocol's encoding.
+const V7: &str = r#"
+CREATE TABLE closes (
+    factory_id BLOB PRIMARY KEY REFERENCES factories (factory_id),
+    txid BLOB NOT NULL CHECK (length(txid) = 32),
+    terms BLOB NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER closes_no_update BEFORE UPDATE ON closes
+BEGIN SELECT RAISE(ABORT, 'closes is append-only'); END;
+CREATE TRIGGER closes_no_delete BEFORE DELETE ON closes
+BEGIN SELECT RAISE(ABORT, 'closes is append-only'); END;
+"#;
+
 /// Every migration, in order: the schema version is the number applied.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -234,6 +248,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         description: "revoked commitment states appended per channel",
         sql: V6,
+    },
+    Migration {
+        description: "the cooperative close signed of each factory",
+        sql: V7,
     },
 ];
 

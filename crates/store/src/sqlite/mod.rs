@@ -1325,6 +1325,62 @@ impl Store {
             .transpose()
     }
 
+    /// Record, before this node's partial signature of a cooperative close leaves, the close of
+    /// `factory` (`terms`: the protocol's encoding) and its spend of the funding outpoint, in one
+    /// transaction. The same close again is a no-op; another close of the same factory is
+    /// [`StoreError::ConflictingSpend`]: do not sign.
+    pub fn record_close(
+        &mut self,
+        factory: FactoryId,
+        funding: OutPoint,
+        spend: &Spend,
+        terms: &[u8],
+    ) -> Result<()> {
+        self.write(|tx| {
+            require_factory(tx, factory)?;
+            put_spends(tx, &[(funding, spend.clone())])?;
+            let existing: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT txid FROM closes WHERE factory_id = ?1",
+                    [&factory.0[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match existing {
+                Some(txid) if txid == spend.txid.to_byte_array() => Ok(()),
+                Some(txid) => Err(StoreError::ConflictingSpend {
+                    outpoint: funding,
+                    recorded: Box::new(Spend {
+                        role: spend.role.clone(),
+                        sighash: [0; 32],
+                        txid: txid_of(txid, "closes.txid")?,
+                    }),
+                    attempted: Box::new(spend.clone()),
+                }),
+                None => {
+                    tx.execute(
+                        "INSERT INTO closes (factory_id, txid, terms) VALUES (?1, ?2, ?3)",
+                        params![&factory.0[..], &spend.txid.to_byte_array()[..], terms],
+                    )?;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// The cooperative close this node signed of `factory`, if any: its txid and its terms.
+    pub fn recorded_close(&self, factory: FactoryId) -> Result<Option<(Txid, Vec<u8>)>> {
+        self.conn
+            .query_row(
+                "SELECT txid, terms FROM closes WHERE factory_id = ?1",
+                [&factory.0[..]],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?
+            .map(|(t, terms)| Ok((txid_of(t, "closes.txid")?, terms)))
+            .transpose()
+    }
+
     /// Every spend of `outpoint` recorded, in every role.
     pub fn recorded_spends(&self, outpoint: OutPoint) -> Result<Vec<Spend>> {
         let mut stmt = self.conn.prepare(
