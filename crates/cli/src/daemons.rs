@@ -99,7 +99,7 @@ pub enum LspCommand {
         #[arg(long, default_value_t = 120)]
         liquidity_patience_secs: u64,
         /// Inject a fault (tests only): `crash-after-final-sigs`, `crash-after-forward`,
-        /// `publish-superseded`.
+        /// `publish-superseded`, `close-overpays`.
         #[arg(long, hide = true)]
         fault: Option<String>,
     },
@@ -161,6 +161,18 @@ pub enum LspCommand {
         /// The new channel's capacity (sat).
         #[arg(long)]
         amount_sat: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Close a factory cooperatively: one key-path spend of its funding output paying every
+    /// client its balance and fee coin and the LSP the rest, signed by all; waits until it is
+    /// signed and broadcast or refused.
+    CloseFactory {
+        /// The factory id (hex).
+        factory: String,
+        /// The close's fee rate (sat/vB; default: the LSP's funding fee rate).
+        #[arg(long)]
+        fee_rate: Option<u64>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -383,6 +395,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                 Some("publish-superseded") => {
                     Some(superscalar_lsp::daemon::Fault::PublishSuperseded)
                 }
+                Some("close-overpays") => Some(superscalar_lsp::daemon::Fault::CloseOverpays),
                 Some(other) => return usage(&format!("unknown --fault {other:?}")),
             };
             if min_clients == 0 || max_clients < min_clients {
@@ -493,6 +506,41 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                     v["node"],
                     v["state"]
                 )
+            },
+        ),
+        LspCommand::CloseFactory {
+            factory,
+            fee_rate,
+            api,
+        } => call(
+            &api,
+            LSP_API,
+            "close_factory",
+            json!({ "factory": factory, "fee_rate": fee_rate }),
+            |v| {
+                println!(
+                    "factory {} closed cooperatively by {} ({} vB, fee {} sat){}",
+                    v["factory"].as_str().unwrap_or("?"),
+                    v["txid"].as_str().unwrap_or("?"),
+                    v["vsize"],
+                    v["fee_sat"],
+                    if v["broadcast"] == json!(true) {
+                        ""
+                    } else {
+                        "; not accepted by our chain yet, broadcast again every tick"
+                    }
+                );
+                println!("{:>8}  {:>14}  output", "client", "amount (sat)");
+                for c in v["clients"].as_array().into_iter().flatten() {
+                    let output = match c["output"].as_u64() {
+                        Some(o) => o.to_string(),
+                        None => "below dust: to the fee".into(),
+                    };
+                    println!("{:>8}  {:>14}  {output}", c["client"], c["amount_sat"]);
+                }
+                if let Some(lsp) = v["lsp_sat"].as_u64() {
+                    println!("{:>8}  {lsp:>14}", "LSP");
+                }
             },
         ),
         LspCommand::Stop(a) => call(&a, LSP_API, "stop", json!({}), |_| println!("stopping")),

@@ -82,7 +82,18 @@ fn sign_all(
             .add_partial(*who, partial)
             .map_err(|e| (*who, e))?;
     }
-    Ok(done.expect("every partial signature is in"))
+    let tx = done.expect("every partial signature is in");
+    // Each client completes the same transaction from the aggregated signature alone, and
+    // refuses a signature of anything else.
+    let sig = bitcoin::secp256k1::schnorr::Signature::from_slice(&tx.input[0].witness[0]).unwrap();
+    let mut wrong = sig.serialize();
+    wrong[63] ^= 1;
+    let wrong = bitcoin::secp256k1::schnorr::Signature::from_slice(&wrong).unwrap();
+    for (_, signer) in &signers {
+        assert_eq!(signer.complete(&sig).unwrap(), tx);
+        assert_eq!(signer.complete(&wrong), Err(CloseError::BadSignature));
+    }
+    Ok(tx)
 }
 
 fn funding_unspent(h: &Harness) -> bool {

@@ -443,7 +443,12 @@ impl Client {
                     tracing::debug!("fault: holding an HTLC of {} msat", add.amount_msat);
                 }
                 LinkEvent::Incoming(add) => {
-                    let intent = match self.settle_incoming(&add) {
+                    let settled = if self.close_frozen() {
+                        Err("the factory is being closed".to_string())
+                    } else {
+                        self.settle_incoming(&add)
+                    };
+                    let intent = match settled {
                         Ok(preimage) => {
                             self.log(format!(
                                 "received {} msat for {}",
@@ -687,6 +692,12 @@ impl Client {
             .ok_or_else(|| ApiError::invalid_params("invoice: a BOLT-11 invoice"))?;
         let parsed = superscalar_wire::invoice::parse(text, self.config.network)
             .map_err(|e| ApiError::invalid_params(e.to_string()))?;
+        if self.close_frozen() {
+            return Err(ApiError::app(
+                -4,
+                "our factory is being closed cooperatively: no payment until it confirms",
+            ));
+        }
         if parsed.payee != self.config.lsp_id {
             return Err(ApiError::app(
                 -4,

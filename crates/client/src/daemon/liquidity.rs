@@ -60,6 +60,12 @@ impl Client {
         if self.buying.is_some() {
             return Err(ApiError::app(-6, "a purchase of liquidity is under way"));
         }
+        if self.close_frozen() {
+            return Err(ApiError::app(
+                -6,
+                "our factory is being closed cooperatively",
+            ));
+        }
         let amount_sat = params
             .get("amount_sat")
             .and_then(Value::as_u64)

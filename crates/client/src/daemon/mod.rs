@@ -38,6 +38,7 @@ use crate::join::{Joining, Output, Request as JoinRequest};
 
 mod channel;
 mod closing;
+mod cooperative;
 mod liquidity;
 mod update;
 mod watching;
@@ -127,6 +128,8 @@ struct InFactory {
     >,
     /// The factory's state as this client signed it (updates), once live.
     state: Option<superscalar_core::advance::FactoryState>,
+    /// The cooperative close this client recorded (and signed) of the factory, if any.
+    close: Option<cooperative::Recorded>,
 }
 
 struct Client {
@@ -154,6 +157,8 @@ struct Client {
     updating: Option<update::Updating>,
     /// The chain watcher of our factory.
     watching: Option<watching::Watching>,
+    /// The cooperative close being signed (its nonce lives here only).
+    cooperative: Option<cooperative::Signing>,
     /// Our chain's tip height, read at each tick: what channel steps check HTLC expiries
     /// against (as the LSP does), without a chain call per step.
     tip: Option<u32>,
@@ -202,6 +207,7 @@ pub async fn run(
         cheat: None,
         updating: None,
         watching: None,
+        cooperative: None,
         tip: None,
     };
     client.recover()?;
@@ -483,6 +489,7 @@ impl Client {
                         timeout_claims: Vec::new(),
                         links: Default::default(),
                         state: None,
+                        close: self.load_close(id).map_err(ClientError::Corrupt)?,
                     });
                 }
                 _ => {}
@@ -645,6 +652,7 @@ impl Client {
             Message::Update(u) => self.on_update(*u),
             Message::Invoice(reply) => self.on_invoice(reply),
             Message::LiquidityOffer(offer) => self.on_liquidity_offer(offer),
+            Message::Close(c) => self.on_close(*c),
             Message::AggNonces(_) if self.config.fault == Some(Fault::StallBeforePartials) => {
                 self.log("fault injected: not answering the aggregated nonces".into());
             }
@@ -722,6 +730,7 @@ impl Client {
             timeout_claims: Vec::new(),
             links: Default::default(),
             state: None,
+            close: None,
         });
     }
 
@@ -769,6 +778,7 @@ impl Client {
         self.buying_tick();
         self.update_tick();
         self.watch_tick();
+        self.close_tick();
     }
 
     /// At T (inverted policy) the pre-signed timeout transactions pay this client: publish
@@ -1015,6 +1025,7 @@ impl Client {
                         "factory": j.factory_id().map(|i| i.to_string()),
                     })),
                     "factory": factory,
+                    "close": self.close_json(),
                     "last_error": self.last_error,
                     "events": self.events.newest(20),
                 }))

@@ -211,6 +211,9 @@ pub enum CloseError {
     /// A malformed nonce or signature.
     #[error("{0}: {1}")]
     Musig(Signer, MusigError),
+    /// The aggregated signature does not verify for this close.
+    #[error("the close's signature does not verify")]
+    BadSignature,
     /// The factory refuses (keys, scripts).
     #[error(transparent)]
     Factory(#[from] FactoryError),
@@ -538,6 +541,21 @@ impl CloseSigner {
             terms: self.terms.clone(),
             txid: self.close.tx.compute_txid(),
         }
+    }
+
+    /// The signed close: this close with `signature` (the aggregate the LSP sent), checked
+    /// against the funding output's key for this close's signature hash.
+    pub fn complete(
+        &self,
+        signature: &bitcoin::secp256k1::schnorr::Signature,
+    ) -> Result<Transaction, CloseError> {
+        let msg = bitcoin::secp256k1::Message::from_digest(self.sighash);
+        crate::secp::SECP
+            .verify_schnorr(signature, &msg, &self.key.output_key())
+            .map_err(|_| CloseError::BadSignature)?;
+        let mut tx = self.close.tx.clone();
+        tx.input[0].witness = Witness::from_slice(&[signature.as_ref()]);
+        Ok(tx)
     }
 
     /// The partial signature under the aggregated nonce (once: the secret nonce is consumed).

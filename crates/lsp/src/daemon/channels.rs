@@ -105,6 +105,9 @@ pub(super) struct Channels {
     payments: HashMap<[u8; 32], OperatorPayment>,
     /// The chain height seen last.
     pub(super) tip: u32,
+    /// Factories whose channels carry no new payment: a cooperative close is being signed or
+    /// was recorded (see `close`).
+    pub(super) frozen: std::collections::HashSet<FactoryId>,
 }
 
 /// A channel: its factory, its client's node id, and which of the client's channels.
@@ -134,7 +137,7 @@ impl Lsp {
                 txs.iter().map(|t| (t.tx.compute_txid(), &t.tx)).collect();
             let signed = txs
                 .iter()
-                .filter(|t| t.label.as_str() != FUNDING_LABEL)
+                .filter(|t| !matches!(t.label.as_str(), FUNDING_LABEL | super::CLOSE_LABEL))
                 .map(|t| {
                     let kind: TxKind = t.label.as_str().parse().map_err(|e| format!("{e}"))?;
                     let prev =
@@ -276,7 +279,7 @@ impl Lsp {
         let live: Vec<(FactoryId, Vec<PublicKey>)> = self
             .factories
             .iter()
-            .filter(|(_, f)| f.status == FactoryStatus::Live)
+            .filter(|(id, f)| f.status == FactoryStatus::Live && !self.channels.frozen.contains(id))
             .map(|(id, f)| (*id, f.members.clone()))
             .collect();
         for (id, members) in live {
@@ -601,7 +604,12 @@ impl Lsp {
             .channels
             .leaves
             .iter()
-            .filter(|(k, l)| k.1 == *peer && l.usable && l.link.is_ready())
+            .filter(|(k, l)| {
+                k.1 == *peer
+                    && l.usable
+                    && l.link.is_ready()
+                    && !self.channels.frozen.contains(&k.0)
+            })
             .map(|(k, l)| (*k, l.link.channel().sendable_msat()))
             .collect();
         ready
@@ -732,6 +740,9 @@ impl Lsp {
                 Vec::new()
             }
         };
+        if self.channels.frozen.contains(&from.0) {
+            return fail(self, format!("factory {} is closing", from.0));
+        }
         // The fee of a liquidity order: held until the sale completes.
         match self.order_htlc(add.payment_hash, add.amount_msat) {
             Ok(true) => return Vec::new(),

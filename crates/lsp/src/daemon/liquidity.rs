@@ -87,6 +87,9 @@ impl Lsp {
             .get(&req.factory)
             .filter(|f| f.status == FactoryStatus::Live)
             .ok_or("no live factory with that id")?;
+        if self.channels.frozen.contains(&req.factory) {
+            return Err("the factory is being closed".into());
+        }
         let client = f
             .members
             .iter()

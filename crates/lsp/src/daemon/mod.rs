@@ -50,10 +50,12 @@ use superscalar_wire::transport::{Event, Transport};
 use crate::formation::{Formation, FormationError, Output, Phase};
 
 mod channels;
+mod close;
 mod liquidity;
 mod update;
 mod watching;
 pub use channels::FORWARD_DELTA;
+pub use close::CLOSE_LABEL;
 
 /// The largest channel a client may ask for.
 pub const MAX_CAPACITY: Amount = Amount::from_sat(100_000_000);
@@ -108,6 +110,9 @@ pub enum Fault {
     /// Die (abort, no clean-up) right after the final signatures of a factory are sent, before
     /// its funding transaction is broadcast.
     CrashAfterFinalSigs,
+    /// Propose a cooperative close that pays client 0 one satoshi more than its channels hold
+    /// (the client must refuse it).
+    CloseOverpays,
     /// Die right after recording a forward (the invoice held, the payee's HTLC queued), before
     /// the payee's channel moves.
     CrashAfterForward,
@@ -203,6 +208,10 @@ struct Lsp {
     last_update_id: u64,
     /// Fault `publish-superseded`: what is left to publish, in order.
     cheat: Vec<bitcoin::Transaction>,
+    /// The cooperative close being signed.
+    closing: Option<close::Closing>,
+    /// Signed cooperative closes not yet confirmed.
+    signed_closes: HashMap<FactoryId, Transaction>,
 }
 
 /// Runs the LSP until `stop` (API) or a fatal error. `ready` receives the node id and the
@@ -266,6 +275,8 @@ pub async fn run(
         watching: Default::default(),
         last_update_id: 0,
         cheat: Vec::new(),
+        closing: None,
+        signed_closes: HashMap::new(),
     };
     lsp.recover()?;
     if let Ok(t) = lsp.chain(|c| c.tip()) {
@@ -285,6 +296,9 @@ pub async fn run(
                 } else if request.method == "advance" {
                     // Answered when the update completes or is abandoned.
                     lsp.operator_advance(request);
+                } else if request.method == "close_factory" {
+                    // Answered when the close is broadcast or abandoned.
+                    lsp.operator_close(request);
                 } else if request.method == "sell_liquidity" {
                     // Answered when the update selling it completes or is abandoned.
                     lsp.operator_sell(request);
@@ -335,6 +349,13 @@ impl Lsp {
                         .map(|t| t.tx.clone())
                         .ok_or_else(|| LspError::Corrupt(format!("factory {id}: no funding tx")))?;
                     let members = self.members_of(&params)?;
+                    // A recorded close binds the channels to its balances (see `close`).
+                    if self.store.recorded_close(record.id)?.is_some() {
+                        self.channels.frozen.insert(id);
+                    }
+                    if let Some(close) = txs.iter().find(|t| t.label.as_str() == CLOSE_LABEL) {
+                        self.signed_closes.insert(id, close.tx.clone());
+                    }
                     if record.status == FactoryStatus::Signed {
                         let r = self.chain(|c| c.submit_transaction(&funding_tx));
                         if let Err(e) = r {
@@ -408,6 +429,7 @@ impl Lsp {
             Event::Disconnected { peer } => {
                 self.channels_disconnected(peer);
                 self.update_disconnected(peer);
+                self.close_disconnected(peer);
                 self.waiting.retain(|w| w.node != peer);
                 let member = self
                     .forming
@@ -538,6 +560,7 @@ impl Lsp {
             Message::AcceptChannel(open) => self.on_accept_channel(peer, *open),
             Message::Channel(step) => self.on_channel_step(peer, *step),
             Message::Update(u) => self.on_update(peer, *u),
+            Message::Close(c) => self.on_close(peer, *c),
             Message::InvoiceRequest(req) => self.on_invoice_request(peer, req),
             Message::LiquidityRequest(req) => self.on_liquidity_request(peer, req),
             other => {
@@ -775,6 +798,7 @@ impl Lsp {
         self.check_funding();
         self.channels_tick();
         self.update_tick();
+        self.close_tick();
         self.orders_tick();
         self.watch_tick();
         self.cheat_tick();
@@ -1028,6 +1052,7 @@ impl Lsp {
                     "waiting": self.waiting.len(),
                     "forming": forming,
                     "updating": self.update_json(),
+                    "closing": self.close_json(),
                     "liquidity_orders": self.orders_json(),
                     "factories": self.factories.len(),
                     "events": self.events.newest(20),

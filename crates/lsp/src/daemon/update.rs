@@ -157,6 +157,9 @@ impl Lsp {
             .filter(|f| f.status == superscalar_store::FactoryStatus::Live)
             .map(|f| f.members.clone())
             .ok_or_else(|| ApiError::app(-4, format!("no live factory {id}")))?;
+        if self.channels.frozen.contains(&id) || self.closing.is_some() {
+            return Err(ApiError::app(-6, format!("factory {id} is being closed")));
+        }
         let client = u32::try_from(client)
             .ok()
             .filter(|c| (*c as usize) < members.len())
@@ -361,7 +364,7 @@ impl Lsp {
         Ok(())
     }
 
-    fn next_update_id(&mut self) -> u64 {
+    pub(super) fn next_update_id(&mut self) -> u64 {
         // Unique across restarts: the time in microseconds, never twice the same.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
