@@ -98,6 +98,10 @@ pub enum LspCommand {
         /// before its fee is failed back.
         #[arg(long, default_value_t = 120)]
         liquidity_patience_secs: u64,
+        /// Do not propose the cooperative close of factories in their dying period (the
+        /// operator closes them with `close-factory`; what the tree holds at T pays the clients).
+        #[arg(long)]
+        no_auto_close: bool,
         /// Inject a fault (tests only): `crash-after-final-sigs`, `crash-after-forward`,
         /// `publish-superseded`, `close-overpays`.
         #[arg(long, hide = true)]
@@ -382,6 +386,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             liquidity_fee_ppm,
             liquidity_fee_min_sat,
             liquidity_patience_secs,
+            no_auto_close,
             fault,
         } => {
             let fault = match fault.as_deref() {
@@ -431,6 +436,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                 liquidity_fee_ppm,
                 liquidity_fee_min: bitcoin::Amount::from_sat(liquidity_fee_min_sat),
                 liquidity_patience: Duration::from_secs(liquidity_patience_secs),
+                auto_close: !no_auto_close,
                 fault,
             };
             let rt = match runtime() {

@@ -229,3 +229,103 @@ fn a_cooperative_close_pays_everyone_their_balance_and_a_wrong_amount_is_refused
     let err = close(&lsp, &factory, &[]).unwrap_err();
     assert!(err.contains("no live factory"), "{err}");
 }
+
+#[test]
+fn the_lsp_closes_a_dying_factory_once_every_client_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chaind(&dir.path().join("chain"));
+    let n = 3;
+    let (lsp, uri) = lsp(
+        dir.path(),
+        &chain,
+        "127.0.0.1:0",
+        n,
+        &["--no-passphrase", "--active-blocks", "200"],
+    );
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let mut clients: Vec<Node> = (0..n)
+        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
+        .collect();
+    wait_for("a signed factory", Duration::from_secs(120), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for("channel ready", Duration::from_secs(90), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    let listed = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap();
+    let factory = listed[0]["id"].as_str().unwrap().to_owned();
+    let funding = funding_of(&lsp, &factory);
+    let inv = invoice(&clients[1], 5_000_000);
+    assert_eq!(
+        cli_with("lsp", "pay", &lsp, &[&inv]).unwrap()["status"],
+        "paid"
+    );
+    let inv = invoice(&clients[0], 1_000_000);
+    assert_eq!(
+        cli_with("client", "pay", &clients[1], &[&inv]).unwrap()["status"],
+        "paid"
+    );
+
+    // One client is away when the active period ends: the factory is dying, and the LSP
+    // says why it cannot close it yet.
+    let away = clients.pop().unwrap();
+    cli("client", "stop", &away.datadir, &away.api).unwrap();
+    let mut proc = away.proc;
+    if let Some(p) = proc.take() {
+        p.wait();
+    }
+    let created = listed[0]["created_height"].as_u64().unwrap();
+    let tip = chain
+        .rpc
+        .call("getblockcount", &[])
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    chain.mine((created + 200 - tip) as u32, &address);
+    wait_for("dying", Duration::from_secs(30), || {
+        cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["status"] == "dying"
+    });
+    wait_for("the reason logged", Duration::from_secs(30), || {
+        status("lsp", &lsp)["events"]
+            .to_string()
+            .contains("not connected")
+    });
+    assert!(chain.rpc.get_utxo(&funding).unwrap().is_some());
+
+    // It comes back: at the next block the LSP closes the factory, and everyone is paid.
+    clients.push(client_in(&away.datadir, &chain, &uri, &["--no-passphrase"]));
+    for c in &clients {
+        wait_for("reconnected", Duration::from_secs(60), || {
+            status("client", c)["connected"] == true
+        });
+    }
+    let balances: Vec<u64> = clients.iter().map(balance_msat).collect();
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for("the close signed", Duration::from_secs(60), || {
+            status("client", c)["close"]["signed"] == true
+        });
+    }
+    chain.mine(1, &address);
+    assert!(chain.rpc.get_utxo(&funding).unwrap().is_none());
+    // Each is paid its balance and the same fee coin.
+    let mut fee_coin = None;
+    for (c, owed) in clients.iter().zip(balances) {
+        wait_for("closed", Duration::from_secs(60), || {
+            factory_status(c).as_deref() == Some("closed")
+        });
+        let s = status("client", c);
+        let coin = s["close"]["amount_sat"].as_u64().unwrap() - owed / 1000;
+        assert_eq!(*fee_coin.get_or_insert(coin), coin, "{s}");
+    }
+    wait_for("the LSP counts it closed", Duration::from_secs(60), || {
+        cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["status"] == "closed"
+    });
+}

@@ -149,7 +149,7 @@ pub enum CloseError {
         got: usize,
     },
     /// A client's amount is not what its records say.
-    #[error("the close pays client {client} {offered}, its records say {expected}")]
+    #[error("the close pays {client} {offered}, its records say {expected}")]
     WrongAmount {
         /// The client.
         client: ClientId,

@@ -911,7 +911,8 @@ impl Lsp {
     pub(super) fn operator_pay(&mut self, request: superscalar_api::Request) {
         let result = self.start_operator_payment(&request.params);
         match result {
-            Ok(hash) => {
+            Ok((hash, to)) => {
+                // Registered before the channel moves: a refusal at the first step answers it.
                 self.channels.payments.insert(
                     hash,
                     OperatorPayment {
@@ -919,12 +920,14 @@ impl Lsp {
                         started: Instant::now(),
                     },
                 );
+                self.poll_links(vec![to]);
             }
             Err(e) => request.reply(Err(e)),
         }
     }
 
-    fn start_operator_payment(&mut self, params: &Value) -> Result<[u8; 32], ApiError> {
+    /// Checks the operator's payment and queues its HTLC: its hash and the channel to move.
+    fn start_operator_payment(&mut self, params: &Value) -> Result<([u8; 32], Key), ApiError> {
         let text = params
             .get("invoice")
             .and_then(Value::as_str)
@@ -971,7 +974,7 @@ impl Lsp {
         self.store
             .update_invoice(hash, InvoiceStatus::Held, None)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        self.push(
+        let pushed = self.push(
             to,
             Intent::Add {
                 amount_msat,
@@ -979,8 +982,13 @@ impl Lsp {
                 cltv_expiry: tip + parsed.min_final_cltv_expiry_delta,
             },
         );
-        self.poll_links(vec![to]);
-        Ok(parsed.payment_hash)
+        if !pushed {
+            if let Err(e) = self.store.update_invoice(hash, InvoiceStatus::Open, None) {
+                tracing::warn!("invoice {}: {e}", hex(&parsed.payment_hash));
+            }
+            return Err(ApiError::app(-5, "the payee's channel refused the payment"));
+        }
+        Ok((parsed.payment_hash, to))
     }
 
     fn finish_operator_payment(&mut self, hash: [u8; 32], outcome: Result<[u8; 32], String>) {

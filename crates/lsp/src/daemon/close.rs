@@ -23,6 +23,11 @@
 //! restart abandons an unfinished close the same way (its nonces are gone); a factory with a
 //! recorded close stays frozen after a restart.
 //!
+//! The end of a factory's life: once its active period is over it is `dying`, and the LSP
+//! proposes its close by itself at every block until one is signed ([`Lsp::lifecycle_tick`]),
+//! because at T the inverted timeouts pay the clients all the tree holds, the LSP's channel
+//! balances too.
+//!
 //! [`Store::record_close`]: superscalar_store::Store::record_close
 
 use std::time::Instant;
@@ -106,12 +111,6 @@ impl Lsp {
     }
 
     fn start_close(&mut self, params: &Value) -> Result<(), ApiError> {
-        if let Some(c) = &self.closing {
-            return Err(ApiError::app(
-                -6,
-                format!("the close of factory {} is being signed", c.factory),
-            ));
-        }
         let id = params
             .get("factory")
             .and_then(Value::as_str)
@@ -129,6 +128,17 @@ impl Lsp {
                     ApiError::invalid_params("fee_rate: sat/vB, a whole number from 1 to 10000")
                 })?,
         };
+        self.propose_close(id, fee_rate)
+    }
+
+    /// Proposes the cooperative close of factory `id` at `fee_rate` to its members.
+    fn propose_close(&mut self, id: FactoryId, fee_rate: FeeRate) -> Result<(), ApiError> {
+        if let Some(c) = &self.closing {
+            return Err(ApiError::app(
+                -6,
+                format!("the close of factory {} is being signed", c.factory),
+            ));
+        }
         if self.updating.is_some() {
             return Err(ApiError::app(-6, "an update is being signed: try again"));
         }
@@ -167,6 +177,20 @@ impl Lsp {
         let funding = record
             .funding
             .ok_or_else(|| ApiError::internal("the factory has no funding outpoint"))?;
+        // A client's exit (or a close signed earlier) spent it: only exits are left.
+        match self.chain(|c| c.get_utxo(&funding)) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(ApiError::app(
+                    -4,
+                    format!(
+                        "factory {id}'s funding output {funding} is spent on chain (a client \
+                         exited): it cannot be closed cooperatively"
+                    ),
+                ))
+            }
+            Err(e) => return Err(ApiError::app(-6, format!("no chain view: {e}"))),
+        }
         let (factory, _, key_index) = self
             .factory_state(id)
             .map(|(f, s, k)| (f.clone(), s.clone(), *k))
@@ -513,6 +537,87 @@ impl Lsp {
                     }
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// At each new block: a live factory whose active period ended becomes `dying`; then,
+    /// unless `auto_close` is off, the LSP proposes the cooperative close of each dying factory
+    /// (at the funding fee rate) at every block until one is signed. Under the inverted policy
+    /// the timeout transactions pay the clients everything still in the tree at T, the LSP's
+    /// channel balances included, so the LSP closes well before. What stops a close (a client
+    /// offline, a payment in flight) is logged when it changes.
+    pub(super) fn lifecycle_tick(&mut self) {
+        let Ok(tip) = self.chain(|c| c.tip()).map(|t| t.height) else {
+            return;
+        };
+        if self.lifecycle_tip == Some(tip) {
+            return;
+        }
+        self.lifecycle_tip = Some(tip);
+        let mut ids: Vec<(FactoryId, FactoryStatus)> = self
+            .factories
+            .iter()
+            .filter(|(_, f)| matches!(f.status, FactoryStatus::Live | FactoryStatus::Dying))
+            .map(|(id, f)| (*id, f.status))
+            .collect();
+        ids.sort();
+        for (id, status) in ids {
+            let Ok((factory, _, _)) = self.factory_state(id).map(|(f, s, k)| (f.clone(), s, k))
+            else {
+                continue;
+            };
+            let cfg = &factory.params().config;
+            let dying_from = factory
+                .params()
+                .creation_height
+                .saturating_add(cfg.active_blocks);
+            if tip < dying_from {
+                continue;
+            }
+            if status == FactoryStatus::Live {
+                let dying = self.store.apply(&Change::Status {
+                    factory: convert::factory_id(id),
+                    status: FactoryStatus::Dying,
+                });
+                if let Err(e) = dying {
+                    tracing::warn!("factory {id}: {e}");
+                    continue;
+                }
+                if let Some(f) = self.factories.get_mut(&id) {
+                    f.status = FactoryStatus::Dying;
+                }
+                self.log(format!(
+                    "factory {id} is dying (its active period ended at block {dying_from}; T \
+                     is {}){}",
+                    factory.timeout_height(),
+                    if self.config.auto_close {
+                        ": the LSP proposes its cooperative close at every block until it is signed"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            if !self.config.auto_close
+                || self.closing.is_some()
+                || self.updating.is_some()
+                || self.signed_closes.contains_key(&id)
+            {
+                continue;
+            }
+            match self.propose_close(id, self.config.funding_fee_rate) {
+                Ok(()) => {
+                    self.close_blocked.remove(&id);
+                }
+                Err(e) => {
+                    let why = e.message;
+                    if self.close_blocked.get(&id) != Some(&why) {
+                        self.log(format!(
+                            "factory {id}: cannot close it cooperatively: {why}"
+                        ));
+                        self.close_blocked.insert(id, why);
+                    }
+                }
             }
         }
     }

@@ -100,6 +100,9 @@ pub struct LspConfig {
     pub liquidity_fee_min: bitcoin::Amount,
     /// How long a paid liquidity order waits for its sale before its fee is failed back.
     pub liquidity_patience: Duration,
+    /// Propose the cooperative close of each factory in its dying period at every block until
+    /// one is signed (`superscalar lsp run --no-auto-close` turns it off).
+    pub auto_close: bool,
     /// A fault to inject, for tests of the restart rule.
     pub fault: Option<Fault>,
 }
@@ -212,6 +215,10 @@ struct Lsp {
     closing: Option<close::Closing>,
     /// Signed cooperative closes not yet confirmed.
     signed_closes: HashMap<FactoryId, Transaction>,
+    /// The tip the factories' lifecycle was last looked at.
+    lifecycle_tip: Option<u32>,
+    /// Why the automatic close of a dying factory last failed (logged when it changes).
+    close_blocked: HashMap<FactoryId, String>,
 }
 
 /// Runs the LSP until `stop` (API) or a fatal error. `ready` receives the node id and the
@@ -277,6 +284,8 @@ pub async fn run(
         cheat: Vec::new(),
         closing: None,
         signed_closes: HashMap::new(),
+        lifecycle_tip: None,
+        close_blocked: HashMap::new(),
     };
     lsp.recover()?;
     if let Ok(t) = lsp.chain(|c| c.tip()) {
@@ -339,7 +348,7 @@ impl Lsp {
                     })?;
                     self.log(format!("factory {id} was forming at restart: aborted"));
                 }
-                FactoryStatus::Signed | FactoryStatus::Live => {
+                FactoryStatus::Signed | FactoryStatus::Live | FactoryStatus::Dying => {
                     let params: FactoryParams = decode(&record.params)
                         .map_err(|e| LspError::Corrupt(format!("factory {id}: {e:?}")))?;
                     let txs = self.store.signed_txs(record.id)?;
@@ -799,6 +808,7 @@ impl Lsp {
         self.channels_tick();
         self.update_tick();
         self.close_tick();
+        self.lifecycle_tick();
         self.orders_tick();
         self.watch_tick();
         self.cheat_tick();
