@@ -2,8 +2,10 @@
 //! daemons as separate OS processes on loopback, and drives them only through their control
 //! API: the factory forms, the channels open, payments flow (one arriving from the LSP, then
 //! clients paying each other), the LSP is SIGKILLed and restarted from its database, one client
-//! exits alone, and at the factory's timeout the others publish their timeout payouts. It ends
-//! with balances, every on-chain transaction (vbytes, fee) and timings, and stops every process.
+//! exits alone, and at the factory's timeout the others publish their timeout payouts. Then a
+//! second factory of new clients forms, carries payments and is closed cooperatively in one
+//! transaction. It ends with balances, every on-chain transaction (vbytes, fee) and timings, and
+//! stops every process.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -455,12 +457,156 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         return Err("the factory's outputs and fees do not add up to its funding".into());
     }
     println!(
-        "    (under the inverted timeout policy a channel still open at T pays its client the whole capacity:"
+        "    (under the inverted timeout policy a channel still open at T pays its client the whole capacity;"
     );
     println!(
-        "     the LSP closes its channels before T to keep its side, which the ladder work adds)"
+        "     a factory nobody exits from is closed cooperatively instead, in its dying period at the latest:)"
     );
+
+    // 12. A second factory of new clients, ended by a cooperative close: one transaction.
+    let mut second = Vec::new();
+    let closed = close_second_factory(&dir, &chain, &lsp, &uri, clients, &mut second);
     println!("  finished in {:.1} s", started.elapsed().as_secs_f64());
-    stop_all(daemons.iter_mut().chain([&mut lsp]));
-    Ok(())
+    stop_all(
+        daemons
+            .iter_mut()
+            .chain(second.iter_mut())
+            .chain([&mut lsp]),
+    );
+    closed
+}
+
+/// Clients of the second factory.
+const SECOND_CLIENTS: usize = 3;
+
+/// Step 12: `SECOND_CLIENTS` new clients join; the LSP forms their factory at once
+/// (`create-factory`), pays one of them, they pay each other, and the LSP closes the factory
+/// cooperatively; every balance is checked against the close's outputs.
+fn close_second_factory(
+    dir: &std::path::Path,
+    chain: &ChainNode,
+    lsp: &Daemon,
+    uri: &str,
+    first: usize,
+    daemons: &mut Vec<Daemon>,
+) -> DemoResult<()> {
+    let t_second = Instant::now();
+    for i in first..first + SECOND_CLIENTS {
+        daemons.push(start_client(dir, i, chain, uri)?);
+    }
+    wait("the new clients waiting", Duration::from_secs(60), || {
+        Ok(lsp.call("clients", json!({}))?["waiting"]
+            .as_array()
+            .map_or(0, |w| w.len())
+            == SECOND_CLIENTS)
+    })?;
+    let id = lsp.call("create-factory", json!({}))?["factory"]
+        .as_str()
+        .ok_or("create-factory")?
+        .to_owned();
+    wait("the second factory signed", Duration::from_secs(60), || {
+        Ok(lsp.call("factory", json!({ "id": id }))?["status"] == "signed")
+    })?;
+    chain.mine(1)?;
+    for d in daemons.iter() {
+        wait("every channel ready", Duration::from_secs(60), || {
+            Ok(d.call("balance", json!({}))?["channel"]["ready"] == true)
+        })?;
+    }
+    let pay = |payer: &Daemon, payee: &Daemon, msat: u64| -> DemoResult<()> {
+        let inv = payee.call("invoice", json!({ "amount_msat": msat }))?;
+        let bolt11 = inv["invoice"].as_str().ok_or("no invoice")?;
+        let r = payer.call("pay", json!({ "invoice": bolt11 }))?;
+        if r["status"] != "paid" {
+            return Err(format!("payment not settled: {r}").into());
+        }
+        Ok(())
+    };
+    pay(lsp, &daemons[0], 80_000_000)?;
+    pay(&daemons[0], &daemons[1], 30_000_500)?;
+    pay(&daemons[1], &daemons[2], 12_345_678)?;
+    let before: Vec<u64> = daemons
+        .iter()
+        .map(|d| {
+            d.call("balance", json!({}))
+                .map(|b| b["balance_msat"].as_u64().unwrap_or(0))
+        })
+        .collect::<DemoResult<_>>()?;
+    // The last payment's commitment round may still be finishing: the close waits for quiet
+    // channels.
+    let t_close = Instant::now();
+    let close = loop {
+        match lsp.call("close_factory", json!({ "factory": id })) {
+            Ok(c) => break c,
+            Err(e) if e.to_string().contains("under way") && t_close.elapsed().as_secs() < 30 => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let txid: Txid = close["txid"].as_str().ok_or("close txid")?.parse()?;
+    chain.mine(1)?;
+    for d in daemons.iter() {
+        wait("the clients see it closed", Duration::from_secs(60), || {
+            Ok(d.call("status", json!({}))?["factory"]["status"] == "closed")
+        })?;
+    }
+    let tx = chain.tx(&txid)?;
+    let fee = chain.fee(&tx)?;
+    let funding: bitcoin::OutPoint = lsp.call("factory", json!({ "id": id }))?["funding"]
+        .as_str()
+        .ok_or("funding")?
+        .parse()?;
+    let funding_value = chain
+        .tx(&funding.txid)?
+        .output
+        .get(funding.vout as usize)
+        .map(|o| o.value)
+        .ok_or("the funding output")?;
+    println!(
+        "  second factory {} of {SECOND_CLIENTS} new clients: formed, 3 payments, closed cooperatively by {} in {:.1} s",
+        &id[..16],
+        &txid.to_string()[..16],
+        t_second.elapsed().as_secs_f64()
+    );
+    println!(
+        "    one key-path spend of the funding output: {} vB, {} sat of fee",
+        tx.vsize(),
+        fee.to_sat()
+    );
+    println!(
+        "    balances (sat)       in channel       paid by the close (its balance + fee coin)"
+    );
+    let mut paid_total = Amount::ZERO;
+    for (i, (d, owed)) in daemons.iter().zip(&before).enumerate() {
+        let s = d.call("status", json!({}))?;
+        let paid = s["close"]["amount_sat"].as_u64().unwrap_or(0);
+        let out = s["close"]["output"].as_str().unwrap_or("");
+        let vout: usize = out.rsplit(':').next().unwrap_or("").parse()?;
+        let payout = s["factory"]["payout"].as_str().unwrap_or("");
+        let o = tx.output.get(vout).ok_or("the client's output")?;
+        if o.value.to_sat() != paid || o.script_pubkey.to_hex_string() != payout {
+            return Err(format!("client {}'s output is not what it reports", first + i).into());
+        }
+        paid_total += o.value;
+        println!(
+            "    client {:>2}       {:>14}       {:>14}",
+            first + i,
+            owed / 1000,
+            paid
+        );
+    }
+    let lsp_sat = close["lsp_sat"].as_u64().unwrap_or(0);
+    println!("    LSP                               {lsp_sat:>14}");
+    if paid_total + Amount::from_sat(lsp_sat) + fee == funding_value {
+        println!(
+            "    the factory's {} sat: {} to the clients + {lsp_sat} to the LSP + {} in fee: every sat accounted for",
+            funding_value.to_sat(),
+            paid_total.to_sat(),
+            fee.to_sat()
+        );
+        Ok(())
+    } else {
+        Err("the close's outputs and fee do not add up to the funding".into())
+    }
 }

@@ -59,6 +59,8 @@ fn networked_demo_runs_to_the_end_and_leaves_no_process_behind() {
         "timeout transactions confirmed",
         "funding (LSP wallet -> factory)",
         "every sat accounted for",
+        "closed cooperatively by",
+        "to the LSP + ",
     ] {
         assert!(
             stdout.contains(expected),
@@ -66,7 +68,7 @@ fn networked_demo_runs_to_the_end_and_leaves_no_process_behind() {
         );
     }
     // Every daemon stopped: nothing holds a data directory's API cookie any more.
-    for d in ["lsp", "client0", "client3"] {
+    for d in ["lsp", "client0", "client3", "client4", "client6"] {
         assert!(
             !data.join(d).join("api.cookie").exists(),
             "{d} still running"
