@@ -464,3 +464,75 @@ fn a_fee_paying_timeout_is_bumped_from_the_clients_own_output_when_the_market_as
     assert_eq!(block.txdata.len(), 2, "coinbase and the timeout alone");
     assert_eq!(block.txdata[1].compute_txid(), claim.sent[0]);
 }
+
+#[test]
+fn the_lsp_sweeps_its_stock_from_a_published_leaf_after_stock_csv_and_before_t() {
+    let h = build(4, FactoryConfig::regtest());
+    // Client 0's path to its leaf goes on chain.
+    let path = original_path(&h, 0);
+    let mut exit = superscalar_client::exit::UnilateralExit::new(&path).unwrap();
+    finish(&h, &mut exit);
+    let leaf = path.last().unwrap();
+    let v = &h.version0;
+    let slots = h.factory.outputs_of(leaf.kind, v);
+    let (vout, slot) = slots
+        .iter()
+        .enumerate()
+        .find(|(_, s)| matches!(s, Slot::Stock(_)))
+        .map(|(i, s)| (i as u32, *s))
+        .expect("a leaf with stock");
+    let outpoint = OutPoint::new(leaf.tx.compute_txid(), vout);
+    let value = leaf.tx.output[vout as usize].value;
+    let dest = burn_script();
+    let fee = Amount::from_sat(400);
+    let sweep = h
+        .factory
+        .stock_sweep(slot, v, outpoint, value, dest.clone(), fee, &h.lsp_key)
+        .unwrap();
+    // Other slots and other keys are refused.
+    assert!(h
+        .factory
+        .stock_sweep(
+            Slot::Channel(ClientId(0)),
+            v,
+            outpoint,
+            value,
+            dest.clone(),
+            fee,
+            &h.lsp_key
+        )
+        .is_err());
+    // A spend with `csv` relative lock fits in the next block once the leaf has `csv`
+    // confirmations.
+    let csv = u32::from(h.factory.params().config.stock_csv);
+    let since = h
+        .chain
+        .tx_status(&leaf.tx.compute_txid())
+        .unwrap()
+        .confirmations();
+    assert!(since < csv, "the exit left no room to test the delay");
+    let err = h.chain.submit_transaction(&sweep).unwrap_err();
+    assert!(
+        matches!(
+            err.reject_reason(),
+            Some(RejectReason::SequenceLocked { .. })
+        ),
+        "{err}"
+    );
+    h.chain.mine_blocks(csv - since, &burn_script()).unwrap();
+    h.chain.submit_transaction(&sweep).unwrap();
+    h.chain.mine_blocks(1, &burn_script()).unwrap();
+    let out = h
+        .chain
+        .get_utxo(&OutPoint::new(sweep.compute_txid(), 0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.txout.value, value - fee);
+    assert!(out.height < h.factory.timeout_height());
+    // A client's key cannot sign it: the leaf names the LSP's.
+    let forged = h
+        .factory
+        .stock_sweep(slot, v, outpoint, value, dest, fee, &h.client_keys[0])
+        .unwrap();
+    assert!(h.chain.submit_transaction(&forged).is_err());
+}

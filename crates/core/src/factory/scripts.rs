@@ -253,26 +253,73 @@ impl Factory {
         fee: Amount,
         lsp: &bitcoin::key::Keypair,
     ) -> Result<Transaction, FactoryError> {
-        let leaf = self.sweep_leaf();
+        let lock = LockTime::from_height(self.timeout_height - 1)
+            .map_err(|_| ShapeError::Amount("timeout height".into()))?;
+        let spend = LeafSpend {
+            leaf: self.sweep_leaf(),
+            sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
+            lock,
+        };
+        self.lsp_leaf_spend(slot, v, spend, outpoint, value, destination, fee, lsp)
+    }
+
+    /// The LSP's sweep of a stock (or PS change) output `slot` of version `v` through its
+    /// `<stock_csv> CSV` leaf, once that output has `stock_csv` confirmations: paying
+    /// `destination`, signed with the LSP's key. Before T this is how the LSP keeps its stock
+    /// from a leaf that went on chain (at T the inverted timeouts would pay it to the clients).
+    #[allow(clippy::too_many_arguments)]
+    pub fn stock_sweep(
+        &self,
+        slot: Slot,
+        v: &Version,
+        outpoint: OutPoint,
+        value: Amount,
+        destination: ScriptBuf,
+        fee: Amount,
+        lsp: &bitcoin::key::Keypair,
+    ) -> Result<Transaction, FactoryError> {
+        if !matches!(slot, Slot::Stock(_) | Slot::Change(_)) {
+            return Err(ShapeError::Amount(format!("{slot:?} is not a stock output")).into());
+        }
+        let spend = LeafSpend {
+            leaf: self.stock_leaf(),
+            sequence: Sequence::from_height(self.params.config.stock_csv),
+            lock: LockTime::ZERO,
+        };
+        self.lsp_leaf_spend(slot, v, spend, outpoint, value, destination, fee, lsp)
+    }
+
+    /// A one-input, one-output spend of `slot` through the LSP's script leaf `spend.leaf`.
+    #[allow(clippy::too_many_arguments)]
+    fn lsp_leaf_spend(
+        &self,
+        slot: Slot,
+        v: &Version,
+        spend: LeafSpend,
+        outpoint: OutPoint,
+        value: Amount,
+        destination: ScriptBuf,
+        fee: Amount,
+        lsp: &bitcoin::key::Keypair,
+    ) -> Result<Transaction, FactoryError> {
+        let leaf = spend.leaf;
         let has_leaf = self.leaves(slot, v)?.contains(&leaf);
         let info = self
             .spend_info(slot, v)?
             .filter(|_| has_leaf)
-            .ok_or_else(|| ShapeError::Amount(format!("{slot:?} has no sweep leaf")))?;
+            .ok_or_else(|| ShapeError::Amount(format!("{slot:?} has no such leaf")))?;
         let spent = TxOut {
             value,
             script_pubkey: self.script_pubkey_at(slot, v)?,
         };
-        let lock = LockTime::from_height(self.timeout_height - 1)
-            .map_err(|_| ShapeError::Amount("timeout height".into()))?;
         let out_value = value
             .checked_sub(fee)
             .filter(|v| *v >= P2TR_DUST)
             .ok_or_else(|| ShapeError::Amount(format!("fee {fee} leaves dust from {value}")))?;
         let mut tx = one_input_tx(
             outpoint,
-            Sequence::ENABLE_LOCKTIME_NO_RBF,
-            lock,
+            spend.sequence,
+            spend.lock,
             vec![TxOut {
                 value: out_value,
                 script_pubkey: destination,
@@ -302,6 +349,13 @@ impl Factory {
         tx.input[0].witness = w;
         Ok(tx)
     }
+}
+
+/// Which leaf of an output the LSP spends alone, with which sequence and lock time.
+struct LeafSpend {
+    leaf: ScriptBuf,
+    sequence: Sequence,
+    lock: LockTime,
 }
 
 /// Spend info helper for tests and the LSP's sweep: the control block of `leaf`.

@@ -52,7 +52,7 @@ pub const CLOSE_LABEL: &str = "close";
 
 /// A cooperative close being signed.
 pub(super) struct Closing {
-    factory: FactoryId,
+    pub(super) factory: FactoryId,
     id: u64,
     terms: CloseTerms,
     coordinator: CloseCoordinator,
@@ -598,6 +598,14 @@ impl Lsp {
                     }
                 ));
             }
+            if self.signed_closes.contains_key(&id) {
+                continue;
+            }
+            let reclaim_from = super::reclaim::reclaim_height(&factory);
+            if tip >= reclaim_from {
+                self.start_reclaim(id, &format!("no cooperative close by block {reclaim_from}"));
+                continue;
+            }
             if !self.config.auto_close
                 || self.closing.is_some()
                 || self.updating.is_some()
@@ -620,6 +628,7 @@ impl Lsp {
                 }
             }
         }
+        self.reclaim_tick();
     }
 
     /// `close` in the API's `status`: the close under way.

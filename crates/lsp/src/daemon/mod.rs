@@ -52,6 +52,7 @@ use crate::formation::{Formation, FormationError, Output, Phase};
 mod channels;
 mod close;
 mod liquidity;
+mod reclaim;
 mod update;
 mod watching;
 pub use channels::FORWARD_DELTA;
@@ -219,6 +220,12 @@ struct Lsp {
     lifecycle_tip: Option<u32>,
     /// Why the automatic close of a dying factory last failed (logged when it changes).
     close_blocked: HashMap<FactoryId, String>,
+    /// How far the reclaim of each channel of a closing factory got.
+    reclaims: HashMap<channels::Key, reclaim::Reclaimed>,
+    /// How far the sweep of each stock output of a closing factory got.
+    stock_reclaims: HashMap<bitcoin::OutPoint, reclaim::Reclaimed>,
+    /// Where the reclaimed outputs go (a wallet script, drawn once per run).
+    reclaim_to: Option<bitcoin::ScriptBuf>,
 }
 
 /// Runs the LSP until `stop` (API) or a fatal error. `ready` receives the node id and the
@@ -286,6 +293,9 @@ pub async fn run(
         signed_closes: HashMap::new(),
         lifecycle_tip: None,
         close_blocked: HashMap::new(),
+        reclaims: HashMap::new(),
+        stock_reclaims: HashMap::new(),
+        reclaim_to: None,
     };
     lsp.recover()?;
     if let Ok(t) = lsp.chain(|c| c.tip()) {
@@ -348,7 +358,10 @@ impl Lsp {
                     })?;
                     self.log(format!("factory {id} was forming at restart: aborted"));
                 }
-                FactoryStatus::Signed | FactoryStatus::Live | FactoryStatus::Dying => {
+                FactoryStatus::Signed
+                | FactoryStatus::Live
+                | FactoryStatus::Dying
+                | FactoryStatus::Closing => {
                     let params: FactoryParams = decode(&record.params)
                         .map_err(|e| LspError::Corrupt(format!("factory {id}: {e:?}")))?;
                     let txs = self.store.signed_txs(record.id)?;
@@ -359,7 +372,9 @@ impl Lsp {
                         .ok_or_else(|| LspError::Corrupt(format!("factory {id}: no funding tx")))?;
                     let members = self.members_of(&params)?;
                     // A recorded close binds the channels to its balances (see `close`).
-                    if self.store.recorded_close(record.id)?.is_some() {
+                    if self.store.recorded_close(record.id)?.is_some()
+                        || record.status == FactoryStatus::Closing
+                    {
                         self.channels.frozen.insert(id);
                     }
                     if let Some(close) = txs.iter().find(|t| t.label.as_str() == CLOSE_LABEL) {
@@ -1019,13 +1034,23 @@ impl Lsp {
             .store
             .signed_txs(record.id)
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        let factory = decode::<FactoryParams>(&record.params)
+            .ok()
+            .and_then(|p| Factory::new(p).ok());
+        let dying_height = factory.as_ref().map(|f| {
+            let p = f.params();
+            p.creation_height.saturating_add(p.config.active_blocks)
+        });
         Ok(json!({
             "id": id.to_string(),
             "status": record.status.as_str(),
             "created_height": record.created_height,
+            "dying_height": dying_height,
+            "reclaim_height": factory.as_ref().map(reclaim::reclaim_height),
             "timeout_height": record.timeout_height,
             "funding": record.funding.map(|o| o.to_string()),
             "members": members,
+            "reclaim": self.reclaim_json(id),
             "transactions": txs.iter().map(|t| json!({
                 "label": t.label.as_str(),
                 "txid": t.tx.compute_txid().to_string(),

@@ -53,7 +53,12 @@ impl Lsp {
         let live: Vec<FactoryId> = self
             .factories
             .iter()
-            .filter(|(_, f)| matches!(f.status, FactoryStatus::Live | FactoryStatus::Dying))
+            .filter(|(_, f)| {
+                matches!(
+                    f.status,
+                    FactoryStatus::Live | FactoryStatus::Dying | FactoryStatus::Closing
+                )
+            })
             .map(|(id, _)| *id)
             .collect();
         self.watching.factories.retain(|id, _| live.contains(id));
