@@ -102,6 +102,10 @@ pub enum LspCommand {
         /// operator closes them with `close-factory`; what the tree holds at T pays the clients).
         #[arg(long)]
         no_auto_close: bool,
+        /// Do not take a dying factory on chain at its reclaim height when no close was signed
+        /// (what the tree holds at T then pays the clients, the LSP's channel balances too).
+        #[arg(long)]
+        no_reclaim: bool,
         /// Inject a fault (tests only): `crash-after-final-sigs`, `crash-after-forward`,
         /// `publish-superseded`, `close-overpays`.
         #[arg(long, hide = true)]
@@ -387,6 +391,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             liquidity_fee_min_sat,
             liquidity_patience_secs,
             no_auto_close,
+            no_reclaim,
             fault,
         } => {
             let fault = match fault.as_deref() {
@@ -437,6 +442,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                 liquidity_fee_min: bitcoin::Amount::from_sat(liquidity_fee_min_sat),
                 liquidity_patience: Duration::from_secs(liquidity_patience_secs),
                 auto_close: !no_auto_close,
+                reclaim: !no_reclaim,
                 fault,
             };
             let rt = match runtime() {

@@ -460,7 +460,10 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         "    (under the inverted timeout policy a channel still open at T pays its client the whole capacity;"
     );
     println!(
-        "     a factory nobody exits from is closed cooperatively instead, in its dying period at the latest:)"
+        "     this LSP runs with --no-reclaim to show it; by default it takes such a factory on chain before T,"
+    );
+    println!(
+        "     and a factory nobody exits from is closed cooperatively instead, in its dying period at the latest:)"
     );
 
     // 12. A second factory of new clients, ended by a cooperative close: one transaction.

@@ -18,7 +18,14 @@ use common::*;
 fn daemons_form_a_factory_over_loopback_and_a_client_exits_alone() {
     let dir = tempfile::tempdir().unwrap();
     let chain = chaind(&dir.path().join("chain"));
-    let (mut lsp, uri) = lsp(dir.path(), &chain, "127.0.0.1:0", 4, &["--no-passphrase"]);
+    // The others are paid at T: the LSP does not reclaim (see tests/reclaim.rs).
+    let (mut lsp, uri) = lsp(
+        dir.path(),
+        &chain,
+        "127.0.0.1:0",
+        4,
+        &["--no-passphrase", "--no-reclaim"],
+    );
     assert_eq!(lsp.id.len(), 66);
     // Fund the LSP's wallet (coinbase maturity: 100 blocks).
     let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
@@ -97,7 +104,13 @@ fn daemons_form_a_factory_over_loopback_and_a_client_exits_alone() {
 
     // The LSP is killed and restarted from its database on the same port.
     lsp.proc.take().unwrap().sigkill();
-    let (lsp2, uri2) = self::lsp(dir.path(), &chain, &listen, 4, &["--no-passphrase"]);
+    let (lsp2, uri2) = self::lsp(
+        dir.path(),
+        &chain,
+        &listen,
+        4,
+        &["--no-passphrase", "--no-reclaim"],
+    );
     assert_eq!(uri2, uri, "same node id and address after a restart");
     assert_eq!(cli_factory(&lsp2, &id)["status"], "live");
 

@@ -602,7 +602,7 @@ impl Lsp {
                 continue;
             }
             let reclaim_from = super::reclaim::reclaim_height(&factory);
-            if tip >= reclaim_from {
+            if tip >= reclaim_from && self.config.reclaim {
                 self.start_reclaim(id, &format!("no cooperative close by block {reclaim_from}"));
                 continue;
             }

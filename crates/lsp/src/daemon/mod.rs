@@ -104,6 +104,10 @@ pub struct LspConfig {
     /// Propose the cooperative close of each factory in its dying period at every block until
     /// one is signed (`superscalar lsp run --no-auto-close` turns it off).
     pub auto_close: bool,
+    /// Take a dying factory on chain from its reclaim height when no close was signed
+    /// (`superscalar lsp run --no-reclaim` turns it off: what the tree holds at T then pays the
+    /// clients).
+    pub reclaim: bool,
     /// A fault to inject, for tests of the restart rule.
     pub fault: Option<Fault>,
 }
