@@ -178,6 +178,23 @@ fn a_cooperative_close_pays_everyone_their_balance_and_a_wrong_amount_is_refused
         .map(|c| c["capacity_msat"].as_u64().unwrap())
         .sum();
 
+    // The capital the factory locks: its funding output, reported per factory and in total.
+    let detail = cli_factory(&lsp, &factory);
+    let locked = detail["locked_sat"].as_u64().unwrap();
+    assert_eq!(
+        locked,
+        chain
+            .rpc
+            .get_utxo(&funding)
+            .unwrap()
+            .unwrap()
+            .txout
+            .value
+            .to_sat()
+    );
+    assert_eq!(detail["absent"], json!([]));
+    assert_eq!(status("lsp", &lsp)["capital_locked_sat"], json!(locked));
+
     let closed = close(&lsp, &factory, &["--fee-rate", "3"]).unwrap();
     let txid = closed["txid"].as_str().unwrap().to_owned();
     let tx = transaction(&chain, &txid);
@@ -225,6 +242,8 @@ fn a_cooperative_close_pays_everyone_their_balance_and_a_wrong_amount_is_refused
     wait_for("the LSP counts it closed", Duration::from_secs(60), || {
         cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["status"] == "closed"
     });
+    assert_eq!(status("lsp", &lsp)["capital_locked_sat"], json!(0));
+    assert_eq!(cli_factory(&lsp, &factory)["locked_sat"], Value::Null);
     // Closing it again is refused.
     let err = close(&lsp, &factory, &[]).unwrap_err();
     assert!(err.contains("no live factory"), "{err}");

@@ -84,6 +84,7 @@ fn the_lsp_takes_a_factory_with_an_absent_client_on_chain_before_t_and_keeps_its
 
     // Client 2 goes away for good (until after the reclaim).
     let away = clients.pop().unwrap();
+    let away_position = status("client", &away)["factory"]["position"].clone();
     cli("client", "stop", &away.datadir, &away.api).unwrap();
     let mut proc = away.proc;
     if let Some(p) = proc.take() {
@@ -95,6 +96,9 @@ fn the_lsp_takes_a_factory_with_an_absent_client_on_chain_before_t_and_keeps_its
     let t = detail["timeout_height"].as_u64().unwrap();
     assert!(dying < reclaim && reclaim < t, "{detail}");
     assert_eq!(detail["reclaim"], Value::Null);
+    wait_for("client 2 reported absent", Duration::from_secs(30), || {
+        cli_factory(&lsp, &factory)["absent"] == json!([away_position])
+    });
 
     // Through the dying period the close cannot be signed.
     chain.mine((dying - tip(&chain)) as u32, &address);

@@ -1024,6 +1024,32 @@ impl Lsp {
         Ok(id)
     }
 
+    /// The LSP's coins a factory holds on chain, from its funding until it is closed: its
+    /// funding output's value (`None` for a factory not funded, or over).
+    fn locked(&self, record: &superscalar_store::FactoryRecord) -> Option<Amount> {
+        if !matches!(
+            record.status,
+            FactoryStatus::Signed
+                | FactoryStatus::Live
+                | FactoryStatus::Dying
+                | FactoryStatus::Closing
+        ) {
+            return None;
+        }
+        let funding = record.funding?;
+        let f = self.factories.get(&FactoryId(record.id.0))?;
+        f.funding_tx
+            .output
+            .get(funding.vout as usize)
+            .map(|o| o.value)
+    }
+
+    /// What every factory not yet closed holds of the LSP's coins.
+    fn capital_locked(&self) -> Result<Amount, String> {
+        let records = self.store.factories().map_err(|e| e.to_string())?;
+        Ok(records.iter().filter_map(|r| self.locked(r)).sum())
+    }
+
     fn factory_json(&self, id: FactoryId) -> Result<Value, ApiError> {
         let record = self
             .store
@@ -1054,6 +1080,17 @@ impl Lsp {
             "timeout_height": record.timeout_height,
             "funding": record.funding.map(|o| o.to_string()),
             "members": members,
+            "locked_sat": self.locked(&record).map(|a| a.to_sat()),
+            "absent": self.factories.get(&id).filter(|f| {
+                matches!(f.status, FactoryStatus::Live | FactoryStatus::Dying)
+            }).map(|f| {
+                f.members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| !self.transport.is_connected(m))
+                    .map(|(i, _)| i)
+                    .collect::<Vec<_>>()
+            }),
             "reclaim": self.reclaim_json(id),
             "transactions": txs.iter().map(|t| json!({
                 "label": t.label.as_str(),
@@ -1094,6 +1131,7 @@ impl Lsp {
                     "closing": self.close_json(),
                     "liquidity_orders": self.orders_json(),
                     "factories": self.factories.len(),
+                    "capital_locked_sat": self.capital_locked().map_err(ApiError::internal)?.to_sat(),
                     "events": self.events.newest(20),
                 }))
             }
@@ -1112,6 +1150,7 @@ impl Lsp {
                                 "created_height": r.created_height,
                                 "timeout_height": r.timeout_height,
                                 "funding": r.funding.map(|o| o.to_string()),
+                                "locked_sat": self.locked(r).map(|a| a.to_sat()),
                             })
                         })
                         .collect(),
