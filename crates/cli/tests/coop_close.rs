@@ -301,6 +301,10 @@ fn the_lsp_closes_a_dying_factory_once_every_client_is_back() {
         p.wait();
     }
     let created = listed[0]["created_height"].as_u64().unwrap();
+    assert_eq!(
+        status("client", &clients[0])["factory"]["dying_height"],
+        json!(created + 200)
+    );
     let tip = chain
         .rpc
         .call("getblockcount", &[])

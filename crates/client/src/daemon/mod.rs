@@ -1004,6 +1004,9 @@ impl Client {
                         }),
                         "funding": f.funding.to_string(),
                         "timeout_height": f.factory.timeout_height(),
+                        // From here the LSP closes the factory (cooperatively if we are online).
+                        "dying_height": f.factory.params().creation_height
+                            .saturating_add(f.factory.params().config.active_blocks),
                         "transactions": f.signed.len(),
                         "exiting": f.exit.is_some(),
                         "timeout_claims": f.timeout_claims.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
