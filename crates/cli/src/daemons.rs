@@ -256,6 +256,20 @@ pub enum ClientCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Send every coin the factory paid us on chain (close output, timeout payouts, balances
+    /// claimed, the fee coin's change) to ADDRESS in one transaction.
+    Sweep {
+        /// An address of our own wallet.
+        address: String,
+        /// The sweep's fee rate (sat/vB, default 2).
+        #[arg(long)]
+        fee_rate: Option<u64>,
+        /// Scan our chain from this height (default: the factory's creation).
+        #[arg(long)]
+        from_height: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Buy inbound liquidity: the LSP sells us a channel of AMOUNT sat in our leaf for its fee
     /// (paid through our channel, held by the LSP until the sale completes, refunded if it
     /// cannot be made); waits until it is sold.
@@ -710,6 +724,26 @@ pub fn client(command: ClientCommand) -> ExitCode {
             "pay",
             json!({ "invoice": invoice, "amount_msat": amount_msat }),
             print_status,
+        ),
+        ClientCommand::Sweep {
+            address,
+            fee_rate,
+            from_height,
+            api,
+        } => call(
+            &api,
+            CLIENT_API,
+            "sweep",
+            json!({ "address": address, "fee_rate": fee_rate, "from_height": from_height }),
+            |v| {
+                println!(
+                    "swept {} sat from {} coins in {} (fee {} sat)",
+                    v["amount_sat"],
+                    v["inputs"].as_array().map_or(0, |a| a.len()),
+                    v["txid"].as_str().unwrap_or("?"),
+                    v["fee_sat"]
+                )
+            },
         ),
         ClientCommand::BuyLiquidity {
             amount_sat,

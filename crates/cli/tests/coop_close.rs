@@ -243,6 +243,41 @@ fn a_cooperative_close_pays_everyone_their_balance_and_a_wrong_amount_is_refused
         cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["status"] == "closed"
     });
     assert_eq!(status("lsp", &lsp)["capital_locked_sat"], json!(0));
+
+    // A client sweeps what the close paid it to an address of its own wallet (here, one of the
+    // LSP's, as any address would do); bad requests are refused and nothing is sent.
+    let c = &clients[1];
+    let paid = status("client", c)["close"]["amount_sat"].as_u64().unwrap();
+    for (args, expected) in [
+        (
+            vec!["bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"],
+            "address",
+        ),
+        (vec!["notanaddress"], "address"),
+        (vec![&address, "--fee-rate", "0"], "fee_rate"),
+        (vec![&address, "--from-height", "99999999"], "from_height"),
+    ] {
+        let err = cli_with("client", "sweep", c, &args).unwrap_err();
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let to = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let swept = cli_with("client", "sweep", c, &[&to]).unwrap();
+    assert_eq!(swept["inputs"].as_array().unwrap().len(), 1, "{swept}");
+    assert_eq!(
+        swept["amount_sat"].as_u64().unwrap() + swept["fee_sat"].as_u64().unwrap(),
+        paid
+    );
+    chain.mine(1, &address);
+    let sweep = transaction(&chain, swept["txid"].as_str().unwrap());
+    assert_eq!(
+        sweep.output[0].value.to_sat(),
+        swept["amount_sat"].as_u64().unwrap()
+    );
+    let err = cli_with("client", "sweep", c, &[&to]).unwrap_err();
+    assert!(err.contains("nothing to sweep"), "{err}");
     assert_eq!(cli_factory(&lsp, &factory)["locked_sat"], Value::Null);
     // Closing it again is refused.
     let err = close(&lsp, &factory, &[]).unwrap_err();

@@ -40,6 +40,7 @@ mod channel;
 mod closing;
 mod cooperative;
 mod liquidity;
+mod sweep;
 mod update;
 mod watching;
 pub use channel::FORWARD_DELTA;
@@ -1033,6 +1034,7 @@ impl Client {
                     "events": self.events.newest(20),
                 }))
             }
+            "sweep" => self.sweep(params),
             "exit" => {
                 self.start_exit()?;
                 self.step_exit();
