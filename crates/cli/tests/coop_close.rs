@@ -53,35 +53,20 @@ fn a_cooperative_close_pays_everyone_their_balance_and_a_wrong_amount_is_refused
     let chain = chaind(&dir.path().join("chain"));
     let n = 4;
     // The LSP starts with the fault that proposes client 0 one satoshi too much.
-    let (mut lsp, uri) = lsp(
+    let LiveFactory {
+        mut lsp,
+        uri,
+        address,
+        factory,
+        clients,
+    } = live_factory(
         dir.path(),
         &chain,
-        "127.0.0.1:0",
         n,
         &["--no-passphrase", "--fault", "close-overpays"],
+        &["--no-passphrase"],
     );
     let listen = uri.split('@').nth(1).unwrap().to_owned();
-    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    chain.mine(110, &address);
-    let clients: Vec<Node> = (0..n)
-        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
-        .collect();
-    wait_for("a signed factory", Duration::from_secs(120), || {
-        status("lsp", &lsp)["factories"].as_u64() == Some(1)
-    });
-    chain.mine(1, &address);
-    for c in &clients {
-        wait_for("channel ready", Duration::from_secs(90), || {
-            balance(c)["channel"]["ready"] == true
-        });
-    }
-    let factory = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let funding = funding_of(&lsp, &factory);
     // Clients in the order of their positions in the factory.
     let mut clients = clients;
@@ -144,8 +129,8 @@ fn a_cooperative_close_pays_everyone_their_balance_and_a_wrong_amount_is_refused
     }
 
     // A client that is not connected cannot sign: the close is refused up front.
-    let c3 = &clients[3];
-    cli("client", "stop", &c3.datadir, &c3.api).unwrap();
+    let mut clients = clients;
+    let c3 = stop_client(clients.pop().unwrap());
     wait_for("client 3 gone", Duration::from_secs(30), || {
         cli("lsp", "clients", &lsp.datadir, &lsp.api).unwrap()["connected"]
             .as_array()
@@ -154,13 +139,7 @@ fn a_cooperative_close_pays_everyone_their_balance_and_a_wrong_amount_is_refused
     });
     let err = close(&lsp, &factory, &[]).unwrap_err();
     assert!(err.contains("not connected"), "{err}");
-    let mut clients = clients;
-    let c3 = clients.pop().unwrap();
-    let mut proc = c3.proc;
-    if let Some(p) = proc.take() {
-        p.wait();
-    }
-    clients.push(client_in(&c3.datadir, &chain, &uri, &["--no-passphrase"]));
+    clients.push(client_in(&c3, &chain, &uri, &["--no-passphrase"]));
     for c in &clients {
         wait_for("reconnected", Duration::from_secs(60), || {
             status("client", c)["connected"] == true
@@ -289,32 +268,20 @@ fn the_lsp_closes_a_dying_factory_once_every_client_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let chain = chaind(&dir.path().join("chain"));
     let n = 3;
-    let (lsp, uri) = lsp(
+    let LiveFactory {
+        lsp,
+        uri,
+        address,
+        factory,
+        mut clients,
+    } = live_factory(
         dir.path(),
         &chain,
-        "127.0.0.1:0",
         n,
         &["--no-passphrase", "--active-blocks", "200"],
+        &["--no-passphrase"],
     );
-    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    chain.mine(110, &address);
-    let mut clients: Vec<Node> = (0..n)
-        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
-        .collect();
-    wait_for("a signed factory", Duration::from_secs(120), || {
-        status("lsp", &lsp)["factories"].as_u64() == Some(1)
-    });
-    chain.mine(1, &address);
-    for c in &clients {
-        wait_for("channel ready", Duration::from_secs(90), || {
-            balance(c)["channel"]["ready"] == true
-        });
-    }
     let listed = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap();
-    let factory = listed[0]["id"].as_str().unwrap().to_owned();
     let funding = funding_of(&lsp, &factory);
     let inv = invoice(&clients[1], 5_000_000);
     assert_eq!(
@@ -329,24 +296,13 @@ fn the_lsp_closes_a_dying_factory_once_every_client_is_back() {
 
     // One client is away when the active period ends: the factory is dying, and the LSP
     // says why it cannot close it yet.
-    let away = clients.pop().unwrap();
-    cli("client", "stop", &away.datadir, &away.api).unwrap();
-    let mut proc = away.proc;
-    if let Some(p) = proc.take() {
-        p.wait();
-    }
+    let away = stop_client(clients.pop().unwrap());
     let created = listed[0]["created_height"].as_u64().unwrap();
     assert_eq!(
         status("client", &clients[0])["factory"]["dying_height"],
         json!(created + 200)
     );
-    let tip = chain
-        .rpc
-        .call("getblockcount", &[])
-        .unwrap()
-        .as_u64()
-        .unwrap();
-    chain.mine((created + 200 - tip) as u32, &address);
+    chain.mine((created + 200 - tip(&chain)) as u32, &address);
     wait_for("dying", Duration::from_secs(30), || {
         cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["status"] == "dying"
     });
@@ -358,7 +314,7 @@ fn the_lsp_closes_a_dying_factory_once_every_client_is_back() {
     assert!(chain.rpc.get_utxo(&funding).unwrap().is_some());
 
     // It comes back: at the next block the LSP closes the factory, and everyone is paid.
-    clients.push(client_in(&away.datadir, &chain, &uri, &["--no-passphrase"]));
+    clients.push(client_in(&away, &chain, &uri, &["--no-passphrase"]));
     for c in &clients {
         wait_for("reconnected", Duration::from_secs(60), || {
             status("client", c)["connected"] == true

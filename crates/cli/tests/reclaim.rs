@@ -13,15 +13,6 @@ mod common;
 
 use common::*;
 
-fn tip(chain: &Chaind) -> u64 {
-    chain
-        .rpc
-        .call("getblockcount", &[])
-        .unwrap()
-        .as_u64()
-        .unwrap()
-}
-
 fn claimed(c: &Node) -> bool {
     status("client", c)["events"]
         .to_string()
@@ -33,34 +24,19 @@ fn the_lsp_takes_a_factory_with_an_absent_client_on_chain_before_t_and_keeps_its
     let dir = tempfile::tempdir().unwrap();
     let chain = chaind(&dir.path().join("chain"));
     let n = 3;
-    let (mut lsp, uri) = lsp(
+    let LiveFactory {
+        mut lsp,
+        uri,
+        address,
+        factory,
+        mut clients,
+    } = live_factory(
         dir.path(),
         &chain,
-        "127.0.0.1:0",
         n,
         &["--no-passphrase", "--active-blocks", "200"],
+        &["--no-passphrase"],
     );
-    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    chain.mine(110, &address);
-    let mut clients: Vec<Node> = (0..n)
-        .map(|i| client(dir.path(), i, &chain, &uri, &["--no-passphrase"]))
-        .collect();
-    wait_for("a signed factory", Duration::from_secs(120), || {
-        status("lsp", &lsp)["factories"].as_u64() == Some(1)
-    });
-    chain.mine(1, &address);
-    for c in &clients {
-        wait_for("channel ready", Duration::from_secs(90), || {
-            balance(c)["channel"]["ready"] == true
-        });
-    }
-    let factory = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     // Balances on both sides of every channel.
     for (i, msat) in [(0, 30_000_000), (2, 20_000_000)] {
         let inv = invoice(&clients[i], msat);
@@ -85,11 +61,7 @@ fn the_lsp_takes_a_factory_with_an_absent_client_on_chain_before_t_and_keeps_its
     // Client 2 goes away for good (until after the reclaim).
     let away = clients.pop().unwrap();
     let away_position = status("client", &away)["factory"]["position"].clone();
-    cli("client", "stop", &away.datadir, &away.api).unwrap();
-    let mut proc = away.proc;
-    if let Some(p) = proc.take() {
-        p.wait();
-    }
+    let away = stop_client(away);
     let detail = cli_factory(&lsp, &factory);
     let dying = detail["dying_height"].as_u64().unwrap();
     let reclaim = detail["reclaim_height"].as_u64().unwrap();
@@ -232,7 +204,7 @@ fn the_lsp_takes_a_factory_with_an_absent_client_on_chain_before_t_and_keeps_its
         });
     }
     // The absent client, back, claims its own.
-    let back = client_in(&away.datadir, &chain, &uri, &["--no-passphrase"]);
+    let back = client_in(&away, &chain, &uri, &["--no-passphrase"]);
     wait_for("the absent client's claim", Duration::from_secs(90), || {
         chain.mine(1, &address);
         claimed(&back)

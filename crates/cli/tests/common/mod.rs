@@ -417,3 +417,76 @@ pub fn invoice(c: &Node, amount_msat: u64) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A factory of `n` clients, live with every channel ready.
+pub struct LiveFactory {
+    pub lsp: Node,
+    /// The LSP's `NODE_ID@ADDR`.
+    pub uri: String,
+    /// Where blocks are mined (the LSP's wallet).
+    pub address: String,
+    /// The factory's id (hex).
+    pub factory: String,
+    /// The clients, in the order they were started.
+    pub clients: Vec<Node>,
+}
+
+/// Starts an LSP (`lsp_args`) funded by 110 blocks and `n` clients (`client_args`), and waits
+/// until their factory is live and every channel ready.
+pub fn live_factory(
+    dir: &Path,
+    chain: &Chaind,
+    n: usize,
+    lsp_args: &[&str],
+    client_args: &[&str],
+) -> LiveFactory {
+    let (lsp, uri) = lsp(dir, chain, "127.0.0.1:0", n, lsp_args);
+    let address = cli("lsp", "newaddress", &lsp.datadir, &lsp.api).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chain.mine(110, &address);
+    let clients: Vec<Node> = (0..n)
+        .map(|i| client(dir, i, chain, &uri, client_args))
+        .collect();
+    wait_for("a signed factory", Duration::from_secs(120), || {
+        status("lsp", &lsp)["factories"].as_u64() == Some(1)
+    });
+    chain.mine(1, &address);
+    for c in &clients {
+        wait_for("channel ready", Duration::from_secs(90), || {
+            balance(c)["channel"]["ready"] == true
+        });
+    }
+    let factory = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    LiveFactory {
+        lsp,
+        uri,
+        address,
+        factory,
+        clients,
+    }
+}
+
+/// Stops a client through its API and waits for its process to end; its data directory stays.
+pub fn stop_client(c: Node) -> PathBuf {
+    cli("client", "stop", &c.datadir, &c.api).unwrap();
+    let mut proc = c.proc;
+    if let Some(p) = proc.take() {
+        p.wait();
+    }
+    c.datadir
+}
+
+/// The chain's height.
+pub fn tip(chain: &Chaind) -> u64 {
+    chain
+        .rpc
+        .call("getblockcount", &[])
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}

@@ -498,25 +498,14 @@ impl Lsp {
             .map(|(id, tx)| (*id, tx.clone()))
             .collect();
         for (id, tx) in signed {
-            let fid = convert::factory_id(id);
             let txid = tx.compute_txid();
             match self.chain(|c| c.tx_status(&txid)) {
                 Ok(TxStatus::Confirmed { height, .. }) => {
-                    let closed = self.store.apply(&Change::Status {
-                        factory: fid,
-                        status: FactoryStatus::Closed,
-                    });
-                    if let Err(e) = closed {
+                    if let Err(e) = self.mark_closed(id) {
                         tracing::warn!("factory {id}: its close confirmed, not recorded yet: {e}");
                         continue;
                     }
-                    if let Some(f) = self.factories.get_mut(&id) {
-                        f.status = FactoryStatus::Closed;
-                    }
                     self.signed_closes.remove(&id);
-                    self.channels.leaves.retain(|k, _| k.0 != id);
-                    self.channels.states.remove(&id);
-                    self.channels.frozen.remove(&id);
                     self.log(format!(
                         "factory {id}: closed cooperatively ({txid} confirmed at {height})"
                     ));
@@ -629,6 +618,24 @@ impl Lsp {
             }
         }
         self.reclaim_tick();
+    }
+
+    /// Records factory `id` closed (nothing of it is left to watch or sign) and forgets its
+    /// channels.
+    pub(super) fn mark_closed(&mut self, id: FactoryId) -> Result<(), String> {
+        self.store
+            .apply(&Change::Status {
+                factory: convert::factory_id(id),
+                status: FactoryStatus::Closed,
+            })
+            .map_err(|e| e.to_string())?;
+        if let Some(f) = self.factories.get_mut(&id) {
+            f.status = FactoryStatus::Closed;
+        }
+        self.channels.leaves.retain(|k, _| k.0 != id);
+        self.channels.states.remove(&id);
+        self.channels.frozen.remove(&id);
+        Ok(())
     }
 
     /// `close` in the API's `status`: the close under way.

@@ -222,17 +222,7 @@ impl Lsp {
         // Every channel closed with our commitment and swept, every stock swept: nothing of
         // ours is left in the tree, and no revoked commitment can appear any more.
         if channels_done && stocks_done {
-            self.store
-                .apply(&Change::Status {
-                    factory: convert::factory_id(id),
-                    status: FactoryStatus::Closed,
-                })
-                .map_err(|e| e.to_string())?;
-            if let Some(f) = self.factories.get_mut(&id) {
-                f.status = FactoryStatus::Closed;
-            }
-            self.channels.leaves.retain(|k, _| k.0 != id);
-            self.channels.states.remove(&id);
+            self.mark_closed(id)?;
             self.log(format!(
                 "factory {id}: reclaim complete: every channel balance and stock of ours is in our \
                  wallet"
