@@ -562,7 +562,11 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                         Some(o) => o.to_string(),
                         None => "below dust: to the fee".into(),
                     };
-                    println!("{:>8}  {:>14}  {output}", c["client"], c["amount_sat"]);
+                    println!(
+                        "{:>8}  {:>14}  {output}",
+                        c["client"].as_u64().unwrap_or_default(),
+                        c["amount_sat"].as_u64().unwrap_or_default()
+                    );
                 }
                 if let Some(lsp) = v["lsp_sat"].as_u64() {
                     println!("{:>8}  {lsp:>14}", "LSP");
