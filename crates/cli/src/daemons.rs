@@ -71,7 +71,8 @@ pub enum LspCommand {
         api: SocketAddr,
         #[command(flatten)]
         chain: ChainArgs,
-        /// Form a factory once this many clients wait.
+        /// Form a factory once this many clients wait at a rung of the ladder (without a
+        /// ladder: once this many wait).
         #[arg(long, default_value_t = 8)]
         min_clients: usize,
         /// At most this many clients per factory.
@@ -85,9 +86,18 @@ pub enum LspCommand {
         #[arg(long, default_value_t = superscalar_lsp::daemon::DEFAULT_PROPOSAL_WINDOW,
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
         proposal_window: usize,
-        /// Blocks a factory is active (its dying period is a tenth of it, at least 5).
+        /// Blocks a factory is active.
         #[arg(long, default_value_t = 200)]
         active_blocks: u32,
+        /// Blocks a factory is dying, after its active period (default: a tenth of
+        /// --active-blocks, at least 5).
+        #[arg(long)]
+        dying_blocks: Option<u32>,
+        /// Rungs of the ladder over the active period: a factory forms at most every
+        /// active-blocks / ladder-size blocks, with the clients waiting then (a full factory,
+        /// --max-clients, forms at once); 0 forms one whenever --min-clients wait.
+        #[arg(long, default_value_t = 30)]
+        ladder_size: u32,
         /// The fee of inbound liquidity a client buys, in parts per million of the channel.
         #[arg(long, default_value_t = 10_000)]
         liquidity_fee_ppm: u32,
@@ -401,6 +411,8 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             round_timeout,
             proposal_window,
             active_blocks,
+            dying_blocks,
+            ladder_size,
             liquidity_fee_ppm,
             liquidity_fee_min_sat,
             liquidity_patience_secs,
@@ -428,6 +440,13 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             if !(20..=100_000).contains(&active_blocks) {
                 return usage("--active-blocks must be within 20..=100000");
             }
+            let dying_blocks = dying_blocks.unwrap_or((active_blocks / 10).max(5));
+            if !(5..=100_000).contains(&dying_blocks) {
+                return usage("--dying-blocks must be within 5..=100000");
+            }
+            if ladder_size > active_blocks {
+                return usage("--ladder-size must be within 0..=--active-blocks (a rung of at least one block)");
+            }
             let passphrase = match passphrase(&chain) {
                 Ok(p) => p,
                 Err(e) => return usage(&e),
@@ -443,11 +462,12 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                 passphrase,
                 min_clients,
                 max_clients,
+                ladder_size,
                 round_timeout: Duration::from_secs(round_timeout.max(1)),
                 proposal_window,
                 factory: FactoryConfig {
                     active_blocks,
-                    dying_blocks: (active_blocks / 10).max(5),
+                    dying_blocks,
                     network: chain.network,
                     ..FactoryConfig::regtest()
                 },

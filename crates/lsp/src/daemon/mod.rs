@@ -3,11 +3,12 @@
 //! [`superscalar_api`]) and a one-second tick (round timeouts, forming the next factory, funding
 //! confirmations).
 //!
-//! Forming: clients that sent a join wait; once `min_clients` wait (or on `create-factory`), the
-//! LSP builds the funding transaction from its wallet (signed, not broadcast) and starts a
-//! [`Formation`] with up to `max_clients` of them. Proposals go out a window at a time (the next
-//! member's as each member's nonces come in, and a whole window more after a second without any
-//! answer), which bounds what waits in the peers' buffers. Every step writes its records before
+//! Forming: clients that sent a join wait; once `min_clients` wait at a rung of the [`ladder`]
+//! (or `max_clients` wait, or on `create-factory`), the LSP builds the funding transaction from
+//! its wallet (signed, not broadcast) and starts a [`Formation`] with up to `max_clients` of
+//! them. Proposals go out a window at a time (the next member's as each member's nonces come in,
+//! and a whole window more after a second without any answer), which bounds what waits in the
+//! peers' buffers. Every step writes its records before
 //! its messages leave. When every signature is in, the LSP stores the signed transactions and the
 //! funding transaction, broadcasts the funding, and tells each member (`live`).
 //!
@@ -51,6 +52,7 @@ use crate::formation::{Formation, FormationError, Output, Phase};
 
 mod channels;
 mod close;
+pub mod ladder;
 mod liquidity;
 mod reclaim;
 mod update;
@@ -82,10 +84,12 @@ pub struct LspConfig {
     pub chain_cookie: PathBuf,
     /// The seed's passphrase (`None`: unencrypted, regtest only).
     pub passphrase: Option<String>,
-    /// Form a factory once this many clients wait.
+    /// Form a factory once this many clients wait (at a rung of the ladder, if there is one).
     pub min_clients: usize,
     /// At most this many clients per factory.
     pub max_clients: usize,
+    /// Rungs of the ladder over a factory's active period (0: no ladder; see [`ladder`]).
+    pub ladder_size: u32,
     /// How long a ceremony round waits for every member.
     pub round_timeout: Duration,
     /// At most this many members have been sent their proposal and not answered with their
@@ -170,6 +174,8 @@ struct Signed {
     /// Final signatures of each member, resent when it reconnects before the factory is live.
     final_sigs: HashMap<PublicKey, Message>,
     status: FactoryStatus,
+    /// The height the factory was formed at (its rung of the ladder).
+    creation_height: u32,
 }
 
 struct Forming {
@@ -398,6 +404,7 @@ impl Lsp {
                             funding_tx,
                             final_sigs: HashMap::new(),
                             status: record.status,
+                            creation_height: params.creation_height,
                         },
                     );
                 }
@@ -704,6 +711,7 @@ impl Lsp {
         };
         let id = forming.formation.id();
         let members = forming.formation.members().to_vec();
+        let creation_height = forming.formation.factory().params().creation_height;
         for change in &mut out.persist {
             if let Change::Signed { txs, .. } = change {
                 txs.push(SignedTx {
@@ -760,6 +768,7 @@ impl Lsp {
                 funding_tx,
                 final_sigs,
                 status: FactoryStatus::Signed,
+                creation_height,
             },
         );
     }
@@ -818,7 +827,7 @@ impl Lsp {
                 self.release_proposals(true);
             }
         }
-        if self.forming.is_none() && self.waiting.len() >= self.config.min_clients {
+        if self.formation_due() {
             if let Err(e) = self.form() {
                 self.log(format!("cannot form a factory: {e}"));
             }
@@ -1126,6 +1135,7 @@ impl Lsp {
                     },
                     "peers": self.transport.peers().len(),
                     "waiting": self.waiting.len(),
+                    "ladder": self.ladder_json(),
                     "forming": forming,
                     "updating": self.update_json(),
                     "closing": self.close_json(),
