@@ -49,6 +49,7 @@ pub fn params(lsp: &Keypair, clients: &[Keypair]) -> FactoryParams {
             .collect(),
         creation_height: 1_000,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32]))
 }

@@ -74,6 +74,7 @@ pub fn run(
             .collect(),
         creation_height: chain.tip()?.height,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&stock_secrets);
     let factory = Arc::new(Factory::new(params)?);

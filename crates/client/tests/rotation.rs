@@ -56,6 +56,7 @@ fn successor_factory(h: &Harness, staying: &[u32], newcomers: u32) -> (Arc<Facto
             .collect(),
         creation_height: h.chain.tip().unwrap().height,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&StockSecrets::new([0x77; 32]));
     (Arc::new(Factory::new(params).unwrap()), keys)

@@ -34,6 +34,7 @@ fn params(n: u32, config: FactoryConfig, creation_height: u32) -> FactoryParams 
             .collect(),
         creation_height,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&StockSecrets::new([0x5e; 32]))
 }
@@ -459,6 +460,7 @@ fn a_factory_funded_just_before_its_timeout_is_not_open() {
             .collect(),
         creation_height: chain.tip().unwrap().height,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&secrets);
     let factory = Arc::new(Factory::new(params).unwrap());

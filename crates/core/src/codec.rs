@@ -112,6 +112,44 @@ pub fn read_extensions<R: io::Read>(r: &mut R) -> Result<(), DecodeError> {
     read_tlvs(r)
 }
 
+/// Reads a trailing TLV stream whose records `known` may understand: given a record's type and
+/// value, it answers whether it took the record; others are skipped if odd and refused if even.
+/// A record's value is read whole, so it is bounded by what is left of the input.
+pub(crate) fn read_tlvs_with<R: io::Read>(
+    r: &mut R,
+    mut known: impl FnMut(u64, &[u8]) -> Result<bool, DecodeError>,
+) -> Result<(), DecodeError> {
+    let mut last: Option<u64> = None;
+    loop {
+        let mut first = [0u8; 1];
+        match r.read(&mut first) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(_) => return Err(DecodeError::ShortRead),
+        }
+        let typ = read_bigsize_after(first[0], r)?;
+        if last.is_some_and(|l| typ <= l) {
+            return Err(DecodeError::InvalidValue);
+        }
+        last = Some(typ);
+        let len = BigSize::read(r)?.0;
+        // Read in bounded chunks: a length beyond the input fails on the input, not on memory.
+        let mut value = Vec::new();
+        let mut left = len;
+        let mut buf = [0u8; 256];
+        while left > 0 {
+            let take = left.min(buf.len() as u64) as usize;
+            r.read_exact(&mut buf[..take])
+                .map_err(|_| DecodeError::ShortRead)?;
+            value.extend_from_slice(&buf[..take]);
+            left -= take as u64;
+        }
+        if !known(typ, &value)? && typ % 2 == 0 {
+            return Err(DecodeError::UnknownRequiredFeature);
+        }
+    }
+}
+
 /// Reads a trailing TLV stream: unknown odd records are skipped, unknown even ones refused.
 pub(crate) fn read_tlvs<R: io::Read>(r: &mut R) -> Result<(), DecodeError> {
     let mut last: Option<u64> = None;
@@ -365,7 +403,7 @@ signing_msg_codec!(PartialSigMsg, partials, PartialSig, 32);
 signing_msg_codec!(FinalSigMsg, signatures, Signature, 64);
 
 /// A compressed public key (the only form factory keys take).
-fn write_key<W: Writer>(w: &mut W, key: &PublicKey) -> Result<(), io::Error> {
+pub(crate) fn write_key<W: Writer>(w: &mut W, key: &PublicKey) -> Result<(), io::Error> {
     if !key.compressed {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -375,7 +413,7 @@ fn write_key<W: Writer>(w: &mut W, key: &PublicKey) -> Result<(), io::Error> {
     key.inner.write(w)
 }
 
-fn read_key<R: io::Read>(r: &mut R) -> Result<PublicKey, DecodeError> {
+pub(crate) fn read_key<R: io::Read>(r: &mut R) -> Result<PublicKey, DecodeError> {
     let inner: bitcoin::secp256k1::PublicKey = Readable::read(r)?;
     Ok(PublicKey::new(inner))
 }
@@ -537,9 +575,21 @@ impl Writeable for FactoryParams {
         self.creation_height.write(w)?;
         let hashes: Vec<StockHash> = self.stock_hashes.iter().copied().map(StockHash).collect();
         write_list(w, &hashes)?;
-        write_no_tlvs(w)
+        // Opening balances: an even record, so that software that does not know them refuses
+        // the parameters instead of opening every channel at zero. Absent when all are zero.
+        if self.opening_msat.iter().any(|m| *m > 0) {
+            let mut value = Vec::new();
+            write_list(&mut value, &self.opening_msat)?;
+            BigSize(OPENING_TLV).write(w)?;
+            BigSize(value.len() as u64).write(w)?;
+            w.write_all(&value)?;
+        }
+        Ok(())
     }
 }
+
+/// The TLV record type of [`FactoryParams::opening_msat`].
+const OPENING_TLV: u64 = 2;
 
 impl Readable for FactoryParams {
     fn read<R: io::Read>(r: &mut R) -> Result<Self, DecodeError> {
@@ -549,7 +599,19 @@ impl Readable for FactoryParams {
         let clients = read_list(r, MIN_CLIENT_LEN, MAX_LIST)?;
         let creation_height = Readable::read(r)?;
         let hashes: Vec<StockHash> = read_list(r, 32, MAX_LIST)?;
-        read_tlvs(r)?;
+        let mut opening_msat = Vec::new();
+        read_tlvs_with(r, |typ, value| {
+            if typ != OPENING_TLV {
+                return Ok(false);
+            }
+            let mut value = value;
+            opening_msat = read_list_with(&mut value, 8, MAX_LIST, u64::read)?;
+            if !value.is_empty() || opening_msat.iter().all(|m| *m == 0) {
+                // Trailing bytes, or a record that should have been left out: not canonical.
+                return Err(DecodeError::InvalidValue);
+            }
+            Ok(true)
+        })?;
         Ok(FactoryParams {
             id,
             config,
@@ -557,6 +619,7 @@ impl Readable for FactoryParams {
             clients,
             creation_height,
             stock_hashes: hashes.into_iter().map(|h| h.0).collect(),
+            opening_msat,
         })
     }
 }
@@ -629,6 +692,7 @@ mod tests {
                 .collect(),
             creation_height: 123,
             stock_hashes: vec![sha256::Hash::hash(b"x"), sha256::Hash::hash(b"y")],
+            opening_msat: Vec::new(),
         }
     }
 
@@ -638,6 +702,38 @@ mod tests {
             let p = params(n);
             assert_eq!(decode::<FactoryParams>(&encode(&p)).unwrap(), p);
         }
+    }
+
+    #[test]
+    fn opening_balances_round_trip_as_a_required_record() {
+        let mut p = params(5);
+        let plain = encode(&p);
+        // All zero is the plain encoding: the record is left out.
+        p.opening_msat = vec![0; 5];
+        assert_eq!(encode(&p), plain);
+        p.opening_msat = vec![0, 1, 999_999, 0, u64::MAX];
+        let bytes = encode(&p);
+        assert_eq!(decode::<FactoryParams>(&bytes).unwrap(), p);
+        // type 2, length 1 + 5 * 8, count 5, then the balances.
+        assert_eq!(&bytes[plain.len()..plain.len() + 3], &[2, 41, 5]);
+        // A decoder that did not know the record would refuse it (it is even).
+        let mut tail = &bytes[plain.len()..];
+        assert!(matches!(
+            read_tlvs(&mut tail),
+            Err(DecodeError::UnknownRequiredFeature)
+        ));
+        // Not canonical: a record of zeros, trailing bytes in the record, a truncated one.
+        let mut zeros = plain.clone();
+        zeros.extend_from_slice(&[2, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(decode::<FactoryParams>(&zeros).is_err());
+        let mut trailing = plain.clone();
+        trailing.extend_from_slice(&[2, 10, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        assert!(decode::<FactoryParams>(&trailing).is_err());
+        assert!(decode::<FactoryParams>(&bytes[..bytes.len() - 1]).is_err());
+        // An odd record after it is skipped.
+        let mut odd = bytes.clone();
+        odd.extend_from_slice(&[3, 1, 0xaa]);
+        assert_eq!(decode::<FactoryParams>(&odd).unwrap(), p);
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn setup(n: u8) -> Setup {
             .collect(),
         creation_height: 100,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32]));
     Setup {
@@ -254,6 +255,7 @@ fn tiny_and_huge_amounts() {
                     .collect(),
                 creation_height: 100,
                 stock_hashes: Vec::new(),
+                opening_msat: Vec::new(),
             }
             .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32])),
         )

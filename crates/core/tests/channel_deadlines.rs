@@ -27,6 +27,7 @@ fn factory(n: usize) -> Factory {
                 .collect(),
             creation_height: 800_000,
             stock_hashes: Vec::new(),
+            opening_msat: Vec::new(),
         }
         .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32])),
     )

@@ -59,6 +59,7 @@ fn params(n: u32, config: FactoryConfig, edit: impl FnOnce(&mut FactoryParams)) 
             .collect(),
         creation_height: HEIGHT,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&StockSecrets::new(STOCK_SEED));
     edit(&mut p);
@@ -66,7 +67,11 @@ fn params(n: u32, config: FactoryConfig, edit: impl FnOnce(&mut FactoryParams)) 
 }
 
 fn build(n: u32, config: FactoryConfig) -> Harness {
-    let factory = Arc::new(Factory::new(params(n, config, |_| {})).unwrap());
+    build_with(n, config, |_| {})
+}
+
+fn build_with(n: u32, config: FactoryConfig, edit: impl FnOnce(&mut FactoryParams)) -> Harness {
+    let factory = Arc::new(Factory::new(params(n, config, edit)).unwrap());
     let lsp_key = keypair(0xffff_0000);
     let client_keys: Vec<Keypair> = (0..n).map(|i| keypair(i + 1)).collect();
     let funding = OutPoint::new(Txid::from_byte_array([9; 32]), 1);
@@ -662,4 +667,44 @@ proptest! {
         framed.extend_from_slice(&bytes);
         let _ = FactoryState::restore(factory.clone(), &framed);
     }
+}
+
+#[test]
+fn leaf_channels_open_at_the_opening_balances_of_the_parameters() {
+    // A successor factory: clients 0 and 2 roll balances in (2 with every satoshi of its
+    // capacity), client 1 starts at zero.
+    let h = build_with(3, FactoryConfig::regtest(), |p| {
+        p.opening_msat = vec![12_345_678, 0, 51_000_000];
+    });
+    let st = states(&h);
+    for (i, opening) in [12_345_678u64, 0, 51_000_000].into_iter().enumerate() {
+        let c = ClientId(i as u32);
+        let capacity_msat = h.factory.params().clients[i].capacity.to_sat() * 1000;
+        let lsp = st.lsp.leaf_channel_setup(c, true).unwrap();
+        let client = st.clients[i].leaf_channel_setup(c, false).unwrap();
+        assert_eq!(lsp.funding.value.to_sat() * 1000, capacity_msat);
+        assert_eq!(client.our_balance_msat, opening);
+        assert_eq!(lsp.our_balance_msat, capacity_msat - opening);
+        assert_eq!(lsp.funding_outpoint, client.funding_outpoint);
+    }
+    // A new factory's clients start at zero.
+    let h = build(2, FactoryConfig::regtest());
+    let st = states(&h);
+    assert_eq!(
+        st.clients[1]
+            .leaf_channel_setup(ClientId(1), false)
+            .unwrap()
+            .our_balance_msat,
+        0
+    );
+    // Opening balances above a capacity, or not one per client, are refused.
+    let capacity_msat = 50_000_000;
+    let over = params(2, FactoryConfig::regtest(), |p| {
+        p.opening_msat = vec![capacity_msat + 1, 0];
+    });
+    let e = Factory::new(over).unwrap_err().to_string();
+    assert!(e.contains("more than its capacity"), "{e}");
+    let short = params(2, FactoryConfig::regtest(), |p| p.opening_msat = vec![1]);
+    let e = Factory::new(short).unwrap_err().to_string();
+    assert!(e.contains("1 opening balances for 2 clients"), "{e}");
 }

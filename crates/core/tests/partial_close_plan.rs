@@ -33,6 +33,7 @@ fn factory(n: usize, shape: Shape) -> Factory {
             .collect(),
         creation_height: 500,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32]));
     Factory::new(params).unwrap()

@@ -45,6 +45,7 @@ fn setup(n: u32) -> Setup {
             .collect(),
         creation_height: TIP,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32]));
     Setup {

@@ -34,6 +34,7 @@ fn factory(n: usize, shape: Shape, policy: TimeoutPolicy) -> Factory {
             .collect(),
         creation_height: 500,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32]));
     Factory::new(params).unwrap()
@@ -275,6 +276,7 @@ fn unsafe_configurations_are_refused() {
                     .collect(),
                 creation_height: 0,
                 stock_hashes: Vec::new(),
+                opening_msat: Vec::new(),
             }
             .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32])),
         )

@@ -90,6 +90,7 @@ fn setup(n: u32) -> Setup {
             .collect(),
         creation_height: TIP,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&StockSecrets::new([9; 32]));
     let out = superscalar_core::Factory::new(params.clone())

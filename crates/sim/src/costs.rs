@@ -332,6 +332,7 @@ impl CostBook {
                 clients: self.pool[..n as usize].to_vec(),
                 creation_height: 800_000,
                 stock_hashes: Vec::new(),
+                opening_msat: Vec::new(),
             }
             .with_stock_secrets(&superscalar_core::revocation::StockSecrets::new([0x5e; 32]));
             Factory::new(params)

@@ -997,6 +997,7 @@ mod tests {
                 .collect(),
             creation_height: 1234,
             stock_hashes: Vec::new(),
+            opening_msat: Vec::new(),
         }
     }
 

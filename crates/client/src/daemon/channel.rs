@@ -184,7 +184,7 @@ impl Client {
                     .confirm_funding(Some(&coin.txout), Some(coin.height))
                     .map_err(|e| e.to_string())?;
                 state
-                    .channel_setup(Slot::Channel(f.position), false, 0)
+                    .leaf_channel_setup(f.position, false)
                     .map_err(|e| e.to_string())?
             }
             // A sold channel opens on its output in the update being signed, which our own

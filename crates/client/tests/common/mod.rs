@@ -86,6 +86,7 @@ pub fn build_with(n: u32, config: FactoryConfig, edit: impl FnOnce(&mut FactoryP
             .collect(),
         creation_height: chain.tip().unwrap().height,
         stock_hashes: Vec::new(),
+        opening_msat: Vec::new(),
     }
     .with_stock_secrets(&StockSecrets::new(STOCK_SEED));
     let mut params = params;

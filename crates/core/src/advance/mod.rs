@@ -478,6 +478,30 @@ impl FactoryState {
         )
     }
 
+    /// The parameters of client `client`'s leaf channel of the current version, opening at the
+    /// balances the factory's parameters give ([`crate::FactoryParams::opening_msat`]): the
+    /// client holds its opening balance and the LSP the rest of the capacity. `lsp`: the
+    /// LSP's side (it opens the channel) or the client's.
+    pub fn leaf_channel_setup(
+        &self,
+        client: ClientId,
+        lsp: bool,
+    ) -> Result<ChannelSetup, AdvanceError> {
+        let mut setup = self.channel_setup(Slot::Channel(client), lsp, 0)?;
+        let capacity_msat = setup.funding.value.to_sat().saturating_mul(1000);
+        let opening = self
+            .factory
+            .params()
+            .opening_msat(client)
+            .min(capacity_msat);
+        setup.our_balance_msat = if lsp {
+            capacity_msat - opening
+        } else {
+            opening
+        };
+        Ok(setup)
+    }
+
     fn setup_at(
         &self,
         slot: Slot,

@@ -8,13 +8,16 @@
 //! so the message stays small at any factory size), or abandons the close (`Abort`).
 
 use bitcoin::secp256k1::schnorr::Signature;
-use bitcoin::{Amount, FeeRate, OutPoint, TxOut, Txid};
+use bitcoin::{Amount, FeeRate, OutPoint, PublicKey, ScriptBuf, TxOut, Txid};
 use lightning::io;
 use lightning::ln::msgs::DecodeError;
 use lightning::util::ser::{Readable, Writeable, Writer};
 
 use super::{CloseTerms, Successor};
-use crate::codec::{read_list, read_script, read_tlvs, tag, write_list, write_no_tlvs, MAX_LIST};
+use crate::codec::{
+    read_key, read_list, read_script, read_tlvs, tag, write_key, write_list, write_no_tlvs,
+    MAX_LIST,
+};
 use crate::musig::{AggNonce, PartialSig, PubNonce};
 use crate::types::FactoryId;
 
@@ -47,6 +50,22 @@ pub enum CloseBody {
     Done(Signature),
     /// Either way: the close is abandoned (or refused), and why.
     Abort(String),
+    /// LSP to client, a rotation's first step: the LSP invites the client to roll its balance
+    /// in this factory, which the LSP counts as `balance_msat` (every channel summed), into
+    /// the successor the close will fund.
+    Invite {
+        /// The client's balance in the factory, as the LSP counts it.
+        balance_msat: u64,
+    },
+    /// Client to LSP: it rolls into the successor, as a client joining it.
+    Roll {
+        /// Its key for the successor (fresh: every factory has its own).
+        key: PublicKey,
+        /// Where its fee coin and timeout payouts in the successor go.
+        payout: ScriptBuf,
+        /// The capacity of its channel in the successor (at least its balance).
+        capacity_sat: u64,
+    },
 }
 
 impl CloseBody {
@@ -59,6 +78,8 @@ impl CloseBody {
             CloseBody::Partial(_) => "close partial signature",
             CloseBody::Done(_) => "close done",
             CloseBody::Abort(_) => "close abort",
+            CloseBody::Invite { .. } => "rotation invitation",
+            CloseBody::Roll { .. } => "rotation roll",
         }
     }
 }
@@ -180,6 +201,20 @@ impl Writeable for CloseMsg {
                 let cut: String = reason.chars().take(MAX_CLOSE_REASON).collect();
                 cut.write(w)?;
             }
+            CloseBody::Invite { balance_msat } => {
+                6u8.write(w)?;
+                balance_msat.write(w)?;
+            }
+            CloseBody::Roll {
+                key,
+                payout,
+                capacity_sat,
+            } => {
+                7u8.write(w)?;
+                write_key(w, key)?;
+                payout.write(w)?;
+                capacity_sat.write(w)?;
+            }
         }
         write_no_tlvs(w)
     }
@@ -202,6 +237,20 @@ impl Readable for CloseMsg {
                 }
                 CloseBody::Abort(reason)
             }
+            6 => CloseBody::Invite {
+                balance_msat: Readable::read(r)?,
+            },
+            7 => CloseBody::Roll {
+                key: read_key(r)?,
+                payout: read_script(r)?,
+                capacity_sat: {
+                    let sat: u64 = Readable::read(r)?;
+                    if sat > Amount::MAX_MONEY.to_sat() {
+                        return Err(DecodeError::InvalidValue);
+                    }
+                    sat
+                },
+            },
             _ => return Err(DecodeError::InvalidValue),
         };
         read_tlvs(r)?;
@@ -219,7 +268,6 @@ mod tests {
     use crate::codec::{decode, encode};
     use crate::types::ClientId;
     use bitcoin::hashes::Hash;
-    use bitcoin::ScriptBuf;
     use proptest::prelude::*;
 
     fn terms(successor: bool) -> CloseTerms {
@@ -258,6 +306,18 @@ mod tests {
                 Signature::from_slice(&[5; 64]).expect("64 bytes"),
             )),
             m(CloseBody::Abort("wrong amount".into())),
+            m(CloseBody::Invite {
+                balance_msat: 12_345_678,
+            }),
+            m(CloseBody::Roll {
+                key: PublicKey::new(
+                    bitcoin::secp256k1::SecretKey::from_slice(&[3; 32])
+                        .unwrap()
+                        .public_key(&bitcoin::secp256k1::Secp256k1::new()),
+                ),
+                payout: ScriptBuf::from_bytes(vec![0x51; 34]),
+                capacity_sat: 250_000,
+            }),
         ]
     }
 
@@ -296,7 +356,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn truncations_fail(which in 0usize..7, cut in 0usize..10_000) {
+        fn truncations_fail(which in 0usize..9, cut in 0usize..10_000) {
             let bytes = encode(&msgs()[which]);
             let cut = cut % bytes.len();
             prop_assert!(decode::<CloseMsg>(&bytes[..cut]).is_err());

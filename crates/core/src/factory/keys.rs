@@ -208,6 +208,7 @@ mod tests {
                 .collect(),
             creation_height: 500,
             stock_hashes: Vec::new(),
+            opening_msat: Vec::new(),
         }
         .with_stock_secrets(&StockSecrets::new([4; 32]));
         Factory::new(params).unwrap()

@@ -101,6 +101,11 @@ pub struct FactoryParams {
     /// [`crate::revocation::StockSecrets`]).
     #[serde(default)]
     pub stock_hashes: Vec<sha256::Hash>,
+    /// Each client's balance when its leaf channel opens, in millisatoshis, by position (empty:
+    /// every client starts at zero and the LSP holds the whole capacity, as in a new factory; a
+    /// successor factory starts each client at what it rolls in from the factory before).
+    #[serde(default)]
+    pub opening_msat: Vec<u64>,
 }
 
 impl FactoryParams {
@@ -109,6 +114,15 @@ impl FactoryParams {
     pub fn with_stock_secrets(mut self, secrets: &crate::revocation::StockSecrets) -> Self {
         self.stock_hashes = secrets.initial_hashes(self.stock_count().unwrap_or(0));
         self
+    }
+
+    /// Client `client`'s balance when its leaf channel opens (msat; 0 unless the parameters
+    /// say otherwise).
+    pub fn opening_msat(&self, client: ClientId) -> u64 {
+        self.opening_msat
+            .get(client.0 as usize)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How many stock outputs this factory has (and so how many `stock_hashes` it needs).
@@ -288,6 +302,23 @@ impl Factory {
                 return Err(ShapeError::Amount(format!(
                     "client {i} capacity {} is below the {} dust limit",
                     c.capacity, P2TR_DUST
+                ))
+                .into());
+            }
+        }
+        if !params.opening_msat.is_empty() && params.opening_msat.len() != params.clients.len() {
+            return Err(ShapeError::Amount(format!(
+                "{} opening balances for {} clients",
+                params.opening_msat.len(),
+                params.clients.len()
+            ))
+            .into());
+        }
+        for (i, (c, opening)) in params.clients.iter().zip(&params.opening_msat).enumerate() {
+            if *opening > c.capacity.to_sat().saturating_mul(1000) {
+                return Err(ShapeError::Amount(format!(
+                    "client {i} opens its channel with {opening} msat, more than its capacity {}",
+                    c.capacity
                 ))
                 .into());
             }

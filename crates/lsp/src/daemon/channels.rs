@@ -334,13 +334,8 @@ impl Lsp {
         state
             .confirm_funding(Some(&coin.txout), Some(coin.height))
             .map_err(|e| e.to_string())?;
-        let capacity = factory.params().clients[client as usize].capacity;
         let setup = state
-            .channel_setup(
-                Slot::Channel(ClientId(client)),
-                true,
-                capacity.to_sat() * 1000,
-            )
+            .leaf_channel_setup(ClientId(client), true)
             .map_err(|e| e.to_string())?;
         self.channel_offer(&factory, key_index, client, ChannelRef::Leaf, setup)
     }

@@ -985,6 +985,7 @@ impl Lsp {
                 .collect(),
             creation_height: tip,
             stock_hashes: Vec::new(),
+            opening_msat: Vec::new(),
         }
         .with_stock_secrets(&StockSecrets::new(*stock));
         let funding_out = Factory::new(params.clone())
