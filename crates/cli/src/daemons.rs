@@ -112,6 +112,10 @@ pub enum LspCommand {
         /// operator closes them with `close-factory`; what the tree holds at T pays the clients).
         #[arg(long)]
         no_auto_close: bool,
+        /// In the dying period, propose the cooperative close rather than a rotation into a
+        /// successor factory (which keeps every client's balance off chain).
+        #[arg(long)]
+        no_auto_rotate: bool,
         /// Do not take a dying factory on chain at its reclaim height when no close was signed
         /// (what the tree holds at T then pays the clients, the LSP's channel balances too).
         #[arg(long)]
@@ -189,6 +193,18 @@ pub enum LspCommand {
         /// The factory id (hex).
         factory: String,
         /// The close's fee rate (sat/vB; default: the LSP's funding fee rate).
+        #[arg(long)]
+        fee_rate: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Rotate a factory: one transaction closes it and funds its successor, into which every
+    /// client rolls its balance (a channel that opens at it); waits until it is signed and
+    /// broadcast or refused.
+    RotateFactory {
+        /// The factory id (hex).
+        factory: String,
+        /// The rotation's fee rate (sat/vB; default: the LSP's funding fee rate).
         #[arg(long)]
         fee_rate: Option<u64>,
         #[command(flatten)]
@@ -417,6 +433,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             liquidity_fee_min_sat,
             liquidity_patience_secs,
             no_auto_close,
+            no_auto_rotate,
             no_reclaim,
             fault,
         } => {
@@ -476,6 +493,7 @@ pub fn lsp(command: LspCommand) -> ExitCode {
                 liquidity_fee_min: bitcoin::Amount::from_sat(liquidity_fee_min_sat),
                 liquidity_patience: Duration::from_secs(liquidity_patience_secs),
                 auto_close: !no_auto_close,
+                auto_rotate: !no_auto_rotate,
                 reclaim: !no_reclaim,
                 fault,
             };
@@ -563,37 +581,55 @@ pub fn lsp(command: LspCommand) -> ExitCode {
             LSP_API,
             "close_factory",
             json!({ "factory": factory, "fee_rate": fee_rate }),
+            |v| print_close(v, "closed cooperatively".into()),
+        ),
+        LspCommand::RotateFactory {
+            factory,
+            fee_rate,
+            api,
+        } => call(
+            &api,
+            LSP_API,
+            "rotate_factory",
+            json!({ "factory": factory, "fee_rate": fee_rate }),
             |v| {
-                println!(
-                    "factory {} closed cooperatively by {} ({} vB, fee {} sat){}",
-                    v["factory"].as_str().unwrap_or("?"),
-                    v["txid"].as_str().unwrap_or("?"),
-                    v["vsize"],
-                    v["fee_sat"],
-                    if v["broadcast"] == json!(true) {
-                        ""
-                    } else {
-                        "; not accepted by our chain yet, broadcast again every tick"
-                    }
-                );
-                println!("{:>8}  {:>14}  output", "client", "amount (sat)");
-                for c in v["clients"].as_array().into_iter().flatten() {
-                    let output = match c["output"].as_u64() {
-                        Some(o) => o.to_string(),
-                        None => "below dust: to the fee".into(),
-                    };
-                    println!(
-                        "{:>8}  {:>14}  {output}",
-                        c["client"].as_u64().unwrap_or_default(),
-                        c["amount_sat"].as_u64().unwrap_or_default()
-                    );
-                }
-                if let Some(lsp) = v["lsp_sat"].as_u64() {
-                    println!("{:>8}  {lsp:>14}", "LSP");
-                }
+                let into = v["successor"]["factory"].as_str().unwrap_or("?");
+                print_close(v, format!("rotated into {into}"))
             },
         ),
         LspCommand::Stop(a) => call(&a, LSP_API, "stop", json!({}), |_| println!("stopping")),
+    }
+}
+
+/// A close's (or a rotation's) summary line, then the table of its outputs.
+fn print_close(v: &Value, how: String) {
+    println!(
+        "factory {} {how} by {} ({} vB, fee {} sat){}",
+        v["factory"].as_str().unwrap_or("?"),
+        v["txid"].as_str().unwrap_or("?"),
+        v["vsize"],
+        v["fee_sat"],
+        if v["broadcast"] == json!(true) {
+            ""
+        } else {
+            "; not accepted by our chain yet, broadcast again every tick"
+        }
+    );
+    println!("{:>8}  {:>14}  output", "client", "amount (sat)");
+    for c in v["clients"].as_array().into_iter().flatten() {
+        let output = match c["output"].as_u64() {
+            Some(o) => o.to_string(),
+            None if c["rolled"] == json!(true) => "rolled into the successor".into(),
+            None => "below dust: to the fee".into(),
+        };
+        println!(
+            "{:>8}  {:>14}  {output}",
+            c["client"].as_u64().unwrap_or_default(),
+            c["amount_sat"].as_u64().unwrap_or_default()
+        );
+    }
+    if let Some(lsp) = v["lsp_sat"].as_u64() {
+        println!("{:>8}  {lsp:>14}", "LSP");
     }
 }
 

@@ -141,6 +141,18 @@ impl ChainNode {
             .ok_or("getblockcount")?)
     }
 
+    /// The txids of the block at `height`, the coinbase first.
+    pub fn block_txids(&self, height: u64) -> DemoResult<Vec<String>> {
+        let hash = self.rpc.call("getblockhash", &[json!(height)])?;
+        let block = self.rpc.call("getblock", &[hash, json!(1)])?;
+        Ok(block["tx"]
+            .as_array()
+            .ok_or("getblock")?
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// A transaction by txid (confirmed or in the mempool).
     pub fn tx(&self, txid: &Txid) -> DemoResult<Transaction> {
         let hex = self

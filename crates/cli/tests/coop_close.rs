@@ -278,7 +278,12 @@ fn the_lsp_closes_a_dying_factory_once_every_client_is_back() {
         dir.path(),
         &chain,
         n,
-        &["--no-passphrase", "--active-blocks", "200"],
+        &[
+            "--no-passphrase",
+            "--active-blocks",
+            "200",
+            "--no-auto-rotate",
+        ],
         &["--no-passphrase"],
     );
     let listed = cli("lsp", "factories", &lsp.datadir, &lsp.api).unwrap();

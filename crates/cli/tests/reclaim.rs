@@ -140,15 +140,8 @@ fn the_lsp_takes_a_factory_with_an_absent_client_on_chain_before_t_and_keeps_its
         .as_array()
         .unwrap()
     {
-        let tx = chain
-            .rpc
-            .call(
-                "getrawtransaction",
-                &[json!(r["commitment"].as_str().unwrap()), json!(true)],
-            )
-            .unwrap();
-        let height = tip(&chain) + 1 - tx["confirmations"].as_u64().unwrap();
-        assert!(height < t, "{tx}");
+        let height = confirmed_at(&chain, r["commitment"].as_str().unwrap());
+        assert!(height < t, "{r}");
     }
     // Then the to_local sweeps, after `to_self_delay`.
     let mut mined = 0;

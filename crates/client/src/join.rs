@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use bitcoin::key::Keypair;
-use bitcoin::{Amount, Network, OutPoint, ScriptBuf, Transaction};
+use bitcoin::{Amount, Network, OutPoint, ScriptBuf, Transaction, TxOut};
 use superscalar_core::ceremony::{CeremonyError, ClientCeremony, SignedTx};
 use superscalar_core::codec::encode;
 use superscalar_core::factory::ScriptHints;
@@ -90,12 +90,25 @@ enum State {
     Funded,
 }
 
+/// What a rotation's successor must be, from the close's terms that fund it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuccessorCheck {
+    /// Its funding outpoint: the close's output 0.
+    pub funding: OutPoint,
+    /// Its funding output, as the terms fund it.
+    pub output: TxOut,
+    /// This client's opening balance in it: its balance in the factory it rolls from (msat).
+    pub opening_msat: u64,
+}
+
 /// One client joining one factory.
 pub struct Joining {
     request: Request,
     state: State,
     factory: Option<Arc<Factory>>,
     funding: Option<OutPoint>,
+    /// Joining a rotation's successor: what it must be (`Some(None)` until the terms came).
+    successor: Option<Option<SuccessorCheck>>,
 }
 
 impl std::fmt::Debug for Joining {
@@ -121,9 +134,34 @@ impl Joining {
                 state: State::Proposed(ProposalAssembler::default()),
                 factory: None,
                 funding: None,
+                successor: None,
             },
             join,
         )
+    }
+
+    /// This joining is a rotation's: the successor's proposal is refused until
+    /// [`Joining::expect_successor`] says what it must be.
+    pub fn for_rotation(mut self) -> Self {
+        self.successor = Some(None);
+        self
+    }
+
+    /// Whether this joining is a rotation's.
+    pub fn is_rotation(&self) -> bool {
+        self.successor.is_some()
+    }
+
+    /// What the rotation's successor must be (from the close's terms); refused once proposed.
+    pub fn expect_successor(&mut self, check: SuccessorCheck) -> Result<(), JoinError> {
+        match &self.successor {
+            Some(None) if self.factory.is_none() => {
+                self.successor = Some(Some(check));
+                Ok(())
+            }
+            Some(Some(c)) if *c == check => Ok(()),
+            _ => Err(JoinError::Unexpected("a successor's terms now")),
+        }
     }
 
     /// Resumes, after a restart, a factory whose ceremony this client left after sending its
@@ -154,6 +192,7 @@ impl Joining {
                 },
                 factory: Some(factory),
                 funding: Some(funding),
+                successor: None,
             },
             Message::Resume(superscalar_wire::messages::Resume { factory: id }),
         ))
@@ -256,6 +295,37 @@ impl Joining {
                         p.params.config.network, self.request.network
                     )));
                 }
+                match &self.successor {
+                    None if p.params.opening_msat(me) != 0 => {
+                        return Err(JoinError::Proposal(format!(
+                            "a new factory opening our channel with {} msat of ours",
+                            p.params.opening_msat(me)
+                        )));
+                    }
+                    None => {}
+                    Some(None) => {
+                        return Err(JoinError::Proposal(
+                            "a successor's proposal before the terms of the close funding it"
+                                .into(),
+                        ))
+                    }
+                    Some(Some(c)) => {
+                        if p.funding != c.funding {
+                            return Err(JoinError::Proposal(format!(
+                                "the successor spends {} instead of the close's output {}",
+                                p.funding, c.funding
+                            )));
+                        }
+                        if p.params.opening_msat(me) != c.opening_msat {
+                            return Err(JoinError::Proposal(format!(
+                                "the successor opens our channel with {} msat instead of our \
+                                 {} msat",
+                                p.params.opening_msat(me),
+                                c.opening_msat
+                            )));
+                        }
+                    }
+                }
                 // Its path's keys it aggregates itself; the scripts beside its path come next.
                 self.state = State::AwaitingHints(Box::new(p));
                 Ok(Output::default())
@@ -351,6 +421,13 @@ impl Joining {
         let me = p.client;
         let encoded = encode(&p.params);
         let factory = Arc::new(Factory::new(p.params)?.with_script_hints(me, hints)?);
+        if let Some(Some(c)) = &self.successor {
+            if factory.funding_output()? != c.output {
+                return Err(JoinError::Proposal(
+                    "the successor's funding output is not the one the close funds".into(),
+                ));
+            }
+        }
         let mut ceremony = ClientCeremony::new(
             Arc::clone(&factory),
             me,

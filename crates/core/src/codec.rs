@@ -152,33 +152,7 @@ pub(crate) fn read_tlvs_with<R: io::Read>(
 
 /// Reads a trailing TLV stream: unknown odd records are skipped, unknown even ones refused.
 pub(crate) fn read_tlvs<R: io::Read>(r: &mut R) -> Result<(), DecodeError> {
-    let mut last: Option<u64> = None;
-    loop {
-        let mut first = [0u8; 1];
-        match r.read(&mut first) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(_) => return Err(DecodeError::ShortRead),
-        }
-        let typ = read_bigsize_after(first[0], r)?;
-        if last.is_some_and(|l| typ <= l) {
-            return Err(DecodeError::InvalidValue);
-        }
-        last = Some(typ);
-        if typ % 2 == 0 {
-            return Err(DecodeError::UnknownRequiredFeature);
-        }
-        let len = BigSize::read(r)?.0;
-        // Skip `len` bytes in bounded chunks.
-        let mut left = len;
-        let mut buf = [0u8; 256];
-        while left > 0 {
-            let take = left.min(buf.len() as u64) as usize;
-            r.read_exact(&mut buf[..take])
-                .map_err(|_| DecodeError::ShortRead)?;
-            left -= take as u64;
-        }
-    }
+    read_tlvs_with(r, |_, _| Ok(false))
 }
 
 /// Finishes reading a `BigSize` whose first byte was already read (canonical encodings only).

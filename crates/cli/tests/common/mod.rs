@@ -490,3 +490,17 @@ pub fn tip(chain: &Chaind) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// The height at which transaction `txid` confirmed.
+pub fn confirmed_at(chain: &Chaind, txid: &str) -> u64 {
+    let tx = chain
+        .rpc
+        .call(
+            "getrawtransaction",
+            &[serde_json::json!(txid), serde_json::json!(true)],
+        )
+        .unwrap();
+    let confirmations = tx["confirmations"].as_u64().unwrap_or(0);
+    assert!(confirmations > 0, "{txid} is not confirmed");
+    tip(chain) + 1 - confirmations
+}

@@ -135,6 +135,19 @@ impl Client {
     /// Our side of the channel the LSP offers, as an `accept_channel`; creates and records the
     /// channel the first time.
     pub(super) fn on_open_channel(&mut self, open: ChannelOpen) {
+        let early = self
+            .successor
+            .as_ref()
+            .is_some_and(|s| s.id == open.factory)
+            || self
+                .factory
+                .as_ref()
+                .is_some_and(|f| f.id == open.factory && f.status == FactoryStatus::Signed);
+        if early {
+            // Live on the LSP's chain before ours shows its funding confirmed (our successor's:
+            // the close): not refused, since the LSP offers again within seconds.
+            return tracing::debug!("a channel of factory {} offered early", open.factory);
+        }
         match self.accept_channel(&open) {
             Ok(msgs) => {
                 for m in msgs {

@@ -55,7 +55,9 @@ pub(super) struct Recorded {
 impl Client {
     /// Whether the factory's channels are frozen by a close (being signed, or recorded).
     pub(super) fn close_frozen(&self) -> bool {
-        self.cooperative.is_some() || self.factory.as_ref().is_some_and(|f| f.close.is_some())
+        self.cooperative.is_some()
+            || self.rotating.is_some()
+            || self.factory.as_ref().is_some_and(|f| f.close.is_some())
     }
 
     /// What this client is owed now, or why its channels cannot be closed now.
@@ -122,7 +124,15 @@ impl Client {
                         "the LSP abandoned the close of {factory}: {reason}"
                     ));
                 }
+                if self
+                    .rotating
+                    .as_ref()
+                    .is_some_and(|r| r.factory == factory && r.close == id)
+                {
+                    self.end_rotation(&format!("the LSP abandoned it: {reason}"));
+                }
             }
+            CloseBody::Invite { balance_msat } => self.on_invite(factory, id, balance_msat),
             other => tracing::debug!("a {} is not for a client", other.name()),
         }
     }
@@ -152,13 +162,27 @@ impl Client {
             return Err("an update of the factory is under way".into());
         }
         let owed = self.close_owed()?;
+        let position = self
+            .factory
+            .as_ref()
+            .ok_or("we are in no factory")?
+            .position;
+        let rolls_us = terms
+            .successor
+            .as_ref()
+            .is_some_and(|s| s.rolled.contains(&position));
+        let successor = if rolls_us {
+            Some(self.expect_successor(factory, id, terms)?)
+        } else {
+            None
+        };
         let f = self.factory.as_ref().ok_or("we are in no factory")?;
         let expected = ClientExpectation {
             client: f.position,
             funding: f.funding,
             owed,
             min_fee_rate: MIN_CLOSE_FEE_RATE,
-            successor: None,
+            successor,
         };
         let signed_before = f.close.as_ref().map(|r| CloseRecord {
             terms: r.terms.clone(),
@@ -198,6 +222,14 @@ impl Client {
         let position = f.position.0 as usize;
         if record.terms.clients.get(position) != Some(&owed) {
             return Err("our channels changed since the proposal".into());
+        }
+        if let Some(s) = record
+            .terms
+            .successor
+            .as_ref()
+            .filter(|s| s.rolled.contains(&f.position))
+        {
+            self.check_successor_signed(record.txid, &s.output)?;
         }
         let close = s.signer.close();
         let spend = Spend {
@@ -278,8 +310,20 @@ impl Client {
                     return tracing::warn!("factory {id}: {e}");
                 }
                 let paid = self.close_payout();
+                let rolled = r
+                    .terms
+                    .successor
+                    .as_ref()
+                    .is_some_and(|s| s.rolled.contains(&f.position));
                 if let Some(f) = self.factory.as_mut() {
                     f.status = FactoryStatus::Closed;
+                }
+                if rolled {
+                    self.log(format!(
+                        "factory {id}: closed by its rotation ({txid} confirmed at {height}); \
+                         our balance is in its successor"
+                    ));
+                    return self.promote_successor(txid);
                 }
                 self.log(format!(
                     "factory {id}: closed cooperatively ({txid} confirmed at {height}); {}",

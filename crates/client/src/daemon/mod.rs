@@ -40,6 +40,7 @@ mod channel;
 mod closing;
 mod cooperative;
 mod liquidity;
+mod rotation;
 mod sweep;
 mod update;
 mod watching;
@@ -160,6 +161,10 @@ struct Client {
     watching: Option<watching::Watching>,
     /// The cooperative close being signed (its nonce lives here only).
     cooperative: Option<cooperative::Signing>,
+    /// The rotation we roll into (from the invitation until the close is recorded).
+    rotating: Option<rotation::Rotating>,
+    /// A rotation's successor, signed, until the close funding it confirms.
+    successor: Option<InFactory>,
     /// Our chain's tip height, read at each tick: what channel steps check HTLC expiries
     /// against (as the LSP does), without a chain call per step.
     tip: Option<u32>,
@@ -209,6 +214,8 @@ pub async fn run(
         updating: None,
         watching: None,
         cooperative: None,
+        rotating: None,
+        successor: None,
         tip: None,
     };
     client.recover()?;
@@ -476,7 +483,7 @@ impl Client {
                     } else {
                         None
                     };
-                    self.factory = Some(InFactory {
+                    let loaded = InFactory {
                         id,
                         factory,
                         funding,
@@ -491,7 +498,25 @@ impl Client {
                         links: Default::default(),
                         state: None,
                         close: self.load_close(id).map_err(ClientError::Corrupt)?,
-                    });
+                    };
+                    // Two factories at once only in a rotation: the newer one, signed, is the
+                    // older's successor. It is kept (it costs nothing: its funding is a close
+                    // that needs our signature) until that close confirms, or until the LSP
+                    // invites us to another rotation, which voids it.
+                    let older = self.factory.as_ref().map(|f| f.id);
+                    match older {
+                        Some(old)
+                            if loaded.status == FactoryStatus::Signed
+                                && self.successor.is_none() =>
+                        {
+                            self.log(format!(
+                                "successor {id} of {old}: kept at restart, waiting for the close \
+                                 that funds it"
+                            ));
+                            self.successor = Some(loaded);
+                        }
+                        _ => self.factory = Some(loaded),
+                    }
                 }
                 _ => {}
             }
@@ -528,6 +553,13 @@ impl Client {
             funding,
         )
         .map_err(|e| e.to_string())?;
+        // Beside a factory we are in, it can only be a rotation's successor: it must not take
+        // that factory's place once signed (the close that funds it is signed next).
+        let joining = if self.factory.is_some() {
+            joining.for_rotation()
+        } else {
+            joining
+        };
         self.joining = Some(joining);
         self.resume = Some(resume);
         Ok(())
@@ -552,6 +584,9 @@ impl Client {
                 self.log("disconnected from the LSP".into());
                 self.channel_connection(false);
                 self.update_disconnected();
+                if self.rotating.is_some() {
+                    self.end_rotation("the LSP disconnected");
+                }
                 match self.joining.as_ref() {
                     // Our partial signatures are out: the LSP may have completed the factory.
                     // Ask it on reconnecting, never forget it.
@@ -584,6 +619,9 @@ impl Client {
             abandon(&mut self.store, &j);
             if let Some(id) = j.factory_id() {
                 self.log(format!("factory {id}: left ({why})"));
+            }
+            if j.is_rotation() {
+                self.end_rotation(why);
             }
         }
         self.rejoin_after = Some(Instant::now() + Duration::from_secs(2));
@@ -713,11 +751,7 @@ impl Client {
         ) else {
             return;
         };
-        self.log(format!(
-            "factory {id}: every signature of our exit path and timeouts verified ({} transactions)",
-            joining.signed().len()
-        ));
-        self.factory = Some(InFactory {
+        let signed_factory = InFactory {
             id,
             factory,
             funding,
@@ -732,11 +766,24 @@ impl Client {
             links: Default::default(),
             state: None,
             close: None,
-        });
+        };
+        if joining.is_rotation() {
+            return self.successor_signed(signed_factory);
+        }
+        self.log(format!(
+            "factory {id}: every signature of our exit path and timeouts verified ({} transactions)",
+            joining.signed().len()
+        ));
+        self.factory = Some(signed_factory);
     }
 
     fn on_live(&mut self, id: FactoryId, tx: Transaction) {
-        let Some(f) = self.factory.as_mut().filter(|f| f.id == id) else {
+        let Some(f) = self
+            .factory
+            .as_mut()
+            .filter(|f| f.id == id)
+            .or(self.successor.as_mut().filter(|s| s.id == id))
+        else {
             return;
         };
         let expected = f.factory.funding_output().ok();
@@ -1030,6 +1077,7 @@ impl Client {
                     })),
                     "factory": factory,
                     "close": self.close_json(),
+                    "successor": self.successor_json(),
                     "last_error": self.last_error,
                     "events": self.events.newest(20),
                 }))

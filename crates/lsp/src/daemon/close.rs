@@ -62,7 +62,65 @@ pub(super) struct Closing {
     /// Whether the aggregated nonce went out (the close is recorded).
     agg_sent: bool,
     round_started: Instant,
-    reply: Option<superscalar_api::Request>,
+    pub(super) reply: Option<superscalar_api::Request>,
+    /// A rotation's successor, which the close funds (its output 0).
+    pub(super) successor: Option<FactoryId>,
+    /// The aggregated nonce, held until the successor is signed.
+    held_agg: Option<superscalar_core::musig::AggNonce>,
+}
+
+impl Closing {
+    /// A close whose LSP nonce is in `coordinator`, proposed to `members`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        factory: FactoryId,
+        id: u64,
+        terms: CloseTerms,
+        coordinator: CloseCoordinator,
+        signer: CloseSigner,
+        members: Vec<PublicKey>,
+        successor: Option<FactoryId>,
+        reply: Option<superscalar_api::Request>,
+    ) -> Self {
+        Closing {
+            factory,
+            id,
+            terms,
+            coordinator,
+            signer,
+            members,
+            agg_sent: false,
+            round_started: Instant::now(),
+            reply,
+            successor,
+            held_agg: None,
+        }
+    }
+}
+
+/// The factory id and fee rate of a `close-factory` or `rotate-factory` request.
+pub(super) fn parse_close_params(
+    params: &Value,
+    default_fee_rate: FeeRate,
+) -> Result<(FactoryId, FeeRate), ApiError> {
+    let id = params
+        .get("factory")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid_params("factory: a factory id in hex"))?;
+    let id: FactoryId = id
+        .parse()
+        .map_err(|_| ApiError::invalid_params(format!("{id:?} is not a factory id")))?;
+    let fee_rate = match params.get("fee_rate") {
+        None | Some(Value::Null) => default_fee_rate,
+        Some(v) => v
+            .as_u64()
+            .filter(|r| (1..=10_000).contains(r))
+            .map(|r| FeeRate::from_sat_per_vb_u32(r as u32))
+            .ok_or_else(|| {
+                ApiError::invalid_params("fee_rate: sat/vB, a whole number from 1 to 10000")
+            })?,
+    };
+    Ok((id, fee_rate))
 }
 
 impl Lsp {
@@ -81,6 +139,20 @@ impl Lsp {
     /// What each client is owed now: its balances in every channel of the factory, rounded
     /// down to the satoshi, and its fee coin; or why the channels cannot be closed now.
     fn close_amounts(&self, id: FactoryId, factory: &Factory) -> Result<Vec<Amount>, String> {
+        Ok(self
+            .channel_balances(id, factory)?
+            .iter()
+            .map(|b| factory.client_close_amount(b))
+            .collect())
+    }
+
+    /// Each client's balance in each of its channels of the factory (msat), by position; or
+    /// why the channels cannot be closed now (one is opening, or a payment is under way).
+    pub(super) fn channel_balances(
+        &self,
+        id: FactoryId,
+        factory: &Factory,
+    ) -> Result<Vec<Vec<u64>>, String> {
         if self.channels.offers.keys().any(|k| k.0 == id) {
             return Err("a channel of this factory is still being opened".into());
         }
@@ -104,39 +176,30 @@ impl Lsp {
                 .ok_or("a channel of an unknown client")?
                 .push(c.their_balance_msat());
         }
-        Ok(balances
-            .iter()
-            .map(|b| factory.client_close_amount(b))
-            .collect())
+        Ok(balances)
     }
 
     fn start_close(&mut self, params: &Value) -> Result<(), ApiError> {
-        let id = params
-            .get("factory")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::invalid_params("factory: a factory id in hex"))?;
-        let id: FactoryId = id
-            .parse()
-            .map_err(|_| ApiError::invalid_params(format!("{id:?} is not a factory id")))?;
-        let fee_rate = match params.get("fee_rate") {
-            None | Some(Value::Null) => self.config.funding_fee_rate,
-            Some(v) => v
-                .as_u64()
-                .filter(|r| (1..=10_000).contains(r))
-                .map(|r| FeeRate::from_sat_per_vb_u32(r as u32))
-                .ok_or_else(|| {
-                    ApiError::invalid_params("fee_rate: sat/vB, a whole number from 1 to 10000")
-                })?,
-        };
+        let (id, fee_rate) = parse_close_params(params, self.config.funding_fee_rate)?;
         self.propose_close(id, fee_rate)
     }
 
-    /// Proposes the cooperative close of factory `id` at `fee_rate` to its members.
-    fn propose_close(&mut self, id: FactoryId, fee_rate: FeeRate) -> Result<(), ApiError> {
+    /// Factory `id` as it can be closed now: its factory, its members (all connected) and its
+    /// funding outpoint (unspent in our chain); or why not.
+    pub(super) fn closable(
+        &mut self,
+        id: FactoryId,
+    ) -> Result<(std::sync::Arc<Factory>, Vec<PublicKey>, bitcoin::OutPoint), ApiError> {
         if let Some(c) = &self.closing {
             return Err(ApiError::app(
                 -6,
                 format!("the close of factory {} is being signed", c.factory),
+            ));
+        }
+        if let Some(r) = &self.rotating {
+            return Err(ApiError::app(
+                -6,
+                format!("the rotation of factory {} is under way", r.factory()),
             ));
         }
         if self.updating.is_some() {
@@ -191,6 +254,21 @@ impl Lsp {
             }
             Err(e) => return Err(ApiError::app(-6, format!("no chain view: {e}"))),
         }
+        let factory = self
+            .factory_state(id)
+            .map(|(f, _, _)| f.clone())
+            .map_err(ApiError::internal)?;
+        Ok((factory, members, funding))
+    }
+
+    /// Proposes the cooperative close of factory `id` at `fee_rate` to its members (or the
+    /// close recorded for it, a rotation's included).
+    pub(super) fn propose_close(
+        &mut self,
+        id: FactoryId,
+        fee_rate: FeeRate,
+    ) -> Result<(), ApiError> {
+        let (_, members, funding) = self.closable(id)?;
         let (factory, _, key_index) = self
             .factory_state(id)
             .map(|(f, s, k)| (f.clone(), s.clone(), *k))
@@ -202,6 +280,7 @@ impl Lsp {
             .store
             .recorded_close(convert::factory_id(id))
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut successor = None;
         let (terms, signed_before) = match recorded {
             Some((txid, bytes)) => {
                 let terms: CloseTerms = decode(&bytes)
@@ -211,6 +290,13 @@ impl Lsp {
                         "the close recorded for {id} ({txid}) pays other amounts than the \
                          channels hold now"
                     )));
+                }
+                if terms.successor.is_some() {
+                    successor = Some(self.successor_of_close(&txid).ok_or_else(|| {
+                        ApiError::internal(format!(
+                            "the close recorded for {id} ({txid}) funds a successor we do not hold"
+                        ))
+                    })?);
                 }
                 let record = CloseRecord {
                     terms: terms.clone(),
@@ -262,22 +348,28 @@ impl Lsp {
             members.len(),
             terms.fee_rate.to_sat_per_vb_ceil()
         ));
-        self.closing = Some(Closing {
-            factory: id,
-            id: close_id,
+        self.closing = Some(Closing::new(
+            id,
+            close_id,
             terms,
             coordinator,
             signer,
             members,
-            agg_sent: false,
-            round_started: Instant::now(),
-            reply: None,
-        });
+            successor,
+            None,
+        ));
         Ok(())
     }
 
-    /// A step of a close from a client.
+    /// A step of a close (or of a rotation's invitation) from a client.
     pub(super) fn on_close(&mut self, peer: PublicKey, msg: CloseMsg) {
+        let inviting = self
+            .rotating
+            .as_ref()
+            .is_some_and(|r| r.factory() == msg.factory && r.close_id() == msg.close);
+        if inviting {
+            return self.on_rotation_msg(peer, msg);
+        }
         let Some(c) = self
             .closing
             .as_mut()
@@ -316,6 +408,16 @@ impl Lsp {
 
     /// Every nonce is in: record the close, then send the aggregated nonce and sign.
     fn close_round_two(&mut self, agg: superscalar_core::musig::AggNonce) {
+        let Some(successor) = self.closing.as_ref().map(|c| c.successor) else {
+            return;
+        };
+        if successor.is_some_and(|s| !self.factories.contains_key(&s)) {
+            // A rotation: nobody signs the close before the successor is signed.
+            if let Some(c) = self.closing.as_mut() {
+                c.held_agg = Some(agg);
+            }
+            return;
+        }
         let Some(c) = self.closing.as_mut() else {
             return;
         };
@@ -380,6 +482,9 @@ impl Lsp {
             return self.abort_close(&format!("cannot store the signed close: {e}"));
         }
         self.signed_closes.insert(c.factory, tx.clone());
+        if let Some(successor) = c.successor {
+            self.successor_funded(successor, &tx, &c.members);
+        }
         let sent = self.chain(|ch| ch.submit_transaction(&tx));
         if let Err(e) = &sent {
             tracing::warn!("close {txid}: not accepted yet: {e}");
@@ -410,7 +515,13 @@ impl Lsp {
                 "client": i,
                 "amount_sat": a.to_sat(),
                 "output": o,
+                "rolled": c.terms.successor.as_ref().is_some_and(|s| s.rolled.contains(&ClientId(i as u32))),
             })).collect::<Vec<_>>(),
+            "successor": c.successor.map(|s| json!({
+                "factory": s.to_string(),
+                "output": close.successor_output,
+                "value_sat": close.successor_output.map(|o| tx.output[o as usize].value.to_sat()),
+            })),
             "lsp_sat": close.lsp_output.map(|o| tx.output[o as usize].value.to_sat()),
             "broadcast": sent.is_ok(),
         });
@@ -422,6 +533,18 @@ impl Lsp {
         ));
         if let Some(r) = c.reply.take() {
             r.reply(Ok(summary));
+        }
+    }
+
+    /// A rotation's successor `id` is signed: the close held for it goes on.
+    pub(super) fn successor_signed(&mut self, id: FactoryId) {
+        let held = self
+            .closing
+            .as_mut()
+            .filter(|c| c.successor == Some(id))
+            .and_then(|c| c.held_agg.take());
+        if let Some(agg) = held {
+            self.close_round_two(agg);
         }
     }
 
@@ -447,6 +570,10 @@ impl Lsp {
             .map_or(true, |r| r.is_some());
         if !recorded {
             self.channels.frozen.remove(&c.factory);
+            if let Some(successor) = c.successor {
+                self.void_successor(successor, reason);
+                self.rotation_fallbacks.0.insert(c.factory);
+            }
         }
         self.log(format!(
             "factory {}: cooperative close abandoned: {reason}{}",
@@ -506,8 +633,12 @@ impl Lsp {
                         continue;
                     }
                     self.signed_closes.remove(&id);
+                    let how = match self.successor_of_close(&txid) {
+                        Some(successor) => format!("rotated into {successor}"),
+                        None => "closed cooperatively".into(),
+                    };
                     self.log(format!(
-                        "factory {id}: closed cooperatively ({txid} confirmed at {height})"
+                        "factory {id}: {how} ({txid} confirmed at {height})"
                     ));
                 }
                 Ok(TxStatus::Unknown) => {
@@ -530,9 +661,10 @@ impl Lsp {
         }
     }
 
-    /// At each new block: a live factory whose active period ended becomes `dying`; then,
-    /// unless `auto_close` is off, the LSP proposes the cooperative close of each dying factory
-    /// (at the funding fee rate) at every block until one is signed. Under the inverted policy
+    /// A live factory whose active period ended becomes `dying`; then, unless `auto_close` is
+    /// off, the LSP proposes the rotation (or, with `--no-auto-rotate` or once a rotation of it
+    /// was abandoned, the cooperative close) of each dying factory (at the funding fee rate)
+    /// once a block, one factory after another, until one is signed. Under the inverted policy
     /// the timeout transactions pay the clients everything still in the tree at T, the LSP's
     /// channel balances included, so the LSP closes well before. What stops a close (a client
     /// offline, a payment in flight) is logged when it changes.
@@ -540,9 +672,7 @@ impl Lsp {
         let Ok(tip) = self.chain(|c| c.tip()).map(|t| t.height) else {
             return;
         };
-        if self.lifecycle_tip == Some(tip) {
-            return;
-        }
+        let new_tip = self.lifecycle_tip != Some(tip);
         self.lifecycle_tip = Some(tip);
         let mut ids: Vec<(FactoryId, FactoryStatus)> = self
             .factories
@@ -595,29 +725,46 @@ impl Lsp {
                 self.start_reclaim(id, &format!("no cooperative close by block {reclaim_from}"));
                 continue;
             }
+            // One proposal a block for each factory, as soon as nothing else is being signed.
             if !self.config.auto_close
                 || self.closing.is_some()
+                || self.rotating.is_some()
                 || self.updating.is_some()
                 || self.signed_closes.contains_key(&id)
+                || self.proposed_at.get(&id) == Some(&tip)
             {
                 continue;
             }
-            match self.propose_close(id, self.config.funding_fee_rate) {
+            // A rotation keeps the clients off chain; once one was abandoned, the close.
+            let rotate = self.config.auto_rotate && !self.rotation_fallbacks.0.contains(&id);
+            if rotate && self.forming.is_some() {
+                continue;
+            }
+            self.proposed_at.insert(id, tip);
+            let proposed = if rotate {
+                self.start_rotation(id, self.config.funding_fee_rate)
+            } else {
+                self.propose_close(id, self.config.funding_fee_rate)
+            };
+            match proposed {
                 Ok(()) => {
                     self.close_blocked.remove(&id);
                 }
                 Err(e) => {
                     let why = e.message;
                     if self.close_blocked.get(&id) != Some(&why) {
+                        let what = if rotate { "rotate" } else { "close" };
                         self.log(format!(
-                            "factory {id}: cannot close it cooperatively: {why}"
+                            "factory {id}: cannot {what} it cooperatively: {why}"
                         ));
                         self.close_blocked.insert(id, why);
                     }
                 }
             }
         }
-        self.reclaim_tick();
+        if new_tip {
+            self.reclaim_tick();
+        }
     }
 
     /// Records factory `id` closed (nothing of it is left to watch or sign) and forgets its

@@ -55,6 +55,7 @@ mod close;
 pub mod ladder;
 mod liquidity;
 mod reclaim;
+mod rotation;
 mod update;
 mod watching;
 pub use channels::FORWARD_DELTA;
@@ -108,6 +109,9 @@ pub struct LspConfig {
     /// Propose the cooperative close of each factory in its dying period at every block until
     /// one is signed (`superscalar lsp run --no-auto-close` turns it off).
     pub auto_close: bool,
+    /// In the dying period, propose a rotation into a successor factory (the clients stay off
+    /// chain) rather than a close, until one is abandoned (`--no-auto-rotate` turns it off).
+    pub auto_rotate: bool,
     /// Take a dying factory on chain from its reclaim height when no close was signed
     /// (`superscalar lsp run --no-reclaim` turns it off: what the tree holds at T then pays the
     /// clients).
@@ -160,6 +164,14 @@ pub enum LspError {
     Corrupt(String),
 }
 
+/// What the LSP draws for a new factory.
+struct NewFactoryKeys {
+    id: FactoryId,
+    index: superscalar_store::KeyIndex,
+    keypair: bitcoin::key::Keypair,
+    stock: zeroize::Zeroizing<[u8; 32]>,
+}
+
 /// A client waiting to join.
 #[derive(Debug, Clone)]
 struct Waiting {
@@ -186,6 +198,8 @@ struct Forming {
     proposals_sent: usize,
     /// When proposals were last sent.
     proposals_released: Instant,
+    /// The factory whose rotation funds this one (its close's output 0), if any.
+    successor_of: Option<FactoryId>,
 }
 
 /// The default [`LspConfig::proposal_window`]: a proposal
@@ -224,12 +238,18 @@ struct Lsp {
     cheat: Vec<bitcoin::Transaction>,
     /// The cooperative close being signed.
     closing: Option<close::Closing>,
+    /// The rotation waiting for its members' rolls.
+    rotating: Option<rotation::Rotating>,
+    /// Factories whose rotation was abandoned (closed instead).
+    rotation_fallbacks: rotation::Fallbacks,
     /// Signed cooperative closes not yet confirmed.
     signed_closes: HashMap<FactoryId, Transaction>,
     /// The tip the factories' lifecycle was last looked at.
     lifecycle_tip: Option<u32>,
     /// Why the automatic close of a dying factory last failed (logged when it changes).
     close_blocked: HashMap<FactoryId, String>,
+    /// The tip at which each dying factory's close or rotation was last proposed.
+    proposed_at: HashMap<FactoryId, u32>,
     /// How far the reclaim of each channel of a closing factory got.
     reclaims: HashMap<channels::Key, reclaim::Reclaimed>,
     /// How far the sweep of each stock output of a closing factory got.
@@ -300,9 +320,12 @@ pub async fn run(
         last_update_id: 0,
         cheat: Vec::new(),
         closing: None,
+        rotating: None,
+        rotation_fallbacks: Default::default(),
         signed_closes: HashMap::new(),
         lifecycle_tip: None,
         close_blocked: HashMap::new(),
+        proposed_at: HashMap::new(),
         reclaims: HashMap::new(),
         stock_reclaims: HashMap::new(),
         reclaim_to: None,
@@ -328,6 +351,9 @@ pub async fn run(
                 } else if request.method == "close_factory" {
                     // Answered when the close is broadcast or abandoned.
                     lsp.operator_close(request);
+                } else if request.method == "rotate_factory" {
+                    // Answered when the rotation is broadcast or abandoned.
+                    lsp.operator_rotate(request);
                 } else if request.method == "sell_liquidity" {
                     // Answered when the update selling it completes or is abandoned.
                     lsp.operator_sell(request);
@@ -375,11 +401,24 @@ impl Lsp {
                     let params: FactoryParams = decode(&record.params)
                         .map_err(|e| LspError::Corrupt(format!("factory {id}: {e:?}")))?;
                     let txs = self.store.signed_txs(record.id)?;
-                    let funding_tx = txs
-                        .iter()
-                        .find(|t| t.label.as_str() == FUNDING_LABEL)
-                        .map(|t| t.tx.clone())
-                        .ok_or_else(|| LspError::Corrupt(format!("factory {id}: no funding tx")))?;
+                    let funding_tx = match txs.iter().find(|t| t.label.as_str() == FUNDING_LABEL) {
+                        Some(t) => t.tx.clone(),
+                        // A rotation's successor whose close was not signed.
+                        None => match self.recorded_successor_funding(&record)? {
+                            Some(tx) => tx,
+                            None => {
+                                self.store.apply(&Change::Status {
+                                    factory: record.id,
+                                    status: FactoryStatus::Aborted,
+                                })?;
+                                self.log(format!(
+                                    "successor {id}: no close of its rotation was recorded before \
+                                     the restart: aborted"
+                                ));
+                                continue;
+                            }
+                        },
+                    };
                     let members = self.members_of(&params)?;
                     // A recorded close binds the channels to its balances (see `close`).
                     if self.store.recorded_close(record.id)?.is_some()
@@ -390,7 +429,7 @@ impl Lsp {
                     if let Some(close) = txs.iter().find(|t| t.label.as_str() == CLOSE_LABEL) {
                         self.signed_closes.insert(id, close.tx.clone());
                     }
-                    if record.status == FactoryStatus::Signed {
+                    if record.status == FactoryStatus::Signed && !rotation::unsigned(&funding_tx) {
                         let r = self.chain(|c| c.submit_transaction(&funding_tx));
                         if let Err(e) = r {
                             tracing::debug!("funding of {id} again: {e}");
@@ -412,6 +451,35 @@ impl Lsp {
             }
         }
         Ok(())
+    }
+
+    /// The funding of a rotation's successor whose close is recorded and not yet signed: that
+    /// close, unsigned (`None`: no recorded close funds it).
+    fn recorded_successor_funding(
+        &self,
+        successor: &superscalar_store::FactoryRecord,
+    ) -> Result<Option<Transaction>, LspError> {
+        let Some(funding) = successor.funding else {
+            return Ok(None);
+        };
+        for record in self.store.factories()? {
+            let Some((txid, bytes)) = self.store.recorded_close(record.id)? else {
+                continue;
+            };
+            if txid != funding.txid {
+                continue;
+            }
+            let terms: superscalar_core::close::CloseTerms = decode(&bytes)
+                .map_err(|e| LspError::Corrupt(format!("a recorded close: {e:?}")))?;
+            let params: FactoryParams = decode(&record.params)
+                .map_err(|e| LspError::Corrupt(format!("factory params: {e:?}")))?;
+            let old = Factory::new(params).map_err(|e| LspError::Corrupt(e.to_string()))?;
+            let close = old
+                .close_tx(&terms)
+                .map_err(|e| LspError::Corrupt(format!("a recorded close: {e}")))?;
+            return Ok(Some(close.tx));
+        }
+        Ok(None)
     }
 
     /// The members' node ids of a stored factory (kept in its LSP state, version 0).
@@ -465,6 +533,7 @@ impl Lsp {
                 self.channels_disconnected(peer);
                 self.update_disconnected(peer);
                 self.close_disconnected(peer);
+                self.rotation_disconnected(peer);
                 self.waiting.retain(|w| w.node != peer);
                 let member = self
                     .forming
@@ -498,6 +567,10 @@ impl Lsp {
             if f.status == FactoryStatus::Signed && f.members.contains(&peer) {
                 if let Some(sigs) = f.final_sigs.get(&peer) {
                     resend.push(sigs.clone());
+                }
+                // A successor whose close is not signed yet has no funding to announce.
+                if rotation::unsigned(&f.funding_tx) {
+                    continue;
                 }
                 resend.push(Message::Live(Live {
                     factory: *id,
@@ -712,7 +785,12 @@ impl Lsp {
         let id = forming.formation.id();
         let members = forming.formation.members().to_vec();
         let creation_height = forming.formation.factory().params().creation_height;
+        let successor_of = forming.successor_of;
         for change in &mut out.persist {
+            // A successor's funding is its rotation's close, stored once signed.
+            if successor_of.is_some() {
+                break;
+            }
             if let Change::Signed { txs, .. } = change {
                 txs.push(SignedTx {
                     label: TxLabel::new(FUNDING_LABEL).expect("a valid label"),
@@ -741,6 +819,22 @@ impl Lsp {
             return;
         }
         let funding_tx = forming.funding_tx;
+        self.factories.insert(
+            id,
+            Signed {
+                members: members.clone(),
+                funding_tx: funding_tx.clone(),
+                final_sigs,
+                status: FactoryStatus::Signed,
+                creation_height,
+            },
+        );
+        if let Some(old) = successor_of {
+            self.log(format!(
+                "successor {id} of factory {old} signed: the close that funds it is signed next"
+            ));
+            return self.successor_signed(id);
+        }
         if self.config.fault == Some(Fault::CrashAfterFinalSigs) {
             tracing::warn!("fault injected: dying before the funding of {id} is broadcast");
             // Let the final signatures leave the socket buffers first.
@@ -761,16 +855,6 @@ impl Lsp {
                 }),
             );
         }
-        self.factories.insert(
-            id,
-            Signed {
-                members,
-                funding_tx,
-                final_sigs,
-                status: FactoryStatus::Signed,
-                creation_height,
-            },
-        );
     }
 
     /// Aborts the factory being formed: records it, tells the members who did nothing wrong
@@ -780,6 +864,10 @@ impl Lsp {
             return;
         };
         let id = forming.formation.id();
+        if forming.successor_of.is_some() {
+            // A rotation's successor: its close cannot be signed without it.
+            self.abort_close(&format!("its successor's formation failed: {reason}"));
+        }
         if let Err(e) = self.store.apply(&Change::Status {
             factory: convert::factory_id(id),
             status: FactoryStatus::Aborted,
@@ -836,6 +924,7 @@ impl Lsp {
         self.channels_tick();
         self.update_tick();
         self.close_tick();
+        self.rotation_tick();
         self.lifecycle_tick();
         self.orders_tick();
         self.watch_tick();
@@ -951,26 +1040,12 @@ impl Lsp {
         let tip = self.chain(|c| c.tip()).map_err(|e| e.to_string())?.height;
         tokio::task::block_in_place(|| self.wallet.sync(chain.as_ref()))
             .map_err(|e| e.to_string())?;
-        let index = self
-            .store
-            .allocate_key_index(KeyFamily::Factory)
-            .map_err(|e| e.to_string())?;
-        let keypair = self.keys.factory_key(index).map_err(|e| e.to_string())?;
-        let stock = self
-            .keys
-            .stock_revocation_seed(index)
-            .map_err(|e| e.to_string())?;
-        let id = FactoryId(
-            sha256::Hash::hash(
-                &[
-                    &keypair.public_key().serialize()[..],
-                    &tip.to_be_bytes(),
-                    &index.get().to_be_bytes(),
-                ]
-                .concat(),
-            )
-            .to_byte_array(),
-        );
+        let NewFactoryKeys {
+            id,
+            index,
+            keypair,
+            stock,
+        } = self.new_factory_keys(tip, &[])?;
         let params = FactoryParams {
             id,
             config: self.config.factory.clone(),
@@ -1024,6 +1099,7 @@ impl Lsp {
             round_started: Instant::now(),
             proposals_sent: 0,
             proposals_released: Instant::now(),
+            successor_of: None,
         });
         self.release_proposals(true);
         self.log(format!(
@@ -1032,6 +1108,38 @@ impl Lsp {
             funding_out.value.to_sat()
         ));
         Ok(id)
+    }
+
+    /// A fresh key of the LSP for a new factory (its index allocated), the factory's stock
+    /// revocation seed, and the factory's id (from the key, `tip` and `salt`).
+    fn new_factory_keys(&mut self, tip: u32, salt: &[u8]) -> Result<NewFactoryKeys, String> {
+        let index = self
+            .store
+            .allocate_key_index(KeyFamily::Factory)
+            .map_err(|e| e.to_string())?;
+        let keypair = self.keys.factory_key(index).map_err(|e| e.to_string())?;
+        let stock = self
+            .keys
+            .stock_revocation_seed(index)
+            .map_err(|e| e.to_string())?;
+        let id = FactoryId(
+            sha256::Hash::hash(
+                &[
+                    &keypair.public_key().serialize()[..],
+                    &tip.to_be_bytes(),
+                    &index.get().to_be_bytes(),
+                    salt,
+                ]
+                .concat(),
+            )
+            .to_byte_array(),
+        );
+        Ok(NewFactoryKeys {
+            id,
+            index,
+            keypair,
+            stock,
+        })
     }
 
     /// The LSP's coins a factory holds on chain, from its funding until it is closed: its
@@ -1140,6 +1248,7 @@ impl Lsp {
                     "forming": forming,
                     "updating": self.update_json(),
                     "closing": self.close_json(),
+                    "rotating": self.rotation_json(),
                     "liquidity_orders": self.orders_json(),
                     "factories": self.factories.len(),
                     "capital_locked_sat": self.capital_locked().map_err(ApiError::internal)?.to_sat(),

@@ -130,13 +130,16 @@ impl ChannelLimits {
         let max_to_self_delay = u16::try_from(room)
             .unwrap_or(u16::MAX)
             .min(MAX_TO_SELF_DELAY);
+        // Our own delay takes at most half the room: the other side, a few blocks further on
+        // its chain, still finds it within its bound, and our sweeps keep time to confirm.
         Ok(ChannelLimits {
             min_cltv_expiry_delta: delta,
             max_cltv_expiry,
             max_to_self_delay,
             to_self_delay: ChannelLimits::default()
                 .to_self_delay
-                .min(max_to_self_delay),
+                .min(max_to_self_delay / 2)
+                .max(1),
             ..ChannelLimits::default()
         })
     }
