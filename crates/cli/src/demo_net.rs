@@ -463,7 +463,7 @@ pub fn run(clients: usize, keep: Option<PathBuf>) -> DemoResult<()> {
         "     this LSP runs with --no-reclaim to show it; by default it takes such a factory on chain before T,"
     );
     println!(
-        "     and a factory nobody exits from is closed cooperatively instead, in its dying period at the latest:)"
+        "     and a factory nobody exits from is rotated into a successor, or closed cooperatively, in its dying period:)"
     );
 
     // 12. A second factory of new clients, ended by a cooperative close: one transaction.

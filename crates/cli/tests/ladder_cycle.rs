@@ -17,10 +17,19 @@ mod common;
 
 use common::*;
 
-/// `lsp status` shows nothing being signed or formed.
+/// `lsp status` shows nothing being signed or formed, and every dying factory's rotation
+/// proposed at this block (or its close signed).
 fn idle(lsp: &Node) -> bool {
     let s = status("lsp", lsp);
-    s["closing"].is_null() && s["rotating"].is_null() && s["forming"].is_null()
+    let tip = &s["tip"];
+    s["closing"].is_null()
+        && s["rotating"].is_null()
+        && s["forming"].is_null()
+        && s["dying"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["close_signed"] == true || d["proposed_at"] == *tip)
 }
 
 fn factories(lsp: &Node) -> Vec<Value> {

@@ -1249,6 +1249,7 @@ impl Lsp {
                     "updating": self.update_json(),
                     "closing": self.close_json(),
                     "rotating": self.rotation_json(),
+                    "dying": self.dying_json(),
                     "liquidity_orders": self.orders_json(),
                     "factories": self.factories.len(),
                     "capital_locked_sat": self.capital_locked().map_err(ApiError::internal)?.to_sat(),

@@ -471,6 +471,30 @@ impl Lsp {
         }
     }
 
+    /// `dying` in the API's `status`: the dying factories, with the height at which their
+    /// rotation (or close) was last proposed and whether a close of theirs is signed.
+    pub(super) fn dying_json(&self) -> Value {
+        let mut dying: Vec<(&FactoryId, &super::Signed)> = self
+            .factories
+            .iter()
+            .filter(|(_, f)| f.status == FactoryStatus::Dying)
+            .collect();
+        dying.sort_by_key(|(id, _)| **id);
+        Value::Array(
+            dying
+                .into_iter()
+                .map(|(id, _)| {
+                    json!({
+                        "factory": id.to_string(),
+                        "proposed_at": self.proposed_at.get(id),
+                        "close_signed": self.signed_closes.contains_key(id),
+                        "fallback": self.rotation_fallbacks.0.contains(id),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// `rotating` in the API's `status`.
     pub(super) fn rotation_json(&self) -> Value {
         let Some(r) = &self.rotating else {
