@@ -817,7 +817,14 @@ impl Client {
             .ok_or_else(|| ApiError::app(-2, "not in a factory"))?;
         let links = self.usable_links();
         let Some((_, leaf)) = links.iter().find(|(ch, _)| *ch == ChannelRef::Leaf) else {
-            return Ok(json!({ "channel": null, "channels": [], "balance_msat": 0 }));
+            // Not open yet: what it opens with (after a rotation, the balance rolled in).
+            let opening = f.factory.params().opening_msat(f.position);
+            return Ok(json!({
+                "channel": null,
+                "channels": [],
+                "balance_msat": opening,
+                "opening_msat": opening,
+            }));
         };
         let row = |ch: ChannelRef, link: &Link| {
             let c = link.channel();
