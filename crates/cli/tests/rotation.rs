@@ -60,7 +60,13 @@ fn a_rotation_is_one_transaction_and_every_balance_moves_into_the_successor() {
     .is_err());
 
     let height = tip(&chain);
+    let locked_before = status("lsp", &lsp)["capital_locked_sat"].as_u64().unwrap();
     let out = cli_with("lsp", "rotate-factory", &lsp, &[&factory]).unwrap();
+    // Until the rotation confirms, the LSP's coins are the old factory's, counted once.
+    assert_eq!(
+        status("lsp", &lsp)["capital_locked_sat"].as_u64(),
+        Some(locked_before)
+    );
     let txid = out["txid"].as_str().unwrap().to_owned();
     let successor = out["successor"]["factory"].as_str().unwrap().to_owned();
     assert_ne!(successor, factory);
@@ -118,6 +124,10 @@ fn a_rotation_is_one_transaction_and_every_balance_moves_into_the_successor() {
             .any(|f| f["id"] == factory.as_str() && f["status"] == "closed")
     });
     assert_eq!(status_of(&successor).as_deref(), Some("live"));
+    assert_eq!(
+        status("lsp", &lsp)["capital_locked_sat"],
+        out["successor"]["value_sat"]
+    );
 
     // Payments go on in the successor.
     let inv = invoice(&clients[2], 5_000_111);

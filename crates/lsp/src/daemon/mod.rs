@@ -1156,6 +1156,21 @@ impl Lsp {
         }
         let funding = record.funding?;
         let f = self.factories.get(&FactoryId(record.id.0))?;
+        // A rotation's successor: the coins are the old factory's, counted there until it is
+        // closed (its close, the successor's funding, confirmed).
+        if rotation::unsigned(&f.funding_tx) {
+            return None;
+        }
+        let spent = f.funding_tx.input.first().map(|i| i.previous_output);
+        let rotated = spent.is_some_and(|o| {
+            self.store.factories().is_ok_and(|all| {
+                all.iter()
+                    .any(|r| r.funding == Some(o) && r.status != FactoryStatus::Closed)
+            })
+        });
+        if rotated {
+            return None;
+        }
         f.funding_tx
             .output
             .get(funding.vout as usize)
