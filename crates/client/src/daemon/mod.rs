@@ -827,6 +827,7 @@ impl Client {
         self.update_tick();
         self.watch_tick();
         self.close_tick();
+        self.rotation_tick();
     }
 
     /// At T (inverted policy) the pre-signed timeout transactions pay this client: publish

@@ -16,8 +16,8 @@
 //! its funding, the close, is confirmed; its channel then opens at the rolled balance). If the
 //! close never confirms, the old factory's exit path and timeouts stay valid.
 //!
-//! A rotation the LSP abandons, or a lost connection, before the close is recorded leaves the
-//! client in its factory (the successor, if signed, is recorded aborted: its funding can never
+//! A rotation the LSP abandons, or a lost connection, or one left hanging for
+//! [`ROTATION_PATIENCE`], before the close is recorded leaves the client in its factory (the successor, if signed, is recorded aborted: its funding can never
 //! exist). At a restart, a signed successor is kept (the LSP may propose the same close again;
 //! its funding needs our signature, so keeping it risks nothing) until the close confirms or
 //! another rotation starts, which voids it.
@@ -38,7 +38,13 @@ pub(super) struct Rotating {
     pub(super) factory: FactoryId,
     pub(super) close: u64,
     pub(super) balance_msat: u64,
+    /// When we rolled: an LSP that never finishes does not keep our channels frozen.
+    started: std::time::Instant,
 }
+
+/// How long a rotation may keep our channels frozen before its close is recorded: the LSP
+/// abandons it after its round timeout, so this only ends a rotation an LSP left hanging.
+pub const ROTATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Client {
     /// The LSP invites us to roll factory `factory`'s balance into a successor.
@@ -131,6 +137,7 @@ impl Client {
             factory,
             close,
             balance_msat,
+            started: std::time::Instant::now(),
         });
         Ok(CloseBody::Roll {
             key: join.key,
@@ -229,6 +236,27 @@ impl Client {
         }
         if let Some(r) = rotating {
             self.log(format!("factory {}: rotation ended: {why}", r.factory));
+        }
+    }
+
+    /// Ends a rotation the LSP left hanging (nothing recorded after [`ROTATION_PATIENCE`]): our
+    /// channels thaw, and the LSP is told.
+    pub(super) fn rotation_tick(&mut self) {
+        let late = self
+            .rotating
+            .as_ref()
+            .filter(|r| r.started.elapsed() > ROTATION_PATIENCE)
+            .map(|r| (r.factory, r.close));
+        let recorded = self.factory.as_ref().is_some_and(|f| f.close.is_some());
+        if let (Some((factory, close)), false) = (late, recorded) {
+            let why = "the LSP did not finish the rotation in time".to_owned();
+            self.cooperative = None;
+            self.end_rotation(&why);
+            self.send(Message::Close(Box::new(CloseMsg {
+                factory,
+                close,
+                body: CloseBody::Abort(why),
+            })));
         }
     }
 

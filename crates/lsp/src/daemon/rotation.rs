@@ -227,10 +227,19 @@ impl Lsp {
         }
     }
 
-    /// Every roll is in: build the successor and the terms, propose both, start signing.
+    /// Every roll is in: build the successor and the terms, propose both, start signing. On an
+    /// error the rotation is still `rotating` (the caller abandons it: everyone is told).
     fn begin_successor(&mut self) -> Result<(), String> {
-        let Some(r) = self.rotating.take() else {
-            return Err("no rotation".into());
+        let r = self.rotating.as_ref().ok_or("no rotation")?;
+        let r = Rotating {
+            factory: r.factory,
+            close_id: r.close_id,
+            fee_rate: r.fee_rate,
+            members: r.members.clone(),
+            balances_msat: r.balances_msat.clone(),
+            rolls: r.rolls.clone(),
+            started: r.started,
+            reply: None,
         };
         let old = r.factory;
         let (old_factory, _, old_key_index) = self
@@ -345,8 +354,16 @@ impl Lsp {
             .map_err(|e| e.to_string())?;
         // The successor is recorded before anything about it leaves.
         for change in &out.persist {
-            self.store.apply(change).map_err(|e| e.to_string())?;
+            if let Err(e) = self.store.apply(change) {
+                let _ = self.store.apply(&Change::Status {
+                    factory: convert::factory_id(id),
+                    status: FactoryStatus::Aborted,
+                });
+                return Err(format!("cannot record the successor: {e}"));
+            }
         }
+        // From here the rotation goes on as a close being signed and a factory being formed.
+        let reply = self.rotating.take().and_then(|r| r.reply);
         // The terms first: each member checks the successor's proposal against them.
         for m in &members {
             self.send(
@@ -379,7 +396,7 @@ impl Lsp {
             signer,
             members,
             Some(id),
-            r.reply,
+            reply,
         ));
         self.log(format!(
             "factory {old}: every client rolls; successor {id} ({value}, stock {} a client) \
