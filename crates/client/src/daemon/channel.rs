@@ -31,7 +31,8 @@ use superscalar_store::{
 };
 use superscalar_wire::messages::{ChannelOpen, ChannelStep, InvoiceReply, InvoiceRequest, Message};
 
-use super::Client;
+use super::{Client, InFactory};
+use superscalar_core::FactoryId;
 
 /// Blocks the LSP keeps between the expiry of the HTLC it forwards and the one it receives
 /// (added to the payee's final delta).
@@ -61,7 +62,21 @@ impl Client {
     /// never carried a payment).
     pub(super) fn recover_channel(&mut self) -> Result<(), String> {
         self.load_factory_state()?;
-        let Some(f) = self.factory.as_ref() else {
+        let ids: Vec<FactoryId> = [&self.factory, &self.successor]
+            .into_iter()
+            .flatten()
+            .map(|f| f.id)
+            .collect();
+        for id in ids {
+            self.recover_links(id)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the stored channels of factory `id` (ours, or the successor we migrate into).
+    fn recover_links(&mut self, id: FactoryId) -> Result<(), String> {
+        let ours = self.factory.as_ref().is_some_and(|f| f.id == id);
+        let Some(f) = self.slot(id) else {
             return Ok(());
         };
         let mut refs = vec![ChannelRef::Leaf];
@@ -88,10 +103,13 @@ impl Client {
                 .copied()
                 .find(|ch| convert::channel_id_of(id, position, *ch) == record.id)
             else {
-                self.store
-                    .remove_channel(record.id)
-                    .map_err(|e| e.to_string())?;
-                tracing::info!("factory {id}: the channel of an abandoned sale is forgotten");
+                // Only our factory's state says which sales completed.
+                if ours {
+                    self.store
+                        .remove_channel(record.id)
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!("factory {id}: the channel of an abandoned sale is forgotten");
+                }
                 continue;
             };
             let secrets = self
@@ -109,8 +127,29 @@ impl Client {
                 .map_err(|e| format!("{ch} channel: {e}"))?;
             links.insert(ch, link);
         }
-        self.factory.as_mut().expect("checked above").links = links;
+        if let Some(f) = self.slot_mut(id) {
+            f.links = links;
+        }
         Ok(())
+    }
+
+    /// The factory with id `id` among ours, the successor we join and the one we migrate out
+    /// of: the factories whose channels we hold.
+    pub(super) fn slot(&self, id: FactoryId) -> Option<&InFactory> {
+        [&self.factory, &self.successor, &self.predecessor]
+            .into_iter()
+            .flatten()
+            .find(|f| f.id == id)
+    }
+
+    /// [`Client::slot`], to change.
+    pub(super) fn slot_mut(&mut self, id: FactoryId) -> Option<&mut InFactory> {
+        let slots = [
+            &mut self.factory,
+            &mut self.successor,
+            &mut self.predecessor,
+        ];
+        find_slot(slots, id)
     }
 
     /// Our channels that carry payments: the leaf channel, and those of completed sales.
@@ -136,13 +175,8 @@ impl Client {
     /// channel the first time.
     pub(super) fn on_open_channel(&mut self, open: ChannelOpen) {
         let early = self
-            .successor
-            .as_ref()
-            .is_some_and(|s| s.id == open.factory)
-            || self
-                .factory
-                .as_ref()
-                .is_some_and(|f| f.id == open.factory && f.status == FactoryStatus::Signed);
+            .slot(open.factory)
+            .is_some_and(|f| f.status == FactoryStatus::Signed);
         if early {
             // Live on the LSP's chain before ours shows its funding confirmed (our successor's:
             // the close): not refused, since the LSP offers again within seconds.
@@ -167,10 +201,11 @@ impl Client {
 
     fn accept_channel(&mut self, open: &ChannelOpen) -> Result<Vec<Message>, String> {
         let tip = self.tip().ok_or("no chain view")?;
+        let ours = self.factory.as_ref().is_some_and(|f| f.id == open.factory);
+        let into = self.migrating_into() == Some(open.factory) && open.channel == ChannelRef::Leaf;
         let f = self
-            .factory
-            .as_ref()
-            .filter(|f| f.id == open.factory)
+            .slot(open.factory)
+            .filter(|_| ours || into)
             .ok_or("not our factory")?;
         if f.status != FactoryStatus::Live {
             return Err("the factory is not live on our chain yet".into());
@@ -247,22 +282,33 @@ impl Client {
                 .into_iter()
                 .map(|m| step_msg(factory, ch, m)),
         );
-        self.factory
-            .as_mut()
-            .expect("checked above")
-            .links
-            .insert(ch, link);
+        if let Some(f) = self.slot_mut(factory) {
+            f.links.insert(ch, link);
+        }
         self.log(format!("factory {factory}: {ch} channel opened"));
         Ok(msgs)
     }
 
     /// Writes the link if the step changed it, then sends the step's messages; on a failed
     /// write the link goes back to `before` and nothing leaves.
-    fn commit_link(&mut self, ch: ChannelRef, before: Link, step: Step) -> Vec<LinkEvent> {
-        let Some(f) = self.factory.as_mut() else {
+    fn commit_link(
+        &mut self,
+        factory: FactoryId,
+        ch: ChannelRef,
+        before: Link,
+        step: Step,
+    ) -> Vec<LinkEvent> {
+        let cheat = self.factory.as_ref().is_some_and(|f| f.id == factory)
+            && self.config.fault == Some(super::Fault::PublishRevoked)
+            && ch == ChannelRef::Leaf;
+        let slots = [
+            &mut self.factory,
+            &mut self.successor,
+            &mut self.predecessor,
+        ];
+        let Some(f) = find_slot(slots, factory) else {
             return Vec::new();
         };
-        let factory = f.id;
         let Some(link) = f.links.get_mut(&ch) else {
             return Vec::new();
         };
@@ -293,7 +339,7 @@ impl Client {
                 step_msg(factory, ch, m),
             );
         }
-        if self.config.fault == Some(super::Fault::PublishRevoked) && ch == ChannelRef::Leaf {
+        if cheat {
             let held = link.channel().balance_msat();
             if self.cheat.as_ref().map_or(true, |c| held > c.0) {
                 if let Ok((commit, _)) = link.channel().signed_latest_commitment() {
@@ -310,9 +356,7 @@ impl Client {
             return self.log("no chain view: channel step left unanswered".into());
         };
         let ours = self
-            .factory
-            .as_ref()
-            .filter(|f| f.id == step.factory)
+            .slot(step.factory)
             .is_some_and(|f| f.links.contains_key(&step.channel));
         if !ours {
             return self.log(format!(
@@ -320,7 +364,7 @@ impl Client {
                 step.msg.name()
             ));
         }
-        if self.channels_frozen() {
+        if self.frozen(step.factory) {
             return tracing::debug!("exiting: channel step {} ignored", step.msg.name());
         }
         if let LinkMsg::Retire(outpoint) = &step.msg {
@@ -335,15 +379,15 @@ impl Client {
                 }));
             }
         }
-        let ch = step.channel;
-        let Some(link) = self.factory.as_mut().and_then(|f| f.links.get_mut(&ch)) else {
+        let (fid, ch) = (step.factory, step.channel);
+        let Some(link) = self.slot_mut(fid).and_then(|f| f.links.get_mut(&ch)) else {
             return;
         };
         let before = link.clone();
         match link.receive(step.msg, tip) {
             Ok(s) => {
-                let events = self.commit_link(ch, before, s);
-                self.on_link_events(ch, events);
+                let events = self.commit_link(fid, ch, before, s);
+                self.on_link_events(fid, ch, events);
             }
             Err(e) => {
                 self.log(format!("channel step refused: {e}"));
@@ -371,7 +415,8 @@ impl Client {
         let before = link.clone();
         let step = link.add_funding(outpoint).map_err(|e| e.to_string())?;
         let persist = step.persist;
-        self.commit_link(ch, before, step);
+        let fid = self.factory.as_ref().map(|f| f.id).ok_or("no factory")?;
+        self.commit_link(fid, ch, before, step);
         let written = self
             .factory
             .as_ref()
@@ -394,32 +439,36 @@ impl Client {
             .is_some_and(|f| f.status == FactoryStatus::Closing)
     }
 
+    /// Whether the channels of factory `id` take no more updates (its exit started).
+    fn frozen(&self, id: FactoryId) -> bool {
+        self.slot(id)
+            .is_some_and(|f| f.status == FactoryStatus::Closing)
+    }
+
     pub(super) fn poll_link(&mut self) {
-        if self.channels_frozen() {
-            return;
-        }
-        for ch in self.channel_refs() {
-            self.poll_channel(ch);
+        for (fid, ch) in self.channel_refs() {
+            self.poll_channel(fid, ch);
         }
     }
 
-    /// Which channels we have in our factory.
-    fn channel_refs(&self) -> Vec<ChannelRef> {
-        self.factory
-            .as_ref()
-            .map(|f| f.links.keys().copied().collect())
-            .unwrap_or_default()
+    /// Which channels we have, in every factory we hold channels in.
+    fn channel_refs(&self) -> Vec<(FactoryId, ChannelRef)> {
+        [&self.factory, &self.successor, &self.predecessor]
+            .into_iter()
+            .flatten()
+            .flat_map(|f| f.links.keys().map(|ch| (f.id, *ch)))
+            .collect()
     }
 
-    fn poll_channel(&mut self, ch: ChannelRef) {
-        if self.channels_frozen() {
+    fn poll_channel(&mut self, fid: FactoryId, ch: ChannelRef) {
+        if self.frozen(fid) {
             return;
         }
         let Some(tip) = self.tip() else {
             return;
         };
         for _ in 0..4 {
-            let Some(link) = self.factory.as_mut().and_then(|f| f.links.get_mut(&ch)) else {
+            let Some(link) = self.slot_mut(fid).and_then(|f| f.links.get_mut(&ch)) else {
                 return;
             };
             let before = link.clone();
@@ -430,26 +479,30 @@ impl Client {
             if step.send.is_empty() && step.events.is_empty() {
                 return;
             }
-            let events = self.commit_link(ch, before, step);
-            self.react(ch, events);
+            let events = self.commit_link(fid, ch, before, step);
+            self.react(fid, ch, events);
         }
     }
 
-    fn on_link_events(&mut self, ch: ChannelRef, events: Vec<LinkEvent>) {
-        self.react(ch, events);
-        self.poll_channel(ch);
+    fn on_link_events(&mut self, fid: FactoryId, ch: ChannelRef, events: Vec<LinkEvent>) {
+        self.react(fid, ch, events);
+        self.poll_channel(fid, ch);
     }
 
-    fn push(&mut self, ch: ChannelRef, intent: Intent) -> Result<(), String> {
+    pub(super) fn push(
+        &mut self,
+        fid: FactoryId,
+        ch: ChannelRef,
+        intent: Intent,
+    ) -> Result<(), String> {
         let link = self
-            .factory
-            .as_mut()
+            .slot_mut(fid)
             .and_then(|f| f.links.get_mut(&ch))
             .ok_or("no channel")?;
         link.push(intent).map_err(|e| e.to_string())
     }
 
-    fn react(&mut self, ch: ChannelRef, events: Vec<LinkEvent>) {
+    fn react(&mut self, fid: FactoryId, ch: ChannelRef, events: Vec<LinkEvent>) {
         for event in events {
             match event {
                 LinkEvent::Incoming(add) if self.config.fault == Some(super::Fault::HoldHtlcs) => {
@@ -478,8 +531,11 @@ impl Client {
                             Intent::Fail { id: add.id }
                         }
                     };
-                    if let Err(e) = self.push(ch, intent) {
+                    let fulfilled = matches!(intent, Intent::Fulfill { .. });
+                    if let Err(e) = self.push(fid, ch, intent) {
                         self.log(format!("{ch} channel: {e}"));
+                    } else if fulfilled {
+                        self.received_in(fid);
                     }
                 }
                 LinkEvent::Fulfilled {
@@ -635,6 +691,9 @@ impl Client {
 
     /// The LSP's invoice: checked, recorded with its preimage, and given to the caller.
     pub(super) fn on_invoice(&mut self, reply: InvoiceReply) {
+        if self.on_migration_invoice(&reply) {
+            return;
+        }
         let Some((preimage, amount, request, _)) =
             self.waiting.invoices.remove(&reply.payment_hash)
         else {
@@ -793,7 +852,13 @@ impl Client {
             _ => self.store.insert_invoice(&record),
         };
         stored.map_err(|e| ApiError::internal(e.to_string()))?;
+        let fid = self
+            .factory
+            .as_ref()
+            .map(|f| f.id)
+            .ok_or_else(|| ApiError::app(-2, "not in a factory"))?;
         self.push(
+            fid,
             ch,
             Intent::Add {
                 amount_msat,
@@ -857,13 +922,13 @@ impl Client {
     /// HTLCs of the LSP committed and not being settled (their event was lost in a crash): as
     /// if they had just come in.
     fn reconcile_incoming(&mut self) {
-        for ch in self.channel_refs() {
-            self.reconcile_incoming_on(ch);
+        for (fid, ch) in self.channel_refs() {
+            self.reconcile_incoming_on(fid, ch);
         }
     }
 
-    fn reconcile_incoming_on(&mut self, ch: ChannelRef) {
-        let Some(link) = self.factory.as_ref().and_then(|f| f.links.get(&ch)) else {
+    fn reconcile_incoming_on(&mut self, fid: FactoryId, ch: ChannelRef) {
+        let Some(link) = self.slot(fid).and_then(|f| f.links.get(&ch)) else {
             return;
         };
         if !link.channel().is_idle() {
@@ -883,7 +948,7 @@ impl Client {
             })
             .collect();
         if !open.is_empty() {
-            self.react(ch, open.into_iter().map(LinkEvent::Incoming).collect());
+            self.react(fid, ch, open.into_iter().map(LinkEvent::Incoming).collect());
         }
     }
 
@@ -921,27 +986,36 @@ impl Client {
 
     /// The connection to the LSP is up or down.
     pub(super) fn channel_connection(&mut self, up: bool) {
-        if up && self.channels_frozen() {
-            return;
-        }
-        let Some(f) = self.factory.as_mut() else {
-            return;
-        };
-        let factory = f.id;
-        for (ch, link) in f.links.iter_mut() {
-            if up {
-                for m in link.connected() {
-                    send_to(
-                        &self.transport,
-                        self.config.lsp_id,
-                        step_msg(factory, *ch, m),
-                    );
+        let slots = [
+            &mut self.factory,
+            &mut self.successor,
+            &mut self.predecessor,
+        ];
+        for f in slots.into_iter().flatten() {
+            if up && f.status == FactoryStatus::Closing {
+                continue;
+            }
+            let factory = f.id;
+            for (ch, link) in f.links.iter_mut() {
+                if up {
+                    for m in link.connected() {
+                        send_to(
+                            &self.transport,
+                            self.config.lsp_id,
+                            step_msg(factory, *ch, m),
+                        );
+                    }
+                } else {
+                    link.disconnected();
                 }
-            } else {
-                link.disconnected();
             }
         }
     }
+}
+
+/// The factory with id `id` among `slots` (borrowing only them).
+fn find_slot(slots: [&mut Option<InFactory>; 3], id: FactoryId) -> Option<&mut InFactory> {
+    slots.into_iter().flatten().find(|f| f.id == id)
 }
 
 fn step_msg(

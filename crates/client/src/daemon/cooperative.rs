@@ -133,6 +133,7 @@ impl Client {
                 }
             }
             CloseBody::Invite { balance_msat } => self.on_invite(factory, id, balance_msat),
+            CloseBody::Migrate { balance_msat } => self.on_migrate(factory, id, balance_msat),
             other => tracing::debug!("a {} is not for a client", other.name()),
         }
     }

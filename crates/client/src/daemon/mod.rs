@@ -40,6 +40,7 @@ mod channel;
 mod closing;
 mod cooperative;
 mod liquidity;
+mod migration;
 mod rotation;
 mod sweep;
 mod update;
@@ -163,8 +164,14 @@ struct Client {
     cooperative: Option<cooperative::Signing>,
     /// The rotation we roll into (from the invitation until the close is recorded).
     rotating: Option<rotation::Rotating>,
-    /// A rotation's successor, signed, until the close funding it confirms.
+    /// A rotation's successor, signed, until the close funding it confirms; or the new factory
+    /// we migrate into, until our money is there.
     successor: Option<InFactory>,
+    /// The factory we migrate out of, once our money is in the new one: its channels finish
+    /// their payments.
+    predecessor: Option<InFactory>,
+    /// The migration under way.
+    migrating: Option<migration::Migrating>,
     /// Our chain's tip height, read at each tick: what channel steps check HTLC expiries
     /// against (as the LSP does), without a chain call per step.
     tip: Option<u32>,
@@ -216,6 +223,8 @@ pub async fn run(
         cooperative: None,
         rotating: None,
         successor: None,
+        predecessor: None,
+        migrating: None,
         tip: None,
     };
     client.recover()?;
@@ -499,15 +508,18 @@ impl Client {
                         state: None,
                         close: self.load_close(id).map_err(ClientError::Corrupt)?,
                     };
-                    // Two factories at once only in a rotation: the newer one, signed, is the
-                    // older's successor. It is kept (it costs nothing: its funding is a close
-                    // that needs our signature) until that close confirms, or until the LSP
-                    // invites us to another rotation, which voids it.
+                    // Two factories at once only in a rotation or a migration: the newer one is
+                    // the older's successor. A rotation's is kept (it costs nothing: its
+                    // funding is a close that needs our signature) until that close confirms,
+                    // or until the LSP invites us to another rotation, which voids it; a
+                    // migration's goes on (see `migration`).
                     let older = self.factory.as_ref().map(|f| f.id);
                     match older {
                         Some(old)
-                            if loaded.status == FactoryStatus::Signed
-                                && self.successor.is_none() =>
+                            if matches!(
+                                loaded.status,
+                                FactoryStatus::Signed | FactoryStatus::Live
+                            ) && self.successor.is_none() =>
                         {
                             self.log(format!(
                                 "successor {id} of {old}: kept at restart, waiting for the close \
@@ -623,6 +635,9 @@ impl Client {
             if j.is_rotation() {
                 self.end_rotation(why);
             }
+        }
+        if self.successor.is_none() && self.predecessor.is_none() {
+            self.migrating = None;
         }
         self.rejoin_after = Some(Instant::now() + Duration::from_secs(2));
     }
@@ -770,6 +785,14 @@ impl Client {
         if joining.is_rotation() {
             return self.successor_signed(signed_factory);
         }
+        if self.migrating.is_some() && self.factory.is_some() {
+            self.log(format!(
+                "factory {id}: every signature of our exit path and timeouts verified; we \
+                 migrate into it once it is live"
+            ));
+            self.successor = Some(signed_factory);
+            return;
+        }
         self.log(format!(
             "factory {id}: every signature of our exit path and timeouts verified ({} transactions)",
             joining.signed().len()
@@ -828,6 +851,7 @@ impl Client {
         self.watch_tick();
         self.close_tick();
         self.rotation_tick();
+        self.migration_tick();
     }
 
     /// At T (inverted policy) the pre-signed timeout transactions pay this client: publish
@@ -879,9 +903,17 @@ impl Client {
         }
     }
 
-    /// Our own chain view: the factory is live once its funding output is confirmed there.
+    /// Our own chain view: the factory (or the one we migrate into) is live once its funding
+    /// output is confirmed there.
     fn check_funding(&mut self) {
-        let Some(f) = self.factory.as_ref() else {
+        let ids = [self.factory.as_ref().map(|f| f.id), self.migrating_into()];
+        for id in ids.into_iter().flatten() {
+            self.check_funding_of(id);
+        }
+    }
+
+    fn check_funding_of(&mut self, id: FactoryId) {
+        let Some(f) = self.slot(id) else {
             return;
         };
         if f.status != FactoryStatus::Signed {
@@ -899,7 +931,7 @@ impl Client {
                 })
                 .is_ok()
         {
-            if let Some(f) = self.factory.as_mut() {
+            if let Some(f) = self.slot_mut(id) {
                 f.status = FactoryStatus::Live;
             }
             self.log(format!(
@@ -1079,6 +1111,7 @@ impl Client {
                     "factory": factory,
                     "close": self.close_json(),
                     "successor": self.successor_json(),
+                    "migration": self.migration_json(),
                     "last_error": self.last_error,
                     "events": self.events.newest(20),
                 }))

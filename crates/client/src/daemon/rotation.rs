@@ -90,6 +90,9 @@ impl Client {
         if self.rotating.is_some() || self.joining.is_some() {
             return Err("a rotation is under way".into());
         }
+        if self.migrating.is_some() || self.migrating_into().is_some() {
+            return Err("a migration is under way".into());
+        }
         let mut ours = 0u64;
         for (ch, link) in &f.links {
             let c = link.channel();

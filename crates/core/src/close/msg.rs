@@ -66,6 +66,13 @@ pub enum CloseBody {
         /// The capacity of its channel in the successor (at least its balance).
         capacity_sat: u64,
     },
+    /// LSP to client, the fallback when the factory cannot rotate (a member is away): the
+    /// client joins a new factory and pays what it holds here (`balance_msat`, as the LSP
+    /// counts it) into its channel there, an ordinary payment through the LSP.
+    Migrate {
+        /// The client's balance in the factory, as the LSP counts it.
+        balance_msat: u64,
+    },
 }
 
 impl CloseBody {
@@ -80,6 +87,7 @@ impl CloseBody {
             CloseBody::Abort(_) => "close abort",
             CloseBody::Invite { .. } => "rotation invitation",
             CloseBody::Roll { .. } => "rotation roll",
+            CloseBody::Migrate { .. } => "migration invitation",
         }
     }
 }
@@ -215,6 +223,10 @@ impl Writeable for CloseMsg {
                 payout.write(w)?;
                 capacity_sat.write(w)?;
             }
+            CloseBody::Migrate { balance_msat } => {
+                8u8.write(w)?;
+                balance_msat.write(w)?;
+            }
         }
         write_no_tlvs(w)
     }
@@ -250,6 +262,9 @@ impl Readable for CloseMsg {
                     }
                     sat
                 },
+            },
+            8 => CloseBody::Migrate {
+                balance_msat: Readable::read(r)?,
             },
             _ => return Err(DecodeError::InvalidValue),
         };
@@ -317,6 +332,9 @@ mod tests {
                 ),
                 payout: ScriptBuf::from_bytes(vec![0x51; 34]),
                 capacity_sat: 250_000,
+            }),
+            m(CloseBody::Migrate {
+                balance_msat: 9_876_543,
             }),
         ]
     }

@@ -592,9 +592,17 @@ impl Lsp {
     }
 
     /// The channel of `peer` a payment of `amount_msat` goes into: of its ready channels that
-    /// carry payments, one that can take it (the one with the least room that does, so that
-    /// the big ones stay free), else the one with the most room.
-    fn payee_channel(&self, peer: &PublicKey, amount_msat: u64) -> Option<Key> {
+    /// carry payments, outside factory `from` (where a payment of the client to itself comes
+    /// from) and outside dying factories while another can take it, one that can take it (the
+    /// one with the least room that does, so that the big ones stay free), else the one with
+    /// the most room.
+    fn payee_channel(
+        &self,
+        peer: &PublicKey,
+        amount_msat: u64,
+        from: Option<FactoryId>,
+    ) -> Option<Key> {
+        let dying = self.dying_factories();
         let ready: Vec<(Key, u64)> = self
             .channels
             .leaves
@@ -604,13 +612,21 @@ impl Lsp {
                     && l.usable
                     && l.link.is_ready()
                     && !self.channels.frozen.contains(&k.0)
+                    && Some(k.0) != from
             })
             .map(|(k, l)| (*k, l.link.channel().sendable_msat()))
             .collect();
+        let fits = |(k, room): &&(Key, u64)| *room >= amount_msat && !dying.contains(&k.0);
         ready
             .iter()
-            .filter(|(_, room)| *room >= amount_msat)
+            .filter(fits)
             .min_by_key(|(k, room)| (*room, *k))
+            .or_else(|| {
+                ready
+                    .iter()
+                    .filter(|(_, room)| *room >= amount_msat)
+                    .min_by_key(|(k, room)| (*room, *k))
+            })
             .or_else(|| ready.iter().max_by_key(|(k, room)| (*room, *k)))
             .map(|(k, _)| *k)
     }
@@ -768,7 +784,8 @@ impl Lsp {
             return fail(self, "a stored route is corrupt".into());
         };
         let amount_msat = invoice.amount.map_or(add.amount_msat, |a| a.0);
-        let Some(to) = self.payee_channel(&payee, amount_msat) else {
+        let own = (payee == from.1).then_some(from.0);
+        let Some(to) = self.payee_channel(&payee, amount_msat, own) else {
             return fail(self, "the payee has no channel".into());
         };
         if !self.transport.is_connected(&payee) {
@@ -860,7 +877,7 @@ impl Lsp {
 
     fn issue_invoice(&mut self, peer: PublicKey, req: &InvoiceRequest) -> Result<String, String> {
         let key = self
-            .payee_channel(&peer, req.amount_msat)
+            .payee_channel(&peer, req.amount_msat, None)
             .ok_or("no ready channel with this LSP yet")?;
         let leaf = &self.channels.leaves[&key];
         let delta = leaf.link.channel().limits().1.min_cltv_expiry_delta;
@@ -960,7 +977,7 @@ impl Lsp {
             }
         };
         let to = self
-            .payee_channel(&payee, amount_msat)
+            .payee_channel(&payee, amount_msat, None)
             .ok_or_else(|| ApiError::app(-4, "the payee has no ready channel"))?;
         if !self.transport.is_connected(&payee) {
             return Err(ApiError::app(-4, "the payee is offline"));

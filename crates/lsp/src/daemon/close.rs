@@ -725,6 +725,9 @@ impl Lsp {
                 self.start_reclaim(id, &format!("no cooperative close by block {reclaim_from}"));
                 continue;
             }
+            if self.config.auto_close {
+                self.migration_tick(id, &factory, tip);
+            }
             // One proposal a block for each factory, as soon as nothing else is being signed.
             if !self.config.auto_close
                 || self.closing.is_some()

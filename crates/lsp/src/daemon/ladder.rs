@@ -64,6 +64,10 @@ impl Lsp {
         if self.forming.is_some() {
             return false;
         }
+        // A client migrating out of a dying factory has a deadline: no rung to wait for.
+        if self.migrant_waiting() {
+            return true;
+        }
         let n = self.waiting.len();
         let next = self.next_rung();
         // The chain is asked only when the answer depends on it.

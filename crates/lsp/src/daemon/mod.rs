@@ -54,6 +54,7 @@ mod channels;
 mod close;
 pub mod ladder;
 mod liquidity;
+mod migration;
 mod reclaim;
 mod rotation;
 mod update;
@@ -242,6 +243,8 @@ struct Lsp {
     rotating: Option<rotation::Rotating>,
     /// Factories whose rotation was abandoned (closed instead).
     rotation_fallbacks: rotation::Fallbacks,
+    /// Migrations out of dying factories that cannot rotate.
+    migrations: migration::Migrations,
     /// Signed cooperative closes not yet confirmed.
     signed_closes: HashMap<FactoryId, Transaction>,
     /// The tip the factories' lifecycle was last looked at.
@@ -322,6 +325,7 @@ pub async fn run(
         closing: None,
         rotating: None,
         rotation_fallbacks: Default::default(),
+        migrations: Default::default(),
         signed_closes: HashMap::new(),
         lifecycle_tip: None,
         close_blocked: HashMap::new(),
@@ -1210,6 +1214,11 @@ impl Lsp {
             "created_height": record.created_height,
             "dying_height": dying_height,
             "reclaim_height": factory.as_ref().map(reclaim::reclaim_height),
+            // Where a factory that cannot rotate migrates its present members ([from, to)).
+            "migration_window": factory
+                .as_ref()
+                .and_then(migration::migration_window)
+                .map(|(from, to)| json!([from, to])),
             "timeout_height": record.timeout_height,
             "funding": record.funding.map(|o| o.to_string()),
             "members": members,

@@ -501,12 +501,18 @@ impl Lsp {
             dying
                 .into_iter()
                 .map(|(id, _)| {
-                    json!({
+                    let mut entry = json!({
                         "factory": id.to_string(),
                         "proposed_at": self.proposed_at.get(id),
                         "close_signed": self.signed_closes.contains_key(id),
                         "fallback": self.rotation_fallbacks.0.contains(id),
-                    })
+                    });
+                    if let (Some(e), Value::Object(m)) =
+                        (entry.as_object_mut(), self.migration_json(id))
+                    {
+                        e.extend(m);
+                    }
+                    entry
                 })
                 .collect(),
         )

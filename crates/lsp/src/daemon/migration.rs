@@ -1,0 +1,166 @@
+//! Migration, the fallback of a rotation: a dying factory with a member away cannot rotate (its
+//! key path needs every member's signature), so through its [`migration_window`], at each
+//! block, the LSP invites each connected member that holds
+//! something there to migrate: the client joins a new factory (the LSP forms one at once for
+//! migrants, whatever the ladder's rung) and pays what it holds into its channel there, an
+//! ordinary payment through the LSP, whose preimage only the client knows (see the client's
+//! `migration`). The LSP forwards it as any payment: it takes the old HTLC only once the client
+//! settled the new one.
+//!
+//! What is left in the old factory is the LSP's (the migrated channels hold nothing of their
+//! clients) and the away member's; the reclaim takes it on chain before T, and the away member
+//! recovers its share alone. `status` lists, for each dying factory, the members away and those
+//! invited to migrate.
+//!
+//! Payments into a dying factory's channels are avoided while the client has a channel
+//! elsewhere, and a payment never goes back into the factory it comes from.
+
+use std::collections::{HashMap, HashSet};
+
+use bitcoin::secp256k1::PublicKey;
+use serde_json::{json, Value};
+use superscalar_core::channel::deadlines::DEFAULT_MARGIN_BLOCKS;
+use superscalar_core::close::msg::{CloseBody, CloseMsg};
+use superscalar_core::{Factory, FactoryId};
+use superscalar_store::FactoryStatus;
+use superscalar_wire::messages::Message;
+
+use super::Lsp;
+
+/// The heights between which a dying factory that cannot rotate migrates its present members
+/// (`None`: its dying period is too short for it). It starts a quarter into the dying period
+/// (before it, an away member has time to come back and the factory rotates), or at once if
+/// that leaves no time, and ends when a migration payment could no longer fit: the HTLC on the
+/// old channel expires, at the latest, at its factory's timeout less its exit time and margin,
+/// and must leave room for the new channel's final delta (a factory of the same shape), the
+/// LSP's forwarding delta twice and a confirmation budget for the new factory's funding.
+pub fn migration_window(factory: &Factory) -> Option<(u32, u32)> {
+    let p = factory.params();
+    let dying_from = p.creation_height.saturating_add(p.config.active_blocks);
+    let delta = factory.ewt_max().saturating_add(DEFAULT_MARGIN_BLOCKS);
+    let end = factory
+        .timeout_height()
+        .saturating_sub(2 * delta)
+        .saturating_sub(2 * super::channels::FORWARD_DELTA)
+        .saturating_sub(p.config.confirmation_budget)
+        .min(super::reclaim::reclaim_height(factory));
+    let start = dying_from.saturating_add((p.config.dying_blocks / 4).max(1));
+    let start = if start < end { start } else { dying_from };
+    (start < end).then_some((start, end))
+}
+
+/// The migrations under way.
+#[derive(Default)]
+pub(super) struct Migrations {
+    /// Each client invited to migrate, and the factory it leaves.
+    invited: HashMap<PublicKey, FactoryId>,
+    /// The dying factories whose members are invited, and the height of the last invitation.
+    factories: HashMap<FactoryId, u32>,
+}
+
+impl Lsp {
+    /// At a new block, for dying factory `id` that cannot rotate because members are away:
+    /// invites every connected member holding something in it to migrate.
+    pub(super) fn migration_tick(&mut self, id: FactoryId, factory: &Factory, tip: u32) {
+        let Some((start, end)) = migration_window(factory) else {
+            return;
+        };
+        if tip < start || tip >= end {
+            return;
+        }
+        let reclaim = super::reclaim::reclaim_height(factory);
+        if self.migrations.factories.get(&id) == Some(&tip) {
+            return;
+        }
+        let Some(members) = self
+            .factories
+            .get(&id)
+            .filter(|f| f.status == FactoryStatus::Dying)
+            .map(|f| f.members.clone())
+        else {
+            return;
+        };
+        let away: Vec<usize> = (0..members.len())
+            .filter(|i| !self.transport.is_connected(&members[*i]))
+            .collect();
+        if away.is_empty() {
+            return; // Everyone is here: it rotates.
+        }
+        let mut held = vec![0u64; members.len()];
+        for (k, leaf) in &self.channels.leaves {
+            if k.0 == id {
+                if let Some(h) = held.get_mut(leaf.client_index() as usize) {
+                    *h = h.saturating_add(leaf.link.channel().their_balance_msat());
+                }
+            }
+        }
+        let first = !self.migrations.factories.contains_key(&id);
+        self.migrations.factories.insert(id, tip);
+        let mut invited = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            if held[i] == 0 || !self.transport.is_connected(m) {
+                continue;
+            }
+            self.migrations.invited.insert(*m, id);
+            invited.push(i);
+            self.send(
+                *m,
+                Message::Close(Box::new(CloseMsg {
+                    factory: id,
+                    close: 0,
+                    body: CloseBody::Migrate {
+                        balance_msat: held[i],
+                    },
+                })),
+            );
+        }
+        if first {
+            self.log(format!(
+                "factory {id}: cannot rotate (clients {away:?} away): clients {invited:?} \
+                 migrate into a new factory; the rest is reclaimed from block {reclaim}"
+            ));
+        }
+    }
+
+    /// Whether a client waiting to join migrates out of a dying factory (a factory forms for
+    /// it at once).
+    pub(super) fn migrant_waiting(&self) -> bool {
+        self.waiting.iter().any(|w| {
+            self.migrations.invited.get(&w.node).is_some_and(|f| {
+                self.factories
+                    .get(f)
+                    .is_some_and(|f| f.status == FactoryStatus::Dying)
+            })
+        })
+    }
+
+    /// The factories a payment to `peer` from factory `from` avoids: its own, if the payer is
+    /// the payee (a migration), and every dying one while another can take it.
+    pub(super) fn dying_factories(&self) -> HashSet<FactoryId> {
+        self.factories
+            .iter()
+            .filter(|(_, f)| f.status == FactoryStatus::Dying)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The migration part of a dying factory's `status` entry.
+    pub(super) fn migration_json(&self, id: &FactoryId) -> Value {
+        let members = self
+            .factories
+            .get(id)
+            .map(|f| f.members.clone())
+            .unwrap_or_default();
+        let away: Vec<usize> = (0..members.len())
+            .filter(|i| !self.transport.is_connected(&members[*i]))
+            .collect();
+        let invited: Vec<usize> = (0..members.len())
+            .filter(|i| self.migrations.invited.get(&members[*i]) == Some(id))
+            .collect();
+        json!({
+            "away": away,
+            "migrating": invited,
+            "migration_invited_at": self.migrations.factories.get(id),
+        })
+    }
+}
