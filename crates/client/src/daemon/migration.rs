@@ -47,6 +47,7 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::hex::DisplayHex;
 use bitcoin::Amount;
 use serde_json::{json, Value};
+use superscalar_core::channel::deadlines::{min_final_cltv_expiry_delta, DEFAULT_MARGIN_BLOCKS};
 use superscalar_core::channel::link::Intent;
 use superscalar_core::channel::ChannelRef;
 use superscalar_core::close::msg::{CloseBody, CloseMsg};
@@ -75,6 +76,8 @@ pub(super) struct Migrating {
     paying: Option<[u8; 32]>,
     /// When the next payment may start.
     next_try: Instant,
+    /// Whether it is too late to pay out of the old factory (logged once).
+    too_late: bool,
 }
 
 impl Migrating {
@@ -85,6 +88,7 @@ impl Migrating {
             asked: None,
             paying: None,
             next_try: Instant::now(),
+            too_late: false,
         }
     }
 }
@@ -319,6 +323,37 @@ impl Client {
                 && f.links.get(&ChannelRef::Leaf).is_some_and(|l| l.is_ready())
         });
         if !ready {
+            return;
+        }
+        // The HTLC on the old channel must expire before the old factory's timeout less a
+        // margin (the LSP refuses it otherwise): past that, the old factory is left to the
+        // LSP's reclaim, which puts our balance on chain for us.
+        let (Some(tip), Some(old), Some(new)) = (self.tip(), self.slot(from), self.slot(into))
+        else {
+            return;
+        };
+        let expiry = tip
+            .saturating_add(min_final_cltv_expiry_delta(
+                &new.factory,
+                DEFAULT_MARGIN_BLOCKS,
+            ))
+            .saturating_add(2 * FORWARD_DELTA);
+        let latest = old
+            .factory
+            .timeout_height()
+            .saturating_sub(DEFAULT_MARGIN_BLOCKS);
+        if expiry > latest {
+            let first = self.migrating.as_ref().is_some_and(|m| !m.too_late);
+            if first {
+                self.log(format!(
+                    "migration: too late to pay out of factory {from} (an HTLC would expire at \
+                     block {expiry}, after {latest}); the LSP takes it on chain before its \
+                     timeout and what we hold there comes to us on chain"
+                ));
+            }
+            if let Some(m) = self.migrating.as_mut() {
+                m.too_late = true;
+            }
             return;
         }
         let Some(amount_msat) = self.slot(from).and_then(|f| {

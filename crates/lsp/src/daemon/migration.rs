@@ -31,16 +31,19 @@ use super::Lsp;
 /// (`None`: its dying period is too short for it). It starts a quarter into the dying period
 /// (before it, an away member has time to come back and the factory rotates), or at once if
 /// that leaves no time, and ends when a migration payment could no longer fit: the HTLC on the
-/// old channel expires, at the latest, at its factory's timeout less its exit time and margin,
-/// and must leave room for the new channel's final delta (a factory of the same shape), the
-/// LSP's forwarding delta twice and a confirmation budget for the new factory's funding.
+/// old channel may expire at the latest at its factory's timeout less a margin (see
+/// `forward`), and must leave room for the new channel's final delta (a factory of the same
+/// shape: its exit time and margin), the LSP's forwarding delta twice (the invoice's and the
+/// hop's) and a confirmation budget for the new factory's funding. It never ends after the
+/// reclaim starts.
 pub fn migration_window(factory: &Factory) -> Option<(u32, u32)> {
     let p = factory.params();
     let dying_from = p.creation_height.saturating_add(p.config.active_blocks);
-    let delta = factory.ewt_max().saturating_add(DEFAULT_MARGIN_BLOCKS);
+    let final_delta = factory.ewt_max().saturating_add(DEFAULT_MARGIN_BLOCKS);
     let end = factory
         .timeout_height()
-        .saturating_sub(2 * delta)
+        .saturating_sub(DEFAULT_MARGIN_BLOCKS)
+        .saturating_sub(final_delta)
         .saturating_sub(2 * super::channels::FORWARD_DELTA)
         .saturating_sub(p.config.confirmation_budget)
         .min(super::reclaim::reclaim_height(factory));
@@ -134,8 +137,7 @@ impl Lsp {
         })
     }
 
-    /// The factories a payment to `peer` from factory `from` avoids: its own, if the payer is
-    /// the payee (a migration), and every dying one while another can take it.
+    /// The dying factories (a payment avoids their channels while the payee has another).
     pub(super) fn dying_factories(&self) -> HashSet<FactoryId> {
         self.factories
             .iter()
@@ -162,5 +164,85 @@ impl Lsp {
             "migrating": invited,
             "migration_invited_at": self.migrations.factories.get(id),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use bitcoin::Amount;
+    use superscalar_core::revocation::StockSecrets;
+    use superscalar_core::shape::FactoryConfig;
+    use superscalar_core::{ClientSpec, FactoryParams};
+
+    fn key(i: u32) -> bitcoin::secp256k1::PublicKey {
+        let mut sk = [1u8; 32];
+        sk[28..].copy_from_slice(&(i + 1).to_be_bytes());
+        SecretKey::from_slice(&sk)
+            .unwrap()
+            .public_key(&Secp256k1::new())
+    }
+
+    fn factory(clients: u32, config: FactoryConfig) -> Factory {
+        Factory::new(
+            FactoryParams {
+                id: FactoryId([3; 32]),
+                config,
+                lsp_key: key(1_000).into(),
+                clients: (0..clients)
+                    .map(|i| ClientSpec::new(key(i).into(), Amount::from_sat(1_000_000)))
+                    .collect(),
+                creation_height: 500,
+                stock_hashes: Vec::new(),
+                opening_msat: Vec::new(),
+            }
+            .with_stock_secrets(&StockSecrets::new([9; 32])),
+        )
+        .unwrap()
+    }
+
+    fn regtest(active: u32, dying: u32) -> FactoryConfig {
+        FactoryConfig {
+            active_blocks: active,
+            dying_blocks: dying,
+            ..FactoryConfig::regtest()
+        }
+    }
+
+    #[test]
+    fn the_window_lies_in_the_dying_period_and_ends_before_the_reclaim() {
+        for (clients, config) in [
+            (3, regtest(150, 150)),
+            (2, regtest(66, 100)),
+            (2, regtest(66, 80)),
+            (1, regtest(20, 70)),
+            (8, FactoryConfig::default()),
+            (64, FactoryConfig::default()),
+        ] {
+            let dying = config.dying_blocks;
+            let f = factory(clients, config);
+            let dying_from = 500 + f.params().config.active_blocks;
+            let (start, end) = migration_window(&f)
+                .unwrap_or_else(|| panic!("no window for {clients} clients, dying {dying}"));
+            assert!(dying_from <= start && start < end, "{start}..{end}");
+            assert!(end <= super::super::reclaim::reclaim_height(&f));
+            // An HTLC offered at the last height, for a channel in a factory of the same
+            // shape, expires no later than the LSP forwards.
+            let delta = f.ewt_max() + DEFAULT_MARGIN_BLOCKS;
+            let expiry = end + delta + 2 * super::super::channels::FORWARD_DELTA;
+            assert!(expiry <= f.timeout_height() - DEFAULT_MARGIN_BLOCKS);
+            // The default ladder migrates through most of its dying period.
+            if dying == 432 {
+                assert!(end - start > dying / 2, "{start}..{end}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_dying_period_too_short_has_no_window() {
+        // The regtest default: 5 dying blocks leave no room for a payment after the dying
+        // period starts.
+        assert_eq!(migration_window(&factory(2, regtest(20, 5))), None);
     }
 }
