@@ -2,8 +2,10 @@
 //! loopback: factories form a rung apart, one client each; every factory rotates by itself in
 //! its dying period (the LSP proposes it), each rotation one transaction with one input; every
 //! client ends, cycle after cycle, in a new factory with exactly its balance. One client stays
-//! away: the LSP takes its factory on chain with every commitment confirmed before T and sweeps
-//! its share, and the client, back, claims its balance alone.
+//! away: its factory, shared with a partner, cannot rotate, so the partner migrates into a new
+//! factory (an off-chain payment) with exactly its balance; the LSP takes the old factory on
+//! chain with every commitment confirmed before T and sweeps its share, and the away client,
+//! back, claims its balance alone.
 //!
 //! The default run has 6 rungs; the scale run, 33 (`cargo test -p superscalar-cli --test
 //! ladder_cycle -- --ignored`).
@@ -45,7 +47,9 @@ fn run_ladder(rungs: u32) {
     let chain = chaind(&dir.path().join("chain"));
     // A rung of 2 blocks or more. The active period leaves room for the channels to open (T
     // less a worst-case exit), the dying period for the rotation before the reclaim height (T
-    // less a worst-case exit and a confirmation budget).
+    // less a worst-case exit and a confirmation budget) and for a migration payment (its HTLC
+    // expires before T less a margin, after the new channel's final delta and two forwarding
+    // deltas): 80 blocks.
     let active = (rungs * 2).max(60);
     let active_arg = active.to_string();
     let rungs_arg = rungs.to_string();
@@ -61,7 +65,7 @@ fn run_ladder(rungs: u32) {
             "--active-blocks",
             &active_arg,
             "--dying-blocks",
-            "30",
+            "80",
             "--max-clients",
             "2",
         ],
@@ -73,19 +77,39 @@ fn run_ladder(rungs: u32) {
         .to_owned();
     chain.mine(110 + rungs, &address);
 
-    // One client a rung; each gets an odd amount once its channel is ready.
+    // One client a rung, but two in the second (the away client and its partner); each gets an
+    // odd amount once its channel is ready.
     let started = Instant::now();
     let mut clients = Vec::new();
     let mut expected = Vec::new();
+    let mut partner = None;
     for i in 0..rungs as usize {
         let next = status("lsp", &lsp)["ladder"]["next_rung_height"]
             .as_u64()
             .unwrap();
         let now = tip(&chain);
-        if next > now {
-            chain.mine((next - now) as u32, &address);
+        let mut joining = Vec::new();
+        if i == 1 {
+            // Both wait before the rung: a full factory forms at once.
+            assert!(next > now, "the second rung at {next}, the tip at {now}");
+            chain.mine((next - now - 1) as u32, &address);
+            joining.push(client(dir.path(), i, &chain, &uri, &["--no-passphrase"]));
+            joining.push(client(
+                dir.path(),
+                rungs as usize,
+                &chain,
+                &uri,
+                &["--no-passphrase"],
+            ));
+            wait_for("both waiting", Duration::from_secs(60), || {
+                status("lsp", &lsp)["waiting"] == 2 || factories(&lsp).len() > i
+            });
+        } else {
+            if next > now {
+                chain.mine((next - now) as u32, &address);
+            }
+            joining.push(client(dir.path(), i, &chain, &uri, &["--no-passphrase"]));
         }
-        let c = client(dir.path(), i, &chain, &uri, &["--no-passphrase"]);
         // Signed (its funding broadcast), not only recorded.
         wait_for("the rung's factory", Duration::from_secs(120), || {
             factories(&lsp)
@@ -95,18 +119,32 @@ fn run_ladder(rungs: u32) {
                 == i + 1
         });
         chain.mine(1, &address);
-        wait_for("channel ready", Duration::from_secs(120), || {
-            balance(&c)["channel"]["ready"] == true
-        });
-        let amount = 1_000_000 + 7_777 * i as u64 + 1;
-        let inv = invoice(&c, amount);
-        assert_eq!(
-            cli_with("lsp", "pay", &lsp, &[&inv]).unwrap()["status"],
-            "paid"
-        );
-        expected.push(amount);
-        clients.push(c);
+        for (j, c) in joining.into_iter().enumerate() {
+            wait_for("channel ready", Duration::from_secs(120), || {
+                balance(&c)["channel"]["ready"] == true
+            });
+            let amount = 1_000_000 + 7_777 * i as u64 + 1 + 1_000 * j as u64;
+            let inv = invoice(&c, amount);
+            assert_eq!(
+                cli_with("lsp", "pay", &lsp, &[&inv]).unwrap()["status"],
+                "paid"
+            );
+            if j == 0 {
+                expected.push(amount);
+                clients.push(c);
+            } else {
+                partner = Some((c, amount));
+            }
+        }
     }
+    let (partner, partner_amount) = partner.unwrap();
+    assert_eq!(
+        status("client", &partner)["factory"]["id"],
+        status("client", &clients[1])["factory"]["id"],
+        "the partner shares the away client's factory"
+    );
+    expected.push(partner_amount);
+    clients.push(partner);
     let formed = started.elapsed();
     let first_ids: BTreeSet<String> = factories(&lsp)
         .iter()
@@ -139,6 +177,15 @@ fn run_ladder(rungs: u32) {
             // every ten minutes).
             if cli_factory(&lsp, &away_factory)["status"] == "closing" {
                 std::thread::sleep(Duration::from_millis(1_100));
+            }
+            // Likewise while the partner migrates (a new factory, its channel, a payment).
+            let migrating = status("lsp", &lsp)["dying"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| !d["migrating"].as_array().unwrap().is_empty());
+            if migrating {
+                std::thread::sleep(Duration::from_millis(2_000));
             }
         }
         wait_for("the LSP idle", Duration::from_secs(120), || idle(&lsp));
@@ -231,7 +278,7 @@ fn run_ladder(rungs: u32) {
             .to_string()
             .contains("in the LSP's commitment")
     });
-    let rungs = clients.len() as u32;
+    let rungs = clients.len() as u32 - 1;
     // Payments go on between the two clients whose factories are furthest from dying (the
     // LSP may be rotating another one right now).
     let mut by_dying: Vec<(u64, usize)> = clients
@@ -243,11 +290,9 @@ fn run_ladder(rungs: u32) {
         })
         .collect();
     by_dying.sort();
-    let (payer, payee) = (
-        by_dying[rungs as usize - 1].1,
-        by_dying[rungs as usize - 2].1,
-    );
-    assert!(by_dying[rungs as usize - 2].0 > tip(&chain) + 1);
+    let n = by_dying.len();
+    let (payer, payee) = (by_dying[n - 1].1, by_dying[n - 2].1);
+    assert!(by_dying[n - 2].0 > tip(&chain) + 1);
     let inv = invoice(&clients[payee], 3_333);
     assert_eq!(
         cli_with("client", "pay", &clients[payer], &[&inv]).unwrap()["status"],

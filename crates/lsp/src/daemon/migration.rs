@@ -89,14 +89,7 @@ impl Lsp {
         if away.is_empty() {
             return; // Everyone is here: it rotates.
         }
-        let mut held = vec![0u64; members.len()];
-        for (k, leaf) in &self.channels.leaves {
-            if k.0 == id {
-                if let Some(h) = held.get_mut(leaf.client_index() as usize) {
-                    *h = h.saturating_add(leaf.link.channel().their_balance_msat());
-                }
-            }
-        }
+        let held = self.held_by_members(id, members.len());
         let first = !self.migrations.factories.contains_key(&id);
         self.migrations.factories.insert(id, tip);
         let mut invited = Vec::new();
@@ -123,6 +116,19 @@ impl Lsp {
                  migrate into a new factory; the rest is reclaimed from block {reclaim}"
             ));
         }
+    }
+
+    /// What each of the `n` members of factory `id` holds in its channels there.
+    fn held_by_members(&self, id: FactoryId, n: usize) -> Vec<u64> {
+        let mut held = vec![0u64; n];
+        for (k, leaf) in &self.channels.leaves {
+            if k.0 == id {
+                if let Some(h) = held.get_mut(leaf.client_index() as usize) {
+                    *h = h.saturating_add(leaf.link.channel().their_balance_msat());
+                }
+            }
+        }
+        held
     }
 
     /// Whether a client waiting to join migrates out of a dying factory (a factory forms for
@@ -156,8 +162,9 @@ impl Lsp {
         let away: Vec<usize> = (0..members.len())
             .filter(|i| !self.transport.is_connected(&members[*i]))
             .collect();
+        let held = self.held_by_members(*id, members.len());
         let invited: Vec<usize> = (0..members.len())
-            .filter(|i| self.migrations.invited.get(&members[*i]) == Some(id))
+            .filter(|i| self.migrations.invited.get(&members[*i]) == Some(id) && held[*i] > 0)
             .collect();
         json!({
             "away": away,
