@@ -49,7 +49,8 @@ fn run_ladder(rungs: u32) {
     // less a worst-case exit), the dying period for the rotation before the reclaim height (T
     // less a worst-case exit and a confirmation budget) and for a migration payment (its HTLC
     // expires before T less a margin, after the new channel's final delta and two forwarding
-    // deltas): 80 blocks.
+    // deltas, after the old channel's latest expiry, its factory's timeout less its exit time
+    // and margin): 120 blocks.
     let active = (rungs * 2).max(60);
     let active_arg = active.to_string();
     let rungs_arg = rungs.to_string();
@@ -65,7 +66,7 @@ fn run_ladder(rungs: u32) {
             "--active-blocks",
             &active_arg,
             "--dying-blocks",
-            "80",
+            "120",
             "--max-clients",
             "2",
         ],
@@ -292,6 +293,15 @@ fn run_ladder(rungs: u32) {
     by_dying.sort();
     let n = by_dying.len();
     let (payer, payee) = (by_dying[n - 1].1, by_dying[n - 2].1);
+    // Either may have just rolled into a successor whose channel opens at its confirmation.
+    let ready = |c: &Node| balance(c)["channel"]["ready"] == true;
+    let mut waited = 0;
+    while !(ready(&clients[payer]) && ready(&clients[payee])) {
+        assert!(waited < 20, "{}", status("client", &clients[payer]));
+        mine_idle(1);
+        std::thread::sleep(Duration::from_millis(500));
+        waited += 1;
+    }
     assert!(by_dying[n - 2].0 > tip(&chain) + 1);
     let inv = invoice(&clients[payee], 3_333);
     assert_eq!(

@@ -325,9 +325,9 @@ impl Client {
         if !ready {
             return;
         }
-        // The HTLC on the old channel must expire before the old factory's timeout less a
-        // margin (the LSP refuses it otherwise): past that, the old factory is left to the
-        // LSP's reclaim, which puts our balance on chain for us.
+        // The HTLC on the old channel must expire no later than the old channels allow (the
+        // factory's timeout less its exit time and margin): past that, the old factory is left
+        // to the LSP's reclaim, which puts our balance on chain for us.
         let (Some(tip), Some(old), Some(new)) = (self.tip(), self.slot(from), self.slot(into))
         else {
             return;
@@ -339,9 +339,14 @@ impl Client {
             ))
             .saturating_add(2 * FORWARD_DELTA);
         let latest = old
-            .factory
-            .timeout_height()
-            .saturating_sub(DEFAULT_MARGIN_BLOCKS);
+            .links
+            .values()
+            .map(|l| {
+                let (ours, theirs) = l.channel().limits();
+                ours.max_cltv_expiry.min(theirs.max_cltv_expiry)
+            })
+            .max()
+            .unwrap_or(0);
         if expiry > latest {
             let first = self.migrating.as_ref().is_some_and(|m| !m.too_late);
             if first {

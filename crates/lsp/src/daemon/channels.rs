@@ -631,18 +631,6 @@ impl Lsp {
             .map(|(k, _)| *k)
     }
 
-    /// The latest expiry an HTLC in a channel of factory `id` may have: its timeout T less a
-    /// margin, so that the LSP's on-chain claim of it (started the exit time before the expiry)
-    /// confirms before T, when the tree would pay the channel to its client.
-    fn latest_expiry(&self, id: FactoryId) -> Option<u32> {
-        let (factory, ..) = self.channels.states.get(&id)?;
-        Some(
-            factory
-                .timeout_height()
-                .saturating_sub(DEFAULT_MARGIN_BLOCKS),
-        )
-    }
-
     /// The channel holding an HTLC a client offered the LSP with `hash`, and its id.
     pub(super) fn incoming_with(&self, hash: &[u8; 32]) -> Option<(Key, u64)> {
         self.channels.leaves.iter().find_map(|(k, l)| {
@@ -766,18 +754,6 @@ impl Lsp {
         if self.channels.frozen.contains(&from.0) {
             return fail(self, format!("factory {} is closing", from.0));
         }
-        if let Some(latest) = self.latest_expiry(from.0) {
-            if add.cltv_expiry > latest {
-                return fail(
-                    self,
-                    format!(
-                        "the HTLC expires at block {}, after {latest} (its factory's timeout \
-                         less {DEFAULT_MARGIN_BLOCKS} blocks)",
-                        add.cltv_expiry
-                    ),
-                );
-            }
-        }
         // The fee of a liquidity order: held until the sale completes.
         match self.order_htlc(add.payment_hash, add.amount_msat) {
             Ok(true) => return Vec::new(),
@@ -815,16 +791,6 @@ impl Lsp {
         if !self.transport.is_connected(&payee) {
             return fail(self, "the payee is offline".into());
         }
-        let out_expiry = add.cltv_expiry.saturating_sub(FORWARD_DELTA);
-        if self.latest_expiry(to.0).is_some_and(|l| out_expiry > l) {
-            return fail(
-                self,
-                format!(
-                    "the payee's factory {} times out before block {out_expiry}",
-                    to.0
-                ),
-            );
-        }
         if let Err(e) = self.store.update_invoice(hash, InvoiceStatus::Held, None) {
             return fail(self, format!("store: {e}"));
         }
@@ -833,7 +799,7 @@ impl Lsp {
             Intent::Add {
                 amount_msat,
                 payment_hash: add.payment_hash,
-                cltv_expiry: out_expiry,
+                cltv_expiry: add.cltv_expiry.saturating_sub(FORWARD_DELTA),
             },
         );
         if !pushed {

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 
 use bitcoin::secp256k1::PublicKey;
 use serde_json::{json, Value};
-use superscalar_core::channel::deadlines::DEFAULT_MARGIN_BLOCKS;
+use superscalar_core::channel::deadlines::{min_final_cltv_expiry_delta, DEFAULT_MARGIN_BLOCKS};
 use superscalar_core::close::msg::{CloseBody, CloseMsg};
 use superscalar_core::{Factory, FactoryId};
 use superscalar_store::FactoryStatus;
@@ -29,26 +29,26 @@ use super::Lsp;
 
 /// The heights between which a dying factory that cannot rotate migrates its present members
 /// (`None`: its dying period is too short for it). It starts a quarter into the dying period
-/// (before it, an away member has time to come back and the factory rotates), or at once if
-/// that leaves no time, and ends when a migration payment could no longer fit: the HTLC on the
-/// old channel may expire at the latest at its factory's timeout less a margin (see
-/// `forward`), and must leave room for the new channel's final delta (a factory of the same
-/// shape: its exit time and margin), the LSP's forwarding delta twice (the invoice's and the
-/// hop's) and a confirmation budget for the new factory's funding. It never ends after the
-/// reclaim starts.
+/// (before it, an away member has time to come back and the factory rotates), or halfway to its
+/// end if that is sooner, and ends when a migration payment could no longer fit: the HTLC on the
+/// old channel may expire at the latest at its factory's timeout less its exit time and margin
+/// (the channel's `max_cltv_expiry`), and must leave room for the new channel's final delta (a
+/// factory of the same shape: its exit time and margin), the LSP's forwarding delta twice (the
+/// invoice's and the hop's) and a confirmation budget for the new factory's funding. It never
+/// ends after the reclaim starts. So the dying period must exceed the exit time by about 70
+/// blocks for a window to exist.
 pub fn migration_window(factory: &Factory) -> Option<(u32, u32)> {
     let p = factory.params();
     let dying_from = p.creation_height.saturating_add(p.config.active_blocks);
-    let final_delta = factory.ewt_max().saturating_add(DEFAULT_MARGIN_BLOCKS);
+    let delta = min_final_cltv_expiry_delta(factory, DEFAULT_MARGIN_BLOCKS);
     let end = factory
         .timeout_height()
-        .saturating_sub(DEFAULT_MARGIN_BLOCKS)
-        .saturating_sub(final_delta)
+        .saturating_sub(2 * delta)
         .saturating_sub(2 * super::channels::FORWARD_DELTA)
         .saturating_sub(p.config.confirmation_budget)
         .min(super::reclaim::reclaim_height(factory));
-    let start = dying_from.saturating_add((p.config.dying_blocks / 4).max(1));
-    let start = if start < end { start } else { dying_from };
+    let room = end.saturating_sub(dying_from);
+    let start = dying_from.saturating_add((p.config.dying_blocks / 4).min(room / 2));
     (start < end).then_some((start, end))
 }
 
@@ -59,19 +59,14 @@ pub(super) struct Migrations {
     invited: HashMap<PublicKey, FactoryId>,
     /// The dying factories whose members are invited, and the height of the last invitation.
     factories: HashMap<FactoryId, u32>,
+    /// The dying factories that have no migration window (logged once).
+    no_window: HashSet<FactoryId>,
 }
 
 impl Lsp {
     /// At a new block, for dying factory `id` that cannot rotate because members are away:
     /// invites every connected member holding something in it to migrate.
     pub(super) fn migration_tick(&mut self, id: FactoryId, factory: &Factory, tip: u32) {
-        let Some((start, end)) = migration_window(factory) else {
-            return;
-        };
-        if tip < start || tip >= end {
-            return;
-        }
-        let reclaim = super::reclaim::reclaim_height(factory);
         if self.migrations.factories.get(&id) == Some(&tip) {
             return;
         }
@@ -88,6 +83,21 @@ impl Lsp {
             .collect();
         if away.is_empty() {
             return; // Everyone is here: it rotates.
+        }
+        let reclaim = super::reclaim::reclaim_height(factory);
+        let Some((start, end)) = migration_window(factory) else {
+            if self.migrations.no_window.insert(id) {
+                self.log(format!(
+                    "factory {id}: clients {away:?} away, and its dying period ({} blocks) \
+                     leaves no time for a migration payment: the present members' balances go \
+                     on chain with it if it is not closed by block {reclaim}",
+                    factory.params().config.dying_blocks,
+                ));
+            }
+            return;
+        };
+        if tip < start || tip >= end {
+            return;
         }
         let held = self.held_by_members(id, members.len());
         let first = !self.migrations.factories.contains_key(&id);
@@ -179,6 +189,7 @@ mod tests {
     use super::*;
     use bitcoin::secp256k1::{Secp256k1, SecretKey};
     use bitcoin::Amount;
+    use superscalar_core::channel::state::ChannelLimits;
     use superscalar_core::revocation::StockSecrets;
     use superscalar_core::shape::FactoryConfig;
     use superscalar_core::{ClientSpec, FactoryParams};
@@ -221,35 +232,47 @@ mod tests {
     fn the_window_lies_in_the_dying_period_and_ends_before_the_reclaim() {
         for (clients, config) in [
             (3, regtest(150, 150)),
-            (2, regtest(66, 100)),
             (2, regtest(66, 80)),
-            (1, regtest(20, 70)),
-            (8, FactoryConfig::default()),
-            (64, FactoryConfig::default()),
+            (2, regtest(66, 120)),
+            (1, regtest(20, 80)),
+            (
+                8,
+                FactoryConfig {
+                    dying_blocks: 1_100,
+                    ..FactoryConfig::default()
+                },
+            ),
         ] {
-            let dying = config.dying_blocks;
             let f = factory(clients, config);
             let dying_from = 500 + f.params().config.active_blocks;
             let (start, end) = migration_window(&f)
-                .unwrap_or_else(|| panic!("no window for {clients} clients, dying {dying}"));
+                .unwrap_or_else(|| panic!("no window for {clients} clients, EWT {}", f.ewt_max()));
             assert!(dying_from <= start && start < end, "{start}..{end}");
             assert!(end <= super::super::reclaim::reclaim_height(&f));
             // An HTLC offered at the last height, for a channel in a factory of the same
-            // shape, expires no later than the LSP forwards.
+            // shape, expires no later than the old channel allows.
             let delta = f.ewt_max() + DEFAULT_MARGIN_BLOCKS;
             let expiry = end + delta + 2 * super::super::channels::FORWARD_DELTA;
-            assert!(expiry <= f.timeout_height() - DEFAULT_MARGIN_BLOCKS);
-            // The default ladder migrates through most of its dying period.
-            if dying == 432 {
-                assert!(end - start > dying / 2, "{start}..{end}");
+            let limits = ChannelLimits::for_factory(&f, end, DEFAULT_MARGIN_BLOCKS).unwrap();
+            assert!(expiry <= limits.max_cltv_expiry);
+            if clients == 8 {
+                assert_eq!(end - start, 73, "the README's figure");
+            }
+            if f.params().config.dying_blocks == 120 {
+                assert_eq!(end - start, 24, "the README's figure");
             }
         }
     }
 
     #[test]
-    fn a_dying_period_too_short_has_no_window() {
+    fn a_dying_period_shorter_than_the_exit_has_no_window() {
         // The regtest default: 5 dying blocks leave no room for a payment after the dying
         // period starts.
         assert_eq!(migration_window(&factory(2, regtest(20, 5))), None);
+        // The mainnet default: the exit of the default shape (888 blocks for 8 clients) is
+        // longer than the dying period (432 blocks).
+        let f = factory(8, FactoryConfig::default());
+        assert!(f.ewt_max() > f.params().config.dying_blocks);
+        assert_eq!(migration_window(&f), None);
     }
 }
