@@ -665,12 +665,7 @@ impl Client {
                     })
                     .ok_or_else(|| ApiError::invalid_params("expiry_secs: 60 to 604800"))?,
             };
-            let mut preimage = zeroize::Zeroizing::new([0u8; 32]);
-            bitcoin::secp256k1::rand::RngCore::fill_bytes(
-                &mut bitcoin::secp256k1::rand::thread_rng(),
-                &mut preimage[..],
-            );
-            let hash = sha256::Hash::hash(&preimage[..]).to_byte_array();
+            let (preimage, hash) = fresh_preimage();
             self.send(Message::InvoiceRequest(InvoiceRequest {
                 payment_hash: hash,
                 amount_msat: amount_msat.unwrap_or(0),
@@ -1036,4 +1031,15 @@ fn send_to(
     msg: Message,
 ) {
     super::send(transport, lsp, msg);
+}
+
+/// A random payment preimage and its hash.
+pub(super) fn fresh_preimage() -> (zeroize::Zeroizing<[u8; 32]>, [u8; 32]) {
+    let mut preimage = zeroize::Zeroizing::new([0u8; 32]);
+    bitcoin::secp256k1::rand::RngCore::fill_bytes(
+        &mut bitcoin::secp256k1::rand::thread_rng(),
+        &mut preimage[..],
+    );
+    let hash = sha256::Hash::hash(&preimage[..]).to_byte_array();
+    (preimage, hash)
 }

@@ -138,7 +138,8 @@ impl Client {
         }
     }
 
-    fn send_close(&self, factory: FactoryId, id: u64, body: CloseBody) {
+    /// Sends `body` about close `id` of `factory` to the LSP.
+    pub(super) fn send_close(&self, factory: FactoryId, id: u64, body: CloseBody) {
         self.send(Message::Close(Box::new(CloseMsg {
             factory,
             close: id,

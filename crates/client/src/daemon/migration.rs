@@ -43,14 +43,13 @@
 
 use std::time::{Duration, Instant};
 
-use bitcoin::hashes::{sha256, Hash};
 use bitcoin::hex::DisplayHex;
 use bitcoin::Amount;
 use serde_json::{json, Value};
 use superscalar_core::channel::deadlines::{min_final_cltv_expiry_delta, DEFAULT_MARGIN_BLOCKS};
 use superscalar_core::channel::link::Intent;
 use superscalar_core::channel::ChannelRef;
-use superscalar_core::close::msg::{CloseBody, CloseMsg};
+use superscalar_core::close::msg::CloseBody;
 use superscalar_core::FactoryId;
 use superscalar_store::{
     convert, Change, FactoryStatus, Invoice, InvoiceDirection, InvoiceStatus, Msat, PaymentHash,
@@ -108,11 +107,7 @@ impl Client {
             }
             Err(why) => {
                 self.log(format!("refused to migrate out of {factory}: {why}"));
-                self.send(Message::Close(Box::new(CloseMsg {
-                    factory,
-                    close,
-                    body: CloseBody::Abort(why),
-                })));
+                self.send_close(factory, close, CloseBody::Abort(why));
             }
         }
     }
@@ -371,12 +366,7 @@ impl Client {
         }) else {
             return;
         };
-        let mut preimage = zeroize::Zeroizing::new([0u8; 32]);
-        bitcoin::secp256k1::rand::RngCore::fill_bytes(
-            &mut bitcoin::secp256k1::rand::thread_rng(),
-            &mut preimage[..],
-        );
-        let hash = sha256::Hash::hash(&preimage[..]).to_byte_array();
+        let (preimage, hash) = super::channel::fresh_preimage();
         self.send(Message::InvoiceRequest(InvoiceRequest {
             payment_hash: hash,
             amount_msat,

@@ -62,11 +62,7 @@ impl Client {
             }
             Err(why) => {
                 self.log(format!("refused the LSP's rotation of {factory}: {why}"));
-                self.send(Message::Close(Box::new(CloseMsg {
-                    factory,
-                    close,
-                    body: CloseBody::Abort(why),
-                })));
+                self.send_close(factory, close, CloseBody::Abort(why));
             }
         }
     }
@@ -255,11 +251,7 @@ impl Client {
             let why = "the LSP did not finish the rotation in time".to_owned();
             self.cooperative = None;
             self.end_rotation(&why);
-            self.send(Message::Close(Box::new(CloseMsg {
-                factory,
-                close,
-                body: CloseBody::Abort(why),
-            })));
+            self.send_close(factory, close, CloseBody::Abort(why));
         }
     }
 
