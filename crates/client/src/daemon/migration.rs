@@ -117,16 +117,7 @@ impl Client {
         factory: FactoryId,
         balance_msat: u64,
     ) -> Result<Message, String> {
-        let f = self.factory.as_ref().ok_or("we are in no factory")?;
-        if f.id != factory {
-            return Err(format!("we are not in factory {factory}"));
-        }
-        if f.status != FactoryStatus::Live || f.exit.is_some() {
-            return Err(format!("our factory is {}", f.status));
-        }
-        if f.close.is_some() {
-            return Err("a close of our factory is recorded".into());
-        }
+        let f = self.live_factory(factory)?;
         if self.rotating.is_some() || self.joining.is_some() || self.successor.is_some() {
             return Err("a rotation or migration is under way".into());
         }

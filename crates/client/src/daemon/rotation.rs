@@ -67,12 +67,9 @@ impl Client {
         }
     }
 
-    fn start_roll(
-        &mut self,
-        factory: FactoryId,
-        close: u64,
-        balance_msat: u64,
-    ) -> Result<CloseBody, String> {
+    /// Our factory, if it is `factory`, live, and neither exiting nor closing: what a rotation
+    /// or a migration starts from.
+    pub(super) fn live_factory(&self, factory: FactoryId) -> Result<&InFactory, String> {
         let f = self.factory.as_ref().ok_or("we are in no factory")?;
         if f.id != factory {
             return Err(format!("we are not in factory {factory}"));
@@ -83,6 +80,16 @@ impl Client {
         if f.close.is_some() {
             return Err("a close of our factory is recorded".into());
         }
+        Ok(f)
+    }
+
+    fn start_roll(
+        &mut self,
+        factory: FactoryId,
+        close: u64,
+        balance_msat: u64,
+    ) -> Result<CloseBody, String> {
+        let f = self.live_factory(factory)?;
         if self.rotating.is_some() || self.joining.is_some() {
             return Err("a rotation is under way".into());
         }
